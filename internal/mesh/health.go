@@ -1,0 +1,171 @@
+package mesh
+
+import (
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// State is a peer's connectivity as KubeSpan reports it.
+type State int
+
+const (
+	// StateUnknown: no verdict yet (just configured, or no endpoint to try).
+	StateUnknown State = iota
+	// StateUp: the peer showed activity within the down threshold.
+	StateUp
+	// StateDown: it did not.
+	StateDown
+)
+
+func (s State) String() string {
+	switch s {
+	case StateUp:
+		return "up"
+	case StateDown:
+		return "down"
+	default:
+		return "unknown"
+	}
+}
+
+// Health holds the timing thresholds (config health.*).
+type Health struct {
+	// DownAfter: a peer with no activity for this long is down.
+	DownAfter time.Duration
+	// EndpointProbe: how long a newly set endpoint gets before the next
+	// candidate is tried.
+	EndpointProbe time.Duration
+}
+
+// Observation is what the WireGuard device reports for one peer.
+type Observation struct {
+	// Endpoint is the peer's live endpoint (WireGuard roams it to wherever
+	// authenticated packets come from); invalid if none.
+	Endpoint      netip.AddrPort
+	LastHandshake time.Time
+	RxBytes       int64
+	TxBytes       int64
+}
+
+// Status is the tracker's verdict for one peer after a Step.
+type Status struct {
+	State State
+	// SetEndpoint, when valid, must be configured on the device now.
+	SetEndpoint netip.AddrPort
+	// LastActivity is the later of the last handshake and the last rx growth.
+	LastActivity time.Time
+	// EndpointChanges counts the endpoints this tracker has set.
+	EndpointChanges int
+}
+
+// Tracker follows every peer across reconcile passes. It is not safe for
+// concurrent use; the agent's loop owns it.
+type Tracker struct {
+	health Health
+	peers  map[wgtypes.Key]*track
+}
+
+type track struct {
+	endpoint  netip.AddrPort // the endpoint this tracker last set
+	setAt     time.Time      // when; zero if never set
+	rxBytes   int64
+	lastRx    time.Time
+	state     State
+	changes   int
+	activated bool // activity seen at some point
+}
+
+// NewTracker returns a tracker with the given thresholds.
+func NewTracker(h Health) *Tracker {
+	return &Tracker{health: h, peers: map[wgtypes.Key]*track{}}
+}
+
+// Step advances every peer to now. peers is the desired set (peers not in
+// it are forgotten); obs holds the device's report, keyed by public key (a
+// peer missing there is treated as silent).
+func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observation) map[wgtypes.Key]Status {
+	out := make(map[wgtypes.Key]Status, len(peers))
+	seen := make(map[wgtypes.Key]bool, len(peers))
+	for i := range peers {
+		p := &peers[i]
+		seen[p.PublicKey] = true
+		tr := t.peers[p.PublicKey]
+		if tr == nil {
+			tr = &track{}
+			t.peers[p.PublicKey] = tr
+		}
+		out[p.PublicKey] = tr.step(now, t.health, p.Endpoints, obs[p.PublicKey])
+	}
+	for k := range t.peers {
+		if !seen[k] {
+			delete(t.peers, k)
+		}
+	}
+	return out
+}
+
+func (tr *track) step(now time.Time, h Health, candidates []netip.AddrPort, o Observation) Status {
+	switch {
+	case o.RxBytes > tr.rxBytes:
+		tr.lastRx = now
+	case o.RxBytes < tr.rxBytes:
+		// Counters went back: the peer was re-created on the device.
+		tr.lastRx = time.Time{}
+	}
+	tr.rxBytes = o.RxBytes
+
+	activity := o.LastHandshake
+	if tr.lastRx.After(activity) {
+		activity = tr.lastRx
+	}
+	recent := !activity.IsZero() && now.Sub(activity) < h.DownAfter
+	probing := !tr.setAt.IsZero() && now.Sub(tr.setAt) < h.EndpointProbe
+
+	switch {
+	case recent:
+		tr.state = StateUp
+		tr.activated = true
+	case probing:
+		// The new endpoint is still getting its chance: keep the verdict,
+		// except that a peer that went quiet is no longer up.
+		if tr.state == StateUp {
+			tr.state = StateDown
+		}
+	case tr.setAt.IsZero() && !tr.activated:
+		tr.state = StateUnknown // never had an endpoint, never heard of
+	default:
+		tr.state = StateDown
+	}
+
+	st := Status{State: tr.state, LastActivity: activity}
+	if !recent && !probing {
+		if next, ok := nextEndpoint(candidates, tr.endpoint); ok && (next != tr.endpoint || tr.setAt.IsZero()) {
+			tr.endpoint = next
+			tr.setAt = now
+			tr.changes++
+			st.SetEndpoint = next
+		} else if ok && len(candidates) == 1 {
+			// One candidate, already set: restart its probe window so the
+			// state stays down without re-setting it every pass.
+			tr.setAt = now
+		}
+	}
+	st.EndpointChanges = tr.changes
+	return st
+}
+
+// nextEndpoint picks the candidate after last (wrapping), or the first one
+// when last is not (or no longer) a candidate.
+func nextEndpoint(candidates []netip.AddrPort, last netip.AddrPort) (netip.AddrPort, bool) {
+	if len(candidates) == 0 {
+		return netip.AddrPort{}, false
+	}
+	for i, c := range candidates {
+		if c == last {
+			return candidates[(i+1)%len(candidates)], true
+		}
+	}
+	return candidates[0], true
+}

@@ -1,0 +1,159 @@
+package mesh
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+var testHealth = Health{DownAfter: 9 * time.Second, EndpointProbe: 4 * time.Second}
+
+// sim drives a Tracker for one peer through simulated seconds.
+type sim struct {
+	t       *testing.T
+	tr      *Tracker
+	peer    Peer
+	start   time.Time
+	obs     Observation
+	current netip.AddrPort // what the device has
+	last    Status
+}
+
+func newSim(t *testing.T, eps ...string) *sim {
+	p := Peer{PublicKey: testKey(t)}
+	for _, e := range eps {
+		p.Endpoints = append(p.Endpoints, netip.MustParseAddrPort(e))
+	}
+	return &sim{t: t, tr: NewTracker(testHealth), peer: p, start: time.Unix(1_700_000_000, 0)}
+}
+
+func (s *sim) at(sec float64) Status {
+	now := s.start.Add(time.Duration(sec * float64(time.Second)))
+	st := s.tr.Step(now, []Peer{s.peer}, map[wgtypes.Key]Observation{s.peer.PublicKey: s.obs})[s.peer.PublicKey]
+	if st.SetEndpoint.IsValid() {
+		s.current = st.SetEndpoint
+	}
+	s.last = st
+	return st
+}
+
+// traffic makes the peer's rx counter grow.
+func (s *sim) traffic() { s.obs.RxBytes += 92 }
+
+func (s *sim) handshake(sec float64) {
+	s.obs.LastHandshake = s.start.Add(time.Duration(sec * float64(time.Second)))
+	s.traffic()
+}
+
+func TestTrackerFirstEndpointThenUp(t *testing.T) {
+	s := newSim(t, "192.0.2.1:51820", "198.51.100.1:51820")
+	if st := s.at(0); st.State != StateUnknown || st.SetEndpoint != s.peer.Endpoints[0] {
+		t.Fatalf("t=0: %+v; want unknown and the first candidate set", st)
+	}
+	s.handshake(0.2)
+	if st := s.at(1); st.State != StateUp || st.SetEndpoint.IsValid() {
+		t.Fatalf("t=1: %+v; want up, endpoint kept", st)
+	}
+}
+
+func TestTrackerCyclesToWorkingEndpoint(t *testing.T) {
+	s := newSim(t, "192.0.2.1:51820", "198.51.100.1:51820", "203.0.113.1:51820")
+	s.at(0)
+	for sec := 1.0; sec < 4; sec++ {
+		if st := s.at(sec); st.State != StateUnknown || st.SetEndpoint.IsValid() {
+			t.Fatalf("t=%v: %+v; want unknown while probing the first endpoint", sec, st)
+		}
+	}
+	st := s.at(4)
+	if st.State != StateDown || st.SetEndpoint != s.peer.Endpoints[1] {
+		t.Fatalf("t=4: %+v; want down and the second candidate", st)
+	}
+	// Second candidate is dead too; third works.
+	s.at(6)
+	if st := s.at(8); st.SetEndpoint != s.peer.Endpoints[2] {
+		t.Fatalf("t=8: %+v; want the third candidate", st)
+	}
+	s.handshake(9.5)
+	if st := s.at(10); st.State != StateUp || s.current != s.peer.Endpoints[2] {
+		t.Fatalf("t=10: %+v on %v; want up on the third candidate", st, s.current)
+	}
+	if s.last.EndpointChanges != 3 {
+		t.Errorf("EndpointChanges = %d, want 3", s.last.EndpointChanges)
+	}
+}
+
+func TestTrackerDownAfterSilenceAndWraps(t *testing.T) {
+	s := newSim(t, "192.0.2.1:51820", "198.51.100.1:51820")
+	s.at(0)
+	s.handshake(0.1)
+	// Keepalives every 5 s keep it up while they grow rx.
+	for sec := 1.0; sec <= 30; sec++ {
+		if int(sec)%5 == 0 {
+			s.traffic()
+		}
+		if st := s.at(sec); st.State != StateUp {
+			t.Fatalf("t=%v: %v; want up while keepalives arrive", sec, st.State)
+		}
+	}
+	// Last rx at 30; the peer dies. Still up at 38, down at 39.
+	if st := s.at(38); st.State != StateUp {
+		t.Fatalf("t=38: %v, want still up (8 s of silence)", st.State)
+	}
+	st := s.at(39)
+	if st.State != StateDown || st.SetEndpoint != s.peer.Endpoints[1] {
+		t.Fatalf("t=39: %+v; want down and rotation to the second candidate", st)
+	}
+	if st := s.at(41); st.State != StateDown || st.SetEndpoint.IsValid() {
+		t.Fatalf("t=41: %+v; want down without rotation inside the probe window", st)
+	}
+	if st := s.at(43); st.SetEndpoint != s.peer.Endpoints[0] {
+		t.Fatalf("t=43: %+v; want wrap-around to the first candidate", st)
+	}
+}
+
+func TestTrackerRoamedPeerNeverOverwritten(t *testing.T) {
+	// No candidates (e.g. the peer is behind NAT); it reaches us.
+	s := newSim(t)
+	if st := s.at(0); st.State != StateUnknown || st.SetEndpoint.IsValid() {
+		t.Fatalf("t=0: %+v; want unknown with nothing to set", st)
+	}
+	if st := s.at(20); st.State != StateUnknown {
+		t.Fatalf("t=20: %v; want unknown (never had an endpoint)", st.State)
+	}
+	s.handshake(21)
+	s.obs.Endpoint = netip.MustParseAddrPort("203.0.113.50:41000")
+	if st := s.at(22); st.State != StateUp || st.SetEndpoint.IsValid() {
+		t.Fatalf("t=22: %+v; want up, nothing set", st)
+	}
+	if st := s.at(31); st.State != StateDown {
+		t.Fatalf("t=31: %v; want down once it has been heard of and went quiet", st.State)
+	}
+}
+
+func TestTrackerSingleCandidateNotReset(t *testing.T) {
+	s := newSim(t, "192.0.2.1:51820")
+	s.at(0)
+	for sec := 1.0; sec <= 20; sec++ {
+		if st := s.at(sec); st.SetEndpoint.IsValid() {
+			t.Fatalf("t=%v: re-set the only candidate %v", sec, st.SetEndpoint)
+		}
+	}
+	if s.last.State != StateDown || s.last.EndpointChanges != 1 {
+		t.Fatalf("%+v; want down after one change", s.last)
+	}
+}
+
+func TestTrackerForgetsRemovedPeers(t *testing.T) {
+	s := newSim(t, "192.0.2.1:51820")
+	s.at(0)
+	s.tr.Step(s.start.Add(time.Second), nil, nil)
+	if len(s.tr.peers) != 0 {
+		t.Fatalf("tracker kept %d removed peers", len(s.tr.peers))
+	}
+	// Re-added: starts over with the first candidate.
+	if st := s.at(2); st.SetEndpoint != s.peer.Endpoints[0] || st.EndpointChanges != 1 {
+		t.Fatalf("%+v; want a fresh start", st)
+	}
+}
