@@ -35,6 +35,7 @@ func Parse(data []byte) (*Config, error) {
 	if c.APIVersion != APIVersion {
 		return nil, fmt.Errorf("config: apiVersion is %q; set apiVersion: %s", c.APIVersion, APIVersion)
 	}
+	c.normalize()
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -58,7 +59,8 @@ func Load(path string) (*Config, error) {
 // Render writes the config as YAML, defaults filled in, after validating it.
 // Parse(Render(c)) yields c again.
 func Render(c *Config) ([]byte, error) {
-	out := *c
+	out := c.clone()
+	out.normalize()
 	out.ApplyDefaults()
 	if err := out.Validate(); err != nil {
 		return nil, err
@@ -73,4 +75,51 @@ func Render(c *Config) ([]byte, error) {
 		return nil, fmt.Errorf("config: render: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// normalize makes empty lists and maps nil, as the YAML encoder omits them,
+// so that Parse(Render(c)) equals c whether a list was written as [] or left out.
+func (c *Config) normalize() {
+	nilIfEmpty(&c.Discovery.Endpoints)
+	nilIfEmpty(&c.EndpointFilters)
+	nilIfEmpty(&c.ExtraEndpoints)
+	nilIfEmpty(&c.AdvertisedNetworks)
+	nilIfEmpty(&c.LANBypass)
+	if len(c.Node.Labels) == 0 {
+		c.Node.Labels = nil
+	}
+	if len(c.StaticPeers) == 0 {
+		c.StaticPeers = nil
+	}
+	for i := range c.StaticPeers {
+		nilIfEmpty(&c.StaticPeers[i].Endpoints)
+		nilIfEmpty(&c.StaticPeers[i].Networks)
+	}
+	if len(c.Firewall.Rules) == 0 {
+		c.Firewall.Rules = nil
+	}
+	for i := range c.Firewall.Rules {
+		nilIfEmpty(&c.Firewall.Rules[i].Sources)
+	}
+}
+
+func nilIfEmpty(s *[]string) {
+	if len(*s) == 0 {
+		*s = nil
+	}
+}
+
+// clone copies c deeply enough that normalize and ApplyDefaults on the copy
+// leave c untouched (Render must not change its argument).
+func (c *Config) clone() Config {
+	out := *c
+	if c.Node.Labels != nil {
+		out.Node.Labels = make(map[string]string, len(c.Node.Labels))
+		for k, v := range c.Node.Labels {
+			out.Node.Labels[k] = v
+		}
+	}
+	out.StaticPeers = append([]StaticPeer(nil), c.StaticPeers...)
+	out.Firewall.Rules = append([]FirewallRule(nil), c.Firewall.Rules...)
+	return out
 }
