@@ -22,7 +22,8 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(
-	// Subcommands register here, one file each (run.go, status.go, discovery.go, firewall.go, ...).
+		// Subcommands register here, one file each (run.go, status.go, discovery.go, firewall.go, ...).
+		newDiscoveryCmd(),
 	)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "meshspan-agent:", err)

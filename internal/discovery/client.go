@@ -1,0 +1,400 @@
+package discovery
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientpb "github.com/siderolabs/discovery-api/api/v1alpha1/client/pb"
+	serverpb "github.com/siderolabs/discovery-api/api/v1alpha1/server/pb"
+	dclient "github.com/siderolabs/discovery-client/pkg/client"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+// ClientOptions configure a discovery client.
+type ClientOptions struct {
+	// Endpoints are discovery service URLs: https://host[:port]/ (TLS, port
+	// 443 by default) or http://host[:port]/ (plaintext, port 80). Several:
+	// one connection each, their views merged.
+	Endpoints     []string
+	ClusterID     string
+	ClusterSecret string // base64 of 32 bytes (AES-256 key)
+	AffiliateID   string
+	// TTL of what we publish; 0: 30 min (Talos). Re-published every TTL/2.
+	TTL time.Duration
+	// CACertificatePEM, if set, replaces the system roots for https endpoints.
+	CACertificatePEM string
+	// ClientVersion is sent in Hello (metrics only); default "meshspan".
+	ClientVersion string
+	Logger        *slog.Logger
+}
+
+// Client publishes the local affiliate to one or more discovery services
+// and watches the cluster's other affiliates. It wraps the discovery-client
+// Talos runs, so blobs are sealed exactly as Talos seals them.
+type Client struct {
+	opts    ClientOptions
+	log     *slog.Logger
+	subs    []*endpointClient
+	changes chan struct{}
+
+	decryptFailures atomic.Uint64
+	published       atomic.Bool
+}
+
+type endpointClient struct {
+	url  string
+	opts dclient.Options
+	dc   *dclient.Client
+}
+
+// DefaultTTL is Talos' discovery TTL.
+const DefaultTTL = 30 * time.Minute
+
+// NewClient checks opts and prepares one underlying client per endpoint.
+// Nothing is dialled before Run.
+func NewClient(opts ClientOptions) (*Client, error) {
+	if len(opts.Endpoints) == 0 {
+		return nil, errors.New("discovery: client: no endpoints: set at least one discovery URL such as https://discovery.example.com/")
+	}
+	if opts.ClusterID == "" {
+		return nil, errors.New("discovery: client: cluster ID is empty: set it from the cluster secrets")
+	}
+	if opts.AffiliateID == "" {
+		return nil, errors.New("discovery: client: affiliate ID is empty: generate one with NewAffiliateID and keep it")
+	}
+	key, err := base64.StdEncoding.DecodeString(opts.ClusterSecret)
+	if err != nil || len(key) != 32 {
+		return nil, errors.New("discovery: client: cluster secret must be base64 of exactly 32 bytes (as clusterkey generates)")
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: client: cipher: %w", err)
+	}
+	if opts.TTL == 0 {
+		opts.TTL = DefaultTTL
+	}
+	if opts.TTL < 2*time.Second || opts.TTL > 30*time.Minute {
+		return nil, fmt.Errorf("discovery: client: TTL %s is outside 2s..30m", opts.TTL)
+	}
+	if opts.ClientVersion == "" {
+		opts.ClientVersion = "meshspan"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	var roots *x509.CertPool
+	if opts.CACertificatePEM != "" {
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM([]byte(opts.CACertificatePEM)) {
+			return nil, errors.New("discovery: client: CA certificate holds no PEM certificate")
+		}
+	}
+	c := &Client{opts: opts, log: opts.Logger, changes: make(chan struct{}, 1)}
+	for _, raw := range opts.Endpoints {
+		target, insecure, err := ParseEndpoint(raw)
+		if err != nil {
+			return nil, err
+		}
+		do := dclient.Options{
+			Cipher:        block,
+			Endpoint:      target,
+			ClusterID:     opts.ClusterID,
+			AffiliateID:   opts.AffiliateID,
+			ClientVersion: opts.ClientVersion,
+			TTL:           opts.TTL,
+			Insecure:      insecure,
+		}
+		if !insecure {
+			do.TLSConfig = func() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots} }
+		}
+		dc, err := dclient.NewClient(do)
+		if err != nil {
+			return nil, fmt.Errorf("discovery: client: %s: %w", raw, err)
+		}
+		c.subs = append(c.subs, &endpointClient{url: raw, opts: do, dc: dc})
+	}
+	return c, nil
+}
+
+// ParseEndpoint turns a discovery URL into a gRPC target: https (TLS, port
+// 443 by default) or http (plaintext, port 80), as Talos reads it.
+func ParseEndpoint(raw string) (target string, insecure bool, err error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "", false, fmt.Errorf("discovery: client: endpoint %q is not a URL: use https://host[:port]/ or http://host[:port]/", raw)
+	}
+	port := u.Port()
+	switch u.Scheme {
+	case "https":
+		if port == "" {
+			port = "443"
+		}
+	case "http":
+		insecure = true
+		if port == "" {
+			port = "80"
+		}
+	default:
+		return "", false, fmt.Errorf("discovery: client: endpoint %q has scheme %q: use https:// (or http:// for plaintext)", raw, u.Scheme)
+	}
+	return net.JoinHostPort(u.Hostname(), port), insecure, nil
+}
+
+// Run keeps every endpoint connected until ctx ends, then deletes our
+// affiliate from each service (best effort, 5 s) so peers drop us at once
+// instead of after the TTL.
+func (c *Client) Run(ctx context.Context) error {
+	notify := make(chan struct{}, 1)
+	zl := zap.New(&slogCore{log: c.log, failures: &c.decryptFailures})
+	errs := make([]error, len(c.subs))
+	var wg sync.WaitGroup
+	for i, s := range c.subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.dc.Run(ctx, zl.With(zap.String("endpoint", s.url)), notify); err != nil {
+				errs[i] = fmt.Errorf("discovery: client: %s: %w", s.url, err)
+			}
+		}()
+	}
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-notify:
+			c.signal()
+		}
+	}
+	wg.Wait()
+	if c.published.Load() {
+		c.deleteSelf()
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Client) deleteSelf() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range c.subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := grpc.NewClient(s.opts.Endpoint, dclient.GRPCDialOptions(s.opts)...)
+			if err != nil {
+				c.log.Warn("discovery: client: delete own affiliate", "endpoint", s.url, "err", err)
+				return
+			}
+			defer conn.Close() //nolint:errcheck
+			_, err = serverpb.NewClusterClient(conn).AffiliateDelete(ctx, &serverpb.AffiliateDeleteRequest{
+				ClusterId: c.opts.ClusterID, AffiliateId: c.opts.AffiliateID,
+			})
+			if err != nil {
+				c.log.Warn("discovery: client: delete own affiliate", "endpoint", s.url, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (c *Client) signal() {
+	select {
+	case c.changes <- struct{}{}:
+	default:
+	}
+}
+
+// SetLocal sets what we publish: our own affiliate and the endpoints we
+// observed for peers (by affiliate ID). It triggers a publish.
+func (c *Client) SetLocal(self Affiliate, observed map[string][]netip.AddrPort) {
+	self.ID = c.opts.AffiliateID
+	local := &dclient.Affiliate{Affiliate: self.toProto(), Endpoints: endpointsProto(self.Endpoints)}
+	ids := make([]string, 0, len(observed))
+	for id := range observed {
+		if id != c.opts.AffiliateID && len(observed[id]) > 0 {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	others := make([]dclient.Endpoint, 0, len(ids))
+	for _, id := range ids {
+		others = append(others, dclient.Endpoint{AffiliateID: id, Endpoints: endpointsProto(observed[id])})
+	}
+	for _, s := range c.subs {
+		if err := s.dc.SetLocalData(local, others); err != nil {
+			// Only marshalling or the random source can fail here.
+			c.log.Error("discovery: client: seal local data", "endpoint", s.url, "err", err)
+			continue
+		}
+		c.published.Store(true)
+	}
+}
+
+// Affiliates is the merged, de-duplicated view of every live affiliate but
+// ourselves. While a service is unreachable its last view is kept.
+func (c *Client) Affiliates() []Affiliate {
+	byID := make(map[string]int)
+	var out []Affiliate
+	for _, s := range c.subs {
+		for _, da := range s.dc.GetAffiliates() {
+			a, ok := affiliateFromProto(da)
+			if !ok {
+				continue
+			}
+			i, seen := byID[a.ID]
+			if !seen {
+				byID[a.ID] = len(out)
+				out = append(out, a)
+				continue
+			}
+			for _, ep := range a.Endpoints {
+				if !slices.Contains(out[i].Endpoints, ep) {
+					out[i].Endpoints = append(out[i].Endpoints, ep)
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// ObservedAddress is our address as the first service that reported one
+// sees it (Hello client_ip); zero if unknown.
+func (c *Client) ObservedAddress() netip.Addr {
+	for _, s := range c.subs {
+		var a netip.Addr
+		if b := s.dc.GetPublicIP(); len(b) > 0 && a.UnmarshalBinary(b) == nil && a.IsValid() {
+			return a.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// Changes is signalled (coalesced) when Affiliates or ObservedAddress may
+// have changed.
+func (c *Client) Changes() <-chan struct{} { return c.changes }
+
+// DecryptFailures counts received blobs that did not open with our key
+// (another cluster's data under the same ID, or tampering).
+func (c *Client) DecryptFailures() uint64 { return c.decryptFailures.Load() }
+
+// NewAffiliateID returns 32 random bytes in base62, like a Talos node ID.
+func NewAffiliateID() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("discovery: affiliate ID: %w", err)
+	}
+	return new(big.Int).SetBytes(b[:]).Text(62), nil
+}
+
+func addrBytes(a netip.Addr) []byte { return a.Unmap().AsSlice() }
+
+func prefixesProto(ps []netip.Prefix) []*clientpb.IPPrefix {
+	out := make([]*clientpb.IPPrefix, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, &clientpb.IPPrefix{Ip: addrBytes(p.Masked().Addr()), Bits: uint32(p.Bits())})
+	}
+	return out
+}
+
+func endpointsProto(eps []netip.AddrPort) []*clientpb.Endpoint {
+	out := make([]*clientpb.Endpoint, 0, len(eps))
+	for _, ep := range eps {
+		out = append(out, &clientpb.Endpoint{Ip: addrBytes(ep.Addr()), Port: uint32(ep.Port())})
+	}
+	return out
+}
+
+// toProto is the affiliate's plaintext as Talos encodes it (fact sheet 3.2).
+func (a Affiliate) toProto() *clientpb.Affiliate {
+	p := &clientpb.Affiliate{
+		NodeId:          a.ID,
+		Hostname:        a.Hostname,
+		Nodename:        a.NodeName,
+		MachineType:     a.MachineType,
+		OperatingSystem: a.OperatingSystem,
+	}
+	for _, addr := range a.Addresses {
+		p.Addresses = append(p.Addresses, addrBytes(addr))
+	}
+	if a.PublicKey != "" {
+		p.Kubespan = &clientpb.KubeSpan{
+			PublicKey:                  a.PublicKey,
+			AdditionalAddresses:        prefixesProto(a.Networks),
+			ExcludeAdvertisedAddresses: prefixesProto(a.ExcludeNetworks),
+		}
+		if a.Address.IsValid() {
+			p.Kubespan.Address = a.Address.AsSlice()
+		}
+	}
+	return p
+}
+
+func prefixesFromProto(ps []*clientpb.IPPrefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		a, ok := netip.AddrFromSlice(p.GetIp())
+		if !ok || int(p.GetBits()) > a.BitLen() {
+			continue
+		}
+		out = append(out, netip.PrefixFrom(a, int(p.GetBits())).Masked())
+	}
+	return out
+}
+
+// affiliateFromProto converts a decrypted affiliate, skipping malformed
+// addresses; ok is false without a node ID.
+func affiliateFromProto(da *dclient.Affiliate) (Affiliate, bool) {
+	p := da.Affiliate
+	if p == nil || p.NodeId == "" {
+		return Affiliate{}, false
+	}
+	a := Affiliate{
+		ID:              p.NodeId,
+		NodeName:        p.Nodename,
+		Hostname:        p.Hostname,
+		MachineType:     p.MachineType,
+		OperatingSystem: p.OperatingSystem,
+	}
+	for _, b := range p.Addresses {
+		if addr, ok := netip.AddrFromSlice(b); ok {
+			a.Addresses = append(a.Addresses, addr)
+		}
+	}
+	if ks := p.Kubespan; ks != nil {
+		a.PublicKey = ks.PublicKey
+		if addr, ok := netip.AddrFromSlice(ks.Address); ok {
+			a.Address = addr
+		}
+		a.Networks = prefixesFromProto(ks.AdditionalAddresses)
+		a.ExcludeNetworks = prefixesFromProto(ks.ExcludeAdvertisedAddresses)
+	}
+	for _, ep := range da.Endpoints {
+		addr, ok := netip.AddrFromSlice(ep.GetIp())
+		if !ok || ep.GetPort() == 0 || ep.GetPort() > 65535 {
+			continue
+		}
+		ap := netip.AddrPortFrom(addr.Unmap(), uint16(ep.GetPort()))
+		if !slices.Contains(a.Endpoints, ap) {
+			a.Endpoints = append(a.Endpoints, ap)
+		}
+	}
+	return a, true
+}

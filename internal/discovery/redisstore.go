@@ -1,0 +1,514 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	serverpb "github.com/siderolabs/discovery-api/api/v1alpha1/server/pb"
+)
+
+// RedisStore keeps all state in Redis, so any number of replicas can serve
+// the same clusters; a replica holds only its own watchers.
+//
+// Layout (P = key prefix, C = len(cluster ID) ":" cluster ID, which keeps
+// the boundary between cluster and affiliate IDs unambiguous):
+//
+//	P "clusters"           set of cluster IDs, walked by GC
+//	P "c:" C ":a"          hash   affiliate ID -> sealed data
+//	P "c:" C ":x"          zset   affiliate ID, score = expiry (unix ms)
+//	P "c:" C ":e:" ID      zset   sealed endpoint blob, score = expiry (unix ms)
+//	P "events"             pub/sub channel: len(C) ":" C affiliate ID per change
+//
+// Every mutation is one Lua script, so replicas never interleave inside a
+// merge. Keys also carry a Redis TTL just past the longest expiry they hold,
+// so state left behind by dead replicas disappears on its own. Changes are
+// announced by ID only: each replica re-reads the affiliate's current state
+// once and hands it to its local watchers, which makes delivery
+// level-triggered (a late read returns newer state, never older).
+type RedisStore struct {
+	rdb    *redis.Client
+	prefix string
+	limits Limits
+	now    func() time.Time
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	subs  map[string]map[*Subscription]struct{}
+	dirty map[string]map[string]struct{}
+	kick  chan struct{}
+
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+// RedisOptions configure a RedisStore.
+type RedisOptions struct {
+	// URL as go-redis parses it: redis://[user:pass@]host:port/db or
+	// unix:///path/to/socket.
+	URL    string
+	Prefix string // default "meshspan:discovery:"
+	Limits Limits
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// NewRedisStore connects lazily: the first failing call returns
+// ErrUnavailable, and the store recovers by itself once Redis answers.
+func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
+	ro, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: redis: parse --redis-url %q: %w", opts.URL, err)
+	}
+	// Fail fast while Redis is away: clients retry with backoff anyway.
+	ro.DialTimeout = 2 * time.Second
+	ro.ReadTimeout = 2 * time.Second
+	ro.WriteTimeout = 2 * time.Second
+	ro.MaxRetries = 1
+	if opts.Prefix == "" {
+		opts.Prefix = "meshspan:discovery:"
+	}
+	if opts.Limits == (Limits{}) {
+		opts.Limits = DefaultLimits()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &RedisStore{
+		rdb:    redis.NewClient(ro),
+		prefix: opts.Prefix,
+		limits: opts.Limits,
+		now:    opts.Now,
+		log:    opts.Logger,
+		subs:   make(map[string]map[*Subscription]struct{}),
+		dirty:  make(map[string]map[string]struct{}),
+		kick:   make(chan struct{}, 1),
+		cancel: cancel,
+	}
+	r.done.Add(2)
+	go r.listen(ctx)
+	go r.fetcher(ctx)
+	return r, nil
+}
+
+func (r *RedisStore) clusterKey(cid string) string {
+	return r.prefix + "c:" + strconv.Itoa(len(cid)) + ":" + cid
+}
+
+func (r *RedisStore) channel() string { return r.prefix + "events" }
+
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, redis.Nil) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+}
+
+// Scripts. Times are unix milliseconds passed in by the caller (replicas
+// are expected to run NTP, as any TTL-based service).
+
+// KEYS: aff, exp, ep, clusters. ARGV: now, expires, maxAff, maxEp, cid,
+// aid, channel, data, endpoints...  Returns 0 ok, 1 too many affiliates,
+// 2 too many endpoints (data already stored).
+var updateScript = redis.NewScript(`
+local now, exp = tonumber(ARGV[1]), tonumber(ARGV[2])
+local aid, data = ARGV[6], ARGV[8]
+local changed = false
+local result = 0
+local cur = redis.call('ZSCORE', KEYS[2], aid)
+if not cur then
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 1 end
+  redis.call('HSET', KEYS[1], aid, data)
+  redis.call('ZADD', KEYS[2], exp, aid)
+  redis.call('DEL', KEYS[3])
+  redis.call('SADD', KEYS[4], ARGV[5])
+  changed = true
+  cur = exp
+else
+  cur = tonumber(cur)
+  if data ~= '' then
+    redis.call('HSET', KEYS[1], aid, data)
+    redis.call('ZADD', KEYS[2], exp, aid)
+    cur = exp
+    changed = true
+  end
+end
+for i = 9, #ARGV do
+  local blob = ARGV[i]
+  local s = redis.call('ZSCORE', KEYS[3], blob)
+  if s then
+    s = tonumber(s)
+    if s < exp then
+      if s <= now then changed = true end
+      redis.call('ZADD', KEYS[3], exp, blob)
+    end
+  else
+    if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[4]) then
+      result = 2
+      break
+    end
+    redis.call('ZADD', KEYS[3], exp, blob)
+    changed = true
+  end
+end
+if cur < exp then redis.call('ZADD', KEYS[2], exp, aid) end
+local keep = exp - now + 120000
+for k = 1, 3 do
+  local p = redis.call('PTTL', KEYS[k])
+  if p == -1 or (p >= 0 and p < keep) then redis.call('PEXPIRE', KEYS[k], keep) end
+end
+if changed then redis.call('PUBLISH', ARGV[7], string.len(ARGV[5]) .. ':' .. ARGV[5] .. aid) end
+return result
+`)
+
+// KEYS: aff, exp, ep. ARGV: cid, aid, channel.
+var deleteScript = redis.NewScript(`
+if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  redis.call('DEL', KEYS[3])
+  redis.call('PUBLISH', ARGV[3], string.len(ARGV[1]) .. ':' .. ARGV[1] .. ARGV[2])
+end
+return 0
+`)
+
+// KEYS: aff, exp. ARGV: now, epPrefix, aid (optional). Returns a flat list:
+// aid, data, n, n endpoint blobs, ... for live affiliates.
+var listScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local ids
+if ARGV[3] then
+  local s = redis.call('ZSCORE', KEYS[2], ARGV[3])
+  if not s or tonumber(s) <= now then return {} end
+  ids = {ARGV[3]}
+else
+  ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
+end
+local out = {}
+for _, aid in ipairs(ids) do
+  local data = redis.call('HGET', KEYS[1], aid) or ''
+  local eps = redis.call('ZRANGEBYSCORE', ARGV[2] .. aid, '(' .. ARGV[1], '+inf')
+  out[#out+1] = aid
+  out[#out+1] = data
+  out[#out+1] = #eps
+  for _, e in ipairs(eps) do out[#out+1] = e end
+end
+return out
+`)
+
+// KEYS: aff, exp, clusters. ARGV: now, cid, channel, epPrefix.
+var gcScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local note = string.len(ARGV[2]) .. ':' .. ARGV[2]
+for _, aid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])) do
+  redis.call('ZREM', KEYS[2], aid)
+  redis.call('HDEL', KEYS[1], aid)
+  redis.call('DEL', ARGV[4] .. aid)
+  redis.call('PUBLISH', ARGV[3], note .. aid)
+end
+for _, aid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if redis.call('ZREMRANGEBYSCORE', ARGV[4] .. aid, '-inf', ARGV[1]) > 0 then
+    redis.call('PUBLISH', ARGV[3], note .. aid)
+  end
+end
+if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+return 0
+`)
+
+func (r *RedisStore) nowMS() int64 { return r.now().UnixMilli() }
+
+// Update implements Store.
+func (r *RedisStore) Update(ctx context.Context, u Update) error {
+	ck := r.clusterKey(u.ClusterID)
+	now := r.nowMS()
+	args := make([]any, 0, 8+len(u.Endpoints))
+	args = append(args, now, now+u.TTL.Milliseconds(), r.limits.AffiliatesPerCluster, r.limits.EndpointsPerAffiliate,
+		u.ClusterID, u.AffiliateID, r.channel(), u.Data)
+	for _, ep := range u.Endpoints {
+		args = append(args, ep)
+	}
+	res, err := updateScript.Run(ctx, r.rdb, []string{ck + ":a", ck + ":x", ck + ":e:" + u.AffiliateID, r.prefix + "clusters"}, args...).Int()
+	if err != nil {
+		return unavailable(err)
+	}
+	switch res {
+	case 1:
+		return ErrTooManyAffiliates
+	case 2:
+		return ErrTooManyEndpoints
+	}
+	return nil
+}
+
+// Delete implements Store.
+func (r *RedisStore) Delete(ctx context.Context, clusterID, affiliateID string) error {
+	ck := r.clusterKey(clusterID)
+	err := deleteScript.Run(ctx, r.rdb, []string{ck + ":a", ck + ":x", ck + ":e:" + affiliateID}, clusterID, affiliateID, r.channel()).Err()
+	return unavailable(err)
+}
+
+func parseList(v any) ([]*serverpb.Affiliate, error) {
+	flat, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("discovery: redis: list reply is %T", v)
+	}
+	out := make([]*serverpb.Affiliate, 0, len(flat)/3)
+	for i := 0; i+2 < len(flat); {
+		id, _ := flat[i].(string)
+		data, _ := flat[i+1].(string)
+		n, _ := flat[i+2].(int64)
+		i += 3
+		a := &serverpb.Affiliate{Id: id}
+		if data != "" {
+			a.Data = []byte(data)
+		}
+		for j := int64(0); j < n && i < len(flat); j++ {
+			ep, _ := flat[i].(string)
+			a.Endpoints = append(a.Endpoints, []byte(ep))
+			i++
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// List implements Store.
+func (r *RedisStore) List(ctx context.Context, clusterID string) ([]*serverpb.Affiliate, error) {
+	ck := r.clusterKey(clusterID)
+	v, err := listScript.Run(ctx, r.rdb, []string{ck + ":a", ck + ":x"}, r.nowMS(), ck+":e:").Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return parseList(v)
+}
+
+// Watch implements Store.
+func (r *RedisStore) Watch(ctx context.Context, clusterID string) ([]*serverpb.Affiliate, *Subscription, error) {
+	var sub *Subscription
+	sub = newSubscription(2*r.limits.AffiliatesPerCluster+64, func() {
+		r.mu.Lock()
+		delete(r.subs[clusterID], sub)
+		if len(r.subs[clusterID]) == 0 {
+			delete(r.subs, clusterID)
+		}
+		r.mu.Unlock()
+	})
+	// Subscribe before reading the snapshot so no change falls in between.
+	r.mu.Lock()
+	if r.subs[clusterID] == nil {
+		r.subs[clusterID] = make(map[*Subscription]struct{})
+	}
+	r.subs[clusterID][sub] = struct{}{}
+	r.mu.Unlock()
+	snap, err := r.List(ctx, clusterID)
+	if err != nil {
+		sub.Close()
+		return nil, nil, err
+	}
+	return snap, sub, nil
+}
+
+// GC implements Store. Every replica may run it: the script is idempotent.
+func (r *RedisStore) GC(ctx context.Context) error {
+	ids, err := r.rdb.SMembers(ctx, r.prefix+"clusters").Result()
+	if err != nil {
+		return unavailable(err)
+	}
+	now := r.nowMS()
+	for _, cid := range ids {
+		ck := r.clusterKey(cid)
+		if err := gcScript.Run(ctx, r.rdb, []string{ck + ":a", ck + ":x", r.prefix + "clusters"}, now, cid, r.channel(), ck+":e:").Err(); err != nil {
+			return unavailable(err)
+		}
+	}
+	return nil
+}
+
+// Stats implements Store.
+func (r *RedisStore) Stats(ctx context.Context) (Stats, error) {
+	ids, err := r.rdb.SMembers(ctx, r.prefix+"clusters").Result()
+	if err != nil {
+		return Stats{}, unavailable(err)
+	}
+	pipe := r.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(ids))
+	for i, cid := range ids {
+		cmds[i] = pipe.ZCard(ctx, r.clusterKey(cid)+":x")
+	}
+	if len(ids) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return Stats{}, unavailable(err)
+		}
+	}
+	st := Stats{Clusters: len(ids)}
+	for _, c := range cmds {
+		st.Affiliates += int(c.Val())
+	}
+	r.mu.Lock()
+	for _, m := range r.subs {
+		st.Watchers += len(m)
+	}
+	r.mu.Unlock()
+	return st, nil
+}
+
+// Ping reports whether Redis answers.
+func (r *RedisStore) Ping(ctx context.Context) error { return unavailable(r.rdb.Ping(ctx).Err()) }
+
+// Close implements Store: watchers end cleanly, the connection closes.
+func (r *RedisStore) Close() error {
+	r.failAll(ErrClosed)
+	r.cancel()
+	r.done.Wait()
+	return r.rdb.Close()
+}
+
+func (r *RedisStore) failAll(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.subs {
+		for s := range m {
+			s.fail(err)
+		}
+	}
+}
+
+// listen follows the change channel. If the subscription breaks, changes
+// may have been missed, so every local watch ends with Unavailable and its
+// client resyncs from a fresh snapshot once Redis is back.
+func (r *RedisStore) listen(ctx context.Context) {
+	defer r.done.Done()
+	ps := r.rdb.Subscribe(ctx, r.channel())
+	defer ps.Close() //nolint:errcheck
+	pause := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.log.Warn("discovery: redis: change feed broken, ending watches", "err", err)
+			r.failAll(fmt.Errorf("%w: redis change feed: %v", ErrUnavailable, err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, 2*time.Second)
+			continue
+		}
+		pause = 50 * time.Millisecond
+		m, ok := msg.(*redis.Message)
+		if !ok {
+			continue
+		}
+		cid, aid, ok := parseNote(m.Payload)
+		if !ok {
+			continue
+		}
+		r.mu.Lock()
+		if r.subs[cid] != nil {
+			if r.dirty[cid] == nil {
+				r.dirty[cid] = make(map[string]struct{})
+			}
+			r.dirty[cid][aid] = struct{}{}
+		}
+		r.mu.Unlock()
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func parseNote(p string) (cid, aid string, ok bool) {
+	i := strings.IndexByte(p, ':')
+	if i < 0 {
+		return "", "", false
+	}
+	n, err := strconv.Atoi(p[:i])
+	if err != nil || n < 0 || i+1+n > len(p) {
+		return "", "", false
+	}
+	return p[i+1 : i+1+n], p[i+1+n:], true
+}
+
+// fetcher reads the current state of changed affiliates (all of them in one
+// pipelined round trip) and hands it to local watchers.
+func (r *RedisStore) fetcher(ctx context.Context) {
+	defer r.done.Done()
+	type key struct{ cid, aid string }
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+		}
+		r.mu.Lock()
+		dirty := r.dirty
+		r.dirty = make(map[string]map[string]struct{})
+		r.mu.Unlock()
+		if len(dirty) == 0 {
+			continue
+		}
+		now := r.nowMS()
+		pipe := r.rdb.Pipeline()
+		var keys []key
+		var cmds []*redis.Cmd
+		for cid, aids := range dirty {
+			ck := r.clusterKey(cid)
+			for aid := range aids {
+				keys = append(keys, key{cid, aid})
+				cmds = append(cmds, listScript.EvalSha(ctx, pipe, []string{ck + ":a", ck + ":x"}, now, ck+":e:", aid))
+			}
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// First use on this Redis: load and retry once.
+			if lerr := listScript.Load(ctx, r.rdb).Err(); lerr == nil {
+				pipe = r.rdb.Pipeline()
+				cmds = cmds[:0]
+				for _, k := range keys {
+					ck := r.clusterKey(k.cid)
+					cmds = append(cmds, listScript.EvalSha(ctx, pipe, []string{ck + ":a", ck + ":x"}, now, ck+":e:", k.aid))
+				}
+				_, err = pipe.Exec(ctx)
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.failAll(fmt.Errorf("%w: redis read: %v", ErrUnavailable, err))
+			continue
+		}
+		r.mu.Lock()
+		for i, k := range keys {
+			subs := r.subs[k.cid]
+			if len(subs) == 0 {
+				continue
+			}
+			affs, err := parseList(cmds[i].Val())
+			var state *serverpb.Affiliate
+			if err == nil && len(affs) == 1 {
+				state = affs[0]
+			}
+			for s := range subs {
+				s.push(k.aid, state)
+			}
+		}
+		r.mu.Unlock()
+	}
+}

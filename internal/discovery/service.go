@@ -1,0 +1,318 @@
+package discovery
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+)
+
+// ServiceConfig is everything `meshspan-agent discovery serve` configures.
+type ServiceConfig struct {
+	Listen        string // gRPC, e.g. ":3000"
+	MetricsListen string // HTTP /metrics; empty: off
+	TLSCert       string // PEM files; both empty: plaintext h2c
+	TLSKey        string
+
+	Store            string // "memory" or "redis"
+	SnapshotPath     string // memory store; empty: no snapshots
+	SnapshotInterval time.Duration
+	RedisURL         string
+
+	TrustedProxies   []netip.Prefix
+	AllowedClusters  []string
+	RedirectEndpoint string
+	GCInterval       time.Duration
+	Limits           Limits
+	RateLimitRPS     float64
+	RateLimitBurst   int
+
+	Logger *slog.Logger
+	Now    func() time.Time // tests; nil: time.Now
+}
+
+// Service is a running discovery service.
+type Service struct {
+	cfg      ServiceConfig
+	log      *slog.Logger
+	store    Store
+	mem      *MemoryStore
+	server   *Server
+	grpc     *grpc.Server
+	health   *health.Server
+	lis      net.Listener
+	metrics  *http.Server
+	mlis     net.Listener
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	shutOnce sync.Once
+	shutErr  error
+}
+
+// Start opens the store (restoring the snapshot), binds the listeners and
+// serves until Shutdown.
+func Start(cfg ServiceConfig) (*Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = DefaultLimits()
+	}
+	if cfg.GCInterval <= 0 {
+		cfg.GCInterval = time.Minute
+	}
+	if cfg.SnapshotInterval <= 0 {
+		cfg.SnapshotInterval = 10 * time.Minute
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("discovery: serve: set both --tls-cert and --tls-key, or neither for plaintext")
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger}
+	switch cfg.Store {
+	case "", "memory":
+		s.mem = NewMemoryStore(cfg.Limits, cfg.Now)
+		s.store = s.mem
+		if cfg.SnapshotPath != "" {
+			n, err := s.mem.LoadSnapshot(cfg.SnapshotPath)
+			if err != nil {
+				// A damaged snapshot must not keep the service down; clients
+				// re-publish within TTL/2.
+				s.log.Warn("discovery: snapshot not restored", "path", cfg.SnapshotPath, "err", err)
+			} else {
+				s.log.Info("discovery: snapshot restored", "path", cfg.SnapshotPath, "affiliates", n)
+			}
+		}
+	case "redis":
+		if cfg.RedisURL == "" {
+			return nil, errors.New("discovery: serve: --store redis needs --redis-url (e.g. redis://127.0.0.1:6379/0)")
+		}
+		rs, err := NewRedisStore(RedisOptions{URL: cfg.RedisURL, Limits: cfg.Limits, Now: cfg.Now, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		s.store = rs
+	default:
+		return nil, fmt.Errorf("discovery: serve: --store %q is not known: use memory or redis", cfg.Store)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := NewServer(ServerOptions{
+		Store: s.store, Limits: cfg.Limits, TrustedProxies: cfg.TrustedProxies, AllowedClusters: cfg.AllowedClusters,
+		RateLimitRPS: cfg.RateLimitRPS, RateLimitBurst: cfg.RateLimitBurst, RedirectEndpoint: cfg.RedirectEndpoint,
+		Logger: cfg.Logger, Metrics: NewMetrics(reg, s.store),
+	})
+	if err != nil {
+		s.store.Close() //nolint:errcheck
+		return nil, err
+	}
+	s.server = srv
+
+	opts := append(srv.GRPCOptions(),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 5 * time.Minute, Timeout: 20 * time.Second}),
+	)
+	if cfg.TLSCert != "" {
+		kr, err := newCertReloader(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			s.store.Close() //nolint:errcheck
+			return nil, err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: kr.get,
+			NextProtos:     []string{"h2"},
+		})))
+	}
+	s.grpc = grpc.NewServer(opts...)
+	srv.Register(s.grpc)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+
+	if s.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		s.store.Close() //nolint:errcheck
+		return nil, fmt.Errorf("discovery: serve: listen on --listen %q: %w", cfg.Listen, err)
+	}
+	if cfg.MetricsListen != "" {
+		if s.mlis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			s.lis.Close()   //nolint:errcheck
+			s.store.Close() //nolint:errcheck
+			return nil, fmt.Errorf("discovery: serve: listen on --metrics-listen %q: %w", cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.metrics.Serve(s.mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("discovery: metrics server", "err", err)
+			}
+		}()
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpc.Serve(s.lis); err != nil {
+			s.log.Error("discovery: grpc server", "err", err)
+		}
+	}()
+	go s.housekeeping(ctx)
+	s.log.Info("discovery: serving", "listen", s.lis.Addr().String(), "store", cfg.Store, "tls", cfg.TLSCert != "")
+	return s, nil
+}
+
+// Addr is the bound gRPC address.
+func (s *Service) Addr() net.Addr { return s.lis.Addr() }
+
+// MetricsAddr is the bound metrics address (nil if off).
+func (s *Service) MetricsAddr() net.Addr {
+	if s.mlis == nil {
+		return nil
+	}
+	return s.mlis.Addr()
+}
+
+// Store is the service's store (tests).
+func (s *Service) Store() Store { return s.store }
+
+// housekeeping runs GC, snapshots, limiter cleanup and the health status.
+func (s *Service) housekeeping(ctx context.Context) {
+	defer s.wg.Done()
+	gc := time.NewTicker(s.cfg.GCInterval)
+	defer gc.Stop()
+	limiter := time.NewTicker(time.Minute)
+	defer limiter.Stop()
+	var snap <-chan time.Time
+	if s.mem != nil && s.cfg.SnapshotPath != "" {
+		t := time.NewTicker(s.cfg.SnapshotInterval)
+		defer t.Stop()
+		snap = t.C
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-gc.C:
+			st := healthpb.HealthCheckResponse_SERVING
+			if err := s.store.GC(ctx); err != nil {
+				s.log.Warn("discovery: gc", "err", err)
+				if errors.Is(err, ErrUnavailable) {
+					st = healthpb.HealthCheckResponse_NOT_SERVING
+				}
+			}
+			s.health.SetServingStatus("", st)
+		case <-limiter.C:
+			s.server.ExpireLimiter()
+		case <-snap:
+			if err := s.mem.WriteSnapshot(s.cfg.SnapshotPath); err != nil {
+				s.log.Error("discovery: periodic snapshot", "err", err)
+			}
+		}
+	}
+}
+
+// Shutdown stops serving (open watches end cleanly), writes the final
+// snapshot after the last request has been answered, and closes the store.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.shutOnce.Do(func() {
+		s.health.Shutdown()
+		s.stop()
+		// Ending the subscriptions lets GracefulStop finish: watches return.
+		if s.mem != nil {
+			s.mem.Close() //nolint:errcheck
+		} else if rs, ok := s.store.(*RedisStore); ok {
+			rs.failAll(ErrClosed)
+		}
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.grpc.Stop()
+			<-done
+		}
+		if s.metrics != nil {
+			s.metrics.Close() //nolint:errcheck
+		}
+		s.wg.Wait()
+		var errs []error
+		if s.mem != nil && s.cfg.SnapshotPath != "" {
+			errs = append(errs, s.mem.WriteSnapshot(s.cfg.SnapshotPath))
+		}
+		errs = append(errs, s.store.Close())
+		s.shutErr = errors.Join(errs...)
+	})
+	return s.shutErr
+}
+
+// certReloader serves the certificate from disk and re-reads it when the
+// files change, so renewals need no restart.
+type certReloader struct {
+	certPath, keyPath string
+	mu                sync.Mutex
+	cert              *tls.Certificate
+	mod               time.Time
+	checked           time.Time
+}
+
+func newCertReloader(certPath, keyPath string) (*certReloader, error) {
+	r := &certReloader{certPath: certPath, keyPath: keyPath}
+	if err := r.load(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *certReloader) modTime() time.Time {
+	var t time.Time
+	for _, p := range []string{r.certPath, r.keyPath} {
+		if fi, err := os.Stat(p); err == nil && fi.ModTime().After(t) {
+			t = fi.ModTime()
+		}
+	}
+	return t
+}
+
+func (r *certReloader) load() error {
+	mod := r.modTime()
+	c, err := tls.LoadX509KeyPair(r.certPath, r.keyPath)
+	if err != nil {
+		return fmt.Errorf("discovery: tls: load --tls-cert %q / --tls-key %q: %w", r.certPath, r.keyPath, err)
+	}
+	r.cert, r.mod = &c, mod
+	return nil
+}
+
+func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.checked) > 5*time.Second {
+		r.checked = time.Now()
+		if r.modTime().After(r.mod) {
+			// Keep serving the old pair if the new one is half-written.
+			_ = r.load()
+		}
+	}
+	return r.cert, nil
+}
