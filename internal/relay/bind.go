@@ -1,0 +1,611 @@
+package relay
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+// Defaults for the Bind's background work.
+const (
+	// DefaultRegisterInterval renews relay registrations; it also keeps the
+	// NAT mapping towards each relay alive.
+	DefaultRegisterInterval = 10 * time.Second
+	// DefaultProbeInterval is how often direct candidates of relayed peers are
+	// probed. Probes go out at wall-clock multiples of it, so two peers probe
+	// each other at the same moments and open their NATs together.
+	DefaultProbeInterval = 15 * time.Second
+)
+
+// BindConfig configures a Bind.
+type BindConfig struct {
+	Key       *Key
+	PublicKey [32]byte // this node's WireGuard public key
+	// Server, when set, relays frames that other members send to this node's
+	// WireGuard port (relay.enabled with relay.port 0, userspace WireGuard).
+	Server           *Server
+	RegisterInterval time.Duration
+	ProbeInterval    time.Duration
+}
+
+// RelayState is what the Bind knows about one relay.
+type RelayState struct {
+	Addr       netip.AddrPort
+	Registered time.Time      // last accepted registration; zero: never
+	Observed   netip.AddrPort // this node's address as the relay saw it
+	RTT        time.Duration  // of the last registration
+}
+
+// DirectState is what probing learned about one peer's direct path.
+type DirectState struct {
+	Addr      netip.AddrPort // the address that answered
+	Confirmed time.Time      // last answer; zero: none yet
+	Observed  netip.AddrPort // this node's address as the peer saw it
+}
+
+type relayLink struct {
+	RelayState
+	slot  uint16
+	inner conn.Endpoint
+}
+
+type probe struct {
+	key        [32]byte
+	candidates []netip.AddrPort
+	state      DirectState
+}
+
+type pending struct {
+	relay netip.AddrPort // register: the relay asked
+	peer  ID             // ping: the peer asked
+	to    netip.AddrPort
+	sent  time.Time
+}
+
+type epKey struct {
+	slot uint16
+	peer ID
+}
+
+// Bind wraps a WireGuard conn.Bind (normally conn.NewDefaultBind()) so that
+// peers can be reached either directly or through a relay, and so that the
+// node can serve as a relay on its WireGuard port. wireguard-go sees relayed
+// peers as ordinary endpoints with addresses in 100::/64.
+type Bind struct {
+	inner conn.Bind
+	cfg   BindConfig
+	self  ID
+	now   func() time.Time
+
+	mu       sync.RWMutex
+	relays   map[netip.AddrPort]*relayLink
+	bySlot   map[uint16]*relayLink
+	nextSlot uint16
+	eps      map[epKey]*Endpoint
+	innerEps map[netip.AddrPort]conn.Endpoint
+	probes   map[ID]*probe
+	pending  map[[nonceLen]byte]pending
+	guard    *replayGuard
+
+	stop chan struct{}
+	done sync.WaitGroup
+
+	arenas    sync.Pool
+	strangers atomic.Uint64
+}
+
+var _ conn.Bind = (*Bind)(nil)
+
+// NewBind wraps inner.
+func NewBind(inner conn.Bind, cfg BindConfig) (*Bind, error) {
+	if cfg.Key == nil {
+		return nil, fmt.Errorf("relay: bind needs the relay key (DeriveKey of the cluster secret)")
+	}
+	if cfg.RegisterInterval <= 0 {
+		cfg.RegisterInterval = DefaultRegisterInterval
+	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = DefaultProbeInterval
+	}
+	return &Bind{
+		inner:    inner,
+		cfg:      cfg,
+		self:     IDOf(cfg.PublicKey),
+		now:      time.Now,
+		relays:   make(map[netip.AddrPort]*relayLink),
+		bySlot:   make(map[uint16]*relayLink),
+		eps:      make(map[epKey]*Endpoint),
+		innerEps: make(map[netip.AddrPort]conn.Endpoint),
+		probes:   make(map[ID]*probe),
+		pending:  make(map[[nonceLen]byte]pending),
+		guard:    newReplayGuard(DefaultWindow, 1<<14),
+	}, nil
+}
+
+// Open opens the inner bind and starts registering with relays and probing.
+func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := b.inner.Open(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	b.mu.Lock()
+	b.innerEps = make(map[netip.AddrPort]conn.Endpoint) // stale after a reopen
+	for _, r := range b.relays {
+		r.inner = nil
+	}
+	clear(b.eps)
+	b.stop = make(chan struct{})
+	stop := b.stop
+	b.mu.Unlock()
+	wrapped := make([]conn.ReceiveFunc, len(fns))
+	for i, fn := range fns {
+		wrapped[i] = b.receive(fn)
+	}
+	b.done.Add(1)
+	go b.maintain(stop)
+	return wrapped, actual, nil
+}
+
+// Close stops background work and closes the inner bind.
+func (b *Bind) Close() error {
+	b.mu.Lock()
+	if b.stop != nil {
+		close(b.stop)
+		b.stop = nil
+	}
+	b.mu.Unlock()
+	err := b.inner.Close()
+	b.done.Wait()
+	return err
+}
+
+// SetMark passes the firewall mark to the inner bind.
+func (b *Bind) SetMark(mark uint32) error { return b.inner.SetMark(mark) }
+
+// BatchSize is the inner bind's.
+func (b *Bind) BatchSize() int { return b.inner.BatchSize() }
+
+// ParseEndpoint understands virtual (relayed) endpoints and passes anything
+// else to the inner bind.
+func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	if a, err := netip.ParseAddrPort(s); err == nil && IsVirtual(a) {
+		slot, peer, err := parseVirtual(a)
+		if err != nil {
+			return nil, err
+		}
+		ep := b.virtualEndpoint(slot, peer)
+		if ep == nil {
+			return nil, fmt.Errorf("relay: endpoint %q names relay slot %d, which is not configured", s, slot)
+		}
+		return ep, nil
+	}
+	return b.inner.ParseEndpoint(s)
+}
+
+// SetRelays sets the relays this node registers with. A relay keeps its slot
+// (and so its peers' virtual addresses) as long as it stays in the list.
+func (b *Bind) SetRelays(addrs []netip.AddrPort) {
+	b.mu.Lock()
+	keep := make(map[netip.AddrPort]bool, len(addrs))
+	var added []netip.AddrPort
+	for _, a := range addrs {
+		a = unmap(a)
+		keep[a] = true
+		if _, ok := b.relays[a]; ok {
+			continue
+		}
+		b.nextSlot++
+		if b.nextSlot == 0 {
+			b.nextSlot = 1
+		}
+		r := &relayLink{RelayState: RelayState{Addr: a}, slot: b.nextSlot}
+		b.relays[a] = r
+		b.bySlot[r.slot] = r
+		added = append(added, a)
+	}
+	for a, r := range b.relays {
+		if !keep[a] {
+			delete(b.relays, a)
+			delete(b.bySlot, r.slot)
+			for k := range b.eps {
+				if k.slot == r.slot {
+					delete(b.eps, k)
+				}
+			}
+		}
+	}
+	open := b.stop != nil
+	b.mu.Unlock()
+	if open {
+		for _, a := range added {
+			b.register(a)
+		}
+	}
+}
+
+// RelayEndpoint returns the virtual address that makes WireGuard reach peer
+// through relay; set it as the peer's endpoint (UAPI or wgctrl).
+func (b *Bind) RelayEndpoint(relay netip.AddrPort, peer [32]byte) (netip.AddrPort, error) {
+	b.mu.RLock()
+	r, ok := b.relays[unmap(relay)]
+	b.mu.RUnlock()
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("relay: %q is not a configured relay; call SetRelays first", relay)
+	}
+	return virtualAddr(r.slot, IDOf(peer)), nil
+}
+
+// Relays reports every configured relay.
+func (b *Bind) Relays() []RelayState {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	out := make([]RelayState, 0, len(b.relays))
+	for _, r := range b.relays {
+		out = append(out, r.RelayState)
+	}
+	slices.SortFunc(out, func(x, y RelayState) int { return x.Addr.Compare(y.Addr) })
+	return out
+}
+
+// SetCandidates sets the direct endpoints to probe for peer; nil stops
+// probing it. Probing starts at once and repeats every ProbeInterval.
+func (b *Bind) SetCandidates(peer [32]byte, candidates []netip.AddrPort) {
+	id := IDOf(peer)
+	b.mu.Lock()
+	if len(candidates) == 0 {
+		delete(b.probes, id)
+		b.mu.Unlock()
+		return
+	}
+	p, ok := b.probes[id]
+	if !ok {
+		p = &probe{key: peer}
+		b.probes[id] = p
+	}
+	changed := !slices.Equal(p.candidates, candidates)
+	p.candidates = slices.Clone(candidates)
+	open := b.stop != nil
+	b.mu.Unlock()
+	if open && changed {
+		b.ping(id)
+	}
+}
+
+// Direct reports what probing learned about peer's direct path.
+func (b *Bind) Direct(peer [32]byte) (DirectState, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	p, ok := b.probes[IDOf(peer)]
+	if !ok || p.state.Confirmed.IsZero() {
+		return DirectState{}, false
+	}
+	return p.state, true
+}
+
+// Strangers counts relay frames dropped because they came from an address
+// that is not a configured relay or failed authentication.
+func (b *Bind) Strangers() uint64 { return b.strangers.Load() }
+
+// Send sends to a direct endpoint through the inner bind, or wraps each
+// packet in a relay header for a relayed one.
+func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	ve, ok := ep.(*Endpoint)
+	if !ok {
+		return b.inner.Send(bufs, ep)
+	}
+	total := 0
+	for _, p := range bufs {
+		total += DataOverhead + len(p)
+	}
+	// Frames are laid end to end in one arena, without capping each slice:
+	// the inner bind's GSO coalescing appends a frame to the previous one's
+	// spare capacity, which is exactly where that frame already lies.
+	ap, _ := b.arenas.Get().(*[]byte)
+	if ap == nil || cap(*ap) < total {
+		a := make([]byte, max(total, 64<<10))
+		ap = &a
+	}
+	arena := (*ap)[:cap(*ap)]
+	frames := make([][]byte, len(bufs))
+	off := 0
+	for i, p := range bufs {
+		f := arena[off:]
+		putDataHeader(f, typeSend, ve.Peer)
+		n := DataOverhead + copy(f[DataOverhead:], p)
+		frames[i] = f[:n]
+		off += n
+	}
+	inner := ve.inner
+	if inner == nil {
+		var err error
+		if inner, err = b.innerEndpoint(ve.Relay); err != nil {
+			b.arenas.Put(ap)
+			return err
+		}
+	}
+	err := b.inner.Send(frames, inner)
+	b.arenas.Put(ap)
+	return err
+}
+
+// receive wraps an inner ReceiveFunc: WireGuard packets pass through, relayed
+// ones are unwrapped and attributed to their virtual endpoint, control frames
+// are consumed (their size set to 0, which wireguard-go skips).
+func (b *Bind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	out := bindTransport{b}
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		n, err := fn(bufs, sizes, eps)
+		for i := 0; i < n; i++ {
+			p := bufs[i][:sizes[i]]
+			if len(p) == 0 || IsWireGuard(p) {
+				continue
+			}
+			sizes[i] = 0
+			if !IsFrame(p) {
+				b.strangers.Add(1)
+				continue
+			}
+			from := addrOf(eps[i])
+			switch p[1] {
+			case typeDeliver:
+				if len(p) < DataOverhead+4 {
+					continue
+				}
+				ep := b.deliveredFrom(from, ID(p[2:2+idLen]))
+				if ep == nil {
+					b.strangers.Add(1)
+					continue
+				}
+				sizes[i] = copy(bufs[i], p[DataOverhead:])
+				eps[i] = ep
+			case typeSend, typeRegister:
+				if b.cfg.Server != nil {
+					b.cfg.Server.Handle(p, from, out)
+				} else {
+					b.strangers.Add(1)
+				}
+			case typeRegistered, typePong:
+				b.onReply(p, from)
+			case typePing:
+				b.onPing(p, from, eps[i])
+			default:
+				b.strangers.Add(1)
+			}
+		}
+		return n, err
+	}
+}
+
+func addrOf(ep conn.Endpoint) netip.AddrPort {
+	if se, ok := ep.(*conn.StdNetEndpoint); ok {
+		return unmap(se.AddrPort)
+	}
+	a, _ := netip.ParseAddrPort(ep.DstToString())
+	return unmap(a)
+}
+
+func (b *Bind) deliveredFrom(relay netip.AddrPort, peer ID) *Endpoint {
+	b.mu.RLock()
+	r, ok := b.relays[relay]
+	var ep *Endpoint
+	if ok {
+		ep = b.eps[epKey{r.slot, peer}]
+	}
+	b.mu.RUnlock()
+	if !ok {
+		return nil
+	}
+	if ep != nil {
+		return ep
+	}
+	return b.virtualEndpoint(r.slot, peer)
+}
+
+func (b *Bind) virtualEndpoint(slot uint16, peer ID) *Endpoint {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r, ok := b.bySlot[slot]
+	if !ok {
+		return nil
+	}
+	k := epKey{slot, peer}
+	if ep, ok := b.eps[k]; ok {
+		return ep
+	}
+	ep := &Endpoint{Relay: r.Addr, Peer: peer, virt: virtualAddr(slot, peer)}
+	if r.inner == nil {
+		r.inner, _ = b.innerEndpointLocked(r.Addr)
+	}
+	ep.inner = r.inner
+	b.eps[k] = ep
+	return ep
+}
+
+func (b *Bind) innerEndpoint(a netip.AddrPort) (conn.Endpoint, error) {
+	b.mu.RLock()
+	ep, ok := b.innerEps[a]
+	b.mu.RUnlock()
+	if ok {
+		return ep, nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.innerEndpointLocked(a)
+}
+
+func (b *Bind) innerEndpointLocked(a netip.AddrPort) (conn.Endpoint, error) {
+	if ep, ok := b.innerEps[a]; ok {
+		return ep, nil
+	}
+	ep, err := b.inner.ParseEndpoint(a.String())
+	if err != nil {
+		return nil, fmt.Errorf("relay: endpoint %q: %w", a, err)
+	}
+	if len(b.innerEps) > 4096 {
+		clear(b.innerEps) // a cache, not a registry: bound it
+	}
+	b.innerEps[a] = ep
+	return ep, nil
+}
+
+// bindTransport lets the relay server answer through WireGuard's socket.
+type bindTransport struct{ b *Bind }
+
+func (t bindTransport) WriteTo(frame []byte, to netip.AddrPort) error {
+	ep, err := t.b.innerEndpoint(to)
+	if err != nil {
+		return err
+	}
+	return t.b.inner.Send([][]byte{frame}, ep)
+}
+
+func (b *Bind) sendTo(frame []byte, to netip.AddrPort) error {
+	return bindTransport{b}.WriteTo(frame, to)
+}
+
+func (b *Bind) track(nonce [nonceLen]byte, p pending) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.pending) > 1024 {
+		for n, q := range b.pending {
+			if p.sent.Sub(q.sent) > DefaultWindow {
+				delete(b.pending, n)
+			}
+		}
+	}
+	b.pending[nonce] = p
+}
+
+func (b *Bind) register(relay netip.AddrPort) {
+	h, err := newHello(typeRegister, b.cfg.PublicKey, b.now())
+	if err != nil {
+		return
+	}
+	b.track(h.Nonce, pending{relay: relay, to: relay, sent: h.Time})
+	_ = b.sendTo(h.marshal(b.cfg.Key), relay) // retried every RegisterInterval
+}
+
+func (b *Bind) ping(peer ID) {
+	b.mu.RLock()
+	p, ok := b.probes[peer]
+	var cands []netip.AddrPort
+	if ok {
+		cands = p.candidates
+	}
+	b.mu.RUnlock()
+	for _, c := range cands {
+		h, err := newHello(typePing, b.cfg.PublicKey, b.now())
+		if err != nil {
+			return
+		}
+		b.track(h.Nonce, pending{peer: peer, to: c, sent: h.Time})
+		_ = b.sendTo(h.marshal(b.cfg.Key), c)
+	}
+}
+
+func (b *Bind) onPing(frame []byte, from netip.AddrPort, ep conn.Endpoint) {
+	h, err := parseHello(frame, b.cfg.Key)
+	if err != nil || h.Kind != typePing {
+		b.strangers.Add(1)
+		return
+	}
+	now := b.now()
+	b.mu.Lock()
+	err = b.guard.check(h, now)
+	b.mu.Unlock()
+	if err != nil {
+		b.strangers.Add(1)
+		return
+	}
+	r := reply{Kind: typePong, Key: b.cfg.PublicKey, Nonce: h.Nonce, Observed: from}
+	_ = b.inner.Send([][]byte{r.marshal(b.cfg.Key)}, ep)
+}
+
+func (b *Bind) onReply(frame []byte, from netip.AddrPort) {
+	r, err := parseReply(frame, b.cfg.Key)
+	if err != nil {
+		b.strangers.Add(1)
+		return
+	}
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p, ok := b.pending[r.Nonce]
+	if !ok {
+		b.strangers.Add(1) // unsolicited or already answered: a replay
+		return
+	}
+	delete(b.pending, r.Nonce)
+	switch r.Kind {
+	case typeRegistered:
+		link, ok := b.relays[p.relay]
+		if !ok || from != p.relay {
+			return
+		}
+		link.Registered, link.Observed, link.RTT = now, r.Observed, now.Sub(p.sent)
+	case typePong:
+		pr, ok := b.probes[p.peer]
+		if !ok || IDOf(r.Key) != p.peer || r.Key != pr.key {
+			return
+		}
+		// from, not p.to: the answer proves the path from where it came.
+		pr.state = DirectState{Addr: from, Confirmed: now, Observed: r.Observed}
+	}
+}
+
+// maintain renews registrations and probes direct candidates until stop.
+func (b *Bind) maintain(stop chan struct{}) {
+	defer b.done.Done()
+	b.registerAll()
+	b.pingAll()
+	tick := time.NewTicker(min(b.cfg.RegisterInterval, b.cfg.ProbeInterval, time.Second))
+	defer tick.Stop()
+	lastReg := b.now()
+	lastEpoch := b.now().Truncate(b.cfg.ProbeInterval)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		now := b.now()
+		if now.Sub(lastReg) >= b.cfg.RegisterInterval {
+			lastReg = now
+			b.registerAll()
+		}
+		// Wall-clock epochs: both ends of a relayed pair probe at once.
+		if e := now.Truncate(b.cfg.ProbeInterval); e != lastEpoch {
+			lastEpoch = e
+			b.pingAll()
+		}
+	}
+}
+
+func (b *Bind) registerAll() {
+	b.mu.RLock()
+	addrs := make([]netip.AddrPort, 0, len(b.relays))
+	for a := range b.relays {
+		addrs = append(addrs, a)
+	}
+	b.mu.RUnlock()
+	for _, a := range addrs {
+		b.register(a)
+	}
+}
+
+func (b *Bind) pingAll() {
+	b.mu.RLock()
+	ids := make([]ID, 0, len(b.probes))
+	for id := range b.probes {
+		ids = append(ids, id)
+	}
+	b.mu.RUnlock()
+	for _, id := range ids {
+		b.ping(id)
+	}
+}
