@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"net/netip"
 	"time"
 
@@ -58,12 +59,25 @@ type Status struct {
 	LastActivity time.Time
 	// EndpointChanges counts the endpoints this tracker has set.
 	EndpointChanges int
+	// Keepalive says whether the peer's persistent keepalive should be on.
+	// Turning it on makes WireGuard initiate a handshake at once; if both
+	// sides do that at the same moment the two initiations void each other
+	// and the retry comes 5 s later. So of two new peers only the one with
+	// the lower public key starts at once; the other waits AnswerDelay for
+	// that handshake before starting its own (the first may be unable to
+	// reach it, or may not know it yet).
+	Keepalive bool
 }
+
+// AnswerDelay is how long the higher-keyed side of a new pair waits for the
+// other side's handshake before initiating itself.
+const AnswerDelay = time.Second
 
 // Tracker follows every peer across reconcile passes. It is not safe for
 // concurrent use; the agent's loop owns it.
 type Tracker struct {
 	health Health
+	self   wgtypes.Key
 	peers  map[wgtypes.Key]*track
 }
 
@@ -75,11 +89,12 @@ type track struct {
 	state     State
 	changes   int
 	activated bool // activity seen at some point
+	firstSeen time.Time
 }
 
-// NewTracker returns a tracker with the given thresholds.
-func NewTracker(h Health) *Tracker {
-	return &Tracker{health: h, peers: map[wgtypes.Key]*track{}}
+// NewTracker returns a tracker for the node whose public key is self.
+func NewTracker(h Health, self wgtypes.Key) *Tracker {
+	return &Tracker{health: h, self: self, peers: map[wgtypes.Key]*track{}}
 }
 
 // Step advances every peer to now. peers is the desired set (peers not in
@@ -93,10 +108,13 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 		seen[p.PublicKey] = true
 		tr := t.peers[p.PublicKey]
 		if tr == nil {
-			tr = &track{}
+			tr = &track{firstSeen: now}
 			t.peers[p.PublicKey] = tr
 		}
-		out[p.PublicKey] = tr.step(now, t.health, p.Endpoints, obs[p.PublicKey])
+		st := tr.step(now, t.health, p.Endpoints, obs[p.PublicKey])
+		st.Keepalive = bytes.Compare(t.self[:], p.PublicKey[:]) < 0 || st.State != StateUnknown ||
+			now.Sub(tr.firstSeen) >= AnswerDelay
+		out[p.PublicKey] = st
 	}
 	for k := range t.peers {
 		if !seen[k] {

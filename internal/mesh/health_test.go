@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"net/netip"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func newSim(t *testing.T, eps ...string) *sim {
 	for _, e := range eps {
 		p.Endpoints = append(p.Endpoints, netip.MustParseAddrPort(e))
 	}
-	return &sim{t: t, tr: NewTracker(testHealth), peer: p, start: time.Unix(1_700_000_000, 0)}
+	return &sim{t: t, tr: NewTracker(testHealth, testKey(t)), peer: p, start: time.Unix(1_700_000_000, 0)}
 }
 
 func (s *sim) at(sec float64) Status {
@@ -155,5 +156,27 @@ func TestTrackerForgetsRemovedPeers(t *testing.T) {
 	// Re-added: starts over with the first candidate.
 	if st := s.at(2); st.SetEndpoint != s.peer.Endpoints[0] || st.EndpointChanges != 1 {
 		t.Fatalf("%+v; want a fresh start", st)
+	}
+}
+
+func TestTrackerKeepaliveTieBreak(t *testing.T) {
+	lo, hi := testKey(t), testKey(t)
+	if bytes.Compare(lo[:], hi[:]) > 0 {
+		lo, hi = hi, lo
+	}
+	start := time.Unix(1_700_000_000, 0)
+	step := func(tr *Tracker, peer wgtypes.Key, sec float64) Status {
+		now := start.Add(time.Duration(sec * float64(time.Second)))
+		return tr.Step(now, []Peer{{PublicKey: peer}}, nil)[peer]
+	}
+	low, high := NewTracker(testHealth, lo), NewTracker(testHealth, hi)
+	if !step(low, hi, 0).Keepalive {
+		t.Error("lower key: keepalive off at first sight; want on (it initiates)")
+	}
+	if step(high, lo, 0).Keepalive || step(high, lo, 0.5).Keepalive {
+		t.Error("higher key: keepalive on before AnswerDelay; want it to wait for the other side")
+	}
+	if !step(high, lo, 1).Keepalive {
+		t.Error("higher key: keepalive still off after AnswerDelay")
 	}
 }
