@@ -121,13 +121,19 @@ func firstSet(attr types.String, envs ...string) string {
 func (p *meshspanProvider) Resources(_ context.Context) []func() resource.Resource {
 	return []func() resource.Resource{
 		// Each helper registers its resources here.
+		NewClusterSecretsResource,
+		NewDigitalOceanFirewallResource,
 	}
 }
 
 func (p *meshspanProvider) DataSources(_ context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{}
+	return []func() datasource.DataSource{
+		NewMachineConfigDataSource,
+	}
 }
 
 func (p *meshspanProvider) EphemeralResources(_ context.Context) []func() ephemeral.EphemeralResource {
-	return []func() ephemeral.EphemeralResource{}
+	return []func() ephemeral.EphemeralResource{
+		NewClusterSecretsEphemeralResource,
+	}
 }
