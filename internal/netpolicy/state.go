@@ -6,6 +6,8 @@
 package netpolicy
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
@@ -23,15 +25,105 @@ type State struct {
 	// Routed are destinations to send through the mesh: the AllowedIPs of
 	// members (their underlay addresses and advertised networks), minus mesh
 	// ULA addresses (routed by the link itself) and minus LANBypass.
+	// Apply subtracts LANBypass itself, so passing it unsubtracted is fine.
 	Routed []netip.Prefix
 	// Unreachable are destinations of members whose peer is down. With
 	// AllowDownPeerBypass false they are still routed into the mesh (where
 	// WireGuard drops them: fail closed); with true they are left to the
-	// underlay.
+	// underlay. They may or may not also appear in Routed: with bypass on,
+	// Apply routes Routed minus Unreachable; with it off, Routed plus
+	// Unreachable.
 	Unreachable         []netip.Prefix
 	AllowDownPeerBypass bool
 	// LANBypass CIDRs never go through the mesh.
 	LANBypass []netip.Prefix
 	// Firewall is the host input firewall; empty DefaultAction leaves input alone.
 	Firewall config.Firewall
+	// RelayPort, when not 0, is one more UDP port the host firewall always
+	// admits (the relay's, when it is not the WireGuard port).
+	RelayPort int
+}
+
+// FromConfig fills every field that comes from the machine config alone.
+// The agent adds Routed and Unreachable from the live peer set.
+func FromConfig(c *config.Config) (State, error) {
+	s := State{
+		Interface:           c.WireGuard.Interface,
+		MTU:                 c.WireGuard.MTU,
+		ListenPort:          c.WireGuard.ListenPort,
+		Routing:             c.Routing,
+		AllowDownPeerBypass: c.AllowDownPeerBypass,
+		Firewall:            c.Firewall,
+	}
+	if c.Relay.Enabled && c.Relay.Port != 0 && c.Relay.Port != c.WireGuard.ListenPort {
+		s.RelayPort = c.Relay.Port
+	}
+	for i, l := range c.LANBypass {
+		p, err := config.ParsePrefix(l)
+		if err != nil {
+			return State{}, fmt.Errorf("netpolicy: lanBypass[%d]: %w", i, err)
+		}
+		s.LANBypass = append(s.LANBypass, p)
+	}
+	return s, nil
+}
+
+// Validate checks what Apply relies on; each error names the State field.
+func (s State) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf("netpolicy: "+format, args...)) }
+	if s.Interface == "" || len(s.Interface) > 15 {
+		add("State.Interface %q is not an interface name; pass the mesh link name (1..15 characters)", s.Interface)
+	}
+	if s.MTU < config.MinMTU || s.MTU > config.MaxMTU {
+		add("State.MTU %d is out of range; use %d..%d", s.MTU, config.MinMTU, config.MaxMTU)
+	}
+	if s.ListenPort < 1 || s.ListenPort > 65535 {
+		add("State.ListenPort %d is not a port; use 1..65535", s.ListenPort)
+	}
+	if s.RelayPort < 0 || s.RelayPort > 65535 {
+		add("State.RelayPort %d is not a port; use 0 (none) or 1..65535", s.RelayPort)
+	}
+	r := s.Routing
+	if r.Table < 1 || r.Table > 252 {
+		add("State.Routing.Table %d is not a usable routing table; use 1..252", r.Table)
+	}
+	if r.MarkMask == 0 || r.FirewallMark&^r.MarkMask != 0 || r.ForceMark&^r.MarkMask != 0 || r.FirewallMark == r.ForceMark || r.ForceMark == 0 || r.FirewallMark == 0 {
+		add("State.Routing marks must be non-zero, distinct and inside MarkMask (FirewallMark %#x, ForceMark %#x, MarkMask %#x); start from config.ApplyDefaults", r.FirewallMark, r.ForceMark, r.MarkMask)
+	}
+	if r.RulePriority < 1 || r.RulePriority > 32765 {
+		add("State.Routing.RulePriority %d is out of range; use 1..32765", r.RulePriority)
+	}
+	for name, list := range map[string][]netip.Prefix{"Routed": s.Routed, "Unreachable": s.Unreachable, "LANBypass": s.LANBypass} {
+		for i, p := range list {
+			if !p.IsValid() {
+				add("State.%s[%d] is not a valid prefix", name, i)
+			}
+		}
+	}
+	if _, err := firewallRules(s.Firewall); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// marked returns the destinations whose packets get the force mark (and so
+// go through the mesh), per family: the member destinations (down ones
+// included unless bypass is allowed) minus the LAN bypass.
+func (s State) marked(v6 bool) []addrRange {
+	dest := s.Routed
+	if !s.AllowDownPeerBypass {
+		dest = append(append([]netip.Prefix(nil), s.Routed...), s.Unreachable...)
+	}
+	rs := rangesOf(dest, v6)
+	if s.AllowDownPeerBypass {
+		rs = subtractRanges(rs, rangesOf(s.Unreachable, v6))
+	}
+	return subtractRanges(rs, rangesOf(s.LANBypass, v6))
+}
+
+// Marked is the list of destinations Apply sends through the mesh, for
+// status output: IPv4 then IPv6, each as the fewest covering prefixes.
+func (s State) Marked() []netip.Prefix {
+	return append(rangesPrefixes(s.marked(false)), rangesPrefixes(s.marked(true))...)
 }
