@@ -123,6 +123,7 @@ func (p *meshspanProvider) Resources(_ context.Context) []func() resource.Resour
 		// Each helper registers its resources here.
 		NewClusterSecretsResource,
 		NewDigitalOceanFirewallResource,
+		NewHcloudFirewallResource,
 	}
 }
 

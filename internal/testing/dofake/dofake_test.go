@@ -153,7 +153,10 @@ func TestErrors(t *testing.T) {
 		}, 403, "access"},
 		{"unknown id", func() error { _, _, err := c.Firewalls.Get(ctx, "0d7d9d4c-0000-4000-8000-000000000000"); return err }, 404, "could not be found"},
 		{"duplicate name", func() error { _, _, err := c.Firewalls.Create(ctx, wgRequest("taken")); return err }, 409, "duplicate name"},
-		{"bad name", func() error { _, _, err := c.Firewalls.Create(ctx, bad(func(r *godo.FirewallRequest) { r.Name = "-x y" })); return err }, 422, "Name"},
+		{"bad name", func() error {
+			_, _, err := c.Firewalls.Create(ctx, bad(func(r *godo.FirewallRequest) { r.Name = "-x y" }))
+			return err
+		}, 422, "Name"},
 		{"no rules", func() error {
 			_, _, err := c.Firewalls.Create(ctx, &godo.FirewallRequest{Name: "empty"})
 			return err
