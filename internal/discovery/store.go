@@ -157,6 +157,13 @@ func (s *Subscription) fail(err error) {
 func (s *Subscription) Next(ctx context.Context) ([]*serverpb.WatchResponse, error) {
 	for {
 		s.mu.Lock()
+		if s.err != nil {
+			// Queued changes are moot: the stream ends and the client
+			// resyncs from a fresh snapshot.
+			err := s.err
+			s.mu.Unlock()
+			return nil, err
+		}
 		if len(s.order) > 0 {
 			out := make([]*serverpb.WatchResponse, 0, len(s.order))
 			for _, id := range s.order {
@@ -172,11 +179,7 @@ func (s *Subscription) Next(ctx context.Context) ([]*serverpb.WatchResponse, err
 			s.mu.Unlock()
 			return out, nil
 		}
-		err := s.err
 		s.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
