@@ -31,10 +31,10 @@ func strs(ps []netip.Prefix) string {
 
 func TestRangeArithmetic(t *testing.T) {
 	for _, tc := range []struct {
-		name       string
-		from, cut  []netip.Prefix
-		v6         bool
-		want       string
+		name      string
+		from, cut []netip.Prefix
+		v6        bool
+		want      string
 	}{
 		{"merge adjacent", pfx("10.0.0.0/25", "10.0.0.128/25"), nil, false, "10.0.0.0/24"},
 		{"merge overlapping, drop v6", pfx("10.0.0.0/8", "10.1.0.0/16", "2001:db8::/32"), nil, false, "10.0.0.0/8"},
