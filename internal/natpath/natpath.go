@@ -1,0 +1,316 @@
+// Package natpath chooses, for each peer, the path WireGuard should use:
+// a direct endpoint when one handshakes, a relay member otherwise. It is pure
+// logic: the caller feeds it what the device and the relay Bind observed and
+// the current time, and sets the endpoint it returns.
+//
+// Direct comes first: every candidate (advertised, discovery-observed,
+// peer-observed) gets a probe window. With no handshake within the direct
+// budget the peer is relayed through the first usable relay. While relayed,
+// the direct path is retried: at once when a direct probe (userspace Bind)
+// is answered, or, without probes (kernel WireGuard), in windows aligned to
+// wall-clock multiples of RetryDirect, so both ends switch at the same moment
+// and open their NATs towards each other together.
+package natpath
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Mode is how a peer is reached.
+type Mode string
+
+// Modes.
+const (
+	ModeTrying  Mode = "trying-direct" // direct candidates are being probed
+	ModeDirect  Mode = "direct"
+	ModeRelayed Mode = "relayed"
+	ModeNoPath  Mode = "no-path" // neither direct nor any relay worked; still trying
+)
+
+// Timing holds the thresholds. Zero fields take the defaults.
+type Timing struct {
+	// Probe is how long one endpoint gets to handshake (health.endpointProbe).
+	Probe time.Duration
+	// DirectBudget is how long direct candidates are tried before relaying.
+	DirectBudget time.Duration
+	// DownAfter is the silence after which a working path is dead (health.downAfter).
+	DownAfter time.Duration
+	// RetryDirect is the period of direct retries while relayed, when no
+	// direct probe results are available.
+	RetryDirect time.Duration
+	// RelayHold is how long a relay that failed is skipped.
+	RelayHold time.Duration
+}
+
+// Defaults.
+const (
+	DefaultProbe        = 4 * time.Second
+	DefaultDirectBudget = 12 * time.Second
+	DefaultDownAfter    = 9 * time.Second
+	DefaultRetryDirect  = 2 * time.Minute
+	DefaultRelayHold    = time.Minute
+)
+
+func (t Timing) withDefaults() Timing {
+	if t.Probe <= 0 {
+		t.Probe = DefaultProbe
+	}
+	if t.DirectBudget <= 0 {
+		t.DirectBudget = DefaultDirectBudget
+	}
+	if t.DownAfter <= 0 {
+		t.DownAfter = DefaultDownAfter
+	}
+	if t.RetryDirect <= 0 {
+		t.RetryDirect = DefaultRetryDirect
+	}
+	if t.RelayHold <= 0 {
+		t.RelayHold = DefaultRelayHold
+	}
+	return t
+}
+
+// Relay is a member that relays (its config has relay.enabled) and is
+// usable from here.
+type Relay struct {
+	Name string         // node name, for status
+	Addr netip.AddrPort // its underlay address
+	// Endpoint is what to set on the WireGuard peer to go through this relay:
+	// the Bind's virtual address (userspace) or the local proxy (kernel).
+	Endpoint netip.AddrPort
+}
+
+// Input is what is known about one peer at one step.
+type Input struct {
+	// Direct are the peer's direct candidates in order: advertised, then
+	// observed by discovery, then observed by other peers.
+	Direct []netip.AddrPort
+	// Relays usable for this peer, in order of preference (neither this node
+	// nor the peer itself).
+	Relays []Relay
+	// Live is the device's current endpoint for the peer (WireGuard roams it
+	// to wherever authenticated packets come from).
+	Live netip.AddrPort
+	// LastActivity is the later of the last handshake and the last receive.
+	LastActivity time.Time
+	// Probed is the direct address that last answered a probe, at ProbedAt
+	// (userspace Bind); zero when probes are not available.
+	Probed   netip.AddrPort
+	ProbedAt time.Time
+	// CanProbe says whether direct probes run (userspace); without them the
+	// direct path is retried in wall-clock windows.
+	CanProbe bool
+}
+
+// Status is the verdict for one peer after a step.
+type Status struct {
+	Mode     Mode
+	Endpoint netip.AddrPort // in use or being tried
+	Via      string         // relay node name, when relayed
+	Reason   string
+	Since    time.Time // when Mode last changed
+	// SetEndpoint, when valid, must be set on the device now.
+	SetEndpoint netip.AddrPort
+}
+
+// Path follows one peer. It is not safe for concurrent use.
+type Path struct {
+	t Timing
+
+	mode     Mode
+	since    time.Time
+	reason   string
+	endpoint netip.AddrPort
+	setAt    time.Time
+	via      Relay
+
+	// direct trial
+	trialStart time.Time
+	candidates []netip.AddrPort
+	next       int
+	tried      int
+	retry      bool // a trial started from relayed: failure goes back quickly
+
+	failed     map[netip.AddrPort]time.Time // relays that carried nothing
+	retryEpoch time.Time
+	lastProbe  time.Time
+}
+
+// New returns a Path with timing t.
+func New(t Timing) *Path { return &Path{t: t.withDefaults(), failed: map[netip.AddrPort]time.Time{}} }
+
+// Step advances the path to now.
+func (p *Path) Step(now time.Time, in Input) Status {
+	var set netip.AddrPort
+	heard := !in.LastActivity.IsZero() && in.LastActivity.After(p.setAt) && now.Sub(in.LastActivity) < p.t.DownAfter
+	liveRelay, liveIsRelay := relayOf(in.Relays, in.Live)
+
+	switch p.mode {
+	case "":
+		set = p.startDirect(now, in.Direct, false, "new peer")
+		if !set.IsValid() {
+			set = p.relay(now, in, "the peer advertises no endpoint")
+		}
+
+	case ModeTrying:
+		switch {
+		case heard && in.Live.IsValid() && !liveIsRelay:
+			p.become(now, ModeDirect, "handshake with "+in.Live.String())
+			p.endpoint = in.Live
+		case heard && liveIsRelay:
+			// The peer kept using (or chose) a relay and WireGuard roamed to it.
+			p.via, p.endpoint = liveRelay, in.Live
+			why := "the peer reached us through a relay"
+			if p.retry {
+				why = "direct retry got no answer"
+			}
+			p.become(now, ModeRelayed, fmt.Sprintf("%s; relayed via %s", why, liveRelay.Name))
+		case now.Sub(p.setAt) >= p.t.Probe:
+			exhausted := p.tried >= len(p.candidates)
+			if exhausted && (p.retry || now.Sub(p.trialStart) >= p.t.DirectBudget) {
+				set = p.relay(now, in, fmt.Sprintf("no direct handshake within %s on %d candidate(s)", now.Sub(p.trialStart).Round(time.Second), len(p.candidates)))
+			} else {
+				p.candidates = mergeCandidates(p.candidates, in.Direct)
+				set = p.tryNext(now)
+			}
+		}
+
+	case ModeDirect:
+		switch {
+		case in.Live.IsValid() && !liveIsRelay && in.Live != p.endpoint && heard:
+			p.endpoint = in.Live // WireGuard roamed: follow it
+		case now.Sub(in.LastActivity) >= p.t.DownAfter && now.Sub(p.setAt) >= p.t.Probe:
+			set = p.startDirect(now, in.Direct, false, fmt.Sprintf("direct path %s silent for %s", p.endpoint, p.t.DownAfter))
+		}
+
+	case ModeRelayed:
+		cur, present := relayOf(in.Relays, p.via.Endpoint)
+		switch {
+		case !present:
+			set = p.relay(now, in, fmt.Sprintf("relay %s is gone", p.via.Name))
+		case heard && in.Live.IsValid() && !liveIsRelay:
+			// The peer reached us directly and WireGuard roamed to it.
+			p.endpoint = in.Live
+			p.become(now, ModeDirect, "peer reached us directly from "+in.Live.String())
+		case !heard && now.Sub(p.setAt) >= 2*p.t.Probe && now.Sub(in.LastActivity) >= p.t.DownAfter:
+			p.failed[cur.Addr] = now
+			set = p.relay(now, in, fmt.Sprintf("relay %s carried no handshake", cur.Name))
+		case in.CanProbe && in.Probed.IsValid() && in.ProbedAt.After(p.lastProbe) && now.Sub(in.ProbedAt) < p.t.DownAfter:
+			p.lastProbe = in.ProbedAt
+			set = p.startDirect(now, []netip.AddrPort{in.Probed}, true, "direct probe answered from "+in.Probed.String())
+		case !in.CanProbe && len(in.Direct) > 0 && now.Truncate(p.t.RetryDirect) != p.retryEpoch && now.Sub(p.since) >= p.t.Probe:
+			p.retryEpoch = now.Truncate(p.t.RetryDirect)
+			set = p.startDirect(now, in.Direct, true, "periodic direct retry")
+		}
+
+	case ModeNoPath:
+		switch {
+		case heard && in.Live.IsValid() && !liveIsRelay:
+			p.endpoint = in.Live
+			p.become(now, ModeDirect, "handshake with "+in.Live.String())
+		case usable(in.Relays, p.failed, now, p.t.RelayHold) >= 0:
+			set = p.relay(now, in, "a relay became usable")
+		case now.Sub(p.setAt) >= p.t.Probe:
+			p.candidates = mergeCandidates(p.candidates, in.Direct)
+			set = p.tryNext(now)
+		}
+	}
+	return Status{Mode: p.mode, Endpoint: p.endpoint, Via: p.viaName(), Reason: p.reason, Since: p.since, SetEndpoint: set}
+}
+
+func (p *Path) viaName() string {
+	if p.mode == ModeRelayed {
+		return p.via.Name
+	}
+	return ""
+}
+
+func (p *Path) become(now time.Time, m Mode, reason string) {
+	if p.mode != m {
+		p.since = now
+	}
+	p.mode, p.reason = m, reason
+}
+
+func (p *Path) startDirect(now time.Time, cands []netip.AddrPort, retry bool, reason string) netip.AddrPort {
+	p.candidates = slices.Clone(cands)
+	p.next, p.tried, p.retry, p.trialStart = 0, 0, retry, now
+	if len(p.candidates) == 0 {
+		return netip.AddrPort{}
+	}
+	p.become(now, ModeTrying, reason)
+	return p.tryNext(now)
+}
+
+func (p *Path) tryNext(now time.Time) netip.AddrPort {
+	if len(p.candidates) == 0 {
+		return netip.AddrPort{}
+	}
+	ep := p.candidates[p.next%len(p.candidates)]
+	p.next = (p.next + 1) % len(p.candidates)
+	p.tried++
+	p.endpoint, p.setAt = ep, now
+	return ep
+}
+
+// relay moves the peer to the first usable relay, or to no-path.
+func (p *Path) relay(now time.Time, in Input, why string) netip.AddrPort {
+	if i := usable(in.Relays, p.failed, now, p.t.RelayHold); i >= 0 {
+		p.via = in.Relays[i]
+		p.endpoint, p.setAt = p.via.Endpoint, now
+		p.retryEpoch = now.Truncate(p.t.RetryDirect) // next retry at the next boundary
+		p.become(now, ModeRelayed, fmt.Sprintf("%s; relayed via %s", why, p.via.Name))
+		return p.endpoint
+	}
+	reason := why + " and no relay member is available (enable relay on a node both can reach)"
+	if len(in.Relays) > 0 {
+		names := make([]string, len(in.Relays))
+		for i, r := range in.Relays {
+			names[i] = r.Name
+		}
+		reason = fmt.Sprintf("%s and relays %s carried no handshake", why, strings.Join(names, ", "))
+	}
+	p.become(now, ModeNoPath, reason)
+	// Keep knocking on direct candidates: a NAT may open later.
+	if len(p.candidates) == 0 {
+		p.candidates = slices.Clone(in.Direct)
+	}
+	if ep := p.tryNext(now); ep.IsValid() {
+		return ep
+	}
+	p.setAt = now
+	return netip.AddrPort{}
+}
+
+func usable(relays []Relay, failed map[netip.AddrPort]time.Time, now time.Time, hold time.Duration) int {
+	for i, r := range relays {
+		if t, ok := failed[r.Addr]; !ok || now.Sub(t) >= hold {
+			return i
+		}
+	}
+	return -1
+}
+
+func relayOf(relays []Relay, ep netip.AddrPort) (Relay, bool) {
+	for _, r := range relays {
+		if r.Endpoint == ep && ep.IsValid() {
+			return r, true
+		}
+	}
+	return Relay{}, false
+}
+
+// mergeCandidates keeps the order of cur and appends what is new in latest,
+// so candidates learnt during a trial (a peer-observed endpoint) join it.
+func mergeCandidates(cur, latest []netip.AddrPort) []netip.AddrPort {
+	for _, c := range latest {
+		if !slices.Contains(cur, c) {
+			cur = append(cur, c)
+		}
+	}
+	return cur
+}

@@ -1,0 +1,227 @@
+package natpath
+
+import (
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	t0 = time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)
+	c0 = netip.MustParseAddrPort("192.0.2.10:51820")
+	c1 = netip.MustParseAddrPort("203.0.113.10:51820")
+	r1 = Relay{Name: "relay-1", Addr: netip.MustParseAddrPort("198.51.100.1:51820"), Endpoint: netip.MustParseAddrPort("[100::1]:1")}
+	r2 = Relay{Name: "relay-2", Addr: netip.MustParseAddrPort("198.51.100.2:51820"), Endpoint: netip.MustParseAddrPort("[100::1]:2")}
+)
+
+func at(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+
+// peer simulates the device side: it remembers the endpoint set and when
+// the peer was last heard.
+type peer struct {
+	t    *testing.T
+	p    *Path
+	in   Input
+	last Status
+}
+
+func newPeer(t *testing.T, in Input) *peer { return &peer{t: t, p: New(Timing{}), in: in} }
+
+func (s *peer) step(sec float64) Status {
+	s.t.Helper()
+	st := s.p.Step(at(sec), s.in)
+	if st.SetEndpoint.IsValid() {
+		s.in.Live = st.SetEndpoint
+	}
+	s.last = st
+	return st
+}
+
+// hear records traffic from the peer at sec, arriving from live.
+func (s *peer) hear(sec float64, live netip.AddrPort) {
+	s.in.LastActivity = at(sec)
+	s.in.Live = live
+}
+
+func want(t *testing.T, st Status, mode Mode, set netip.AddrPort, reason string) {
+	t.Helper()
+	if st.Mode != mode || st.SetEndpoint != set || !strings.Contains(st.Reason, reason) {
+		t.Fatalf("status = %+v\nwant mode %s, set %v, reason containing %q", st, mode, set, reason)
+	}
+}
+
+func TestDirectFirstCandidate(t *testing.T) {
+	s := newPeer(t, Input{Direct: []netip.AddrPort{c0, c1}, Relays: []Relay{r1}})
+	want(t, s.step(0), ModeTrying, c0, "new peer")
+	want(t, s.step(1), ModeTrying, netip.AddrPort{}, "new peer")
+	s.hear(1.5, c0)
+	st := s.step(2)
+	want(t, st, ModeDirect, netip.AddrPort{}, "handshake with "+c0.String())
+	if st.Endpoint != c0 || st.Via != "" || !st.Since.Equal(at(2)) {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestFallsBackToRelayAfterBudget(t *testing.T) {
+	s := newPeer(t, Input{Direct: []netip.AddrPort{c0, c1}, Relays: []Relay{r1, r2}})
+	want(t, s.step(0), ModeTrying, c0, "")
+	want(t, s.step(4), ModeTrying, c1, "")
+	want(t, s.step(8), ModeTrying, c0, "") // every candidate tried, budget not spent
+	st := s.step(12)
+	want(t, st, ModeRelayed, r1.Endpoint, "no direct handshake within 12s on 2 candidate(s); relayed via relay-1")
+	if st.Via != "relay-1" {
+		t.Errorf("via %q", st.Via)
+	}
+	// The relay carries the handshake: stays relayed.
+	s.hear(12.5, r1.Endpoint)
+	want(t, s.step(13), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	for sec := 14.0; sec < 60; sec++ {
+		s.hear(sec-0.5, r1.Endpoint)
+		want(t, s.step(sec), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	}
+}
+
+func relayed(t *testing.T, in Input) *peer {
+	t.Helper()
+	s := newPeer(t, in)
+	for _, sec := range []float64{0, 4, 8, 12} {
+		s.step(sec)
+	}
+	if s.last.Mode != ModeRelayed {
+		t.Fatalf("setup: not relayed: %+v", s.last)
+	}
+	s.hear(12.5, s.last.Endpoint)
+	s.step(13)
+	return s
+}
+
+func TestRelayFailover(t *testing.T) {
+	// The relay dies: nothing heard for DownAfter -> next relay.
+	s := relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1, r2}})
+	want(t, s.step(20), ModeRelayed, netip.AddrPort{}, "relay-1")
+	want(t, s.step(21.6), ModeRelayed, r2.Endpoint, "relay relay-1 carried no handshake; relayed via relay-2")
+
+	// The relay leaves the cluster (removed from the list): switch at once.
+	s = relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1, r2}})
+	s.in.Relays = []Relay{r2}
+	want(t, s.step(14), ModeRelayed, r2.Endpoint, "relay relay-1 is gone; relayed via relay-2")
+}
+
+func TestNoPath(t *testing.T) {
+	s := newPeer(t, Input{Direct: []netip.AddrPort{c0}})
+	s.step(0)
+	s.step(4)
+	s.step(8)
+	st := s.step(12)
+	want(t, st, ModeNoPath, c0, "no direct handshake within 12s on 1 candidate(s) and no relay member is available")
+	// Still knocking on the direct candidate.
+	want(t, s.step(16), ModeNoPath, c0, "no relay member")
+
+	// The only relay fails too: no path, naming it.
+	s = relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1}})
+	want(t, s.step(21.6), ModeNoPath, c0, "relays relay-1 carried no handshake")
+	// A relay that comes back after its hold is used again.
+	s.in.Relays = []Relay{r1, r2}
+	want(t, s.step(22), ModeRelayed, r2.Endpoint, "a relay became usable; relayed via relay-2")
+}
+
+func TestNoEndpointsGoesStraightToRelay(t *testing.T) {
+	s := newPeer(t, Input{Relays: []Relay{r1}})
+	want(t, s.step(0), ModeRelayed, r1.Endpoint, "the peer advertises no endpoint; relayed via relay-1")
+}
+
+func TestProbeBringsDirectBack(t *testing.T) {
+	s := relayed(t, Input{Direct: []netip.AddrPort{c0, c1}, Relays: []Relay{r1}, CanProbe: true})
+	s.hear(29, r1.Endpoint)
+	s.in.Probed, s.in.ProbedAt = c1, at(29.5)
+	want(t, s.step(30), ModeTrying, c1, "direct probe answered from "+c1.String())
+	s.hear(30.2, c1)
+	st := s.step(31)
+	want(t, st, ModeDirect, netip.AddrPort{}, "handshake with "+c1.String())
+
+	// A probe that answered but whose path WireGuard cannot use: the peer
+	// keeps sending through the relay, WireGuard roams back, and so do we.
+	s = relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1}, CanProbe: true})
+	s.in.Probed, s.in.ProbedAt = c0, at(13.5)
+	want(t, s.step(14), ModeTrying, c0, "direct probe")
+	s.hear(14.5, r1.Endpoint)
+	want(t, s.step(15), ModeRelayed, netip.AddrPort{}, "direct retry got no answer; relayed via relay-1")
+	// The same probe result is not acted on twice.
+	s.hear(15.5, r1.Endpoint)
+	want(t, s.step(16), ModeRelayed, netip.AddrPort{}, "")
+	// A direct retry that hears nothing at all goes back to the relay after one window.
+	s.in.Probed, s.in.ProbedAt = c0, at(16.5)
+	want(t, s.step(17), ModeTrying, c0, "")
+	want(t, s.step(21), ModeRelayed, r1.Endpoint, "no direct handshake within 4s on 1 candidate(s); relayed via relay-1")
+}
+
+func TestPeriodicRetryWithoutProbes(t *testing.T) {
+	// Kernel WireGuard: no probes; retry in wall-clock windows, so both ends
+	// (whose clocks agree) switch together.
+	s := relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1}})
+	var retryAt float64 = -1
+	for sec := 14.0; sec <= 200; sec++ {
+		s.hear(sec-0.5, r1.Endpoint)
+		st := s.step(sec)
+		if st.Mode == ModeTrying {
+			retryAt = sec
+			want(t, st, ModeTrying, c0, "periodic direct retry")
+			break
+		}
+	}
+	if retryAt != 120 { // t0 is 02:00:00; the first 2-minute boundary after relaying
+		t.Fatalf("direct retry at +%vs, want at the 2-minute boundary (+120s)", retryAt)
+	}
+	s.hear(120.3, c0)
+	want(t, s.step(121), ModeDirect, netip.AddrPort{}, "handshake with")
+}
+
+func TestDirectPathDiesAndRecovers(t *testing.T) {
+	s := newPeer(t, Input{Direct: []netip.AddrPort{c0, c1}, Relays: []Relay{r1}})
+	s.step(0)
+	s.hear(0.5, c0)
+	want(t, s.step(1), ModeDirect, netip.AddrPort{}, "")
+	// WireGuard roamed to another address of the peer: follow, no set.
+	s.hear(2, c1)
+	st := s.step(3)
+	if st.Mode != ModeDirect || st.Endpoint != c1 || st.SetEndpoint.IsValid() {
+		t.Fatalf("after roam: %+v", st)
+	}
+	// Silence: back to trying direct candidates from the start.
+	want(t, s.step(11), ModeTrying, c0, "direct path "+c1.String()+" silent for 9s")
+}
+
+func TestPeerReachesUsDirectlyWhileRelayed(t *testing.T) {
+	s := relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1}})
+	s.hear(14, c1) // WireGuard roamed to a direct source
+	st := s.step(15)
+	want(t, st, ModeDirect, netip.AddrPort{}, "peer reached us directly from "+c1.String())
+}
+
+func TestPeerChoseRelayDuringTrial(t *testing.T) {
+	s := newPeer(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1}})
+	s.step(0)
+	s.hear(1, r1.Endpoint)
+	want(t, s.step(2), ModeRelayed, netip.AddrPort{}, "the peer reached us through a relay; relayed via relay-1")
+}
+
+func TestTableForgetsPeers(t *testing.T) {
+	var a, b wgtypes.Key
+	a[0], b[0] = 1, 2
+	tb := NewTable(Timing{})
+	out := tb.Step(at(0), map[wgtypes.Key]Input{a: {Direct: []netip.AddrPort{c0}}, b: {Direct: []netip.AddrPort{c1}}})
+	if out[a].SetEndpoint != c0 || out[b].SetEndpoint != c1 {
+		t.Fatalf("%+v", out)
+	}
+	tb.Step(at(1), map[wgtypes.Key]Input{a: {Direct: []netip.AddrPort{c0}}})
+	if len(tb.paths) != 1 {
+		t.Fatalf("table kept %d paths, want 1", len(tb.paths))
+	}
+	// A peer that comes back starts over.
+	out = tb.Step(at(2), map[wgtypes.Key]Input{a: {Direct: []netip.AddrPort{c0}}, b: {Direct: []netip.AddrPort{c1}}})
+	if out[b].SetEndpoint != c1 || out[b].Reason != "new peer" {
+		t.Fatalf("%+v", out[b])
+	}
+}

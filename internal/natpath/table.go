@@ -1,0 +1,36 @@
+package natpath
+
+import (
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Table holds one Path per peer. It is not safe for concurrent use; the
+// agent's reconcile loop owns it.
+type Table struct {
+	t     Timing
+	paths map[wgtypes.Key]*Path
+}
+
+// NewTable returns an empty table with timing t.
+func NewTable(t Timing) *Table { return &Table{t: t, paths: map[wgtypes.Key]*Path{}} }
+
+// Step advances every peer in in and forgets peers no longer there.
+func (tb *Table) Step(now time.Time, in map[wgtypes.Key]Input) map[wgtypes.Key]Status {
+	out := make(map[wgtypes.Key]Status, len(in))
+	for k, pin := range in {
+		p := tb.paths[k]
+		if p == nil {
+			p = New(tb.t)
+			tb.paths[k] = p
+		}
+		out[k] = p.Step(now, pin)
+	}
+	for k := range tb.paths {
+		if _, ok := in[k]; !ok {
+			delete(tb.paths, k)
+		}
+	}
+	return out
+}
