@@ -1,0 +1,246 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+)
+
+// hcloudPollIntervalEnv shortens action polling (default 500ms), for tests.
+const hcloudPollIntervalEnv = "MESHSPAN_HCLOUD_POLL_INTERVAL"
+
+// hcloudAttemptsHeader is set on the response the retry transport finally
+// returns, so error messages can say how often it tried.
+const hcloudAttemptsHeader = "Meshspan-Hcloud-Attempts"
+
+// newHcloudClient builds a client from the provider configuration. Retries
+// are done by hcloudRetryTransport (which honours RateLimit-Reset and bounds
+// the total wait), so hcloud-go's own retry loop is switched off.
+func newHcloudClient(data *providerData) (*hcloud.Client, time.Duration, error) {
+	if data == nil || data.HcloudToken == "" {
+		return nil, 0, errors.New("no Hetzner Cloud token: set hcloud_token in the provider block or the HCLOUD_TOKEN environment variable (a Read & Write API token from the Cloud Console, Security -> API Tokens)")
+	}
+	poll := 500 * time.Millisecond
+	if s := os.Getenv(hcloudPollIntervalEnv); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return nil, 0, fmt.Errorf("%s=%q is not a positive duration; write e.g. 200ms", hcloudPollIntervalEnv, s)
+		}
+		poll = d
+	}
+	transport := &hcloudRetryTransport{
+		base:       http.DefaultTransport,
+		maxRetries: 6,
+		maxWait:    15 * time.Second,
+		budget:     90 * time.Second,
+		backoff:    func(n int) time.Duration { return min(250*time.Millisecond<<n, 8*time.Second) },
+		now:        time.Now,
+		sleep:      sleepCtx,
+	}
+	c := hcloud.NewClient(
+		hcloud.WithToken(data.HcloudToken),
+		hcloud.WithEndpoint(data.HcloudEndpoint),
+		hcloud.WithApplication("terraform-provider-meshspan", data.Version),
+		hcloud.WithHTTPClient(&http.Client{Transport: transport, Timeout: 60 * time.Second}),
+		hcloud.WithRetryOpts(hcloud.RetryOpts{MaxRetries: 0}),
+		hcloud.WithPollOpts(hcloud.PollOpts{BackoffFunc: hcloud.ConstantBackoff(poll)}),
+	)
+	return c, poll, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// hcloudRetryTransport retries what the Hetzner API says is worth retrying
+// (429 rate_limit_exceeded, 409 conflict, 502, 504). A 429 waits until
+// RateLimit-Reset (at least the backoff, at most maxWait); all waits
+// together stay within budget and the request's context.
+type hcloudRetryTransport struct {
+	base       http.RoundTripper
+	maxRetries int
+	maxWait    time.Duration
+	budget     time.Duration
+	backoff    func(retry int) time.Duration
+	now        func() time.Time
+	sleep      func(context.Context, time.Duration) error
+}
+
+func (t *hcloudRetryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body []byte
+	if req.Body != nil {
+		var err error
+		if body, err = io.ReadAll(req.Body); err != nil {
+			return nil, fmt.Errorf("hcloud: read request body: %w", err)
+		}
+		_ = req.Body.Close()
+	}
+	var waited time.Duration
+	for attempt := 0; ; attempt++ {
+		r := req.Clone(req.Context())
+		if body != nil {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+		}
+		resp, err := t.base.RoundTrip(r)
+		if err != nil {
+			return nil, err
+		}
+		wait, retry := t.retryAfter(resp, attempt)
+		if !retry || attempt >= t.maxRetries || waited+wait > t.budget {
+			resp.Header.Set(hcloudAttemptsHeader, strconv.Itoa(attempt+1))
+			return resp, nil
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if err := t.sleep(req.Context(), wait); err != nil {
+			return nil, fmt.Errorf("hcloud: waiting %s before retry %d of %s %s: %w", wait, attempt+1, req.Method, req.URL.Path, err)
+		}
+		waited += wait
+	}
+}
+
+// retryAfter decides whether resp is retried and how long to wait first.
+func (t *hcloudRetryTransport) retryAfter(resp *http.Response, attempt int) (time.Duration, bool) {
+	wait := t.backoff(attempt)
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests:
+		if s := resp.Header.Get("RateLimit-Reset"); s != "" {
+			if sec, err := strconv.ParseInt(s, 10, 64); err == nil {
+				wait = max(wait, time.Unix(sec, 0).Sub(t.now()))
+			}
+		}
+		return min(wait, t.maxWait), true
+	case http.StatusBadGateway, http.StatusGatewayTimeout:
+		return wait, true
+	case http.StatusConflict:
+		// 409 is also uniqueness_error, which must not be retried.
+		b, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		var e struct {
+			Error struct {
+				Code string `json:"code"`
+			} `json:"error"`
+		}
+		return wait, err == nil && json.Unmarshal(b, &e) == nil && e.Error.Code == string(hcloud.ErrorCodeConflict)
+	}
+	return 0, false
+}
+
+// hcloudAttributeFor maps an invalid_input field name to the resource
+// attribute it concerns.
+func hcloudAttributeFor(field string, messages []string) (path.Path, bool) {
+	switch {
+	case field == "name":
+		return path.Root("name"), true
+	case field == "labels":
+		return path.Root("labels"), true
+	case strings.HasPrefix(field, "rules"):
+		return path.Root("extra_rules"), true
+	case strings.HasPrefix(field, "apply_to") || strings.HasPrefix(field, "remove_from"):
+		if strings.Contains(strings.Join(messages, " "), "label_selector") {
+			return path.Root("label_selectors"), true
+		}
+		return path.Root("server_ids"), true
+	}
+	return path.Empty(), false
+}
+
+// addHcloudError turns any error from an hcloud-go call into diagnostics:
+// the one place that knows what each API error means for the user. step says
+// what was being done, e.g. `create firewall "mesh"`; timeoutAttr names the
+// timeouts attribute that bounds it.
+func addHcloudError(diags *diag.Diagnostics, step, timeoutAttr string, err error) {
+	summary := "Hetzner Cloud: " + step + " failed"
+	var herr hcloud.Error
+	var aerr hcloud.ActionError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		diags.AddError(summary, fmt.Sprintf("It did not finish within the resource's timeout (timeouts.%s). "+
+			"Raise timeouts { %s = \"...\" } or run terraform again: %v", timeoutAttr, timeoutAttr, err))
+	case errors.As(err, &aerr):
+		diags.AddError(summary, fmt.Sprintf("The API accepted the request but its action %q ended in error %s: %s",
+			actionCommand(aerr), aerr.Code, aerr.Message))
+	case errors.As(err, &herr):
+		status, attempts := 0, ""
+		if resp := herr.Response(); resp != nil && resp.Response != nil {
+			status = resp.StatusCode
+			attempts = resp.Header.Get(hcloudAttemptsHeader)
+		}
+		if status != 0 {
+			summary += fmt.Sprintf(" (HTTP %d %s)", status, herr.Code)
+		}
+		said := fmt.Sprintf("API said: %s", herr.Error())
+		switch herr.Code {
+		case hcloud.ErrorCodeUnauthorized, hcloud.ErrorCodeForbidden, "token_readonly":
+			diags.AddError(summary, "The Hetzner Cloud token is invalid or lacks write scope. Set hcloud_token in the provider "+
+				"block (or HCLOUD_TOKEN) to an API token with Read & Write permission for this project. "+said)
+		case hcloud.ErrorCodeInvalidInput:
+			det, _ := herr.Details.(hcloud.ErrorDetailsInvalidInput)
+			if len(det.Fields) == 0 {
+				diags.AddError(summary, said)
+			}
+			for _, f := range det.Fields {
+				detail := fmt.Sprintf("The API rejected field %q: %s. %s", f.Name, strings.Join(f.Messages, "; "), said)
+				if p, ok := hcloudAttributeFor(f.Name, f.Messages); ok {
+					diags.AddAttributeError(p, summary, detail)
+				} else {
+					diags.AddError(summary, detail)
+				}
+			}
+		case hcloud.ErrorCodeUniquenessError:
+			diags.AddAttributeError(path.Root("name"), summary, "A firewall with this name already exists in the Hetzner Cloud "+
+				"project; names are unique per project. Choose another name, or import the existing firewall "+
+				"(terraform import meshspan_hcloud_firewall.<name> <id>). "+said)
+		case hcloud.ErrorCodeRateLimitExceeded:
+			diags.AddError(summary, fmt.Sprintf("The Hetzner Cloud rate limit (3600 requests/hour, refilled 1/s) is exhausted; "+
+				"gave up after %s attempt(s), waiting for RateLimit-Reset between them. Run terraform again later or lower -parallelism. %s", orUnknown(attempts), said))
+		case hcloud.ErrorCodeFirewallResourceNotFound:
+			diags.AddAttributeError(path.Root("server_ids"), summary, "A server in server_ids does not exist in this project. "+said)
+		default:
+			detail := said
+			if status >= 500 {
+				detail = fmt.Sprintf("The Hetzner Cloud API failed on its side (after %s attempt(s)); run terraform again. %s", orUnknown(attempts), said)
+			}
+			diags.AddError(summary, detail)
+		}
+	case errors.Is(err, hcloud.ErrStatusCode):
+		diags.AddError(summary, "The API answered with an error and no JSON body (is hcloud_endpoint right?): "+err.Error())
+	default:
+		diags.AddError(summary, err.Error())
+	}
+}
+
+func actionCommand(e hcloud.ActionError) string {
+	if a := e.Action(); a != nil {
+		return a.Command
+	}
+	return "?"
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "1"
+	}
+	return s
+}

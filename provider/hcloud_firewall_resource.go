@@ -1,0 +1,563 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/cloudfw"
+	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+)
+
+var (
+	_ resource.Resource                   = (*hcloudFirewallResource)(nil)
+	_ resource.ResourceWithConfigure      = (*hcloudFirewallResource)(nil)
+	_ resource.ResourceWithImportState    = (*hcloudFirewallResource)(nil)
+	_ resource.ResourceWithValidateConfig = (*hcloudFirewallResource)(nil)
+)
+
+// Default timeouts per operation; actions on a busy project can take minutes.
+const (
+	hcloudDefaultCreateTimeout = 10 * time.Minute
+	hcloudDefaultReadTimeout   = 5 * time.Minute
+	hcloudDefaultUpdateTimeout = 10 * time.Minute
+	hcloudDefaultDeleteTimeout = 10 * time.Minute
+)
+
+// NewHcloudFirewallResource returns the meshspan_hcloud_firewall resource.
+func NewHcloudFirewallResource() resource.Resource { return &hcloudFirewallResource{} }
+
+type hcloudFirewallResource struct {
+	data *providerData
+}
+
+func (r *hcloudFirewallResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_hcloud_firewall"
+}
+
+func (r *hcloudFirewallResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	cidrSet := func(what string) schema.SetAttribute {
+		return schema.SetAttribute{
+			ElementType: types.StringType,
+			Optional:    true,
+			MarkdownDescription: "CIDRs " + what + ". A bare IP means one host (`/32` or `/128`); host bits " +
+				"(`10.0.0.1/8`) are rejected at plan; IPv6 is compared canonically, so `::0/0` equals `::/0`. At most 100.",
+		}
+	}
+	timeout := func(op string, def time.Duration) schema.StringAttribute {
+		return schema.StringAttribute{
+			Optional:            true,
+			MarkdownDescription: fmt.Sprintf("How long %s may take, including waiting for Hetzner Cloud actions, as a Go duration (`30s`, `5m`). Default `%s`.", op, def),
+		}
+	}
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A Hetzner Cloud firewall that admits only WireGuard: one inbound rule for the mesh's " +
+			"WireGuard port over UDP from `0.0.0.0/0` and `::/0`, plus any `extra_rules` you add (for example the " +
+			"Kubernetes API from a management range). Outbound traffic is unrestricted unless you add `out` rules. " +
+			"Rules are compared as a set, so their order never causes a diff; rules changed outside Terraform show " +
+			"up in the next plan and are put back on apply.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{
+				Computed:            true,
+				MarkdownDescription: "The firewall's numeric Hetzner Cloud ID.",
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"name": schema.StringAttribute{
+				Required:            true,
+				MarkdownDescription: "Firewall name, 1 to 128 characters, unique within the Hetzner Cloud project. Changing it renames the firewall in place.",
+			},
+			"labels": schema.MapAttribute{
+				ElementType:         types.StringType,
+				Optional:            true,
+				MarkdownDescription: "Labels on the firewall (Hetzner label syntax; the `hetzner.cloud/` prefix is reserved). Replaces all labels on change.",
+			},
+			"wireguard_port": schema.Int64Attribute{
+				Optional: true,
+				Computed: true,
+				Default:  int64default.StaticInt64(config.DefaultListenPort),
+				MarkdownDescription: fmt.Sprintf("UDP port WireGuard listens on; the firewall admits it from anywhere. "+
+					"Pass the cluster's value, e.g. `data.meshspan_machine_config.node.listen_port`. Default `%d`.", config.DefaultListenPort),
+			},
+			"extra_rules": schema.SetNestedAttribute{
+				Optional: true,
+				MarkdownDescription: "Rules besides the WireGuard one, e.g. TCP 6443 and 50000 from `100.64.0.0/10` only. " +
+					"Without `out` rules all outbound traffic is allowed; with one, only what the `out` rules allow. At most 49.",
+				NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
+					"direction": schema.StringAttribute{
+						Required:            true,
+						MarkdownDescription: "`in` (traffic to the servers, matched on `source_ips`) or `out` (from them, matched on `destination_ips`).",
+					},
+					"protocol": schema.StringAttribute{
+						Required:            true,
+						MarkdownDescription: "One of `tcp`, `udp`, `icmp`, `esp`, `gre`.",
+					},
+					"port": schema.StringAttribute{
+						Optional: true,
+						MarkdownDescription: "For `tcp` and `udp`: a port (`6443`) or an inclusive range (`30000-32767`); " +
+							"omit it (or write `any`) for all ports. Must be omitted for `icmp`, `esp` and `gre`.",
+					},
+					"source_ips":      cidrSet("the `in` rule admits traffic from"),
+					"destination_ips": cidrSet("the `out` rule allows traffic to"),
+					"description": schema.StringAttribute{
+						Optional:            true,
+						MarkdownDescription: "Free text shown in the Cloud Console, at most 255 characters.",
+					},
+				}},
+			},
+			"server_ids": schema.SetAttribute{
+				ElementType:         types.Int64Type,
+				Optional:            true,
+				MarkdownDescription: "IDs of servers the firewall is applied to directly (e.g. `hcloud_server.node.id`).",
+			},
+			"label_selectors": schema.SetAttribute{
+				ElementType: types.StringType,
+				Optional:    true,
+				MarkdownDescription: "Label selectors (`role=worker`, `env in (prod,staging)`); the firewall applies to every " +
+					"server whose labels match, including servers created later.",
+			},
+		},
+		Blocks: map[string]schema.Block{
+			"timeouts": schema.SingleNestedBlock{
+				MarkdownDescription: "Per-operation time limits.",
+				Attributes: map[string]schema.Attribute{
+					"create": timeout("creating the firewall", hcloudDefaultCreateTimeout),
+					"read":   timeout("reading the firewall", hcloudDefaultReadTimeout),
+					"update": timeout("updating the firewall", hcloudDefaultUpdateTimeout),
+					"delete": timeout("detaching and deleting the firewall", hcloudDefaultDeleteTimeout),
+				},
+			},
+		},
+	}
+}
+
+func (r *hcloudFirewallResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	if req.ProviderData == nil {
+		return
+	}
+	data, ok := req.ProviderData.(*providerData)
+	if !ok {
+		resp.Diagnostics.AddError("Provider bug", fmt.Sprintf("meshspan_hcloud_firewall got provider data of type %T; please report this", req.ProviderData))
+		return
+	}
+	r.data = data
+}
+
+func (r *hcloudFirewallResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var m hcloudFirewallModel
+	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if !m.Name.IsNull() && !m.Name.IsUnknown() {
+		if n := len(m.Name.ValueString()); n < 1 || n > 128 {
+			resp.Diagnostics.AddAttributeError(path.Root("name"), "Invalid firewall name",
+				fmt.Sprintf("name is %d characters; Hetzner Cloud wants 1 to 128", n))
+		}
+	}
+	port := int64(0)
+	if m.WireGuardPort.IsNull() {
+		port = config.DefaultListenPort // the schema default, applied after validation
+	}
+	if !m.WireGuardPort.IsNull() && !m.WireGuardPort.IsUnknown() {
+		port = m.WireGuardPort.ValueInt64()
+		if port < 1 || port > 65535 {
+			resp.Diagnostics.AddAttributeError(path.Root("wireguard_port"), "Invalid WireGuard port",
+				fmt.Sprintf("%d is not a port; use 1..65535 (the cluster's listen_port, default %d)", port, config.DefaultListenPort))
+			port = 0
+		}
+	}
+	if !m.ExtraRules.IsNull() && !m.ExtraRules.IsUnknown() {
+		elems := m.ExtraRules.Elements()
+		if len(elems) > 49 {
+			resp.Diagnostics.AddAttributeError(path.Root("extra_rules"), "Too many rules",
+				fmt.Sprintf("%d extra rules plus the WireGuard rule exceed Hetzner Cloud's 50 rules per firewall; merge rules or use a second firewall", len(elems)))
+		}
+		for _, e := range elems {
+			obj, ok := e.(types.Object)
+			if !ok || obj.IsUnknown() || hasUnknown(obj.Attributes()) {
+				continue
+			}
+			var rm hcloudRuleModel
+			resp.Diagnostics.Append(obj.As(ctx, &rm, basetypes.ObjectAsOptions{})...)
+			rule, attrName, err := rm.toRule(ctx)
+			at := path.Root("extra_rules").AtSetValue(e)
+			if err != nil {
+				resp.Diagnostics.AddAttributeError(at.AtName(attrName), "Invalid firewall rule", err.Error())
+				continue
+			}
+			if port > 0 && rule.Key() == cloudfw.WireGuard(int(port)).Key() {
+				resp.Diagnostics.AddAttributeError(at, "Duplicate of the WireGuard rule",
+					"this rule is the WireGuard rule the resource always adds (UDP wireguard_port from 0.0.0.0/0 and ::/0); remove it from extra_rules")
+			}
+		}
+	}
+	if !m.ServerIDs.IsNull() && !m.ServerIDs.IsUnknown() {
+		for _, e := range m.ServerIDs.Elements() {
+			if v, ok := e.(types.Int64); ok && !v.IsUnknown() && !v.IsNull() && v.ValueInt64() < 1 {
+				resp.Diagnostics.AddAttributeError(path.Root("server_ids").AtSetValue(e), "Invalid server ID",
+					fmt.Sprintf("%d is not a Hetzner Cloud server ID (they are positive integers, e.g. hcloud_server.node.id)", v.ValueInt64()))
+			}
+		}
+	}
+	if !m.LabelSelectors.IsNull() && !m.LabelSelectors.IsUnknown() {
+		for _, e := range m.LabelSelectors.Elements() {
+			if v, ok := e.(types.String); ok && !v.IsUnknown() && !v.IsNull() && v.ValueString() == "" {
+				resp.Diagnostics.AddAttributeError(path.Root("label_selectors").AtSetValue(e), "Empty label selector",
+					"write a selector such as role=worker, or remove the entry")
+			}
+		}
+	}
+	for _, op := range []string{"create", "read", "update", "delete"} {
+		if _, err := hcloudTimeout(m.Timeouts, op, time.Minute); err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("timeouts").AtName(op), "Invalid timeout", err.Error())
+		}
+	}
+}
+
+func hasUnknown(attrs map[string]attr.Value) bool {
+	for _, v := range attrs {
+		if v.IsUnknown() {
+			return true
+		}
+		if s, ok := v.(types.Set); ok {
+			for _, e := range s.Elements() {
+				if e.IsUnknown() {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// hcloudTimeout reads timeouts.<op>, falling back to def.
+func hcloudTimeout(obj types.Object, op string, def time.Duration) (time.Duration, error) {
+	if obj.IsNull() || obj.IsUnknown() {
+		return def, nil
+	}
+	v, ok := obj.Attributes()[op].(types.String)
+	if !ok || v.IsNull() || v.IsUnknown() {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v.ValueString())
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("timeouts.%s = %q is not a positive duration; write e.g. \"30s\" or \"10m\"", op, v.ValueString())
+	}
+	return d, nil
+}
+
+// begin builds the client and a context bounded by the operation's timeout.
+func (r *hcloudFirewallResource) begin(ctx context.Context, m hcloudFirewallModel, op string, def time.Duration, diags *diag.Diagnostics) (*hcloud.Client, time.Duration, context.Context, context.CancelFunc) {
+	c, poll, err := newHcloudClient(r.data)
+	if err != nil {
+		diags.AddError("Hetzner Cloud client", err.Error())
+		return nil, 0, ctx, func() {}
+	}
+	d, err := hcloudTimeout(m.Timeouts, op, def)
+	if err != nil {
+		diags.AddAttributeError(path.Root("timeouts").AtName(op), "Invalid timeout", err.Error())
+		return nil, 0, ctx, func() {}
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	return c, poll, ctx, cancel
+}
+
+func parseFirewallID(s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id < 1 {
+		return 0, fmt.Errorf("%q is not a Hetzner Cloud firewall ID; IDs are positive integers (see `hcloud firewall list`)", s)
+	}
+	return id, nil
+}
+
+func labelsOf(ctx context.Context, m types.Map, diags *diag.Diagnostics) map[string]string {
+	out := map[string]string{}
+	if !m.IsNull() && !m.IsUnknown() {
+		diags.Append(m.ElementsAs(ctx, &out, false)...)
+	}
+	return out
+}
+
+func (r *hcloudFirewallResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan hcloudFirewallModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	c, _, ctx, cancel := r.begin(ctx, plan, "create", hcloudDefaultCreateTimeout, &resp.Diagnostics)
+	defer cancel()
+	rules, d := plan.desiredRules(ctx)
+	resp.Diagnostics.Append(d...)
+	targets, d := hcloudTargets(ctx, plan)
+	resp.Diagnostics.Append(d...)
+	labels := labelsOf(ctx, plan.Labels, &resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	step := fmt.Sprintf("create firewall %q", plan.Name.ValueString())
+	res, _, err := c.Firewall.Create(ctx, hcloud.FirewallCreateOpts{
+		Name: plan.Name.ValueString(), Labels: labels, Rules: hcloudRulesFrom(rules), ApplyTo: targets,
+	})
+	if err != nil {
+		addHcloudError(&resp.Diagnostics, step, "create", err)
+		return
+	}
+	// Record the ID before waiting: if an action fails, Terraform keeps the
+	// firewall as tainted instead of losing track of it.
+	plan.ID = types.StringValue(strconv.FormatInt(res.Firewall.ID, 10))
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+	if err := c.Action.WaitFor(ctx, res.Actions...); err != nil {
+		addHcloudError(&resp.Diagnostics, step+": wait for actions", "create", err)
+	}
+}
+
+func (r *hcloudFirewallResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state hcloudFirewallModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	id, err := parseFirewallID(state.ID.ValueString())
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid firewall ID", err.Error())
+		return
+	}
+	c, _, ctx, cancel := r.begin(ctx, state, "read", hcloudDefaultReadTimeout, &resp.Diagnostics)
+	defer cancel()
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	fw, _, err := c.Firewall.GetByID(ctx, id)
+	if err != nil {
+		addHcloudError(&resp.Diagnostics, fmt.Sprintf("read firewall %d", id), "read", err)
+		return
+	}
+	if fw == nil {
+		// Deleted outside Terraform: forget it so the next apply recreates it.
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	resp.Diagnostics.Append(state.refresh(ctx, fw)...)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+// refresh folds what the API holds into m. Values the API holds equally
+// (same rule set, same attachments) keep the user's spelling, so only real
+// drift makes a diff.
+func (m *hcloudFirewallModel) refresh(ctx context.Context, fw *hcloud.Firewall) diag.Diagnostics {
+	var diags diag.Diagnostics
+	m.ID = types.StringValue(strconv.FormatInt(fw.ID, 10))
+	m.Name = types.StringValue(fw.Name)
+	if len(fw.Labels) > 0 || !m.Labels.IsNull() {
+		v, d := types.MapValueFrom(ctx, types.StringType, fw.Labels)
+		diags.Append(d...)
+		m.Labels = v
+	}
+
+	api := rulesFromHcloud(fw.Rules)
+	desired, d := m.desiredRules(ctx)
+	if d.HasError() || !sameRules(desired, api) {
+		port := int64(0)
+		if !m.WireGuardPort.IsNull() && !m.WireGuardPort.IsUnknown() {
+			port = m.WireGuardPort.ValueInt64()
+		}
+		found, rest := splitWireGuard(api, port)
+		m.WireGuardPort = types.Int64Null()
+		if found > 0 {
+			m.WireGuardPort = types.Int64Value(found)
+		}
+		if len(rest) == 0 && m.ExtraRules.IsNull() {
+			m.ExtraRules = types.SetNull(hcloudRuleType)
+		} else {
+			models := make([]hcloudRuleModel, len(rest))
+			for i, r := range rest {
+				models[i] = ruleToModel(r)
+			}
+			v, d := types.SetValueFrom(ctx, hcloudRuleType, models)
+			diags.Append(d...)
+			m.ExtraRules = v
+		}
+	}
+
+	var ids []int64
+	var sels []string
+	for _, t := range fw.AppliedTo {
+		switch {
+		case t.Type == hcloud.FirewallResourceTypeServer && t.Server != nil:
+			ids = append(ids, t.Server.ID)
+		case t.Type == hcloud.FirewallResourceTypeLabelSelector && t.LabelSelector != nil:
+			sels = append(sels, t.LabelSelector.Selector)
+		}
+	}
+	if len(ids) > 0 || !m.ServerIDs.IsNull() {
+		v, d := types.SetValueFrom(ctx, types.Int64Type, ids)
+		diags.Append(d...)
+		m.ServerIDs = v
+	}
+	if len(sels) > 0 || !m.LabelSelectors.IsNull() {
+		v, d := types.SetValueFrom(ctx, types.StringType, sels)
+		diags.Append(d...)
+		m.LabelSelectors = v
+	}
+	return diags
+}
+
+func (r *hcloudFirewallResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state hcloudFirewallModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	id, err := parseFirewallID(state.ID.ValueString())
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid firewall ID", err.Error())
+		return
+	}
+	c, _, ctx, cancel := r.begin(ctx, plan, "update", hcloudDefaultUpdateTimeout, &resp.Diagnostics)
+	defer cancel()
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	fw := &hcloud.Firewall{ID: id}
+	step := fmt.Sprintf("update firewall %d (%q)", id, plan.Name.ValueString())
+	wait := func(what string, actions []*hcloud.Action, err error) bool {
+		if err == nil {
+			err = c.Action.WaitFor(ctx, actions...)
+		}
+		if err != nil {
+			addHcloudError(&resp.Diagnostics, step+": "+what, "update", err)
+			return false
+		}
+		return true
+	}
+
+	if !plan.Name.Equal(state.Name) || !plan.Labels.Equal(state.Labels) {
+		labels := labelsOf(ctx, plan.Labels, &resp.Diagnostics)
+		if _, _, err := c.Firewall.Update(ctx, fw, hcloud.FirewallUpdateOpts{Name: plan.Name.ValueString(), Labels: labels}); err != nil {
+			addHcloudError(&resp.Diagnostics, step+": rename/relabel", "update", err)
+			return
+		}
+	}
+
+	want, d := plan.desiredRules(ctx)
+	resp.Diagnostics.Append(d...)
+	have, _ := state.desiredRules(ctx)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if !sameRules(want, have) || plan.WireGuardPort.IsNull() != state.WireGuardPort.IsNull() {
+		actions, _, err := c.Firewall.SetRules(ctx, fw, hcloud.FirewallSetRulesOpts{Rules: hcloudRulesFrom(want)})
+		if !wait("set rules", actions, err) {
+			return
+		}
+	}
+
+	wantT, d := hcloudTargets(ctx, plan)
+	resp.Diagnostics.Append(d...)
+	haveT, d := hcloudTargets(ctx, state)
+	resp.Diagnostics.Append(d...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if gone := targetDiff(haveT, wantT); len(gone) > 0 {
+		actions, _, err := c.Firewall.RemoveResources(ctx, fw, gone)
+		if !wait("remove from resources", actions, err) {
+			return
+		}
+	}
+	if added := targetDiff(wantT, haveT); len(added) > 0 {
+		actions, _, err := c.Firewall.ApplyResources(ctx, fw, added)
+		if hcloud.IsError(err, hcloud.ErrorCodeFirewallAlreadyApplied) {
+			// Someone applied part of it already: apply the rest one by one.
+			actions, err = nil, nil
+			for _, t := range added {
+				a, _, e := c.Firewall.ApplyResources(ctx, fw, []hcloud.FirewallResource{t})
+				if e != nil && !hcloud.IsError(e, hcloud.ErrorCodeFirewallAlreadyApplied) {
+					err = e
+					break
+				}
+				actions = append(actions, a...)
+			}
+		}
+		if !wait("apply to resources", actions, err) {
+			return
+		}
+	}
+	plan.ID = state.ID
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *hcloudFirewallResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state hcloudFirewallModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	id, err := parseFirewallID(state.ID.ValueString())
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid firewall ID", err.Error())
+		return
+	}
+	c, poll, ctx, cancel := r.begin(ctx, state, "delete", hcloudDefaultDeleteTimeout, &resp.Diagnostics)
+	defer cancel()
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	step := fmt.Sprintf("delete firewall %d", id)
+	fw, _, err := c.Firewall.GetByID(ctx, id)
+	if err != nil {
+		addHcloudError(&resp.Diagnostics, step, "delete", err)
+		return
+	}
+	if fw == nil {
+		return // already gone
+	}
+	// Detach first: the API refuses to delete a firewall still applied.
+	if len(fw.AppliedTo) > 0 {
+		actions, _, err := c.Firewall.RemoveResources(ctx, fw, directTargets(fw.AppliedTo))
+		if err == nil {
+			err = c.Action.WaitFor(ctx, actions...)
+		}
+		if err != nil {
+			addHcloudError(&resp.Diagnostics, step+": detach from servers", "delete", err)
+			return
+		}
+	}
+	// Detaching settles asynchronously; retry while the API still says in use.
+	for {
+		_, err := c.Firewall.Delete(ctx, fw)
+		if err == nil || hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+			return
+		}
+		if !hcloud.IsError(err, hcloud.ErrorCodeResourceInUse, hcloud.ErrorCodeConflict) {
+			addHcloudError(&resp.Diagnostics, step, "delete", err)
+			return
+		}
+		if serr := sleepCtx(ctx, poll); serr != nil {
+			addHcloudError(&resp.Diagnostics, step+" (still in use)", "delete", fmt.Errorf("%w; last answer: %v", serr, err))
+			return
+		}
+	}
+}
+
+func (r *hcloudFirewallResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	if _, err := parseFirewallID(req.ID); err != nil {
+		resp.Diagnostics.AddError("Invalid import ID", "terraform import meshspan_hcloud_firewall.<name> <id>: "+err.Error())
+		return
+	}
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), req.ID)...)
+}
