@@ -35,6 +35,9 @@ type build struct {
 	// platform is the user_data target; "" while unknown.
 	platform string
 	unknown  []string // YAML paths (or "agent_install", "platform") not known yet
+	// zero lists numeric fields set explicitly to 0, which the config would
+	// otherwise silently replace with their default.
+	zero []string
 }
 
 func (b *build) str(v types.String, yamlPath string) string {
@@ -73,6 +76,9 @@ func (b *build) int(v types.Int64, yamlPath string, def int) int {
 		return def
 	}
 	n := v.ValueInt64()
+	if n == 0 {
+		b.zero = append(b.zero, yamlPath)
+	}
 	// Keep out-of-range values visible to the validator instead of wrapping.
 	if n > 1<<31 || n < -(1<<31) {
 		return -1
@@ -252,6 +258,9 @@ func (b *build) validate(diags *diag.Diagnostics) {
 			continue
 		}
 		addFieldError(diags, fe)
+	}
+	for _, f := range b.zero {
+		addFieldError(diags, &config.FieldError{Field: f, Msg: "0 is not allowed; set a value in range, or omit the attribute for its default"})
 	}
 	if c.Discovery.CACertificate != "" && !b.isUnknown("discovery.caCertificate") {
 		if err := checkPEM(c.Discovery.CACertificate); err != nil {
