@@ -184,7 +184,7 @@ func doFirewallRequest(name string, wgPort int64, extraIn, extraOut []doRule, dr
 		InboundRules:  []godo.InboundRule{},
 		OutboundRules: []godo.OutboundRule{},
 		DropletIDs:    doInts(dropletIDs),
-		Tags:          slices.Clone(tags),
+		Tags:          append([]string{}, tags...),
 	}
 	for _, r := range in {
 		req.InboundRules = append(req.InboundRules, godo.InboundRule{Protocol: r.Protocol, PortRange: r.apiPorts(),
