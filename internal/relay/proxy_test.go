@@ -1,0 +1,95 @@
+package relay
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// fakeKernel stands in for a kernel WireGuard device: a UDP socket on
+// loopback. (This kernel has no WireGuard module, so the real kernel path
+// cannot run here; the proxy only moves datagrams, which this exercises.)
+func fakeKernel(t *testing.T) (*net.UDPConn, netip.AddrPort) {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func TestProxyCarriesKernelTrafficThroughRelay(t *testing.T) {
+	k := testKey(t)
+	srv, relay, rec := startRelay(t, k)
+	ka, kaAddr := fakeKernel(t)
+	kb, kbAddr := fakeKernel(t)
+	keyA, _ := wgtypes.GeneratePrivateKey()
+	keyB, _ := wgtypes.GeneratePrivateKey()
+	pa, err := NewProxy(k, keyA.PublicKey(), kaAddr, "127.0.0.1:0", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pa.Close() })
+	pb, err := NewProxy(k, keyB.PublicKey(), kbAddr, "127.0.0.1:0", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pb.Close() })
+	pa.SetRelays([]netip.AddrPort{relay})
+	pb.SetRelays([]netip.AddrPort{relay})
+	waitFor(t, "proxies registered", 5*time.Second, func() bool {
+		return !pa.Relays()[0].Registered.IsZero() && !pb.Relays()[0].Registered.IsZero()
+	})
+	epB, err := pa.Endpoint(relay, keyB.PublicKey()) // kernel A's endpoint for B
+	if err != nil {
+		t.Fatal(err)
+	}
+	epA, err := pb.Endpoint(relay, keyA.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !epB.Addr().IsLoopback() {
+		t.Fatalf("proxy endpoint %s is not on loopback", epB)
+	}
+
+	msg := append([]byte{4, 0, 0, 0}, []byte("ciphertext-stand-in")...)
+	if _, err := ka.WriteToUDPAddrPort(msg, epB); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	kb.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := kb.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("kernel B got nothing: %v", err)
+	}
+	if !bytes.Equal(buf[:n], msg) || from != epA {
+		t.Fatalf("kernel B got %q from %s, want %q from %s", buf[:n], from, msg, epA)
+	}
+	// And back, to the address B's kernel saw A at.
+	reply := append([]byte{2, 0, 0, 0}, []byte("response")...)
+	kb.WriteToUDPAddrPort(reply, from)
+	ka.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err = ka.ReadFromUDPAddrPort(buf)
+	if err != nil || !bytes.Equal(buf[:n], reply) || from != epB {
+		t.Fatalf("kernel A got %q from %s (%v), want %q from %s", buf[:n], from, err, reply, epB)
+	}
+	if srv.Forwarded() != 2 || len(rec.frames()) < 2 {
+		t.Errorf("relay forwarded %d", srv.Forwarded())
+	}
+
+	// Nobody but the local kernel device may use a proxy port.
+	other, _ := fakeKernel(t)
+	other.WriteToUDPAddrPort(msg, epB)
+	kb.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, _, err := kb.ReadFromUDPAddrPort(buf); err == nil {
+		t.Error("a packet from another local socket went through the proxy")
+	}
+	if _, err := pa.Endpoint(netip.MustParseAddrPort("203.0.113.9:1"), keyB.PublicKey()); err == nil {
+		t.Error("Endpoint accepted an unconfigured relay")
+	}
+}
