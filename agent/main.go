@@ -24,6 +24,11 @@ func main() {
 	root.AddCommand(
 		// Subcommands register here, one file each (run.go, status.go, discovery.go, firewall.go, ...).
 		newDiscoveryCmd(),
+		newFirewallCmd(),
+		newRunCmd(),
+		newStatusCmd(),
+		newIdentityCmd(),
+		newLabCmd(),
 	)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "meshspan-agent:", err)

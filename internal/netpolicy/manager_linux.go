@@ -198,6 +198,21 @@ func (m *Manager) LiveRouted() ([]netip.Prefix, error) {
 	return l.routed(), nil
 }
 
+// Release closes the manager's handles and leaves the host as it is: for
+// read-only users (firewall check) and for handing over to a new process.
+func (m *Manager) Release() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	m.closed = true
+	m.h.Close()
+	if m.ns.IsOpen() {
+		m.ns.Close()
+	}
+}
+
 // Close removes the nftables table and the routes and rules of the last
 // applied routing table, then releases the handles. The mesh link itself
 // belongs to the caller.

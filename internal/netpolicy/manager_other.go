@@ -30,3 +30,6 @@ func (*Manager) Writes() int { return 0 }
 
 // Close does nothing on this platform.
 func (*Manager) Close() error { return nil }
+
+// Release does nothing on this platform.
+func (*Manager) Release() {}

@@ -64,6 +64,12 @@ func rule(parts ...part) rsRule {
 	return r
 }
 
+// noted appends a note for people reading `nft list` or `firewall check`.
+func noted(r rsRule, note string) rsRule {
+	r.text += " # " + note
+	return r
+}
+
 func u32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
 func be16(v int) []byte   { return binaryutil.BigEndian.PutUint16(uint16(v)) }
 
@@ -209,8 +215,7 @@ func buildRuleset(s State, table string) (*ruleset, error) {
 
 	r := s.Routing
 	mss4, mss6 := MSS(s.MTU)
-	wgOwn := rule(markIs(r.MarkMask, r.FirewallMark), accept)
-	wgOwn.text += " # WireGuard's own UDP"
+	wgOwn := noted(rule(markIs(r.MarkMask, r.FirewallMark), accept), "WireGuard's own UDP")
 	toMesh := func(v6 bool, mss int) []rsRule {
 		set := "routed4"
 		if v6 {
@@ -258,16 +263,18 @@ func buildRuleset(s State, table string) (*ruleset, error) {
 			rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related"), accept),
 			// Packets that come out of the mesh link were decrypted with a
 			// member's key: they are from authenticated members.
-			rule(iif(s.Interface), accept),
-			rule(l4("udp"), dport(s.ListenPort, s.ListenPort), accept),
+			noted(rule(iif(s.Interface), accept), "authenticated members"),
+			noted(rule(l4("udp"), dport(s.ListenPort, s.ListenPort), accept), "WireGuard"),
 		)
 		if s.RelayPort != 0 {
-			in.rules = append(in.rules, rule(l4("udp"), dport(s.RelayPort, s.RelayPort), accept))
+			in.rules = append(in.rules, noted(rule(l4("udp"), dport(s.RelayPort, s.RelayPort), accept), "relay"))
 		}
 		// Neighbour discovery and the ICMPv6 errors IPv6 cannot work without
 		// (RFC 4890): destination unreachable, packet too big, time exceeded,
 		// parameter problem; router/neighbour solicitation and advertisement.
-		in.rules = append(in.rules, rule(icmp6Types(1, 4), accept), rule(icmp6Types(133, 136), accept))
+		in.rules = append(in.rules,
+			noted(rule(icmp6Types(1, 4), accept), "IPv6 errors"),
+			noted(rule(icmp6Types(133, 136), accept), "neighbour discovery"))
 		for _, f := range fw {
 			in.rules = append(in.rules, userRules(f, addSet)...)
 		}
@@ -285,9 +292,7 @@ func userRules(f fwRule, addSet func(string, bool, []addrRange)) []rsRule {
 			ps = append(ps, dport(f.lo, f.hi))
 		}
 		ps = append(ps, verdict(f.accept))
-		r := rule(ps...)
-		r.text += fmt.Sprintf(" # firewall.rules[%d]%s", f.index, nameSuffix(f.name))
-		return r
+		return noted(rule(ps...), fmt.Sprintf("firewall.rules[%d]%s", f.index, nameSuffix(f.name)))
 	}
 	if f.anySource {
 		return []rsRule{match()}

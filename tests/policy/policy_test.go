@@ -1,0 +1,248 @@
+package policy
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+)
+
+func psk(t *testing.T) wgtypes.Key {
+	t.Helper()
+	k, err := wgtypes.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// Member traffic addressed to a member's underlay address goes through the
+// mesh: the TCP echo works, the marker crosses the mesh link, the underlay
+// carries only WireGuard's UDP (exempt from the mark, or the tunnel could
+// not exist), and SYNs are clamped to the mesh MTU.
+func TestMemberTrafficGoesThroughTheMeshEncrypted(t *testing.T) {
+	a, b := pair(t)
+	k := psk(t)
+	a.startWG(t, k, b)
+	b.startWG(t, k, a)
+	for _, n := range []*node{a, b} {
+		n.manager(t)
+	}
+	sa, sb := a.state(), b.state()
+	sa.Routed = hostPrefixes(b.under4, b.under6)
+	sb.Routed = hostPrefixes(a.under4, a.under6)
+	a.apply(t, sa)
+	b.apply(t, sb)
+	listenTCP(t, b.ns, 7000)
+
+	under := startCapture(t, a.ns, underIf)
+	mesh := startCapture(t, a.ns, a.wgName)
+	marker := newMarker()
+	for _, dst := range []netip.Addr{b.under4, b.under6} {
+		if err := echo(a.ns, netip.AddrPortFrom(dst, 7000), marker, 5*time.Second); err != nil {
+			t.Fatalf("echo to member %s through the mesh: %v", dst, err)
+		}
+	}
+	under.Stop()
+	mesh.Stop()
+
+	if under.has(marker) {
+		t.Fatal("the marker crossed the underlay in plaintext")
+	}
+	if n := under.count(isWireGuardUDP); n == 0 {
+		t.Fatal("no WireGuard UDP on the underlay: the capture saw nothing, or the traffic did not go through the tunnel")
+	}
+	if !mesh.has(marker) {
+		t.Fatal("the marker never crossed the mesh link")
+	}
+	mss4, mss6 := 0, 0
+	for _, p := range mesh.Frames() {
+		if mss := synMSS(p); mss != 0 {
+			if p[0]>>4 == 4 {
+				mss4 = mss
+			} else {
+				mss6 = mss
+			}
+		}
+	}
+	if mss4 != meshMTU-52 || mss6 != meshMTU-72 {
+		t.Fatalf("SYN MSS through the mesh: ipv4 %d, ipv6 %d; want %d and %d (clamped to mesh MTU %d)", mss4, mss6, meshMTU-52, meshMTU-72, meshMTU)
+	}
+}
+
+// With allow_down_peer_bypass false a down member's traffic is held in the
+// mesh and never leaves in plaintext; with true it falls back to the
+// underlay, which also proves the capture sees plaintext when there is some.
+func TestDownPeerFailsClosedUnlessBypassAllowed(t *testing.T) {
+	a, b := pair(t)
+	a.startWG(t, psk(t), b) // b runs no WireGuard: the peer is down
+	a.manager(t)
+	marker := newMarker()
+	sink := listenUDP(t, b.ns, 7001, marker)
+	listenTCP(t, b.ns, 7002)
+
+	s := a.state()
+	s.Unreachable = hostPrefixes(b.under4, b.under6)
+	a.apply(t, s)
+	under := startCapture(t, a.ns, underIf)
+	for _, dst := range []netip.Addr{b.under4, b.under6} {
+		sendUDP(t, a.ns, netip.AddrPortFrom(dst, 7001), marker, 5)
+		if err := echo(a.ns, netip.AddrPortFrom(dst, 7002), marker, 300*time.Millisecond); err == nil {
+			t.Fatalf("TCP to down member %s connected with bypass off", dst)
+		}
+	}
+	// The handshake initiations WireGuard sends for the queued packets show
+	// the traffic reached the mesh and that the capture is live.
+	if !eventually(3*time.Second, func() bool { return under.count(isWireGuardUDP) > 0 }) {
+		t.Fatal("no WireGuard handshake on the underlay: the traffic never entered the mesh, or the capture is blind")
+	}
+	under.Stop()
+	if under.has(marker) {
+		t.Fatal("fail closed broken: the marker left on the underlay in plaintext with bypass off")
+	}
+	if sink.count() != 0 {
+		t.Fatal("the down member received plaintext with bypass off")
+	}
+
+	s.AllowDownPeerBypass = true
+	a.apply(t, s)
+	under = startCapture(t, a.ns, underIf)
+	for _, dst := range []netip.Addr{b.under4, b.under6} {
+		sendUDP(t, a.ns, netip.AddrPortFrom(dst, 7001), marker, 2)
+		if err := echo(a.ns, netip.AddrPortFrom(dst, 7002), marker, 3*time.Second); err != nil {
+			t.Fatalf("bypass on: TCP to down member %s over the underlay: %v", dst, err)
+		}
+	}
+	if !eventually(3*time.Second, func() bool { return sink.count() >= 2 && under.has(marker) }) {
+		t.Fatalf("bypass on: member got %d marker datagrams, capture saw marker: %v; want both (fallback to the underlay)", sink.count(), under.has(marker))
+	}
+}
+
+// Belt and braces: when the mesh link disappears (agent killed, TUN gone,
+// table-180 routes gone with it) marked traffic would take the main table
+// out of the underlay; the postrouting guard drops it instead.
+func TestGuardDropsPlaintextWhenTheMeshLinkIsGone(t *testing.T) {
+	a, b := pair(t)
+	a.startWG(t, psk(t), b)
+	a.manager(t)
+	marker := newMarker()
+	sink := listenUDP(t, b.ns, 7001, marker)
+	s := a.state()
+	s.Routed = hostPrefixes(b.under4, b.under6)
+	a.apply(t, s)
+	if err := a.dev.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := a.m.Apply(context.Background(), s)
+	if err == nil || !strings.Contains(err.Error(), a.wgName) {
+		t.Fatalf("Apply without the mesh link: %v, want an error naming %s", err, a.wgName)
+	}
+	under := startCapture(t, a.ns, underIf)
+	// Control: unmarked traffic to a non-member still flows, so the capture
+	// is live and the link is up.
+	control := newMarker()
+	other := listenUDP(t, b.ns, 7003, control)
+	if err := b.ns.AddAddr(underIf, netip.MustParsePrefix("192.0.2.99/24")); err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range []netip.Addr{b.under4, b.under6} {
+		sendUDP(t, a.ns, netip.AddrPortFrom(dst, 7001), marker, 5)
+	}
+	sendUDP(t, a.ns, netip.MustParseAddrPort("192.0.2.99:7003"), control, 3)
+	if !eventually(3*time.Second, func() bool { return other.count() > 0 && under.has(control) }) {
+		t.Fatal("control datagram to a non-member did not cross the underlay: the capture proves nothing")
+	}
+	under.Stop()
+	if under.has(marker) || sink.count() != 0 {
+		t.Fatal("with the mesh link gone, member traffic left in plaintext")
+	}
+}
+
+// LAN bypass CIDRs stay off the mesh even for member addresses.
+func TestLANBypassStaysOffTheMesh(t *testing.T) {
+	a, b := pair(t)
+	a.startWG(t, psk(t), b) // peer down: anything routed into the mesh would vanish
+	a.manager(t)
+	marker := newMarker()
+	sink := listenUDP(t, b.ns, 7001, marker)
+	s := a.state()
+	s.Routed = append(hostPrefixes(b.under4, b.under6), netip.MustParsePrefix("198.51.100.0/24"))
+	s.LANBypass = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/64")}
+	a.apply(t, s)
+	if got := s.Marked(); len(got) != 1 || got[0].String() != "198.51.100.0/24" {
+		t.Fatalf("marked %v, want only 198.51.100.0/24", got)
+	}
+	under := startCapture(t, a.ns, underIf)
+	for _, dst := range []netip.Addr{b.under4, b.under6} {
+		sendUDP(t, a.ns, netip.AddrPortFrom(dst, 7001), marker, 2)
+	}
+	if !eventually(3*time.Second, func() bool { return sink.count() >= 4 }) {
+		t.Fatalf("member on the bypassed LAN got %d of 4 datagrams directly", sink.count())
+	}
+	if under.Stop(); !under.has(marker) {
+		t.Fatal("bypassed traffic did not cross the underlay directly")
+	}
+}
+
+// The host firewall: default block with ordered rules; WireGuard's port,
+// established traffic, loopback, the mesh link and IPv6 neighbour discovery
+// stay open.
+func TestHostFirewall(t *testing.T) {
+	a, b := pair(t)
+	k := psk(t)
+	a.startWG(t, k, b)
+	b.startWG(t, k, a)
+	b.manager(t)
+	for _, p := range []int{8080, 8081, 9090} {
+		listenTCP(t, b.ns, p)
+	}
+	s := b.state()
+	s.Firewall = config.Firewall{DefaultAction: "block", Rules: []config.FirewallRule{
+		{Protocol: "tcp", Port: "8080", Action: "accept"},
+		{Protocol: "tcp", Port: "9000-9100", Sources: []string{"203.0.113.0/24", "2001:db8:ffff::/48"}, Action: "accept"},
+		{Protocol: "tcp", Port: "8081", Sources: []string{"192.0.2.0/24"}, Action: "block"},
+		{Protocol: "tcp", Port: "8081", Action: "accept"},
+	}}
+	b.apply(t, s)
+
+	const blocked = 400 * time.Millisecond
+	for _, tc := range []struct {
+		dst  netip.Addr
+		port uint16
+		open bool
+	}{
+		{b.under4, 8080, true},
+		{b.under6, 8080, true}, // needs neighbour discovery through the firewall
+		{b.under4, 9090, false},
+		{b.under6, 9090, false},
+		{b.under4, 8081, false}, // the earlier block rule wins over the later accept
+		{b.under6, 8081, true},  // the block rule names only IPv4 sources
+		{b.mesh, 9090, true},    // from the mesh link: an authenticated member
+	} {
+		timeout := blocked
+		if tc.open {
+			timeout = 5 * time.Second
+		}
+		err := echo(a.ns, netip.AddrPortFrom(tc.dst, tc.port), []byte("hello"), timeout)
+		switch {
+		case tc.open && err != nil:
+			t.Errorf("[%s]:%d should be open: %v", tc.dst, tc.port, err)
+		case !tc.open && err == nil:
+			t.Errorf("[%s]:%d should be blocked but connected", tc.dst, tc.port)
+		case !tc.open && !isTimeout(err):
+			t.Errorf("[%s]:%d: %v; want a timeout (dropped), not a refusal", tc.dst, tc.port, err)
+		}
+	}
+
+	// Default accept opens the rest, atomically replacing the table.
+	s.Firewall.DefaultAction = "accept"
+	b.apply(t, s)
+	if err := echo(a.ns, netip.AddrPortFrom(b.under4, 9090), []byte("hello"), 5*time.Second); err != nil {
+		t.Fatalf("after defaultAction accept, port 9090: %v", err)
+	}
+}
