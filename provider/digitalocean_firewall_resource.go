@@ -200,7 +200,7 @@ func (r *digitalOceanFirewallResource) client(diags *diag.Diagnostics) *godo.Cli
 	}
 	c, err := newDigitalOceanClient(r.data)
 	if err != nil {
-		diags.AddAttributeError(path.Root("name"), "DigitalOcean client", err.Error())
+		diags.AddError("DigitalOcean client", err.Error())
 		return nil
 	}
 	return c

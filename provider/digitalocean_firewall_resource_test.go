@@ -167,10 +167,27 @@ func TestAccDigitalOceanFirewall_lifecycle(t *testing.T) {
 		{Protocol: "tcp", Ports: "443", Addresses: []string{doAnyV4, doV6}},
 	}
 	v1In := []doRule{wireGuardDORule(51821), doMgmt("6443"), doMgmt("50000")}
+	// Destroy detaches droplets and tags before deleting.
+	detachedFirst := func(st *terraform.State) error {
+		if err := s.checkDestroyed(st); err != nil {
+			return err
+		}
+		var order []string
+		for _, r := range s.Requests() {
+			if r.Method == http.MethodDelete {
+				order = append(order, strings.TrimPrefix(r.Path, "/v2/firewalls/"+firstID))
+			}
+		}
+		// The earlier DELETEs are the out-of-band changes of step 5.
+		if len(order) < 3 || !slices.Equal(order[len(order)-3:], []string{"/droplets", "/tags", ""}) {
+			return fmt.Errorf("destroy sent DELETEs %q, want /droplets, /tags, then the firewall", order)
+		}
+		return nil
+	}
 	resource.Test(t, resource.TestCase{
 		PreCheck:                 func() { testAccPreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
-		CheckDestroy:             s.checkDestroyed,
+		CheckDestroy:             detachedFirst,
 		Steps: []resource.TestStep{
 			{ // create
 				Config: s.config(doLifecycleV1),

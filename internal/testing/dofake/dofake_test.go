@@ -8,7 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -344,14 +346,14 @@ func TestFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	var seen []string
-	for range 3 {
+	for range 4 {
 		g, _, err := c.Firewalls.Get(ctx, fw.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		seen = append(seen, g.Status)
 	}
-	if !slices.Equal(seen, []string{"waiting", "succeeded", "succeeded"}) {
+	if !slices.Equal(seen, []string{"waiting", "waiting", "succeeded", "succeeded"}) {
 		t.Fatalf("statuses %v", seen)
 	}
 }
@@ -372,5 +374,47 @@ func TestHourlyRateLimit(t *testing.T) {
 	now = now.Add(time.Hour)
 	if _, _, err := c.Firewalls.List(ctx, nil); err != nil {
 		t.Fatalf("after the window: %v", err)
+	}
+}
+
+// TestDoctlStyleListing lists the way doctl does (do/pagination.go): 200 per
+// page, the page count read from links.pages.last of the first reply, the
+// remaining pages fetched by number.
+func TestDoctlStyleListing(t *testing.T) {
+	srv, c, _ := start(t, Options{})
+	ctx := context.Background()
+	const n = 401
+	for i := range n {
+		srv.mu.Lock()
+		id := newUUID()
+		srv.firewalls[id] = &stored{fw: Firewall{ID: id, Name: fmt.Sprintf("fw-%03d", i), Status: "succeeded"}}
+		srv.order = append(srv.order, id)
+		srv.mu.Unlock()
+	}
+	first, resp, err := c.Firewalls.List(ctx, &godo.ListOptions{Page: 1, PerPage: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Links == nil || resp.Links.Pages == nil || resp.Links.Pages.Last == "" {
+		t.Fatalf("first page has no links.pages.last: %+v", resp.Links)
+	}
+	u, err := url.Parse(resp.Links.Pages.Last)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		t.Fatalf("last link %q is not an absolute URL", resp.Links.Pages.Last)
+	}
+	last, err := strconv.Atoi(u.Query().Get("page"))
+	if err != nil || last != 3 {
+		t.Fatalf("last page %q, want 3", resp.Links.Pages.Last)
+	}
+	total := len(first)
+	for p := 2; p <= last; p++ {
+		fws, _, err := c.Firewalls.List(ctx, &godo.ListOptions{Page: p, PerPage: 200})
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(fws)
+	}
+	if total != n {
+		t.Fatalf("listed %d firewalls, want %d", total, n)
 	}
 }

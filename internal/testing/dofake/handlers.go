@@ -209,9 +209,6 @@ func page[T any](r *http.Request, key string, items []T) (map[string]any, error)
 func (s *Server) view(st *stored) Firewall {
 	if st.waitReads > 0 {
 		st.waitReads--
-		if st.waitReads == 0 {
-			st.fw.Status, st.fw.PendingChanges = "succeeded", []PendingChange{}
-		}
 	} else if st.fw.Status == "waiting" {
 		st.fw.Status, st.fw.PendingChanges = "succeeded", []PendingChange{}
 	}
