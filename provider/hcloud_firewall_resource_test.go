@@ -410,3 +410,36 @@ wireguard_port = 70000`), `(?s)70000 is not a port`),
 		}
 	}
 }
+
+// The documented wiring: the WireGuard port comes from the machine config
+// (unknown at the first plan, since the cluster secrets are created in the
+// same apply).
+func TestAccHcloudFirewall_portFromMachineConfig(t *testing.T) {
+	r, _ := startHcloudFake(t)
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkHcloudDestroyed(r),
+		Steps: []resource.TestStep{{
+			Config: `
+resource "meshspan_cluster_secrets" "this" {}
+
+data "meshspan_machine_config" "node" {
+  cluster_id          = meshspan_cluster_secrets.this.cluster_id
+  cluster_secret      = meshspan_cluster_secrets.this.cluster_secret
+  node_name           = "hel1-worker-1"
+  discovery_endpoints = ["https://discovery.example/"]
+  platform            = "hcloud"
+  listen_port         = 51900
+}
+
+resource "meshspan_hcloud_firewall" "mesh" {
+  name           = "mesh"
+  wireguard_port = data.meshspan_machine_config.node.listen_port
+}`,
+			Check: resource.ComposeAggregateTestCheckFunc(
+				resource.TestCheckResourceAttr(hcloudResName, "wireguard_port", "51900"),
+				checkFakeRules(r, "in|udp|51900|0.0.0.0/0,::/0|meshspan WireGuard"),
+			),
+		}},
+	})
+}

@@ -65,7 +65,7 @@ func rawGet(t *testing.T, r *Running, path string) (http.Header, map[string]any)
 	return resp.Header, m
 }
 
-func TestCreateGetShapesAndActions(t *testing.T) {
+func TestHcloudFakeCreateGetShapesAndActions(t *testing.T) {
 	r, c := start(t, Options{ActionDelay: 150 * time.Millisecond})
 	web := r.AddServer("web1", map[string]string{"role": "web"})
 	db := r.AddServer("db1", map[string]string{"role": "db"})
@@ -145,7 +145,7 @@ func TestCreateGetShapesAndActions(t *testing.T) {
 	}
 }
 
-func TestErrors(t *testing.T) {
+func TestHcloudFakeErrors(t *testing.T) {
 	r, c := start(t, Options{ReadOnlyToken: "ro"})
 	srv := r.AddServer("s1", nil)
 	fw, _, err := c.Firewall.Create(ctx(t), hcloud.FirewallCreateOpts{Name: "a",
@@ -207,7 +207,7 @@ func TestErrors(t *testing.T) {
 	}
 }
 
-func TestPaginationAndSelectors(t *testing.T) {
+func TestHcloudFakePaginationAndSelectors(t *testing.T) {
 	r, c := start(t, Options{})
 	for i := range 60 {
 		env := "dev"
@@ -247,7 +247,7 @@ func TestPaginationAndSelectors(t *testing.T) {
 	}
 }
 
-func TestFaults(t *testing.T) {
+func TestHcloudFakeFaults(t *testing.T) {
 	r, c := start(t, Options{})
 	r.Inject(Fault{Status: 429, Count: 2, Method: "POST", Path: "/firewalls"})
 	if _, _, err := c.Firewall.Create(ctx(t), hcloud.FirewallCreateOpts{Name: "retried"}); err != nil {
@@ -291,7 +291,7 @@ func TestFaults(t *testing.T) {
 	}
 }
 
-func TestAdminEndpoints(t *testing.T) {
+func TestHcloudFakeAdminEndpoints(t *testing.T) {
 	r, c := start(t, Options{})
 	post := func(path, body string) {
 		resp, err := http.Post("http://"+strings.TrimSuffix(strings.TrimPrefix(r.Endpoint, "http://"), "/v1")+path, "application/json", strings.NewReader(body))
@@ -311,7 +311,7 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 }
 
-func TestSelectorParse(t *testing.T) {
+func TestHcloudFakeSelectorParse(t *testing.T) {
 	labels := map[string]string{"env": "prod", "tier": "web"}
 	cases := map[string]bool{
 		"env=prod": true, "env==prod": true, "env!=prod": false, "env": true, "!env": false,

@@ -45,6 +45,9 @@ var codeForStatus = map[int]string{
 	502: "bad_gateway", 503: "unavailable", 504: "timeout",
 }
 
+// maxRecorded bounds the request log.
+const maxRecorded = 10000
+
 // ServeHTTP implements http.Handler.
 func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/_admin/") {
@@ -68,6 +71,9 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var rate rateHeaders
 		rel = "/" + rel
 		rep, rate = f.handle(r, rel, body)
+		if len(f.requests) >= maxRecorded { // keep a long-running standalone fake bounded
+			f.requests = f.requests[len(f.requests)-maxRecorded/2:]
+		}
 		f.requests = append(f.requests, Request{Method: r.Method, Path: rel, Query: r.URL.RawQuery, Body: string(body), Status: rep.status})
 		h.Set("RateLimit-Limit", strconv.Itoa(rate.limit))
 		h.Set("RateLimit-Remaining", strconv.Itoa(rate.remaining))
