@@ -30,6 +30,20 @@ func main() {
 }
 
 func run(args []string) error {
+	srv, listen, err := configure(args)
+	if err != nil {
+		return err
+	}
+	log.Printf("dofake: serving the DigitalOcean firewall API on http://%s", listen)
+	hs := &http.Server{Addr: listen, Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	if err := hs.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("listen on %q: %w", listen, err)
+	}
+	return nil
+}
+
+// configure parses the flags into a seeded server and the listen address.
+func configure(args []string) (*dofake.Server, string, error) {
 	fs := flag.NewFlagSet("dofake", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8081", "address to listen on (keep it on loopback)")
 	token := fs.String("token", "dofake-token", "bearer token accepted for reads and writes")
@@ -42,13 +56,13 @@ func run(args []string) error {
 	fail500 := fs.Int("fail-500", 0, "answer the first N API requests (after any 429s) with 500")
 	slow := fs.Int("slow-reads", 0, "report status \"waiting\" for N GETs after each change")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, "", err
 	}
 	srv := dofake.New(dofake.Options{Token: *token, ReadOnlyToken: *readOnly, RateLimit: *rateLimit})
 	for _, d := range split(*droplets) {
 		id, err := strconv.Atoi(d)
 		if err != nil || id <= 0 {
-			return fmt.Errorf("flag -droplets: %q is not a positive droplet ID", d)
+			return nil, "", fmt.Errorf("flag -droplets: %q is not a positive droplet ID", d)
 		}
 		srv.AddDroplet(id, fmt.Sprintf("droplet-%d", id))
 	}
@@ -62,12 +76,7 @@ func run(args []string) error {
 		srv.InjectFault(dofake.Fault{Status: http.StatusInternalServerError, Count: *fail500})
 	}
 	srv.SetSlowStatus(*slow)
-	log.Printf("dofake: serving the DigitalOcean firewall API on http://%s (token %q)", *listen, *token)
-	hs := &http.Server{Addr: *listen, Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	if err := hs.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("listen on %q: %w", *listen, err)
-	}
-	return nil
+	return srv, *listen, nil
 }
 
 func split(s string) []string {
