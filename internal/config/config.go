@@ -27,7 +27,7 @@ const (
 	DefaultMarkMask      = 0x60
 	DefaultRulePriority  = 32500
 	DefaultKeepalive     = 5 * time.Second
-	DefaultDownAfter     = 9 * time.Second
+	DefaultDownAfter     = 8 * time.Second
 	DefaultEndpointProbe = 4 * time.Second
 	DefaultDiscoveryTTL  = 30 * time.Minute
 )

@@ -86,6 +86,7 @@ type track struct {
 	setAt     time.Time      // when; zero if never set
 	rxBytes   int64
 	lastRx    time.Time
+	lastStep  time.Time // when the previous observation was taken
 	state     State
 	changes   int
 	activated bool // activity seen at some point
@@ -127,12 +128,18 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 func (tr *track) step(now time.Time, h Health, candidates []netip.AddrPort, o Observation) Status {
 	switch {
 	case o.RxBytes > tr.rxBytes:
+		// The bytes arrived after the previous observation; taking that
+		// earlier bound keeps detection from lagging by a whole tick.
 		tr.lastRx = now
+		if !tr.lastStep.IsZero() {
+			tr.lastRx = tr.lastStep
+		}
 	case o.RxBytes < tr.rxBytes:
 		// Counters went back: the peer was re-created on the device.
 		tr.lastRx = time.Time{}
 	}
 	tr.rxBytes = o.RxBytes
+	tr.lastStep = now
 
 	activity := o.LastHandshake
 	if tr.lastRx.After(activity) {
@@ -186,4 +193,11 @@ func nextEndpoint(candidates []netip.AddrPort, last netip.AddrPort) (netip.AddrP
 		}
 	}
 	return candidates[0], true
+}
+
+// WireGuardKeepalive is the persistent keepalive to program so that each
+// side of an idle link hears from the other at least every silence: half of
+// it, in whole seconds, at least one (see the package comment).
+func WireGuardKeepalive(silence time.Duration) time.Duration {
+	return max(time.Second, (silence/2).Truncate(time.Second))
 }

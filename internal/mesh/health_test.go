@@ -98,19 +98,20 @@ func TestTrackerDownAfterSilenceAndWraps(t *testing.T) {
 			t.Fatalf("t=%v: %v; want up while keepalives arrive", sec, st.State)
 		}
 	}
-	// Last rx at 30; the peer dies. Still up at 38, down at 39.
-	if st := s.at(38); st.State != StateUp {
-		t.Fatalf("t=38: %v, want still up (8 s of silence)", st.State)
+	// The last rx grew between the passes at 29 and 30, so it counts from
+	// 29; the peer dies. Still up at 37, down at 38 (downAfter 9 s).
+	if st := s.at(37); st.State != StateUp {
+		t.Fatalf("t=37: %v, want still up (8 s of silence)", st.State)
 	}
-	st := s.at(39)
+	st := s.at(38)
 	if st.State != StateDown || st.SetEndpoint != s.peer.Endpoints[1] {
-		t.Fatalf("t=39: %+v; want down and rotation to the second candidate", st)
+		t.Fatalf("t=38: %+v; want down and rotation to the second candidate", st)
 	}
-	if st := s.at(41); st.State != StateDown || st.SetEndpoint.IsValid() {
-		t.Fatalf("t=41: %+v; want down without rotation inside the probe window", st)
+	if st := s.at(40); st.State != StateDown || st.SetEndpoint.IsValid() {
+		t.Fatalf("t=40: %+v; want down without rotation inside the probe window", st)
 	}
-	if st := s.at(43); st.SetEndpoint != s.peer.Endpoints[0] {
-		t.Fatalf("t=43: %+v; want wrap-around to the first candidate", st)
+	if st := s.at(42); st.SetEndpoint != s.peer.Endpoints[0] {
+		t.Fatalf("t=42: %+v; want wrap-around to the first candidate", st)
 	}
 }
 
@@ -178,5 +179,18 @@ func TestTrackerKeepaliveTieBreak(t *testing.T) {
 	}
 	if !step(high, lo, 1).Keepalive {
 		t.Error("higher key: keepalive still off after AnswerDelay")
+	}
+}
+
+func TestWireGuardKeepalive(t *testing.T) {
+	for silence, want := range map[time.Duration]time.Duration{
+		5 * time.Second:  2 * time.Second,
+		6 * time.Second:  3 * time.Second,
+		time.Second:      time.Second,
+		25 * time.Second: 12 * time.Second,
+	} {
+		if got := WireGuardKeepalive(silence); got != want {
+			t.Errorf("WireGuardKeepalive(%s) = %s, want %s", silence, got, want)
+		}
 	}
 }

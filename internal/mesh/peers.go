@@ -7,14 +7,16 @@
 // # Down detection
 //
 // WireGuard only re-handshakes every two minutes, so a handshake age alone
-// cannot tell a dead peer within seconds. Every peer gets a persistent
-// keepalive (config wireguard.keepalive, default 5 s), which guarantees that
-// a live peer sends us something at least that often even on an idle link.
-// A peer is therefore up while its last activity — the later of its last
-// handshake and the last time its rx byte counter was seen to grow — is
-// younger than health.downAfter (default 9 s), and down otherwise. A freshly
-// chosen endpoint gets health.endpointProbe (default 4 s) to show activity
-// before the next candidate is tried.
+// cannot tell a dead peer within seconds. Instead every peer gets a
+// persistent keepalive of half wireguard.keepalive (see WireGuardKeepalive):
+// WireGuard restarts that timer on every packet sent or received, so on an
+// idle link the two ends take turns and each hears from the other at least
+// every 2 × half = wireguard.keepalive (default 5 s). A peer is up while its
+// last activity — the later of its last handshake and the last time its rx
+// byte counter was seen to grow — is younger than health.downAfter (default
+// 8 s), and down otherwise: a dead peer is noticed within downAfter plus one
+// reconcile tick. A freshly chosen endpoint gets health.endpointProbe
+// (default 4 s) to show activity before the next candidate is tried.
 package mesh
 
 import (

@@ -1,0 +1,596 @@
+// Package agent is the meshspan node agent as a library: Run turns a
+// machine config into a live WireGuard full mesh and keeps it matching the
+// config, the discovered affiliates and the host's addresses. The cobra
+// commands in agent/ only parse flags and call into this package.
+//
+// Each reconcile pass (on a discovery change and on a short tick) re-reads
+// every input, computes the desired state with internal/mesh, and makes the
+// WireGuard device (internal/wg) and host policy (internal/netpolicy) match
+// it: level-triggered, so a missed event costs at most one tick.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"reflect"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
+	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
+	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
+	"github.com/meshspan/terraform-provider-meshspan/internal/netpolicy"
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+)
+
+// Defaults for Options.
+const (
+	DefaultStateDir = "/var/lib/meshspan"
+	DefaultSocket   = "/run/meshspan/agent.sock"
+	// DefaultTick is the reconcile period without events; it bounds how
+	// late a down peer or an address change is noticed.
+	DefaultTick = time.Second
+	// DefaultMemoryLimit is the Go soft memory limit when GOMEMLIMIT is not
+	// set: wireguard-go's buffer pools otherwise grow to hundreds of MB
+	// under load, because the GC lets the heap double before collecting.
+	DefaultMemoryLimit = 40 << 20
+)
+
+// Discovery is what the agent needs of a discovery client
+// (*discovery.Client satisfies it).
+type Discovery interface {
+	Run(ctx context.Context) error
+	SetLocal(self discovery.Affiliate, observed map[string][]netip.AddrPort)
+	Affiliates() []discovery.Affiliate
+	ObservedAddress() netip.Addr
+	Changes() <-chan struct{}
+}
+
+// Policy makes the host's routing and firewall match a netpolicy.State
+// (*netpolicy.Manager satisfies it).
+type Policy interface {
+	Apply(ctx context.Context, s netpolicy.State) error
+	Close() error
+}
+
+// Options configure Run.
+type Options struct {
+	// Config is the parsed, validated machine config (config.Load).
+	Config *config.Config
+	// StateDir holds the identity (default DefaultStateDir).
+	StateDir string
+	// Socket is the status socket path (default DefaultSocket).
+	Socket string
+	// WireGuard selects the back end (default wg.ModeAuto).
+	WireGuard wg.Mode
+	// MetricsListen, if set, also serves /metrics on this TCP address
+	// (it is always served on Socket).
+	MetricsListen string
+	// Bind, if set, is the UDP transport of userspace WireGuard (relay).
+	Bind conn.Bind
+	// Discovery overrides the client built from Config.Discovery; nil with
+	// no discovery endpoints configured means static peers only.
+	Discovery Discovery
+	// Policy overrides the host policy manager; nil means netpolicy.New,
+	// unless NoHostPolicy.
+	Policy       Policy
+	NoHostPolicy bool
+	// Tick is the reconcile period without events (default DefaultTick).
+	Tick time.Duration
+	// MemoryLimit is the Go soft memory limit in bytes, applied when
+	// GOMEMLIMIT is unset; 0 means DefaultMemoryLimit, -1 none.
+	MemoryLimit int64
+	// Version goes into the published affiliate's operating system field.
+	Version string
+	Logger  *slog.Logger
+	// Ready, if set, is called once after the first reconcile pass.
+	Ready func()
+}
+
+// agent is the state of one Run.
+type agent struct {
+	opts    Options
+	cfg     *config.Config
+	log     *slog.Logger
+	id      Identity
+	prefix  netip.Prefix
+	psk     wgtypes.Key
+	filter  mesh.Filter
+	extra   []netip.AddrPort
+	nets    []netip.Prefix
+	bypass  []netip.Prefix
+	dev     *wg.Device
+	policy  Policy
+	disco   Discovery
+	tracker *mesh.Tracker
+
+	// live: WireGuard endpoints seen for peers, kept as candidates.
+	live          map[wgtypes.Key]netip.AddrPort
+	lastPublished *discovery.Affiliate
+	lastObserved  map[string][]netip.AddrPort
+	policyErr     string
+
+	mu     sync.Mutex
+	status *Status
+}
+
+// Run runs the agent until ctx ends, then removes everything it made (the
+// interface, its routes and firewall table, its discovery affiliate). An
+// error before the mesh is up leaves nothing behind and names the cause.
+func Run(ctx context.Context, opts Options) (err error) {
+	a, err := newAgent(opts)
+	if err != nil {
+		return err
+	}
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}()
+
+	// Everything above was checks and files; from here on the host changes.
+	l, err := listenSocket(a.opts.Socket)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() { l.Close(); os.Remove(a.opts.Socket) })
+
+	a.dev, err = wg.Open(wg.Options{
+		Name:         a.cfg.WireGuard.Interface,
+		Mode:         a.opts.WireGuard,
+		MTU:          a.cfg.WireGuard.MTU,
+		ListenPort:   a.cfg.WireGuard.ListenPort,
+		PrivateKey:   a.id.PrivateKey,
+		FirewallMark: int(a.cfg.Routing.FirewallMark),
+		Address:      netip.PrefixFrom(a.id.Address, a.prefix.Bits()),
+		Bind:         a.opts.Bind,
+		Logger:       a.log,
+	})
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() {
+		if err := a.dev.Close(); err != nil {
+			a.log.Warn("close WireGuard device", "err", err)
+		}
+	})
+	a.log.Info("mesh interface up", "interface", a.dev.Name(), "mode", a.dev.Mode(), "address", a.id.Address,
+		"publicKey", a.id.PublicKey().String(), "port", a.dev.ListenPort())
+
+	a.policy = a.opts.Policy
+	if a.policy == nil && !a.opts.NoHostPolicy {
+		m, err := netpolicy.New(netpolicy.Options{})
+		if err != nil {
+			return err
+		}
+		a.policy = m
+	}
+	if a.policy != nil {
+		cleanups = append(cleanups, func() {
+			if err := a.policy.Close(); err != nil {
+				a.log.Warn("remove host policy", "err", err)
+			}
+		})
+	}
+
+	srv := a.httpServer()
+	go srv.Serve(l)
+	cleanups = append(cleanups, func() { srv.Close() })
+	if a.opts.MetricsListen != "" {
+		ml, err := net.Listen("tcp", a.opts.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("agent: metrics: listen on %s: %w (choose a free --metrics-listen address)", a.opts.MetricsListen, err)
+		}
+		msrv := &http.Server{Handler: srv.Handler, ReadHeaderTimeout: 5 * time.Second}
+		go msrv.Serve(ml)
+		cleanups = append(cleanups, func() { msrv.Close() })
+	}
+
+	// Discovery runs until loopCtx ends; on the way out it deletes our
+	// affiliate, and the cleanup waits for that before the interface goes.
+	loopCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	changes := make(<-chan struct{})
+	if a.disco != nil {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := a.disco.Run(loopCtx); err != nil && loopCtx.Err() == nil {
+				a.log.Warn("discovery stopped", "err", err)
+			}
+		}()
+		cleanups = append(cleanups, func() {
+			stop()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				a.log.Warn("discovery did not stop within 10 s; the affiliate may linger until its TTL")
+			}
+		})
+		changes = a.disco.Changes()
+	}
+
+	tick := time.NewTicker(a.opts.Tick)
+	defer tick.Stop()
+	a.reconcile(ctx)
+	if err := sdNotify("READY=1"); err != nil {
+		a.log.Warn("notify systemd", "err", err)
+	}
+	if a.opts.Ready != nil {
+		a.opts.Ready()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			a.log.Info("shutting down: removing the interface, host policy and affiliate")
+			if err := sdNotify("STOPPING=1"); err != nil {
+				a.log.Warn("notify systemd", "err", err)
+			}
+			return nil
+		case <-changes:
+		case <-tick.C:
+		}
+		a.reconcile(ctx)
+	}
+}
+
+func newAgent(opts Options) (*agent, error) {
+	cfg := opts.Config
+	if cfg == nil {
+		return nil, errors.New("agent: no config; pass --config with the node's machine config")
+	}
+	if opts.StateDir == "" {
+		opts.StateDir = DefaultStateDir
+	}
+	if opts.Socket == "" {
+		opts.Socket = DefaultSocket
+	}
+	if opts.WireGuard == "" {
+		opts.WireGuard = wg.ModeAuto
+	}
+	if opts.Tick <= 0 {
+		opts.Tick = DefaultTick
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		switch {
+		case opts.MemoryLimit == 0:
+			debug.SetMemoryLimit(DefaultMemoryLimit)
+		case opts.MemoryLimit > 0:
+			debug.SetMemoryLimit(opts.MemoryLimit)
+		}
+	}
+	a := &agent{opts: opts, cfg: cfg, log: opts.Logger, live: map[wgtypes.Key]netip.AddrPort{}}
+
+	var err error
+	if a.filter, err = mesh.ParseFilter(cfg.EndpointFilters); err != nil {
+		return nil, err
+	}
+	for i, s := range cfg.ExtraEndpoints {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return nil, fmt.Errorf("agent: config extraEndpoints[%d]: %q is not ip:port; write 203.0.113.7:51820", i, s)
+		}
+		a.extra = append(a.extra, ap)
+	}
+	for i, s := range cfg.AdvertisedNetworks {
+		p, err := config.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("agent: config advertisedNetworks[%d]: %w", i, err)
+		}
+		a.nets = append(a.nets, p)
+	}
+	for i, s := range cfg.LANBypass {
+		p, err := config.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("agent: config lanBypass[%d]: %w", i, err)
+		}
+		a.bypass = append(a.bypass, p)
+	}
+	if a.psk, err = clusterkey.PresharedKey(cfg.Cluster.Secret); err != nil {
+		return nil, fmt.Errorf("agent: config cluster.secret: %w", err)
+	}
+	a.prefix = clusterkey.MeshPrefix(cfg.Cluster.ID)
+	if a.id, err = LoadIdentity(opts.StateDir, cfg.Cluster.ID, FirstPhysicalMAC); err != nil {
+		return nil, err
+	}
+	a.tracker = mesh.NewTracker(mesh.Health{DownAfter: cfg.Health.DownAfter.D(), EndpointProbe: cfg.Health.EndpointProbe.D()}, a.id.PublicKey())
+
+	a.disco = opts.Discovery
+	if a.disco == nil && len(cfg.Discovery.Endpoints) > 0 {
+		c, err := discovery.NewClient(discovery.ClientOptions{
+			Endpoints:        cfg.Discovery.Endpoints,
+			ClusterID:        cfg.Cluster.ID,
+			ClusterSecret:    cfg.Cluster.Secret,
+			AffiliateID:      a.id.AffiliateID,
+			TTL:              cfg.Discovery.TTL.D(),
+			CACertificatePEM: cfg.Discovery.CACertificate,
+			ClientVersion:    "meshspan-" + opts.Version,
+			Logger:           opts.Logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.disco = c
+	}
+	return a, nil
+}
+
+// reconcile is one level-triggered pass over every input.
+func (a *agent) reconcile(ctx context.Context) {
+	now := time.Now()
+	var warnings []string
+	warn := func(format string, args ...any) { warnings = append(warnings, fmt.Sprintf(format, args...)) }
+	if err := a.dev.UAPIError(); err != nil {
+		warn("%v (wg show will not see the interface)", err)
+	}
+
+	addrs, err := hostAddrs(a.dev.Name())
+	if err != nil {
+		warn("%v", err)
+	}
+	var observedSelf netip.Addr
+	var affs []mesh.Affiliate
+	if a.disco != nil {
+		observedSelf = a.disco.ObservedAddress()
+		for _, d := range a.disco.Affiliates() {
+			affs = append(affs, mesh.Affiliate{
+				ID: d.ID, NodeName: d.NodeName, PublicKey: d.PublicKey, Address: d.Address,
+				Addresses: d.Addresses, Networks: d.Networks, ExcludeNetworks: d.ExcludeNetworks, Endpoints: d.Endpoints,
+			})
+		}
+	}
+	localEps := mesh.LocalEndpoints(mesh.LocalInput{
+		Addrs: addrs, Prefix: a.prefix, Observed: observedSelf, Port: uint16(a.dev.ListenPort()),
+		Filter: a.filter, Extra: a.extra,
+	})
+
+	stats, err := a.dev.Peers()
+	if err != nil {
+		warn("%v", err)
+	}
+	obs := make(map[wgtypes.Key]mesh.Observation, len(stats))
+	byKey := make(map[wgtypes.Key]wg.PeerStats, len(stats))
+	for _, s := range stats {
+		obs[s.PublicKey] = mesh.Observation{Endpoint: s.Endpoint, LastHandshake: s.LastHandshake, RxBytes: s.RxBytes, TxBytes: s.TxBytes}
+		byKey[s.PublicKey] = s
+	}
+	observed := make(map[wgtypes.Key][]netip.AddrPort, len(a.live))
+	for k, ep := range a.live {
+		observed[k] = []netip.AddrPort{ep}
+	}
+
+	peers, pw := mesh.Peers(mesh.Input{
+		Self: a.id.PublicKey(), Prefix: a.prefix, Static: a.cfg.StaticPeers, Affiliates: affs,
+		Filter: a.filter, Observed: observed,
+	})
+	warnings = append(warnings, pw...)
+	verdicts := a.tracker.Step(now, peers, obs)
+
+	want := make([]wg.PeerConfig, 0, len(peers))
+	for _, p := range peers {
+		v := verdicts[p.PublicKey]
+		pc := wg.PeerConfig{PublicKey: p.PublicKey, PresharedKey: a.psk, Endpoint: v.SetEndpoint, AllowedIPs: p.AllowedIPs}
+		if v.Keepalive {
+			pc.Keepalive = mesh.WireGuardKeepalive(a.cfg.WireGuard.Keepalive.D())
+		}
+		if v.SetEndpoint.IsValid() {
+			a.log.Debug("peer endpoint", "peer", p.Name, "endpoint", v.SetEndpoint, "state", v.State)
+		}
+		want = append(want, pc)
+	}
+	if err := a.dev.SyncPeers(want); err != nil {
+		warn("%v", err)
+	}
+
+	// Endpoints of live peers: kept as candidates here, published for them.
+	peerObserved := map[string][]netip.AddrPort{}
+	live := map[wgtypes.Key]netip.AddrPort{}
+	for _, p := range peers {
+		s, ok := byKey[p.PublicKey]
+		if !ok || !s.Endpoint.IsValid() || verdicts[p.PublicKey].State != mesh.StateUp {
+			if ep, ok := a.live[p.PublicKey]; ok {
+				live[p.PublicKey] = ep
+			}
+			continue
+		}
+		live[p.PublicKey] = s.Endpoint
+		if p.AffiliateID != "" {
+			peerObserved[p.AffiliateID] = []netip.AddrPort{s.Endpoint}
+		}
+	}
+	a.live = live
+
+	if a.policy != nil {
+		if err := a.policy.Apply(ctx, a.policyState(peers, verdicts)); err != nil {
+			if msg := err.Error(); msg != a.policyErr {
+				a.log.Warn("host policy", "err", err)
+				a.policyErr = msg
+			}
+			warn("host policy: %v", err)
+		} else {
+			a.policyErr = ""
+		}
+	}
+
+	if a.disco != nil {
+		self := discovery.Affiliate{
+			ID:              a.id.AffiliateID,
+			NodeName:        a.nodeName(),
+			Hostname:        hostname(),
+			MachineType:     "unknown",
+			OperatingSystem: "meshspan (" + a.opts.Version + ")",
+			PublicKey:       a.id.PublicKey().String(),
+			Address:         a.id.Address,
+			Addresses:       mesh.Routed(addrs, a.prefix),
+			Networks:        a.nets,
+			Endpoints:       localEps,
+		}
+		if a.lastPublished == nil || !reflect.DeepEqual(*a.lastPublished, self) || !reflect.DeepEqual(a.lastObserved, peerObserved) {
+			a.disco.SetLocal(self, peerObserved)
+			a.lastPublished, a.lastObserved = &self, peerObserved
+		}
+	}
+
+	st := &Status{
+		Node: a.nodeName(), PublicKey: a.id.PublicKey().String(), Address: a.id.Address.String(), AffiliateID: a.id.AffiliateID,
+		Interface: a.dev.Name(), Mode: string(a.dev.Mode()), ListenPort: a.dev.ListenPort(),
+		Endpoints: strs(localEps), Discovery: a.disco != nil, Warnings: warnings, Peers: []PeerStatus{},
+		UpdatedAt: time.Now().UTC(),
+	}
+	if st.Warnings == nil {
+		st.Warnings = []string{}
+	}
+	if observedSelf.IsValid() {
+		st.ObservedAddress = observedSelf.String()
+	}
+	for _, p := range peers {
+		v, s := verdicts[p.PublicKey], byKey[p.PublicKey]
+		ps := PeerStatus{
+			Name: p.Name, PublicKey: p.PublicKey.String(), AffiliateID: p.AffiliateID, Address: p.Address.String(),
+			State: v.State.String(), RxBytes: s.RxBytes, TxBytes: s.TxBytes,
+			LastHandshake: timeString(s.LastHandshake), LastActivity: timeString(v.LastActivity),
+			EndpointChanges: v.EndpointChanges, AllowedIPs: strs(p.AllowedIPs), Candidates: strs(p.Endpoints),
+		}
+		if s.Endpoint.IsValid() {
+			ps.Endpoint = s.Endpoint.String()
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	a.mu.Lock()
+	old := a.status
+	a.status = st
+	a.mu.Unlock()
+	a.logTransitions(old, st)
+}
+
+// policyState is the host policy for this pass: members' AllowedIPs are
+// routed through the mesh (the mesh prefix itself is on the link already);
+// those of peers that are not up are marked unreachable.
+func (a *agent) policyState(peers []mesh.Peer, verdicts map[wgtypes.Key]mesh.Status) netpolicy.State {
+	s := netpolicy.State{
+		Interface: a.dev.Name(), MTU: a.cfg.WireGuard.MTU, ListenPort: a.dev.ListenPort(),
+		Routing: a.cfg.Routing, AllowDownPeerBypass: a.cfg.AllowDownPeerBypass,
+		LANBypass: a.bypass, Firewall: a.cfg.Firewall,
+	}
+	for _, p := range peers {
+		up := verdicts[p.PublicKey].State == mesh.StateUp
+		for _, n := range p.AllowedIPs {
+			if a.prefix.Overlaps(n) && n.Bits() >= a.prefix.Bits() {
+				continue
+			}
+			s.Routed = append(s.Routed, n)
+			if !up {
+				s.Unreachable = append(s.Unreachable, n)
+			}
+		}
+	}
+	return s
+}
+
+func (a *agent) logTransitions(old, cur *Status) {
+	prev := map[string]string{}
+	if old != nil {
+		for _, p := range old.Peers {
+			prev[p.PublicKey] = p.State
+		}
+	}
+	for _, p := range cur.Peers {
+		if was, ok := prev[p.PublicKey]; !ok || was != p.State {
+			a.log.Info("peer state", "peer", p.Name, "publicKey", p.PublicKey, "state", p.State, "endpoint", p.Endpoint)
+		}
+	}
+}
+
+func (a *agent) snapshot() *Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.status
+}
+
+func (a *agent) httpServer() *http.Server {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&collector{snapshot: a.snapshot, now: time.Now})
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		s := a.snapshot()
+		if s == nil {
+			http.Error(w, "agent: starting, no reconcile pass yet", http.StatusServiceUnavailable)
+			return
+		}
+		s = a.withLiveCounters(s)
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(s)
+	})
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}
+
+// withLiveCounters copies s with traffic, handshake and endpoint read from
+// the device now, so status is never a tick behind on counters.
+func (a *agent) withLiveCounters(s *Status) *Status {
+	stats, err := a.dev.Peers()
+	if err != nil {
+		return s
+	}
+	byKey := make(map[string]wg.PeerStats, len(stats))
+	for _, p := range stats {
+		byKey[p.PublicKey.String()] = p
+	}
+	c := *s
+	c.Peers = append([]PeerStatus(nil), s.Peers...)
+	for i := range c.Peers {
+		if p, ok := byKey[c.Peers[i].PublicKey]; ok {
+			c.Peers[i].RxBytes, c.Peers[i].TxBytes = p.RxBytes, p.TxBytes
+			c.Peers[i].LastHandshake = timeString(p.LastHandshake)
+			if p.Endpoint.IsValid() {
+				c.Peers[i].Endpoint = p.Endpoint.String()
+			}
+		}
+	}
+	return &c
+}
+
+func (a *agent) nodeName() string {
+	if a.cfg.Node.Name != "" {
+		return a.cfg.Node.Name
+	}
+	return hostname()
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+func strs[T fmt.Stringer](list []T) []string {
+	out := make([]string, 0, len(list))
+	for _, v := range list {
+		out = append(out, v.String())
+	}
+	return out
+}

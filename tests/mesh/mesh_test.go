@@ -1,0 +1,116 @@
+package mesh
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/agent"
+)
+
+// TestStaticMesh: three hosts with static peers form a full mesh; every
+// node reaches every other over its mesh address; status shows the peers up
+// with traffic counted; a killed agent is seen down within the threshold,
+// and restarted on its state directory it comes back as the same node.
+func TestStaticMesh(t *testing.T) {
+	c := newCluster(t, 3, false)
+	c.staticMesh()
+	c.startAll()
+	c.waitAllUp(c.nodes, 15*time.Second)
+
+	for _, n := range c.nodes {
+		for _, m := range c.nodes {
+			if n != m {
+				if err := n.ping(m.id.Address); err != nil {
+					t.Errorf("ping %s -> %s (%s): %v", n.name, m.name, m.id.Address, err)
+				}
+			}
+		}
+	}
+	n1, n2, n3 := c.nodes[0], c.nodes[1], c.nodes[2]
+	before, err := n1.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := transfer(n1, n2, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := transfer(n2, n1, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	after, err := n1.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p0, p1 := n1.peer(before, "n2"), n1.peer(after, "n2")
+	if p1.TxBytes < p0.TxBytes+4<<20 || p1.RxBytes < p0.RxBytes+1<<20 {
+		t.Errorf("n1's counters for n2 grew tx %d -> %d, rx %d -> %d; want at least the 4 MiB sent and 1 MiB received",
+			p0.TxBytes, p1.TxBytes, p0.RxBytes, p1.RxBytes)
+	}
+	if after.Mode != "userspace" || after.Address != n1.id.Address || after.PublicKey != n1.id.PublicKey {
+		t.Errorf("status header %+v does not match identity %+v / userspace", after, n1.id)
+	}
+
+	// The CLI prints the same, as a table and as JSON.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := n1.ns.Exec(ctx, agentBin, "status", "--socket", n1.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"PUBLIC KEY", "LAST HANDSHAKE", n2.id.PublicKey, "n3", "up", "(userspace)"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("status table lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = n1.ns.Exec(ctx, agentBin, "status", "--socket", n1.sock, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var js agent.Status
+	if err := json.Unmarshal(out, &js); err != nil || len(js.Peers) != 2 {
+		t.Errorf("status -o json: %v, %d peers:\n%s", err, len(js.Peers), out)
+	}
+
+	// Kill n3 without a chance to clean up: the others must call it down.
+	if err := n3.proc.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	waitFor(t, 15*time.Second, func() (bool, string) {
+		var b strings.Builder
+		for _, n := range []*node{n1, n2} {
+			s, err := n.status()
+			if err != nil {
+				return false, err.Error()
+			}
+			if p := n.peer(s, "n3"); p == nil || p.State != "down" {
+				b.WriteString(n.name + " still sees n3 " + p.State + "; ")
+			}
+		}
+		return b.Len() == 0, b.String()
+	})
+	detect := time.Since(killed)
+	t.Logf("dead peer detected by both others %.1f s after SIGKILL (downAfter 8 s)", detect.Seconds())
+	if detect > 10500*time.Millisecond {
+		t.Errorf("down detection took %s; want < 10 s (downAfter 8 s + one tick)", detect)
+	}
+	n3.proc.Wait()
+
+	// Same state directory: same key, same address, back up.
+	n3.start()
+	c.waitAllUp(c.nodes, 15*time.Second)
+	s3, err := n3.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s3.PublicKey != n3.id.PublicKey || s3.Address != n3.id.Address || s3.AffiliateID != n3.id.AffiliateID {
+		t.Errorf("restarted n3 is %s/%s/%s; want the identity it had: %+v", s3.PublicKey, s3.Address, s3.AffiliateID, n3.id)
+	}
+	if err := n1.ping(n3.id.Address); err != nil {
+		t.Errorf("ping n1 -> restarted n3: %v", err)
+	}
+}
