@@ -369,8 +369,25 @@ resource "meshspan_hcloud_firewall" "mesh" {
 				Check: checkFakeRules(r, "in|udp|51820|0.0.0.0/0,::/0|meshspan WireGuard",
 					"in|tcp|22|192.0.2.0/24|"),
 			},
+			{
+				// The destroy that follows meets resource_in_use twice and retries.
+				PreConfig: func() {
+					r.Inject(hcloudfake.Fault{Status: 422, Code: "resource_in_use", Count: 2, Method: "DELETE", Path: "/firewalls/"})
+				},
+				Config:   cfg("renamed", `extra_rules = [{ direction = "in", protocol = "tcp", port = "22", source_ips = ["192.0.2.0/24"] }]`),
+				PlanOnly: true,
+			},
 		},
 	})
+	inUse := 0
+	for _, q := range r.Requests() {
+		if q.Method == "DELETE" && q.Status == 422 {
+			inUse++
+		}
+	}
+	if inUse != 2 {
+		t.Errorf("destroy met resource_in_use %d times, want 2 (then retried)", inUse)
+	}
 }
 
 func TestAccHcloudFirewall_errors(t *testing.T) {

@@ -225,6 +225,7 @@ type Firewall struct {
 func (f *Fake) Firewalls() []Firewall {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.settle()
 	var out []Firewall
 	for _, fw := range f.sortedFirewalls() {
 		out = append(out, fw.snapshot())
@@ -236,6 +237,7 @@ func (f *Fake) Firewalls() []Firewall {
 func (f *Fake) Firewall(id int64) (Firewall, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.settle()
 	fw, ok := f.firewalls[id]
 	if !ok {
 		return Firewall{}, false

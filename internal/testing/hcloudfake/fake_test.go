@@ -332,3 +332,28 @@ func TestHcloudFakeSelectorParse(t *testing.T) {
 		}
 	}
 }
+
+// A firewall stays applied, and cannot be deleted, until its remove_firewall
+// action has succeeded.
+func TestHcloudFakeRemovalSettlesWithAction(t *testing.T) {
+	r, c := start(t, Options{ActionDelay: 200 * time.Millisecond})
+	srv := r.AddServer("s1", nil)
+	res, _, err := c.Firewall.Create(ctx(t), hcloud.FirewallCreateOpts{Name: "a",
+		ApplyTo: []hcloud.FirewallResource{{Type: hcloud.FirewallResourceTypeServer, Server: &hcloud.FirewallResourceServer{ID: srv}}}})
+	if err != nil || c.Action.WaitFor(ctx(t), res.Actions...) != nil {
+		t.Fatal(err)
+	}
+	acts, _, err := c.Firewall.RemoveResources(ctx(t), res.Firewall, []hcloud.FirewallResource{{Type: hcloud.FirewallResourceTypeServer, Server: &hcloud.FirewallResourceServer{ID: srv}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Firewall.Delete(ctx(t), res.Firewall); !hcloud.IsError(err, hcloud.ErrorCodeResourceInUse) {
+		t.Fatalf("delete while removal runs: %v", err)
+	}
+	if err := c.Action.WaitFor(ctx(t), acts...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Firewall.Delete(ctx(t), res.Firewall); err != nil {
+		t.Fatalf("delete after removal: %v", err)
+	}
+}

@@ -99,6 +99,7 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // handle runs rate limiting, auth, fault injection and routing (f.mu held).
 func (f *Fake) handle(r *http.Request, rel string, body []byte) (reply, rateHeaders) {
+	f.settle()
 	// Rate limiting: a bucket of RateLimit requests refilling one per second.
 	now := f.now()
 	f.tokens = math.Min(float64(f.opts.RateLimit), f.tokens+now.Sub(f.tokensAt).Seconds())
@@ -505,15 +506,25 @@ func (f *Fake) removeFrom(fw *firewall, body []byte) reply {
 			return errReply(http.StatusUnprocessableEntity, "firewall_managed_by_label_selector",
 				fmt.Sprintf("firewall is applied to server with ID %d through a label selector; remove the label selector instead", t.Server), nil)
 		}
-		if idx >= 0 {
-			fw.AppliedTo = append(fw.AppliedTo[:idx], fw.AppliedTo[idx+1:]...)
-		}
 		refs := []resourceRef{{ID: fw.ID, Type: "firewall"}}
 		if t.Server != 0 {
 			refs = append([]resourceRef{{ID: t.Server, Type: "server"}}, refs...)
 		}
-		actions = append(actions, f.actionJSON(f.newAction("remove_firewall", refs...)))
+		a := f.newAction("remove_firewall", refs...)
+		if idx >= 0 {
+			t := t
+			a.effect = func() {
+				for i, x := range fw.AppliedTo {
+					if x == t {
+						fw.AppliedTo = append(fw.AppliedTo[:i], fw.AppliedTo[i+1:]...)
+						return
+					}
+				}
+			}
+		}
+		actions = append(actions, f.actionJSON(a))
 	}
+	f.settle()
 	return reply{status: http.StatusCreated, body: map[string]any{"actions": actions}}
 }
 

@@ -39,6 +39,8 @@ type action struct {
 	Started   time.Time
 	FinishAt  time.Time
 	Fail      bool
+	// effect runs once the action succeeds (nil when done or none).
+	effect func()
 }
 
 type resourceRef struct {
@@ -171,6 +173,21 @@ func (f *Fake) newAction(command string, refs ...resourceRef) *action {
 	}
 	f.actions[a.ID] = a
 	return a
+}
+
+// settle applies the effects of actions that have finished successfully
+// (f.mu held): a firewall stays applied until its remove_firewall action
+// succeeds, as the real API counts it.
+func (f *Fake) settle() {
+	now := f.now()
+	for _, a := range f.actions {
+		if a.effect != nil && !now.Before(a.FinishAt) {
+			if !a.Fail {
+				a.effect()
+			}
+			a.effect = nil
+		}
+	}
 }
 
 func (f *Fake) sortedFirewalls() []*firewall {
