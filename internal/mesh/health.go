@@ -199,5 +199,5 @@ func nextEndpoint(candidates []netip.AddrPort, last netip.AddrPort) (netip.AddrP
 // side of an idle link hears from the other at least every silence: half of
 // it, in whole seconds, at least one (see the package comment).
 func WireGuardKeepalive(silence time.Duration) time.Duration {
-	return max(time.Second, (silence/2).Truncate(time.Second))
+	return max(time.Second, (silence / 2).Truncate(time.Second))
 }
