@@ -134,6 +134,7 @@ type Path struct {
 	next       int
 	tried      int
 	retry      bool // a trial started from relayed: failure goes back quickly
+	probed     bool // the trial's candidate answered a probe: give it longer
 
 	failed     map[netip.AddrPort]time.Time // relays that carried nothing
 	retryEpoch time.Time
@@ -169,10 +170,10 @@ func (p *Path) Step(now time.Time, in Input) Status {
 				why = "direct retry got no answer"
 			}
 			p.become(now, ModeRelayed, fmt.Sprintf("%s; relayed via %s", why, liveRelay.Name))
-		case now.Sub(p.setAt) >= p.t.Probe:
+		case now.Sub(p.setAt) >= p.window():
 			exhausted := p.tried >= len(p.candidates)
 			if exhausted && (p.retry || now.Sub(p.trialStart) >= p.t.DirectBudget) {
-				set = p.relay(now, in, fmt.Sprintf("no direct handshake within %s on %d candidate(s)", now.Sub(p.trialStart).Round(time.Second), len(p.candidates)))
+				set = p.relay(now, in, fmt.Sprintf("no direct handshake within %s on %d candidate(s)", round(now.Sub(p.trialStart)), len(p.candidates)))
 			} else {
 				p.candidates = mergeCandidates(p.candidates, in.Direct)
 				set = p.tryNext(now)
@@ -202,6 +203,7 @@ func (p *Path) Step(now time.Time, in Input) Status {
 		case in.CanProbe && in.Probed.IsValid() && in.ProbedAt.After(p.lastProbe) && now.Sub(in.ProbedAt) < p.t.DownAfter:
 			p.lastProbe = in.ProbedAt
 			set = p.startDirect(now, []netip.AddrPort{in.Probed}, true, "direct probe answered from "+in.Probed.String())
+			p.probed = true
 		case !in.CanProbe && len(in.Direct) > 0 && now.Truncate(p.t.RetryDirect) != p.retryEpoch && now.Sub(p.since) >= p.t.Probe:
 			p.retryEpoch = now.Truncate(p.t.RetryDirect)
 			set = p.startDirect(now, in.Direct, true, "periodic direct retry")
@@ -236,9 +238,27 @@ func (p *Path) become(now time.Time, m Mode, reason string) {
 	p.mode, p.reason = m, reason
 }
 
+// window is how long the current direct endpoint gets. A probed path is
+// known to work, so it gets until the next keepalive is surely through
+// (DownAfter) rather than one probe window: a session already exists and
+// nothing but a keepalive may cross it before then.
+func (p *Path) window() time.Duration {
+	if p.probed {
+		return max(p.t.Probe, p.t.DownAfter)
+	}
+	return p.t.Probe
+}
+
+func round(d time.Duration) time.Duration {
+	if d >= time.Second {
+		return d.Round(time.Second)
+	}
+	return d.Round(10 * time.Millisecond)
+}
+
 func (p *Path) startDirect(now time.Time, cands []netip.AddrPort, retry bool, reason string) netip.AddrPort {
 	p.candidates = slices.Clone(cands)
-	p.next, p.tried, p.retry, p.trialStart = 0, 0, retry, now
+	p.next, p.tried, p.retry, p.probed, p.trialStart = 0, 0, retry, false, now
 	if len(p.candidates) == 0 {
 		return netip.AddrPort{}
 	}

@@ -151,10 +151,12 @@ func TestProbeBringsDirectBack(t *testing.T) {
 	// The same probe result is not acted on twice.
 	s.hear(15.5, r1.Endpoint)
 	want(t, s.step(16), ModeRelayed, netip.AddrPort{}, "")
-	// A direct retry that hears nothing at all goes back to the relay after one window.
+	// A probed retry that hears nothing at all gets DownAfter (a keepalive
+	// surely crosses by then), then goes back to the relay.
 	s.in.Probed, s.in.ProbedAt = c0, at(16.5)
 	want(t, s.step(17), ModeTrying, c0, "")
-	want(t, s.step(21), ModeRelayed, r1.Endpoint, "no direct handshake within 4s on 1 candidate(s); relayed via relay-1")
+	want(t, s.step(25.9), ModeTrying, netip.AddrPort{}, "")
+	want(t, s.step(26), ModeRelayed, r1.Endpoint, "no direct handshake within 9s on 1 candidate(s); relayed via relay-1")
 }
 
 func TestPeriodicRetryWithoutProbes(t *testing.T) {

@@ -97,6 +97,7 @@ type Bind struct {
 
 	arenas    sync.Pool
 	strangers atomic.Uint64
+	port      atomic.Uint32
 }
 
 var _ conn.Bind = (*Bind)(nil)
@@ -133,6 +134,7 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	b.port.Store(uint32(actual))
 	b.mu.Lock()
 	b.innerEps = make(map[netip.AddrPort]conn.Endpoint) // stale after a reopen
 	for _, r := range b.relays {
@@ -163,6 +165,9 @@ func (b *Bind) Close() error {
 	b.done.Wait()
 	return err
 }
+
+// Port is the UDP port the inner bind listens on (0 before Open).
+func (b *Bind) Port() uint16 { return uint16(b.port.Load()) }
 
 // SetMark passes the firewall mark to the inner bind.
 func (b *Bind) SetMark(mark uint32) error { return b.inner.SetMark(mark) }

@@ -271,3 +271,8 @@ func (p *Proxy) Close() error {
 	p.done.Wait()
 	return errors.Join(errs...)
 }
+
+// RelayEndpoint is Endpoint, named as the path driver expects.
+func (p *Proxy) RelayEndpoint(relay netip.AddrPort, peer [32]byte) (netip.AddrPort, error) {
+	return p.Endpoint(relay, peer)
+}

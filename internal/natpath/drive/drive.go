@@ -1,0 +1,132 @@
+// Package drive connects natpath's decisions to the live parts: the relay
+// Bind (registrations, virtual endpoints, direct probes) and what the
+// WireGuard device reports. Each Step reads them, asks natpath which path
+// every peer should take, and returns the endpoints to set.
+package drive
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
+	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
+)
+
+// Bind is what the driver needs of a relay.Bind (or a relay.Proxy for
+// kernel WireGuard, which has no probes).
+type Bind interface {
+	SetRelays(addrs []netip.AddrPort)
+	Relays() []relay.RelayState
+	RelayEndpoint(relay netip.AddrPort, peer [32]byte) (netip.AddrPort, error)
+}
+
+// Prober is implemented by binds that probe direct paths (userspace).
+type Prober interface {
+	SetCandidates(peer [32]byte, candidates []netip.AddrPort)
+	Direct(peer [32]byte) (relay.DirectState, bool)
+}
+
+// Peer is one peer as the mesh knows it.
+type Peer struct {
+	Key    wgtypes.Key
+	Name   string
+	Direct []netip.AddrPort // candidates in order
+}
+
+// RelayMember is a member that offers relaying at Addr.
+type RelayMember struct {
+	Key  wgtypes.Key
+	Name string
+	Addr netip.AddrPort
+}
+
+// Observation is the device's report for one peer.
+type Observation struct {
+	Endpoint      netip.AddrPort
+	LastHandshake time.Time
+	RxBytes       int64
+}
+
+// Driver runs natpath for every peer. Not safe for concurrent use.
+type Driver struct {
+	bind  Bind
+	table *natpath.Table
+	fresh time.Duration // a registration older than this does not count
+	rx    map[wgtypes.Key]rxSeen
+}
+
+type rxSeen struct {
+	bytes int64
+	at    time.Time
+}
+
+// New returns a driver for bind. fresh is how recent a relay registration
+// must be for the relay to be used (3x the register interval is right).
+func New(bind Bind, t natpath.Timing, fresh time.Duration) *Driver {
+	return &Driver{bind: bind, table: natpath.NewTable(t), fresh: fresh, rx: map[wgtypes.Key]rxSeen{}}
+}
+
+// Step decides every peer's path at now.
+func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map[wgtypes.Key]Observation) map[wgtypes.Key]natpath.Status {
+	addrs := make([]netip.AddrPort, 0, len(relays))
+	for _, r := range relays {
+		addrs = append(addrs, r.Addr)
+	}
+	d.bind.SetRelays(addrs)
+	registered := map[netip.AddrPort]bool{}
+	for _, st := range d.bind.Relays() {
+		if !st.Registered.IsZero() && now.Sub(st.Registered) < d.fresh {
+			registered[st.Addr] = true
+		}
+	}
+	prober, canProbe := d.bind.(Prober)
+
+	in := make(map[wgtypes.Key]natpath.Input, len(peers))
+	seen := map[wgtypes.Key]bool{}
+	for _, p := range peers {
+		seen[p.Key] = true
+		o := obs[p.Key]
+		rx := d.rx[p.Key]
+		switch {
+		case o.RxBytes > rx.bytes:
+			rx = rxSeen{bytes: o.RxBytes, at: now}
+		case o.RxBytes < rx.bytes: // the peer was re-created on the device
+			rx = rxSeen{bytes: o.RxBytes}
+		}
+		d.rx[p.Key] = rx
+		activity := o.LastHandshake
+		if rx.at.After(activity) {
+			activity = rx.at
+		}
+		pin := natpath.Input{Direct: p.Direct, Live: o.Endpoint, LastActivity: activity, CanProbe: canProbe}
+		for _, r := range relays {
+			if r.Key == p.Key || !registered[r.Addr] {
+				continue // a peer is never its own relay
+			}
+			ep, err := d.bind.RelayEndpoint(r.Addr, p.Key)
+			if err != nil {
+				continue
+			}
+			pin.Relays = append(pin.Relays, natpath.Relay{Name: r.Name, Addr: r.Addr, Endpoint: ep})
+		}
+		if canProbe {
+			prober.SetCandidates(p.Key, slices.DeleteFunc(slices.Clone(p.Direct), relay.IsVirtual))
+			if ds, ok := prober.Direct(p.Key); ok {
+				pin.Probed, pin.ProbedAt = ds.Addr, ds.Confirmed
+			}
+		}
+		in[p.Key] = pin
+	}
+	for k := range d.rx {
+		if !seen[k] {
+			delete(d.rx, k)
+			if canProbe {
+				prober.SetCandidates(k, nil)
+			}
+		}
+	}
+	return d.table.Step(now, in)
+}

@@ -1,0 +1,205 @@
+package drive
+
+import (
+	"bytes"
+	"crypto/rand"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
+	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+)
+
+// member is an in-process node: wireguard-go on a channel TUN, a relay
+// Bind on loopback, and a driver.
+type member struct {
+	name string
+	key  wgtypes.Key
+	ip   netip.Addr
+	tun  *tuntest.ChannelTUN
+	dev  *wg.Device
+	bind *relay.Bind
+	drv  *Driver
+	port uint16
+}
+
+var fast = natpath.Timing{Probe: 300 * time.Millisecond, DirectBudget: 900 * time.Millisecond, DownAfter: 2 * time.Second, RelayHold: time.Second}
+
+func newMember(t *testing.T, k *relay.Key, name, ip string, srv *relay.Server) *member {
+	t.Helper()
+	key, _ := wgtypes.GeneratePrivateKey()
+	b, err := relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: k, PublicKey: key.PublicKey(), Server: srv,
+		RegisterInterval: 200 * time.Millisecond, ProbeInterval: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &member{name: name, key: key, ip: netip.MustParseAddr(ip), tun: tuntest.NewChannelTUN(), bind: b}
+	// Port 0: the kernel picks; read it back from the bound socket below.
+	m.dev, err = wg.NewUserspace(m.tun.TUN(), wg.Options{Name: name, PrivateKey: key, Bind: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.dev.Close() })
+	m.drv = New(b, fast, time.Second)
+	return m
+}
+
+// step runs one reconcile pass of m towards peers, the way the agent does.
+func (m *member) step(t *testing.T, now time.Time, peers []*member, direct map[*member][]netip.AddrPort, relays []RelayMember) map[wgtypes.Key]natpath.Status {
+	t.Helper()
+	stats, err := m.dev.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := map[wgtypes.Key]Observation{}
+	for _, s := range stats {
+		obs[s.PublicKey] = Observation{Endpoint: s.Endpoint, LastHandshake: s.LastHandshake, RxBytes: s.RxBytes}
+	}
+	var ps []Peer
+	for _, p := range peers {
+		ps = append(ps, Peer{Key: p.key.PublicKey(), Name: p.name, Direct: direct[p]})
+	}
+	out := m.drv.Step(now, ps, relays, obs)
+	var want []wg.PeerConfig
+	for _, p := range peers {
+		st := out[p.key.PublicKey()]
+		want = append(want, wg.PeerConfig{PublicKey: p.key.PublicKey(), Endpoint: st.SetEndpoint,
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.ip, 32)}, Keepalive: time.Second})
+	}
+	if err := m.dev.SyncPeers(want); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func udp4(src, dst netip.Addr, payload []byte) []byte {
+	p := make([]byte, 28+len(payload))
+	p[0], p[2], p[3], p[8], p[9] = 0x45, byte(len(p)>>8), byte(len(p)), 64, 17
+	copy(p[12:16], src.AsSlice())
+	copy(p[16:20], dst.AsSlice())
+	copy(p[28:], payload)
+	return p
+}
+
+func testKey(t *testing.T) *relay.Key {
+	var s [32]byte
+	rand.Read(s[:])
+	k, err := relay.DeriveKey(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func boundPort(t *testing.T, m *member) netip.AddrPort { return listenPortOf(t, m) }
+
+// run steps both members until cond holds or the deadline passes.
+func run(t *testing.T, a, b *member, direct map[*member][]netip.AddrPort, relays []RelayMember, what string, cond func(sa, sb natpath.Status) bool) (natpath.Status, natpath.Status) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		now := time.Now()
+		sa := a.step(t, now, []*member{b}, direct, relays)[b.key.PublicKey()]
+		sb := b.step(t, now, []*member{a}, direct, relays)[a.key.PublicKey()]
+		if testing.Verbose() {
+			t.Logf("%s a=%s/%s %q b=%s/%s %q", time.Since(deadline.Add(-10*time.Second)).Round(time.Millisecond), sa.Mode, sa.Endpoint, sa.Reason, sb.Mode, sb.Endpoint, sb.Reason)
+		}
+		if cond(sa, sb) {
+			return sa, sb
+		}
+		if now.After(deadline) {
+			t.Fatalf("timed out waiting for %s: a %+v, b %+v", what, sa, sb)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func ping(t *testing.T, from, to *member) {
+	t.Helper()
+	msg := []byte("drive-test-" + from.name)
+	p := udp4(from.ip, to.ip, msg)
+	deadline := time.After(5 * time.Second)
+	from.tun.Outbound <- p
+	for {
+		select {
+		case got := <-to.tun.Inbound:
+			if bytes.Equal(got, p) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("%s -> %s: nothing arrived", from.name, to.name)
+		}
+	}
+}
+
+func TestRelayedWhenDirectFailsThenDirectWhenItWorks(t *testing.T) {
+	k := testKey(t)
+	// r relays on its WireGuard port; it is a member but not a's or b's peer here.
+	r := newMember(t, k, "r", "10.0.0.9", relay.NewServer(k))
+	a := newMember(t, k, "a", "10.0.0.1", nil)
+	b := newMember(t, k, "b", "10.0.0.2", nil)
+	// r's port: ask the OS through a registration from a.
+	rAddr := listenPortOf(t, r)
+	relays := []RelayMember{{Key: r.key.PublicKey(), Name: "r", Addr: rAddr}}
+
+	// Direct candidates that lead nowhere (a closed loopback port).
+	dead := closedPort(t)
+	direct := map[*member][]netip.AddrPort{a: {dead}, b: {dead}}
+	sa, sb := run(t, a, b, direct, relays, "relayed both ways", func(sa, sb natpath.Status) bool {
+		return sa.Mode == natpath.ModeRelayed && sb.Mode == natpath.ModeRelayed
+	})
+	if sa.Via != "r" || sb.Via != "r" {
+		t.Errorf("via %q / %q, want r", sa.Via, sb.Via)
+	}
+	ping(t, a, b)
+	ping(t, b, a)
+
+	// Now the real addresses become known: probes find them and the pair
+	// goes direct without dropping the relayed path first.
+	direct = map[*member][]netip.AddrPort{a: {dead, boundPort(t, a)}, b: {dead, boundPort(t, b)}}
+	sa, sb = run(t, a, b, direct, relays, "direct both ways", func(sa, sb natpath.Status) bool {
+		return sa.Mode == natpath.ModeDirect && sb.Mode == natpath.ModeDirect
+	})
+	if relay.IsVirtual(sa.Endpoint) || relay.IsVirtual(sb.Endpoint) {
+		t.Errorf("direct status with a relayed endpoint: %+v %+v", sa, sb)
+	}
+	ping(t, a, b)
+	ping(t, b, a)
+}
+
+func TestNoPathWithoutRelay(t *testing.T) {
+	k := testKey(t)
+	a := newMember(t, k, "a", "10.0.0.1", nil)
+	b := newMember(t, k, "b", "10.0.0.2", nil)
+	dead := closedPort(t)
+	direct := map[*member][]netip.AddrPort{a: {dead}, b: {dead}}
+	sa, _ := run(t, a, b, direct, nil, "no path", func(sa, sb natpath.Status) bool { return sa.Mode == natpath.ModeNoPath })
+	if want := "no relay member is available"; !bytes.Contains([]byte(sa.Reason), []byte(want)) {
+		t.Errorf("reason %q does not say %q", sa.Reason, want)
+	}
+}
+
+func closedPort(t *testing.T) netip.AddrPort {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	c.Close()
+	return a
+}
+
+func listenPortOf(t *testing.T, m *member) netip.AddrPort {
+	t.Helper()
+	if m.bind.Port() == 0 {
+		t.Fatalf("%s: bind not open", m.name)
+	}
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), m.bind.Port())
+}
