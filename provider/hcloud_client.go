@@ -40,8 +40,13 @@ func newHcloudClient(data *providerData) (*hcloud.Client, time.Duration, error) 
 		}
 		poll = d
 	}
+	// No http.Client.Timeout: it would also cut retry waits short. Each
+	// attempt is bounded by ResponseHeaderTimeout, the whole call by the
+	// resource's timeout (the context).
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.ResponseHeaderTimeout = 60 * time.Second
 	transport := &hcloudRetryTransport{
-		base:       http.DefaultTransport,
+		base:       base,
 		maxRetries: 6,
 		maxWait:    15 * time.Second,
 		budget:     90 * time.Second,
@@ -53,7 +58,7 @@ func newHcloudClient(data *providerData) (*hcloud.Client, time.Duration, error) 
 		hcloud.WithToken(data.HcloudToken),
 		hcloud.WithEndpoint(data.HcloudEndpoint),
 		hcloud.WithApplication("terraform-provider-meshspan", data.Version),
-		hcloud.WithHTTPClient(&http.Client{Transport: transport, Timeout: 60 * time.Second}),
+		hcloud.WithHTTPClient(&http.Client{Transport: transport}),
 		hcloud.WithRetryOpts(hcloud.RetryOpts{MaxRetries: 0}),
 		hcloud.WithPollOpts(hcloud.PollOpts{BackoffFunc: hcloud.ConstantBackoff(poll)}),
 	)

@@ -3,7 +3,19 @@
 // hcloud-go and the hcloud CLI: same paths, JSON shapes, status codes, error
 // bodies, pagination, rate-limit headers and asynchronous actions. Faults
 // (429 bursts, 5xx, slow or failing actions) are injected through the Go API
-// or the /_admin HTTP endpoints.
+// or the /_admin HTTP endpoints, which need no token:
+//
+//	POST   /_admin/servers       {"name":"n1","labels":{"role":"worker"}} -> {"id":1001}
+//	POST   /_admin/faults        {"status":429,"count":3,"method":"POST","path":"/firewalls"}
+//	DELETE /_admin/faults        clear queued faults and action failures
+//	PUT    /_admin/action_delay  {"delay":"2s"}
+//	POST   /_admin/fail_actions  {"count":1}
+//	GET    /_admin/requests      the recorded /v1 requests
+//	GET    /_admin/firewalls     firewall snapshots
+//
+// Known simplifications: apply_to and set_rules take effect at once (removal
+// waits for its action, so deleting too early gets resource_in_use); servers
+// carry only what firewall flows read (id, name, labels, status, public_net).
 package hcloudfake
 
 import (
