@@ -35,7 +35,7 @@ func retryClient(t *testing.T, now time.Time) (*dofake.Server, *godo.Client, *[]
 	return srv, c, &waits
 }
 
-func TestDORetryTransport(t *testing.T) {
+func TestDigitalOceanRetryTransport(t *testing.T) {
 	now := time.Unix(1_900_000_000, 0)
 	ctx := context.Background()
 	srv, c, waits := retryClient(t, now)
@@ -99,7 +99,7 @@ func TestDORetryTransport(t *testing.T) {
 	}
 }
 
-func TestDOErrorDiagnostics(t *testing.T) {
+func TestDigitalOceanErrorDiagnostics(t *testing.T) {
 	srv := dofake.New(dofake.Options{Token: doTestToken, ReadOnlyToken: doTestROnly})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)

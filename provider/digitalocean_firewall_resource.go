@@ -169,8 +169,9 @@ func (r *digitalOceanFirewallResource) Schema(_ context.Context, _ resource.Sche
 			},
 			"status": schema.StringAttribute{
 				MarkdownDescription: "`waiting` while DigitalOcean applies a change, then `succeeded` (or `failed`). The provider waits for it after each change.",
-				Computed:            true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+				// No UseStateForUnknown: a refresh may have stored "waiting",
+				// and an update ends in "succeeded".
+				Computed: true,
 			},
 			"created_at": schema.StringAttribute{
 				MarkdownDescription: "When the firewall was created (RFC 3339).",

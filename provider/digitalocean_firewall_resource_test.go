@@ -247,10 +247,20 @@ func TestAccDigitalOceanFirewall_lifecycle(t *testing.T) {
 				Check: s.checkStored("mesh-fw", v1In, doAllowAllOutbound(), []int{101}, []string{"mesh"}),
 			},
 			{ // update rules, port, droplets and tags in place
+				// A tag added by hand while the API is slow: the refresh
+				// stores status "waiting"; the update must end "succeeded"
+				// without an inconsistent-result error.
+				PreConfig: func() {
+					s.SetSlowStatus(2)
+					if _, err := s.godo().Firewalls.AddTags(context.Background(), firstID, "edge"); err != nil {
+						t.Fatal(err)
+					}
+				},
 				Config: s.config(doLifecycleV2),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction(doTestRes, plancheck.ResourceActionUpdate)}},
 				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr(doTestRes, "status", "succeeded"),
 					resource.TestCheckResourceAttr(doTestRes, "wireguard_port", "51820"),
 					resource.TestCheckResourceAttr(doTestRes, "extra_outbound_rules.#", "2"),
 					resource.TestCheckTypeSetElemNestedAttrs(doTestRes, "extra_inbound_rules.*", map[string]string{"protocol": "udp", "port_range": "1-65535"}),
@@ -556,4 +566,46 @@ func TestAccDigitalOceanFirewall_validation(t *testing.T) {
 	if n := len(s.Requests()); n != 0 {
 		t.Fatalf("invalid configs reached the API %d times", n)
 	}
+}
+
+// TestAccDigitalOceanFirewall_machineConfigPort wires the port the way the
+// docs say: from the node's machine config, so firewall and node agree.
+func TestAccDigitalOceanFirewall_machineConfigPort(t *testing.T) {
+	s := startDOStandIn(t)
+	body := func(listenPort string) string {
+		return `  name           = "cfg-fw"
+  wireguard_port = data.meshspan_machine_config.node.listen_port
+}
+
+resource "meshspan_cluster_secrets" "this" {}
+
+data "meshspan_machine_config" "node" {
+  cluster_id          = meshspan_cluster_secrets.this.cluster_id
+  cluster_secret      = meshspan_cluster_secrets.this.cluster_secret
+  node_name           = "do-1"
+  discovery_endpoints = ["https://discovery.example.test/"]
+  platform            = "digitalocean"
+` + listenPort
+	}
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { testAccPreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             s.checkDestroyed,
+		Steps: []resource.TestStep{
+			{
+				Config: s.config(body("  listen_port = 41000")),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr(doTestRes, "wireguard_port", "41000"),
+					s.checkStored("cfg-fw", []doRule{wireGuardDORule(41000)}, doAllowAllOutbound(), nil, nil),
+				),
+			},
+			{ // the machine config's default port flows through too
+				Config: s.config(body("")),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttrPair(doTestRes, "wireguard_port", "data.meshspan_machine_config.node", "listen_port"),
+					s.checkStored("cfg-fw", []doRule{wireGuardDORule(51820)}, doAllowAllOutbound(), nil, nil),
+				),
+			},
+		},
+	})
 }

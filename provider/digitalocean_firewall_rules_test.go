@@ -20,7 +20,7 @@ func apiAllowAll() []godo.OutboundRule {
 	return []godo.OutboundRule{{Protocol: "icmp", PortRange: "0", Destinations: d}, {Protocol: "udp", PortRange: "0", Destinations: d}, {Protocol: "tcp", PortRange: "0", Destinations: d}}
 }
 
-func TestDOSplitRulesImport(t *testing.T) {
+func TestDigitalOceanSplitRulesImport(t *testing.T) {
 	fw := apiFirewall([]godo.InboundRule{
 		{Protocol: "tcp", PortRange: "6443", Sources: src("100.64.0.0/10")},
 		{Protocol: "udp", PortRange: "41641", Sources: src("::/0", "0.0.0.0/0")},
@@ -41,7 +41,7 @@ func TestDOSplitRulesImport(t *testing.T) {
 	}
 }
 
-func TestDOSplitRulesKeepsSpelling(t *testing.T) {
+func TestDigitalOceanSplitRulesKeepsSpelling(t *testing.T) {
 	port := int64(51820)
 	prior := []doRule{{Protocol: "tcp", Ports: "1-65535", Addresses: []string{"::0/0", "10.0.0.1"}}}
 	fw := apiFirewall([]godo.InboundRule{
@@ -60,7 +60,7 @@ func TestDOSplitRulesKeepsSpelling(t *testing.T) {
 	}
 }
 
-func TestDOSplitRulesDrift(t *testing.T) {
+func TestDigitalOceanSplitRulesDrift(t *testing.T) {
 	port := int64(51821)
 	fw := apiFirewall([]godo.InboundRule{{Protocol: "udp", PortRange: "51820", Sources: src("0.0.0.0/0", "::/0")}}, nil)
 	obs := doSplitRules(fw, &port, nil, nil, false)
@@ -80,7 +80,7 @@ func TestDOSplitRulesDrift(t *testing.T) {
 	}
 }
 
-func TestDOFirewallRequest(t *testing.T) {
+func TestDigitalOceanFirewallRequest(t *testing.T) {
 	extra := []doRule{{Protocol: "icmp", Addresses: []string{"198.51.100.0/24"}}, {Protocol: "tcp", Ports: "all", Tags: []string{"edge"}}}
 	req := doFirewallRequest("fw", 41641, extra, nil, []int64{7}, []string{"mesh"})
 	if len(req.InboundRules) != 3 || req.InboundRules[0].PortRange != "41641" || req.InboundRules[0].Protocol != "udp" {
@@ -98,7 +98,7 @@ func TestDOFirewallRequest(t *testing.T) {
 	}
 }
 
-func TestDORuleValidate(t *testing.T) {
+func TestDigitalOceanRuleValidate(t *testing.T) {
 	good := []doRule{
 		{Protocol: "tcp", Ports: "all", Addresses: []string{"0.0.0.0/0"}},
 		{Protocol: "udp", Ports: "30000-32767", DropletIDs: []int64{3}},

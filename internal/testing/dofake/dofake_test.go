@@ -65,7 +65,7 @@ func statusOf(err error) int {
 	return 0
 }
 
-func TestCreateGetShapes(t *testing.T) {
+func TestDigitalOceanFakeCreateGetShapes(t *testing.T) {
 	srv, c, ts := start(t, Options{})
 	srv.AddDroplet(101, "web-1")
 	srv.AddTag("mesh")
@@ -130,7 +130,7 @@ func TestCreateGetShapes(t *testing.T) {
 	}
 }
 
-func TestErrors(t *testing.T) {
+func TestDigitalOceanFakeErrors(t *testing.T) {
 	srv, c, ts := start(t, Options{ReadOnlyToken: "ro"})
 	ctx := context.Background()
 	fw, _, err := c.Firewalls.Create(ctx, wgRequest("taken"))
@@ -194,7 +194,7 @@ func TestErrors(t *testing.T) {
 	}
 }
 
-func TestPagination(t *testing.T) {
+func TestDigitalOceanFakePagination(t *testing.T) {
 	_, c, _ := start(t, Options{})
 	ctx := context.Background()
 	const n = 45
@@ -239,7 +239,7 @@ func TestPagination(t *testing.T) {
 	}
 }
 
-func TestAttachAndRules(t *testing.T) {
+func TestDigitalOceanFakeAttachAndRules(t *testing.T) {
 	srv, c, _ := start(t, Options{})
 	srv.AddDroplet(1, "a")
 	srv.AddDroplet(2, "b")
@@ -300,7 +300,7 @@ func TestAttachAndRules(t *testing.T) {
 	}
 }
 
-func TestFaults(t *testing.T) {
+func TestDigitalOceanFakeFaults(t *testing.T) {
 	srv, c, ts := start(t, Options{})
 	ctx := context.Background()
 
@@ -358,7 +358,7 @@ func TestFaults(t *testing.T) {
 	}
 }
 
-func TestHourlyRateLimit(t *testing.T) {
+func TestDigitalOceanFakeHourlyRateLimit(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	_, c, _ := start(t, Options{RateLimit: 2, Now: func() time.Time { return now }})
 	ctx := context.Background()
@@ -380,7 +380,7 @@ func TestHourlyRateLimit(t *testing.T) {
 // TestDoctlStyleListing lists the way doctl does (do/pagination.go): 200 per
 // page, the page count read from links.pages.last of the first reply, the
 // remaining pages fetched by number.
-func TestDoctlStyleListing(t *testing.T) {
+func TestDigitalOceanFakeDoctlStyleListing(t *testing.T) {
 	srv, c, _ := start(t, Options{})
 	ctx := context.Background()
 	const n = 401

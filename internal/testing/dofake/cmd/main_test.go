@@ -10,7 +10,7 @@ import (
 	"golang.org/x/oauth2"
 )
 
-func TestConfigureSeedsAndFaults(t *testing.T) {
+func TestDigitalOceanFakeCmdConfigureSeedsAndFaults(t *testing.T) {
 	srv, listen, err := configure([]string{"-listen", "127.0.0.1:0", "-token", "tok", "-droplets", "7, 8", "-tags", "mesh", "-fail-500", "1"})
 	if err != nil || listen != "127.0.0.1:0" {
 		t.Fatalf("configure: %v %q", err, listen)
@@ -37,7 +37,7 @@ func TestConfigureSeedsAndFaults(t *testing.T) {
 	}
 }
 
-func TestConfigureRejectsBadDroplet(t *testing.T) {
+func TestDigitalOceanFakeCmdConfigureRejectsBadDroplet(t *testing.T) {
 	_, _, err := configure([]string{"-droplets", "7,x"})
 	if err == nil || !strings.Contains(err.Error(), "-droplets") || !strings.Contains(err.Error(), `"x"`) {
 		t.Fatalf("err %v, want one naming -droplets and \"x\"", err)
