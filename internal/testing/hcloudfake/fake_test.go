@@ -279,9 +279,8 @@ func TestHcloudFakeFaults(t *testing.T) {
 	}
 
 	// A real rate limit: a bucket of 3 runs dry.
-	r2, c2 := start(t, Options{RateLimit: 3})
-	_ = r2
-	c2 = hcloud.NewClient(hcloud.WithEndpoint(r2.Endpoint), hcloud.WithToken(r2.Token()), hcloud.WithRetryOpts(hcloud.RetryOpts{MaxRetries: 0}))
+	r2, _ := start(t, Options{RateLimit: 3})
+	c2 := hcloud.NewClient(hcloud.WithEndpoint(r2.Endpoint), hcloud.WithToken(r2.Token()), hcloud.WithRetryOpts(hcloud.RetryOpts{MaxRetries: 0}))
 	var last error
 	for range 5 {
 		_, last = c2.Firewall.All(ctx(t))
