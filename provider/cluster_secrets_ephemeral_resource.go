@@ -40,13 +40,14 @@ func (e *clusterSecretsEphemeral) Schema(_ context.Context, _ ephemeral.SchemaRe
 			"**generates new values on every plan and apply**: use that only to seed a secret store once, through a " +
 			"write-only argument (such as `secret_string_wo` of `aws_secretsmanager_secret_version`), then read them " +
 			"back from the store on later runs.\n\n" +
-			"**Trade-off.** Ephemeral values can be used only in other ephemeral resources, provider and provisioner " +
-			"blocks, write-only arguments and ephemeral outputs. They cannot feed the `meshspan_machine_config` data " +
-			"source, whose results are stored in the state, nor a server's `user_data`, which the cloud providers store " +
-			"too. So this path suits bare metal configured through provisioners (the `bundle_script` idea rendered by " +
-			"your own tooling) or secret stores; with cloud-init user data the secret reaches the state through the " +
-			"server resource anyway, and the `meshspan_cluster_secrets` resource with an encrypted state backend is the " +
-			"simpler, honest choice.",
+			"**Trade-off.** Terraform allows ephemeral values only in provisioner and connection blocks, provider " +
+			"blocks, write-only arguments, other ephemeral resources (such as the ephemeral `meshspan_machine_config`) " +
+			"and ephemeral outputs. That covers bare metal configured over SSH: ephemeral secrets, an ephemeral machine " +
+			"config, and its `bundle_script` run by `remote-exec`, with no secret in the state. It does not cover cloud " +
+			"servers: their `user_data` is a stored argument, so the secret lands in the state through the server " +
+			"resource whatever you do, and the `meshspan_cluster_secrets` resource with an encrypted state backend is " +
+			"the simpler, honest choice there. Generated values change on every run: never feed them to anything that " +
+			"persists without a version guard (write-only arguments are applied only when their version changes).",
 		Attributes: map[string]schema.Attribute{
 			"cluster_id": schema.StringAttribute{
 				MarkdownDescription: "Existing cluster ID (32 bytes, padded base64), or empty to generate one. Set it together with `cluster_secret`.",

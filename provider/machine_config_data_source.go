@@ -64,7 +64,12 @@ func cidrList(desc string) schema.ListAttribute {
 }
 
 func (d *machineConfigDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, resp *datasource.SchemaResponse) {
-	resp.Schema = schema.Schema{
+	resp.Schema = machineConfigSchema()
+}
+
+// machineConfigSchema is shared with the ephemeral meshspan_machine_config.
+func machineConfigSchema() schema.Schema {
+	return schema.Schema{
 		MarkdownDescription: "Renders one node's meshspan-agent configuration (`apiVersion: meshspan/v1`) and the ways to " +
 			"deliver it: `user_data` (`#cloud-config`) for clouds, and a bundle (`bundle_script`, `bundle_files`) for " +
 			"hosts without cloud-init. Nothing is contacted; the data source only computes.\n\n" +
@@ -191,9 +196,14 @@ func (d *machineConfigDataSource) ValidateConfig(ctx context.Context, req dataso
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	b := newBuild(&m)
-	b.validate(&resp.Diagnostics)
-	if resp.Diagnostics.HasError() || !b.onlySecretsUnknown() {
+	validateMachineConfig(&m, &resp.Diagnostics)
+}
+
+// validateMachineConfig checks at plan time whatever is known already.
+func validateMachineConfig(m *machineConfigModel, diags *diag.Diagnostics) {
+	b := newBuild(m)
+	b.validate(diags)
+	if diags.HasError() || !b.onlySecretsUnknown() {
 		return
 	}
 	// The secrets have a fixed encoded length, so the user_data size is known
@@ -202,7 +212,7 @@ func (d *machineConfigDataSource) ValidateConfig(ctx context.Context, req dataso
 		b.cfg.Cluster = config.Cluster{ID: strings.Repeat("A", 43) + "=", Secret: strings.Repeat("A", 43) + "="}
 	}
 	if _, err := b.render(); err != nil {
-		addRenderError(&resp.Diagnostics, err)
+		addRenderError(diags, err)
 	}
 }
 
@@ -212,20 +222,30 @@ func (d *machineConfigDataSource) Read(ctx context.Context, req datasource.ReadR
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	b := newBuild(&m)
-	b.validate(&resp.Diagnostics)
+	resp.Diagnostics.Append(m.compute(ctx)...)
 	if resp.Diagnostics.HasError() {
 		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
+}
+
+// compute validates the inputs and fills in every computed attribute.
+func (m *machineConfigModel) compute(ctx context.Context) diag.Diagnostics {
+	var diags diag.Diagnostics
+	b := newBuild(m)
+	b.validate(&diags)
+	if diags.HasError() {
+		return diags
 	}
 	out, err := b.render()
 	if err != nil {
-		addRenderError(&resp.Diagnostics, err)
-		return
+		addRenderError(&diags, err)
+		return diags
 	}
-	files, diags := types.MapValueFrom(ctx, types.StringType, out.files.Map())
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
+	files, d := types.MapValueFrom(ctx, types.StringType, out.files.Map())
+	diags.Append(d...)
+	if diags.HasError() {
+		return diags
 	}
 	m.ID = types.StringValue(b.cfg.Node.Name)
 	m.ListenPort = types.Int64Value(int64(b.cfg.WireGuard.ListenPort))
@@ -238,7 +258,7 @@ func (d *machineConfigDataSource) Read(ctx context.Context, req datasource.ReadR
 	m.BundleScript = types.StringValue(out.script)
 	m.BundleFiles = files
 	m.MeshPrefix = types.StringValue(clusterkey.MeshPrefix(b.cfg.Cluster.ID).String())
-	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
+	return diags
 }
 
 type rendered struct {

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -461,6 +462,73 @@ data "meshspan_machine_config" "n" {
 			step(`platform = "aws"`, `(?s)Invalid platform.*"aws" is not a platform`),
 			step(`agent_install = { url = "https://example.com/a" }`, `(?s)agent_install\.sha256.*64 hex digits`),
 			step(bigPeers.String(), `(?s)user_data too large for platform.*over the 32768 byte \(32 KiB\) limit of\s+platform\s+"hcloud"`),
+		},
+	})
+}
+
+func TestEphemeralMachineConfigSchemaMatches(t *testing.T) {
+	ds := machineConfigSchema()
+	eph := toEphemeralAttrs(ds.Attributes)
+	if len(eph) != len(ds.Attributes) {
+		t.Fatalf("ephemeral schema has %d attributes, data source %d", len(eph), len(ds.Attributes))
+	}
+	for name, a := range ds.Attributes {
+		e, ok := eph[name]
+		if !ok || e.IsRequired() != a.IsRequired() || e.IsOptional() != a.IsOptional() || e.IsSensitive() != a.IsSensitive() {
+			t.Errorf("attribute %s differs between the data source and the ephemeral resource", name)
+		}
+	}
+}
+
+func TestAccMachineConfigEphemeral(t *testing.T) {
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { testAccPreCheck(t) },
+		ProtoV6ProviderFactories: ephemeralFactories(),
+		Steps: []resource.TestStep{
+			{
+				Config: `
+ephemeral "meshspan_machine_config" "bad" {
+  cluster_id          = "` + testClusterID + `"
+  cluster_secret      = "` + testClusterSecret + `"
+  node_name           = "metal-1"
+  discovery_endpoints = ["https://discovery.example.com/"]
+  mtu                 = 100000
+}`,
+				ExpectError: regexp.MustCompile(`(?s)Invalid mtu.*100000 is out of range`),
+			},
+			{
+				Config: `
+ephemeral "meshspan_cluster_secrets" "this" {
+  cluster_id     = "` + testClusterID + `"
+  cluster_secret = "` + testClusterSecret + `"
+}
+ephemeral "meshspan_machine_config" "metal" {
+  cluster_id          = ephemeral.meshspan_cluster_secrets.this.cluster_id
+  cluster_secret      = ephemeral.meshspan_cluster_secrets.this.cluster_secret
+  node_name           = "metal-1"
+  platform            = "metal"
+  discovery_endpoints = ["https://discovery.example.com/"]
+  agent_install       = { preinstalled = true }
+}
+provider "echo" {
+  data = ephemeral.meshspan_machine_config.metal
+}
+resource "echo" "metal" {}`,
+				Check: func(s *terraform.State) error {
+					a := s.RootModule().Resources["echo.metal"].Primary.Attributes
+					c, err := config.Parse([]byte(a["data.machine_config"]))
+					if err != nil {
+						return err
+					}
+					if c.Node.Name != "metal-1" || c.Cluster.Secret != testClusterSecret {
+						return fmt.Errorf("ephemeral machine_config carries %+v", c)
+					}
+					if !strings.HasPrefix(a["data.bundle_script"], "#!/bin/sh") || a["data.mesh_prefix"] != "fd7f:175a:b97c:5602::/64" {
+						return fmt.Errorf("ephemeral bundle_script or mesh_prefix missing")
+					}
+					return nil
+				},
+			},
 		},
 	})
 }

@@ -136,5 +136,6 @@ func (p *meshspanProvider) DataSources(_ context.Context) []func() datasource.Da
 func (p *meshspanProvider) EphemeralResources(_ context.Context) []func() ephemeral.EphemeralResource {
 	return []func() ephemeral.EphemeralResource{
 		NewClusterSecretsEphemeralResource,
+		NewMachineConfigEphemeralResource,
 	}
 }
