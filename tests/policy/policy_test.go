@@ -86,6 +86,7 @@ func TestDownPeerFailsClosedUnlessBypassAllowed(t *testing.T) {
 	sink := listenUDP(t, b.ns, 7001, marker)
 	listenTCP(t, b.ns, 7002)
 
+	warmNeighbours(t, a, b)
 	s := a.state()
 	s.Unreachable = hostPrefixes(b.under4, b.under6)
 	a.apply(t, s)
@@ -135,6 +136,7 @@ func TestGuardDropsPlaintextWhenTheMeshLinkIsGone(t *testing.T) {
 	a.manager(t)
 	marker := newMarker()
 	sink := listenUDP(t, b.ns, 7001, marker)
+	warmNeighbours(t, a, b)
 	s := a.state()
 	s.Routed = hostPrefixes(b.under4, b.under6)
 	a.apply(t, s)
@@ -146,9 +148,10 @@ func TestGuardDropsPlaintextWhenTheMeshLinkIsGone(t *testing.T) {
 		t.Fatalf("Apply without the mesh link: %v, want an error naming %s", err, a.wgName)
 	}
 	under := startCapture(t, a.ns, underIf)
-	for _, dst := range []netip.Addr{b.under4, b.under6} {
-		sendUDP(t, a.ns, netip.AddrPortFrom(dst, 7001), marker, 5)
-	}
+	marker6 := newMarker()
+	sink6 := listenUDP(t, b.ns, 7004, marker6)
+	sendUDP(t, a.ns, netip.AddrPortFrom(b.under4, 7001), marker, 5)
+	sendUDP(t, a.ns, netip.AddrPortFrom(b.under6, 7004), marker6, 5)
 	// Control: unmarked traffic to a non-member still flows, so the capture
 	// is live and the link is up.
 	control := controlDatagram(t, a, b)
@@ -157,7 +160,10 @@ func TestGuardDropsPlaintextWhenTheMeshLinkIsGone(t *testing.T) {
 	}
 	under.Stop()
 	if under.has(marker) || sink.count() != 0 {
-		t.Fatal("with the mesh link gone, member traffic left in plaintext")
+		t.Error("with the mesh link gone, IPv4 member traffic left in plaintext")
+	}
+	if under.has(marker6) || sink6.count() != 0 {
+		t.Error("with the mesh link gone, IPv6 member traffic left in plaintext")
 	}
 }
 
@@ -255,4 +261,17 @@ func controlDatagram(t *testing.T, a, b *node) []byte {
 	}
 	sendUDP(t, a.ns, netip.MustParseAddrPort("192.0.2.99:7003"), control, 3)
 	return control
+}
+
+// warmNeighbours resolves b's underlay addresses (ARP, ND) from a before
+// any policy is in, so a leak would leave at once and in order with the
+// control datagram instead of waiting in a neighbour queue.
+func warmNeighbours(t *testing.T, a, b *node) {
+	t.Helper()
+	listenTCP(t, b.ns, 7010)
+	for _, dst := range []netip.Addr{b.under4, b.under6} {
+		if err := echo(a.ns, netip.AddrPortFrom(dst, 7010), []byte("warm"), 3*time.Second); err != nil {
+			t.Fatalf("underlay to %s before any policy: %v", dst, err)
+		}
+	}
 }
