@@ -35,13 +35,13 @@ const (
 // node is one host of a two-node lab: an underlay address pair, a mesh
 // address, a WireGuard key, and (once started) a device and a manager.
 type node struct {
-	ns              *netlab.NS
-	under4, under6  netip.Addr
-	mesh            netip.Addr
-	key             wgtypes.Key
-	wgName          string
-	dev             *wg.Device
-	m               *netpolicy.Manager
+	ns             *netlab.NS
+	under4, under6 netip.Addr
+	mesh           netip.Addr
+	key            wgtypes.Key
+	wgName         string
+	dev            *wg.Device
+	m              *netpolicy.Manager
 }
 
 // pair makes hosts a (192.0.2.1, 2001:db8::1) and b (.2, ::2) joined by a
