@@ -21,10 +21,13 @@ func newDigitalOceanClient(data *providerData) (*godo.Client, error) {
 	if data.DigitalOceanToken == "" {
 		return nil, fmt.Errorf("no DigitalOcean token: set digitalocean_token in the provider block or the DIGITALOCEAN_TOKEN environment variable")
 	}
+	// Timeouts are per attempt, on the transport: an http.Client.Timeout
+	// would also cover the retry waits and cut a wait for ratelimit-reset.
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.ResponseHeaderTimeout = 60 * time.Second
 	hc := &http.Client{
-		Timeout: 60 * time.Second,
 		Transport: &doRetryTransport{
-			base:        http.DefaultTransport,
+			base:        base,
 			token:       strings.TrimSpace(data.DigitalOceanToken),
 			maxAttempts: 6,
 			maxWait:     90 * time.Second,

@@ -30,6 +30,10 @@ func retryClient(t *testing.T, now time.Time) (*dofake.Server, *godo.Client, *[]
 	}
 	var waits []time.Duration
 	tr := c.HTTPClient.Transport.(*doRetryTransport)
+	// A client-wide timeout would cut the waits below short.
+	if c.HTTPClient.Timeout != 0 || tr.base.(*http.Transport).ResponseHeaderTimeout == 0 {
+		t.Fatalf("timeouts must be per attempt: client %v, transport %v", c.HTTPClient.Timeout, tr.base.(*http.Transport).ResponseHeaderTimeout)
+	}
 	tr.now = func() time.Time { return now }
 	tr.sleep = func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }
 	return srv, c, &waits
