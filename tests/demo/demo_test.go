@@ -1,0 +1,189 @@
+// Package demo runs `make demo` in short form: meshspan-agent lab on a copy
+// of examples/local-lab, with the real provider through Terraform, the real
+// agents and discovery service in network namespaces. It needs root and
+// TF_ACC=1 with TF_CLI_CONFIG_FILE pointing at the provider mirror, as
+// `make test` sets up.
+package demo
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type env struct {
+	agent, terraform, dir string
+}
+
+func setup(t *testing.T) env {
+	t.Helper()
+	if os.Getenv("TF_ACC") == "" {
+		t.Skip("TF_ACC not set: the demo applies a Terraform configuration (make test sets it)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the demo needs root for network namespaces")
+	}
+	e := env{agent: os.Getenv("MESHSPAN_AGENT_BIN"), terraform: os.Getenv("TF_ACC_TERRAFORM_PATH")}
+	if e.terraform == "" {
+		e.terraform = "terraform"
+	}
+	if os.Getenv("TF_CLI_CONFIG_FILE") == "" {
+		t.Fatal("TF_CLI_CONFIG_FILE is not set: run `make install` and export TF_CLI_CONFIG_FILE=bin/terraformrc (make test does both)")
+	}
+	if e.agent == "" {
+		e.agent = filepath.Join(t.TempDir(), "meshspan-agent")
+		out, err := exec.Command("go", "build", "-o", e.agent, "../../agent").CombinedOutput()
+		if err != nil {
+			t.Fatalf("build agent: %v\n%s", err, out)
+		}
+	}
+	// A copy, so the test has its own state and lock file.
+	e.dir = t.TempDir()
+	tfs, err := filepath.Glob("../../examples/local-lab/*.tf")
+	if err != nil || len(tfs) == 0 {
+		t.Fatalf("examples/local-lab has no .tf files (%v)", err)
+	}
+	for _, f := range tfs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(e.dir, filepath.Base(f)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+func (e env) cmd(ctx context.Context, args ...string) *exec.Cmd {
+	args = append([]string{"lab", "--dir", e.dir, "--terraform", e.terraform, "--live", "never"}, args...)
+	c := exec.CommandContext(ctx, e.agent, args...)
+	c.WaitDelay = 30 * time.Second
+	return c
+}
+
+var (
+	labIDRe    = regexp.MustCompile(`removing namespaces (demo-[0-9a-f]{6})-\*`)
+	agentPIDRe = regexp.MustCompile(`(?m)^  \S+\s+pid (\d+)\s`)
+)
+
+// checkClean asserts that the run left no namespace and no agent behind.
+func checkClean(t *testing.T, out string) {
+	t.Helper()
+	m := labIDRe.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no teardown line in the output:\n%s", out)
+	}
+	list, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(list), m[1]+"-") {
+		t.Errorf("namespaces %s-* left behind:\n%s", m[1], list)
+	}
+	for _, pm := range agentPIDRe.FindAllStringSubmatch(out, -1) {
+		pid, _ := strconv.Atoi(pm[1])
+		if cmdline, err := os.ReadFile("/proc/" + pm[1] + "/cmdline"); err == nil && bytes.Contains(cmdline, []byte("meshspan-lab-")) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("agent pid %d survived the teardown", pid)
+		}
+	}
+}
+
+func TestDemoShort(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	out, err := e.cmd(ctx, "--timeout", "60s", "--iperf-time", "1s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("meshspan-agent lab: %v\n%s", err, out)
+	}
+	s := string(out)
+	for _, want := range []string{
+		"booted from bundle_script",
+		"booted from user_data",
+		"home LAN, behind NAT",
+		"peer links up: 20/20",
+		"mesh fully up: 5 nodes, 20 peer links",
+		"PUBLIC KEY", // the agent's own status table
+		"ping matrix over mesh addresses",
+		"throughput over the mesh",
+		"demo passed",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Contains(s, "FAIL") {
+		t.Errorf("a ping failed yet the demo passed:\n%s", s)
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", s)
+	}
+	checkClean(t, s)
+}
+
+// TestDemoFailsWhenMeshIsLate: a mesh that is not up in time is a failure,
+// and the teardown still runs.
+func TestDemoFailsWhenMeshIsLate(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	out, err := e.cmd(ctx, "--timeout", "1ms").CombinedOutput()
+	if err == nil {
+		t.Fatalf("lab exited 0 with a 1ms mesh timeout:\n%s", out)
+	}
+	if !strings.Contains(string(out), "the mesh was not fully up after 1ms") {
+		t.Errorf("output does not say why it failed:\n%s", out)
+	}
+	checkClean(t, string(out))
+}
+
+// TestDemoInterrupted: Ctrl-C while the agents run tears everything down
+// and exits non-zero.
+func TestDemoInterrupted(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := e.cmd(ctx, "--timeout", "60s")
+	pr, pw := io.Pipe()
+	c.Stdout, c.Stderr = pw, pw
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	done := make(chan error, 1)
+	go func() { done <- c.Wait(); pw.Close() }()
+	sc := bufio.NewScanner(pr)
+	sent := false
+	for sc.Scan() {
+		line := sc.Text()
+		all.WriteString(line + "\n")
+		if !sent && strings.HasPrefix(line, "==> waiting for the mesh") {
+			c.Process.Signal(os.Interrupt)
+			sent = true
+		}
+	}
+	err := <-done
+	out := all.String()
+	if !sent {
+		t.Fatalf("the run never reached the mesh wait:\n%s", out)
+	}
+	if err == nil {
+		t.Fatalf("lab exited 0 after Ctrl-C:\n%s", out)
+	}
+	if !strings.Contains(out, "interrupted") {
+		t.Errorf("output does not say it was interrupted:\n%s", out)
+	}
+	checkClean(t, out)
+}
