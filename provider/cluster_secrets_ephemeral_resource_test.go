@@ -14,7 +14,7 @@ import (
 
 // The echo provider copies ephemeral values into a test resource's state,
 // the only way to observe them.
-func ephemeralFactories() map[string]func() (tfprotov6.ProviderServer, error) {
+func echoFactories() map[string]func() (tfprotov6.ProviderServer, error) {
 	f := map[string]func() (tfprotov6.ProviderServer, error){"echo": echoprovider.NewProviderServer()}
 	for k, v := range testAccProtoV6ProviderFactories {
 		f[k] = v
@@ -25,7 +25,7 @@ func ephemeralFactories() map[string]func() (tfprotov6.ProviderServer, error) {
 func TestAccClusterSecretsEphemeral(t *testing.T) {
 	resource.Test(t, resource.TestCase{
 		PreCheck:                 func() { testAccPreCheck(t) },
-		ProtoV6ProviderFactories: ephemeralFactories(),
+		ProtoV6ProviderFactories: echoFactories(),
 		Steps: []resource.TestStep{
 			{
 				Config: `

@@ -29,9 +29,9 @@ const defaultPlatform = "generic"
 
 // build collects a config from the model. Unknown values are left zero and
 // their YAML paths recorded, so validation can skip what is not known yet.
-type build struct {
-	cfg     config.Config
-	install userdata.Install
+type mcBuild struct {
+	cfg       config.Config
+	mcInstall userdata.Install
 	// platform is the user_data target; "" while unknown.
 	platform string
 	unknown  []string // YAML paths (or "agent_install", "platform") not known yet
@@ -40,7 +40,7 @@ type build struct {
 	zero []string
 }
 
-func (b *build) str(v types.String, yamlPath string) string {
+func (b *mcBuild) str(v types.String, yamlPath string) string {
 	if v.IsUnknown() {
 		b.unknown = append(b.unknown, yamlPath)
 		return ""
@@ -48,7 +48,7 @@ func (b *build) str(v types.String, yamlPath string) string {
 	return v.ValueString()
 }
 
-func (b *build) list(v types.List, yamlPath string) []string {
+func (b *mcBuild) list(v types.List, yamlPath string) []string {
 	if v.IsUnknown() {
 		b.unknown = append(b.unknown, yamlPath)
 		return nil
@@ -67,7 +67,7 @@ func (b *build) list(v types.List, yamlPath string) []string {
 	return out
 }
 
-func (b *build) int(v types.Int64, yamlPath string, def int) int {
+func (b *mcBuild) int(v types.Int64, yamlPath string, def int) int {
 	switch {
 	case v.IsUnknown():
 		b.unknown = append(b.unknown, yamlPath)
@@ -86,14 +86,14 @@ func (b *build) int(v types.Int64, yamlPath string, def int) int {
 	return int(n)
 }
 
-func (b *build) bool(v types.Bool, yamlPath string) bool {
+func (b *mcBuild) bool(v types.Bool, yamlPath string) bool {
 	if v.IsUnknown() {
 		b.unknown = append(b.unknown, yamlPath)
 	}
 	return v.ValueBool()
 }
 
-func objAttrs(v attr.Value) map[string]attr.Value {
+func mcObjAttrs(v attr.Value) map[string]attr.Value {
 	o, ok := v.(basetypes.ObjectValue)
 	if !ok || o.IsNull() || o.IsUnknown() {
 		return nil
@@ -101,12 +101,12 @@ func objAttrs(v attr.Value) map[string]attr.Value {
 	return o.Attributes()
 }
 
-func attrStr(m map[string]attr.Value, k string) types.String {
+func mcAttrStr(m map[string]attr.Value, k string) types.String {
 	s, _ := m[k].(types.String)
 	return s
 }
 
-func attrList(m map[string]attr.Value, k string) types.List {
+func mcAttrList(m map[string]attr.Value, k string) types.List {
 	l, ok := m[k].(types.List)
 	if !ok {
 		return types.ListNull(types.StringType)
@@ -114,15 +114,15 @@ func attrList(m map[string]attr.Value, k string) types.List {
 	return l
 }
 
-func attrBool(m map[string]attr.Value, k string) types.Bool {
+func mcAttrBool(m map[string]attr.Value, k string) types.Bool {
 	v, _ := m[k].(types.Bool)
 	return v
 }
 
 // newBuild converts the model. It never fails: problems surface when the
 // result is validated.
-func newBuild(m *machineConfigModel) *build {
-	b := &build{}
+func newMCBuild(m *machineConfigModel) *mcBuild {
+	b := &mcBuild{}
 	c := &b.cfg
 	c.APIVersion, c.Kind = config.APIVersion, config.Kind
 	c.Cluster.ID = b.str(m.ClusterID, "cluster.id")
@@ -150,18 +150,18 @@ func newBuild(m *machineConfigModel) *build {
 	}
 	for i, e := range m.StaticPeers.Elements() {
 		field := fmt.Sprintf("staticPeers[%d]", i)
-		a := objAttrs(e)
+		a := mcObjAttrs(e)
 		if a == nil {
 			b.unknown = append(b.unknown, field)
 			c.StaticPeers = append(c.StaticPeers, config.StaticPeer{})
 			continue
 		}
 		c.StaticPeers = append(c.StaticPeers, config.StaticPeer{
-			Name:      b.str(attrStr(a, "name"), field+".name"),
-			PublicKey: b.str(attrStr(a, "public_key"), field+".publicKey"),
-			Address:   b.str(attrStr(a, "address"), field+".address"),
-			Endpoints: b.list(attrList(a, "endpoints"), field+".endpoints"),
-			Networks:  b.list(attrList(a, "networks"), field+".networks"),
+			Name:      b.str(mcAttrStr(a, "name"), field+".name"),
+			PublicKey: b.str(mcAttrStr(a, "public_key"), field+".publicKey"),
+			Address:   b.str(mcAttrStr(a, "address"), field+".address"),
+			Endpoints: b.list(mcAttrList(a, "endpoints"), field+".endpoints"),
+			Networks:  b.list(mcAttrList(a, "networks"), field+".networks"),
 		})
 	}
 	c.WireGuard.ListenPort = b.int(m.ListenPort, "wireguard.listenPort", config.DefaultListenPort)
@@ -175,26 +175,26 @@ func newBuild(m *machineConfigModel) *build {
 
 	if m.Firewall.IsUnknown() {
 		b.unknown = append(b.unknown, "firewall")
-	} else if fw := objAttrs(m.Firewall); fw != nil {
-		c.Firewall.DefaultAction = b.str(attrStr(fw, "default_action"), "firewall.defaultAction")
+	} else if fw := mcObjAttrs(m.Firewall); fw != nil {
+		c.Firewall.DefaultAction = b.str(mcAttrStr(fw, "default_action"), "firewall.defaultAction")
 		rules, _ := fw["rules"].(types.List)
 		if rules.IsUnknown() {
 			b.unknown = append(b.unknown, "firewall.rules")
 		}
 		for i, e := range rules.Elements() {
 			field := fmt.Sprintf("firewall.rules[%d]", i)
-			a := objAttrs(e)
+			a := mcObjAttrs(e)
 			if a == nil {
 				b.unknown = append(b.unknown, field)
 				c.Firewall.Rules = append(c.Firewall.Rules, config.FirewallRule{Protocol: "tcp"})
 				continue
 			}
 			c.Firewall.Rules = append(c.Firewall.Rules, config.FirewallRule{
-				Name:     b.str(attrStr(a, "name"), field+".name"),
-				Protocol: b.str(attrStr(a, "protocol"), field+".protocol"),
-				Port:     b.str(attrStr(a, "port"), field+".port"),
-				Sources:  b.list(attrList(a, "sources"), field+".sources"),
-				Action:   b.str(attrStr(a, "action"), field+".action"),
+				Name:     b.str(mcAttrStr(a, "name"), field+".name"),
+				Protocol: b.str(mcAttrStr(a, "protocol"), field+".protocol"),
+				Port:     b.str(mcAttrStr(a, "port"), field+".port"),
+				Sources:  b.list(mcAttrList(a, "sources"), field+".sources"),
+				Action:   b.str(mcAttrStr(a, "action"), field+".action"),
 			})
 		}
 	}
@@ -202,14 +202,14 @@ func newBuild(m *machineConfigModel) *build {
 	switch {
 	case m.AgentInstall.IsUnknown():
 		b.unknown = append(b.unknown, "agent_install")
-		b.install.Preinstalled = true
+		b.mcInstall.Preinstalled = true
 	case m.AgentInstall.IsNull():
-		b.install.Preinstalled = true
+		b.mcInstall.Preinstalled = true
 	default:
-		a := objAttrs(m.AgentInstall)
-		b.install.URL = b.str(attrStr(a, "url"), "agent_install")
-		b.install.SHA256 = b.str(attrStr(a, "sha256"), "agent_install")
-		b.install.Preinstalled = b.bool(attrBool(a, "preinstalled"), "agent_install")
+		a := mcObjAttrs(m.AgentInstall)
+		b.mcInstall.URL = b.str(mcAttrStr(a, "url"), "agent_install")
+		b.mcInstall.SHA256 = b.str(mcAttrStr(a, "sha256"), "agent_install")
+		b.mcInstall.Preinstalled = b.bool(mcAttrBool(a, "preinstalled"), "agent_install")
 	}
 
 	switch {
@@ -225,7 +225,7 @@ func newBuild(m *machineConfigModel) *build {
 }
 
 // isUnknown reports whether field lies at or under an unknown path.
-func (b *build) isUnknown(field string) bool {
+func (b *mcBuild) isUnknown(field string) bool {
 	for _, u := range b.unknown {
 		if field == u || strings.HasPrefix(field, u+".") || strings.HasPrefix(field, u+"[") {
 			return true
@@ -236,7 +236,7 @@ func (b *build) isUnknown(field string) bool {
 
 // onlySecretsUnknown reports whether everything but the cluster secrets is
 // known: their encoded length is fixed, so the user_data size is known too.
-func (b *build) onlySecretsUnknown() bool {
+func (b *mcBuild) onlySecretsUnknown() bool {
 	for _, u := range b.unknown {
 		if u != "cluster.id" && u != "cluster.secret" {
 			return false
@@ -248,7 +248,7 @@ func (b *build) onlySecretsUnknown() bool {
 // validate runs the agent's own validator plus the provider's checks and
 // reports each problem on the attribute it concerns. Problems on fields that
 // are still unknown are left for later.
-func (b *build) validate(diags *diag.Diagnostics) {
+func (b *mcBuild) validate(diags *diag.Diagnostics) {
 	c := &b.cfg
 	for _, fe := range config.FieldErrors(c.Validate()) {
 		if b.isUnknown(fe.Field) {
@@ -263,7 +263,7 @@ func (b *build) validate(diags *diag.Diagnostics) {
 		addFieldError(diags, &config.FieldError{Field: f, Msg: "0 is not allowed; set a value in range, or omit the attribute for its default"})
 	}
 	if c.Discovery.CACertificate != "" && !b.isUnknown("discovery.caCertificate") {
-		if err := checkPEM(c.Discovery.CACertificate); err != nil {
+		if err := checkCAPEM(c.Discovery.CACertificate); err != nil {
 			diags.AddAttributeError(path.Root("discovery_ca_certificate"), "Invalid discovery_ca_certificate", err.Error())
 		}
 	}
@@ -278,7 +278,7 @@ func (b *build) validate(diags *diag.Diagnostics) {
 		}
 	}
 	if !b.isUnknown("agent_install") {
-		if err := b.install.Validate(); err != nil {
+		if err := b.mcInstall.Validate(); err != nil {
 			field, msg, _ := strings.Cut(err.Error(), ": ")
 			p := path.Root("agent_install")
 			if name, ok := strings.CutPrefix(field, "agent_install."); ok {
@@ -293,13 +293,13 @@ func (b *build) validate(diags *diag.Diagnostics) {
 				fmt.Sprintf("%q is not a platform; use one of %s (it selects the user_data size limit)", b.platform, strings.Join(userdata.Platforms, ", ")))
 		}
 	}
-	if c.Firewall.DefaultAction == "block" && !b.isUnknown("firewall") && !b.isUnknown("wireguard.listenPort") && !admitsUDP(c.Firewall.Rules, c.WireGuard.ListenPort) {
+	if c.Firewall.DefaultAction == "block" && !b.isUnknown("firewall") && !b.isUnknown("wireguard.listenPort") && !mcAdmitsUDP(c.Firewall.Rules, c.WireGuard.ListenPort) {
 		diags.AddAttributeWarning(path.Root("firewall"), "Firewall may block WireGuard",
 			fmt.Sprintf("default_action is \"block\" and no accept rule admits udp port %d (listen_port) from everywhere; unless peers reach this node only through a relay, add { protocol = \"udp\", port = \"%d\" } to firewall.rules.", c.WireGuard.ListenPort, c.WireGuard.ListenPort))
 	}
 }
 
-func admitsUDP(rules []config.FirewallRule, port int) bool {
+func mcAdmitsUDP(rules []config.FirewallRule, port int) bool {
 	for _, r := range rules {
 		if r.Protocol != "udp" || r.Action == "block" || len(r.Sources) > 0 {
 			continue
@@ -314,7 +314,7 @@ func admitsUDP(rules []config.FirewallRule, port int) bool {
 	return false
 }
 
-func checkPEM(s string) error {
+func checkCAPEM(s string) error {
 	rest := []byte(s)
 	n := 0
 	for {
@@ -369,8 +369,8 @@ var yamlToAttr = []struct{ yaml, attr string }{
 	{"firewall", "firewall"},
 }
 
-var stepRe = regexp.MustCompile(`^(?:\[(\d+)\]|\.([A-Za-z0-9]+))`)
-var camelRe = regexp.MustCompile(`([a-z0-9])([A-Z])`)
+var fieldStepRe = regexp.MustCompile(`^(?:\[(\d+)\]|\.([A-Za-z0-9]+))`)
+var fieldCamelRe = regexp.MustCompile(`([a-z0-9])([A-Z])`)
 
 // attrPath turns a config FieldError path ("firewall.rules[2].port") into the
 // attribute path (firewall.rules[2].port, static_peers[0].public_key, ...).
@@ -388,7 +388,7 @@ func attrPath(field string) (path.Path, bool) {
 		}
 		p := path.Root(m.attr)
 		for rest != "" {
-			sm := stepRe.FindStringSubmatch(rest)
+			sm := fieldStepRe.FindStringSubmatch(rest)
 			if sm == nil {
 				return p, true
 			}
@@ -396,7 +396,7 @@ func attrPath(field string) (path.Path, bool) {
 				i, _ := strconv.Atoi(sm[1])
 				p = p.AtListIndex(i)
 			} else {
-				p = p.AtName(strings.ToLower(camelRe.ReplaceAllString(sm[2], "${1}_${2}")))
+				p = p.AtName(strings.ToLower(fieldCamelRe.ReplaceAllString(sm[2], "${1}_${2}")))
 			}
 			rest = rest[len(sm[0]):]
 		}

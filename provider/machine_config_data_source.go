@@ -59,7 +59,7 @@ func (d *machineConfigDataSource) Metadata(_ context.Context, req datasource.Met
 	resp.TypeName = req.ProviderTypeName + "_machine_config"
 }
 
-func cidrList(desc string) schema.ListAttribute {
+func mcStringList(desc string) schema.ListAttribute {
 	return schema.ListAttribute{MarkdownDescription: desc, ElementType: types.StringType, Optional: true}
 }
 
@@ -123,10 +123,10 @@ func machineConfigSchema() schema.Schema {
 				MarkdownDescription: fmt.Sprintf("MTU of the mesh interface, %d..%d. Default %d (as Talos KubeSpan).", config.MinMTU, config.MaxMTU, config.DefaultMTU),
 				Optional:            true, Computed: true,
 			},
-			"endpoint_filters":    cidrList("Ordered filter of the endpoints this node advertises: CIDRs or IPs, `!` negates what earlier entries admitted, as KubeSpan's `filters.endpoints`. E.g. `[\"0.0.0.0/0\", \"!10.0.0.0/8\", \"::/0\"]`. Empty: no filtering."),
-			"extra_endpoints":     cidrList("Extra `ip:port` endpoints to advertise unfiltered, e.g. a NAT port forward `203.0.113.7:51820`."),
-			"advertised_networks": cidrList("Extra CIDRs this node routes for the mesh (pod CIDRs, a LAN behind it)."),
-			"lan_bypass":          cidrList("CIDRs kept off the mesh: members there are reached directly (e.g. the rack's private LAN)."),
+			"endpoint_filters":    mcStringList("Ordered filter of the endpoints this node advertises: CIDRs or IPs, `!` negates what earlier entries admitted, as KubeSpan's `filters.endpoints`. E.g. `[\"0.0.0.0/0\", \"!10.0.0.0/8\", \"::/0\"]`. Empty: no filtering."),
+			"extra_endpoints":     mcStringList("Extra `ip:port` endpoints to advertise unfiltered, e.g. a NAT port forward `203.0.113.7:51820`."),
+			"advertised_networks": mcStringList("Extra CIDRs this node routes for the mesh (pod CIDRs, a LAN behind it)."),
+			"lan_bypass":          mcStringList("CIDRs kept off the mesh: members there are reached directly (e.g. the rack's private LAN)."),
 			"allow_down_peer_bypass": schema.BoolAttribute{
 				MarkdownDescription: "Let traffic to a member whose peer is down fall back to the underlay in plaintext. Default `false`: fail closed, as Talos KubeSpan.",
 				Optional:            true, Computed: true,
@@ -201,7 +201,7 @@ func (d *machineConfigDataSource) ValidateConfig(ctx context.Context, req dataso
 
 // validateMachineConfig checks at plan time whatever is known already.
 func validateMachineConfig(m *machineConfigModel, diags *diag.Diagnostics) {
-	b := newBuild(m)
+	b := newMCBuild(m)
 	b.validate(diags)
 	if diags.HasError() || !b.onlySecretsUnknown() {
 		return
@@ -232,7 +232,7 @@ func (d *machineConfigDataSource) Read(ctx context.Context, req datasource.ReadR
 // compute validates the inputs and fills in every computed attribute.
 func (m *machineConfigModel) compute(ctx context.Context) diag.Diagnostics {
 	var diags diag.Diagnostics
-	b := newBuild(m)
+	b := newMCBuild(m)
 	b.validate(&diags)
 	if diags.HasError() {
 		return diags
@@ -261,26 +261,26 @@ func (m *machineConfigModel) compute(ctx context.Context) diag.Diagnostics {
 	return diags
 }
 
-type rendered struct {
+type mcRendered struct {
 	files    userdata.Files
 	userData string
 	script   string
 }
 
 // sizeError is a user_data over the platform's limit.
-type sizeError struct {
+type mcSizeError struct {
 	platform    string
 	size, limit int
 }
 
-func (e *sizeError) Error() string {
+func (e *mcSizeError) Error() string {
 	return fmt.Sprintf("user_data is %d bytes, over the %d byte (%d KiB) limit of platform %q; shrink it (fewer static_peers, a shorter discovery_ca_certificate, firewall rules), or deliver bundle_script/bundle_files instead and set platform = \"metal\"",
 		e.size, e.limit, e.limit>>10, e.platform)
 }
 
 // render produces the config and delivery forms, and proves the config
 // parses back to exactly what was built (what the agent will read).
-func (b *build) render() (*rendered, error) {
+func (b *mcBuild) render() (*mcRendered, error) {
 	yml, err := config.Render(&b.cfg)
 	if err != nil {
 		return nil, err
@@ -292,7 +292,7 @@ func (b *build) render() (*rendered, error) {
 	if !reflect.DeepEqual(*back, b.cfg) {
 		return nil, fmt.Errorf("the rendered machine config parses back differently (a provider bug; please report it)")
 	}
-	files, err := userdata.Render(yml, b.install)
+	files, err := userdata.Render(yml, b.mcInstall)
 	if err != nil {
 		return nil, err
 	}
@@ -301,32 +301,32 @@ func (b *build) render() (*rendered, error) {
 		return nil, err
 	}
 	if limit, _ := userdata.Limit(b.platform); limit > 0 && len(ud) > limit {
-		return nil, &sizeError{platform: b.platform, size: len(ud), limit: limit}
+		return nil, &mcSizeError{platform: b.platform, size: len(ud), limit: limit}
 	}
 	script, err := userdata.Script(files)
 	if err != nil {
 		return nil, err
 	}
-	return &rendered{files: files, userData: ud, script: script}, nil
+	return &mcRendered{files: files, userData: ud, script: script}, nil
 }
 
 func addRenderError(diags *diag.Diagnostics, err error) {
-	var se *sizeError
+	var se *mcSizeError
 	if fes := config.FieldErrors(err); len(fes) > 0 {
 		for _, fe := range fes {
 			addFieldError(diags, fe)
 		}
 		return
 	}
-	if asSize(err, &se) {
+	if asMCSizeError(err, &se) {
 		diags.AddAttributeError(path.Root("platform"), "user_data too large for platform", se.Error())
 		return
 	}
 	diags.AddError("Cannot render the machine config", err.Error())
 }
 
-func asSize(err error, target **sizeError) bool {
-	se, ok := err.(*sizeError)
+func asMCSizeError(err error, target **mcSizeError) bool {
+	se, ok := err.(*mcSizeError)
 	if ok {
 		*target = se
 	}

@@ -36,7 +36,7 @@ var (
 	instAttrType = map[string]attr.Type{"url": types.StringType, "sha256": types.StringType, "preinstalled": types.BoolType}
 )
 
-func strs(s ...string) types.List {
+func mcStrs(s ...string) types.List {
 	var v []attr.Value
 	for _, x := range s {
 		v = append(v, types.StringValue(x))
@@ -44,14 +44,14 @@ func strs(s ...string) types.List {
 	return types.ListValueMust(types.StringType, v)
 }
 
-func peer(name, key, addr string, endpoints, networks types.List) attr.Value {
+func mcPeer(name, key, addr string, endpoints, networks types.List) attr.Value {
 	return types.ObjectValueMust(peerAttrType, map[string]attr.Value{
 		"name": types.StringValue(name), "public_key": types.StringValue(key), "address": types.StringValue(addr),
 		"endpoints": endpoints, "networks": networks,
 	})
 }
 
-func rule(name, proto, port string, sources types.List, action string) attr.Value {
+func mcRule(name, proto, port string, sources types.List, action string) attr.Value {
 	a := types.StringNull()
 	if action != "" {
 		a = types.StringValue(action)
@@ -65,14 +65,14 @@ func rule(name, proto, port string, sources types.List, action string) attr.Valu
 	})
 }
 
-func firewall(def string, rules ...attr.Value) types.Object {
+func mcFirewall(def string, rules ...attr.Value) types.Object {
 	return types.ObjectValueMust(fwAttrType, map[string]attr.Value{
 		"default_action": types.StringValue(def),
 		"rules":          types.ListValueMust(types.ObjectType{AttrTypes: ruleAttrType}, rules),
 	})
 }
 
-func install(url, sum string, pre bool) types.Object {
+func mcInstall(url, sum string, pre bool) types.Object {
 	s := func(v string) types.String {
 		if v == "" {
 			return types.StringNull()
@@ -84,44 +84,44 @@ func install(url, sum string, pre bool) types.Object {
 
 // validModel is a full, valid input: a Hetzner node with the seed's
 // control-plane firewall.
-func validModel() machineConfigModel {
+func mcValidModel() machineConfigModel {
 	noList := types.ListNull(types.StringType)
 	return machineConfigModel{
 		ClusterID:              types.StringValue(testClusterID),
 		ClusterSecret:          types.StringValue(testClusterSecret),
 		NodeName:               types.StringValue("cp-1"),
 		Labels:                 types.MapValueMust(types.StringType, map[string]attr.Value{"topology.kubernetes.io/region": types.StringValue("fsn1")}),
-		DiscoveryEndpoints:     strs("https://discovery.example.com/"),
+		DiscoveryEndpoints:     mcStrs("https://discovery.example.com/"),
 		DiscoveryCACertificate: types.StringNull(),
 		StaticPeers: types.ListValueMust(types.ObjectType{AttrTypes: peerAttrType}, []attr.Value{
-			peer("metal-1", testPeerKey, testPeerAddress, strs("203.0.113.7:51820"), strs("10.10.0.0/16")),
+			mcPeer("metal-1", testPeerKey, testPeerAddress, mcStrs("203.0.113.7:51820"), mcStrs("10.10.0.0/16")),
 		}),
 		ListenPort:          types.Int64Null(),
 		MTU:                 types.Int64Null(),
-		EndpointFilters:     strs("0.0.0.0/0", "!10.0.0.0/8", "::/0"),
+		EndpointFilters:     mcStrs("0.0.0.0/0", "!10.0.0.0/8", "::/0"),
 		ExtraEndpoints:      noList,
-		AdvertisedNetworks:  strs("10.244.1.0/24"),
+		AdvertisedNetworks:  mcStrs("10.244.1.0/24"),
 		LANBypass:           noList,
 		AllowDownPeerBypass: types.BoolNull(),
 		Relay:               types.BoolNull(),
-		Firewall: firewall("block",
-			rule("wireguard", "udp", "51820", noList, ""),
-			rule("talos", "tcp", "50000", strs("100.64.0.0/10"), ""),
-			rule("k8s-api", "tcp", "6443", strs("100.64.0.0/10"), "accept"),
+		Firewall: mcFirewall("block",
+			mcRule("wireguard", "udp", "51820", noList, ""),
+			mcRule("talos", "tcp", "50000", mcStrs("100.64.0.0/10"), ""),
+			mcRule("k8s-api", "tcp", "6443", mcStrs("100.64.0.0/10"), "accept"),
 		),
-		AgentInstall: install("https://example.com/meshspan-agent", strings.Repeat("ab", 32), false),
+		AgentInstall: mcInstall("https://example.com/meshspan-agent", strings.Repeat("ab", 32), false),
 		Platform:     types.StringValue("hcloud"),
 	}
 }
 
-func validateModel(m machineConfigModel) diag.Diagnostics {
+func mcValidate(m machineConfigModel) diag.Diagnostics {
 	var d diag.Diagnostics
-	newBuild(&m).validate(&d)
+	newMCBuild(&m).validate(&d)
 	return d
 }
 
 func TestValidModel(t *testing.T) {
-	if d := validateModel(validModel()); d.HasError() || d.WarningsCount() > 0 {
+	if d := mcValidate(mcValidModel()); d.HasError() || d.WarningsCount() > 0 {
 		t.Fatalf("valid model reports %v", d)
 	}
 }
@@ -147,21 +147,27 @@ func TestMachineConfigValidation(t *testing.T) {
 		{"bad cluster id", func(m *machineConfigModel) { m.ClusterID = types.StringValue("abc") }, path.Root("cluster_id"), "must be 32 bytes in padded base64"},
 		{"bad cluster secret", func(m *machineConfigModel) { m.ClusterSecret = types.StringValue("") }, path.Root("cluster_secret"), "is empty; take it from the meshspan_cluster_secrets resource"},
 		{"bad discovery url", func(m *machineConfigModel) {
-			m.DiscoveryEndpoints = strs("https://ok.example.com", "discovery.example.com")
+			m.DiscoveryEndpoints = mcStrs("https://ok.example.com", "discovery.example.com")
 		}, path.Root("discovery_endpoints").AtListIndex(1), "is not a discovery URL; write https://"},
 		{"no way to find peers", func(m *machineConfigModel) { m.DiscoveryEndpoints = noList; m.StaticPeers = peers() }, path.Root("discovery_endpoints"), "set discovery_endpoints"},
 		{"bad ca certificate", func(m *machineConfigModel) { m.DiscoveryCACertificate = types.StringValue("not pem") }, path.Root("discovery_ca_certificate"), "is not a PEM certificate bundle"},
 		{"private key as ca", func(m *machineConfigModel) {
 			m.DiscoveryCACertificate = types.StringValue("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
 		}, path.Root("discovery_ca_certificate"), `holds a "PRIVATE KEY" PEM block`},
-		{"peer key", func(m *machineConfigModel) { m.StaticPeers = peers(peer("p", "key", testPeerAddress, noList, noList)) }, path.Root("static_peers").AtListIndex(0).AtName("public_key"), "is not a WireGuard public key"},
-		{"peer address", func(m *machineConfigModel) { m.StaticPeers = peers(peer("p", testPeerKey, "10.0.0.1", noList, noList)) }, path.Root("static_peers").AtListIndex(0).AtName("address"), `"10.0.0.1" is not an IPv6 address`},
-		{"peer address outside prefix", func(m *machineConfigModel) { m.StaticPeers = peers(peer("p", testPeerKey, "fd00::1", noList, noList)) }, path.Root("static_peers").AtListIndex(0).AtName("address"), "is outside this cluster's mesh prefix fd7f:175a:b97c:5602::/64"},
+		{"peer key", func(m *machineConfigModel) {
+			m.StaticPeers = peers(mcPeer("p", "key", testPeerAddress, noList, noList))
+		}, path.Root("static_peers").AtListIndex(0).AtName("public_key"), "is not a WireGuard public key"},
+		{"peer address", func(m *machineConfigModel) {
+			m.StaticPeers = peers(mcPeer("p", testPeerKey, "10.0.0.1", noList, noList))
+		}, path.Root("static_peers").AtListIndex(0).AtName("address"), `"10.0.0.1" is not an IPv6 address`},
+		{"peer address outside prefix", func(m *machineConfigModel) {
+			m.StaticPeers = peers(mcPeer("p", testPeerKey, "fd00::1", noList, noList))
+		}, path.Root("static_peers").AtListIndex(0).AtName("address"), "is outside this cluster's mesh prefix fd7f:175a:b97c:5602::/64"},
 		{"peer endpoint", func(m *machineConfigModel) {
-			m.StaticPeers = peers(peer("p", testPeerKey, testPeerAddress, strs("203.0.113.7:51820", "host:1"), noList))
+			m.StaticPeers = peers(mcPeer("p", testPeerKey, testPeerAddress, mcStrs("203.0.113.7:51820", "host:1"), noList))
 		}, path.Root("static_peers").AtListIndex(0).AtName("endpoints").AtListIndex(1), `"host:1" is not ip:port`},
 		{"peer network", func(m *machineConfigModel) {
-			m.StaticPeers = peers(peer("p", testPeerKey, testPeerAddress, noList, strs("10.1.2.3/8")))
+			m.StaticPeers = peers(mcPeer("p", testPeerKey, testPeerAddress, noList, mcStrs("10.1.2.3/8")))
 		}, path.Root("static_peers").AtListIndex(0).AtName("networks").AtListIndex(0), "did you mean 10.0.0.0/8?"},
 		{"listen port 0", func(m *machineConfigModel) { m.ListenPort = types.Int64Value(0) }, path.Root("listen_port"), "0 is not allowed; set a value in range, or omit the attribute"},
 		{"mtu 0", func(m *machineConfigModel) { m.MTU = types.Int64Value(0) }, path.Root("mtu"), "0 is not allowed"},
@@ -169,29 +175,31 @@ func TestMachineConfigValidation(t *testing.T) {
 		{"listen port huge", func(m *machineConfigModel) { m.ListenPort = types.Int64Value(1 << 40) }, path.Root("listen_port"), "is not a port"},
 		{"mtu low", func(m *machineConfigModel) { m.MTU = types.Int64Value(1200) }, path.Root("mtu"), "1200 is out of range; use 1280..9000"},
 		{"mtu high", func(m *machineConfigModel) { m.MTU = types.Int64Value(9216) }, path.Root("mtu"), "9216 is out of range"},
-		{"endpoint filter", func(m *machineConfigModel) { m.EndpointFilters = strs("!bogus") }, path.Root("endpoint_filters").AtListIndex(0), "is not a CIDR or IP"},
-		{"extra endpoint", func(m *machineConfigModel) { m.ExtraEndpoints = strs("203.0.113.9") }, path.Root("extra_endpoints").AtListIndex(0), "is not ip:port"},
-		{"advertised network", func(m *machineConfigModel) { m.AdvertisedNetworks = strs("10.244.1.0/33") }, path.Root("advertised_networks").AtListIndex(0), "is not a CIDR"},
-		{"lan bypass", func(m *machineConfigModel) { m.LANBypass = strs("192.168.1.7/24") }, path.Root("lan_bypass").AtListIndex(0), "did you mean 192.168.1.0/24?"},
-		{"firewall default", func(m *machineConfigModel) { m.Firewall = firewall("deny", rule("wg", "udp", "51820", noList, "")) }, path.Root("firewall").AtName("default_action"), `"deny" is not an action`},
-		{"firewall protocol", func(m *machineConfigModel) { m.Firewall = firewall("accept", rule("x", "sctp", "", noList, "")) }, path.Root("firewall").AtName("rules").AtListIndex(0).AtName("protocol"), `"sctp" is not supported`},
+		{"endpoint filter", func(m *machineConfigModel) { m.EndpointFilters = mcStrs("!bogus") }, path.Root("endpoint_filters").AtListIndex(0), "is not a CIDR or IP"},
+		{"extra endpoint", func(m *machineConfigModel) { m.ExtraEndpoints = mcStrs("203.0.113.9") }, path.Root("extra_endpoints").AtListIndex(0), "is not ip:port"},
+		{"advertised network", func(m *machineConfigModel) { m.AdvertisedNetworks = mcStrs("10.244.1.0/33") }, path.Root("advertised_networks").AtListIndex(0), "is not a CIDR"},
+		{"lan bypass", func(m *machineConfigModel) { m.LANBypass = mcStrs("192.168.1.7/24") }, path.Root("lan_bypass").AtListIndex(0), "did you mean 192.168.1.0/24?"},
+		{"firewall default", func(m *machineConfigModel) { m.Firewall = mcFirewall("deny", mcRule("wg", "udp", "51820", noList, "")) }, path.Root("firewall").AtName("default_action"), `"deny" is not an action`},
+		{"firewall protocol", func(m *machineConfigModel) { m.Firewall = mcFirewall("accept", mcRule("x", "sctp", "", noList, "")) }, path.Root("firewall").AtName("rules").AtListIndex(0).AtName("protocol"), `"sctp" is not supported`},
 		{"firewall port", func(m *machineConfigModel) {
-			m.Firewall = firewall("accept", rule("x", "tcp", "80", noList, ""), rule("y", "tcp", "70000", noList, ""))
+			m.Firewall = mcFirewall("accept", mcRule("x", "tcp", "80", noList, ""), mcRule("y", "tcp", "70000", noList, ""))
 		}, path.Root("firewall").AtName("rules").AtListIndex(1).AtName("port"), `"70000" is not a port or range`},
 		{"firewall source", func(m *machineConfigModel) {
-			m.Firewall = firewall("accept", rule("x", "tcp", "22", strs("office"), ""))
+			m.Firewall = mcFirewall("accept", mcRule("x", "tcp", "22", mcStrs("office"), ""))
 		}, path.Root("firewall").AtName("rules").AtListIndex(0).AtName("sources").AtListIndex(0), `"office" is not a CIDR`},
-		{"firewall action", func(m *machineConfigModel) { m.Firewall = firewall("accept", rule("x", "tcp", "22", noList, "allow")) }, path.Root("firewall").AtName("rules").AtListIndex(0).AtName("action"), `"allow" is not an action`},
-		{"install url", func(m *machineConfigModel) { m.AgentInstall = install("ftp://x/y", strings.Repeat("ab", 32), false) }, path.Root("agent_install").AtName("url"), "is not an http(s) URL"},
-		{"install sha", func(m *machineConfigModel) { m.AgentInstall = install("https://x/y", "abc", false) }, path.Root("agent_install").AtName("sha256"), "64 hex digits"},
-		{"install both", func(m *machineConfigModel) { m.AgentInstall = install("https://x/y", "", true) }, path.Root("agent_install"), "preinstalled = true excludes url and sha256"},
-		{"install nothing", func(m *machineConfigModel) { m.AgentInstall = install("", "", false) }, path.Root("agent_install").AtName("url"), "is empty"},
+		{"firewall action", func(m *machineConfigModel) {
+			m.Firewall = mcFirewall("accept", mcRule("x", "tcp", "22", noList, "allow"))
+		}, path.Root("firewall").AtName("rules").AtListIndex(0).AtName("action"), `"allow" is not an action`},
+		{"install url", func(m *machineConfigModel) { m.AgentInstall = mcInstall("ftp://x/y", strings.Repeat("ab", 32), false) }, path.Root("agent_install").AtName("url"), "is not an http(s) URL"},
+		{"install sha", func(m *machineConfigModel) { m.AgentInstall = mcInstall("https://x/y", "abc", false) }, path.Root("agent_install").AtName("sha256"), "64 hex digits"},
+		{"install both", func(m *machineConfigModel) { m.AgentInstall = mcInstall("https://x/y", "", true) }, path.Root("agent_install"), "preinstalled = true excludes url and sha256"},
+		{"install nothing", func(m *machineConfigModel) { m.AgentInstall = mcInstall("", "", false) }, path.Root("agent_install").AtName("url"), "is empty"},
 		{"platform", func(m *machineConfigModel) { m.Platform = types.StringValue("aws") }, path.Root("platform"), `"aws" is not a platform; use one of digitalocean, generic, hcloud, metal`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := validModel()
+			m := mcValidModel()
 			tc.mutate(&m)
-			d := validateModel(m)
+			d := mcValidate(m)
 			if d.ErrorsCount() != 1 {
 				t.Fatalf("got %d errors, want 1: %v", d.ErrorsCount(), d)
 			}
@@ -208,9 +216,9 @@ func TestMachineConfigValidation(t *testing.T) {
 }
 
 func TestMachineConfigFirewallWarnsWithoutWireGuard(t *testing.T) {
-	m := validModel()
-	m.Firewall = firewall("block", rule("ssh", "tcp", "22", types.ListNull(types.StringType), ""))
-	d := validateModel(m)
+	m := mcValidModel()
+	m.Firewall = mcFirewall("block", mcRule("ssh", "tcp", "22", types.ListNull(types.StringType), ""))
+	d := mcValidate(m)
 	if d.HasError() || d.WarningsCount() != 1 || !strings.Contains(d.Warnings()[0].Detail(), `port = "51820"`) {
 		t.Fatalf("want one warning about udp 51820, got %v", d)
 	}
@@ -219,14 +227,14 @@ func TestMachineConfigFirewallWarnsWithoutWireGuard(t *testing.T) {
 // Unknown values (e.g. secrets created in the same apply) must not be
 // reported as errors at plan time.
 func TestMachineConfigUnknownsAreNotErrors(t *testing.T) {
-	m := validModel()
+	m := mcValidModel()
 	m.ClusterID = types.StringUnknown()
 	m.ClusterSecret = types.StringUnknown()
 	m.DiscoveryEndpoints = types.ListNull(types.StringType)
 	m.StaticPeers = types.ListUnknown(types.ObjectType{AttrTypes: peerAttrType})
 	m.ListenPort = types.Int64Unknown()
 	m.NodeName = types.StringUnknown()
-	if d := validateModel(m); d.HasError() {
+	if d := mcValidate(m); d.HasError() {
 		t.Fatalf("unknown inputs reported as errors: %v", d)
 	}
 }
@@ -258,8 +266,8 @@ func TestAttrPath(t *testing.T) {
 }
 
 func TestMachineConfigRenderRoundTripAndLimits(t *testing.T) {
-	m := validModel()
-	b := newBuild(&m)
+	m := mcValidModel()
+	b := newMCBuild(&m)
 	out, err := b.render()
 	if err != nil {
 		t.Fatal(err)
@@ -276,16 +284,16 @@ func TestMachineConfigRenderRoundTripAndLimits(t *testing.T) {
 	// under DigitalOcean's.
 	var ps []attr.Value
 	for i := 0; i < 150; i++ {
-		ps = append(ps, peer("peer-"+strings.Repeat("x", 3), testPeerKey, testPeerAddress, strs("203.0.113.7:51820", "[2001:db8::7]:51820"), strs("10.10.0.0/16")))
+		ps = append(ps, mcPeer("peer-"+strings.Repeat("x", 3), testPeerKey, testPeerAddress, mcStrs("203.0.113.7:51820", "[2001:db8::7]:51820"), mcStrs("10.10.0.0/16")))
 	}
 	m.StaticPeers = types.ListValueMust(types.ObjectType{AttrTypes: peerAttrType}, ps)
-	b = newBuild(&m)
+	b = newMCBuild(&m)
 	_, err = b.render()
-	if se, ok := err.(*sizeError); !ok || se.limit != 32768 || !strings.Contains(se.Error(), `platform = "metal"`) {
+	if se, ok := err.(*mcSizeError); !ok || se.limit != 32768 || !strings.Contains(se.Error(), `platform = "metal"`) {
 		t.Fatalf("hcloud render = %v, want a size error over 32768 bytes", err)
 	}
 	m.Platform = types.StringValue("digitalocean")
-	if _, err := newBuild(&m).render(); err != nil {
+	if _, err := newMCBuild(&m).render(); err != nil {
 		t.Fatalf("digitalocean render of the same config: %v", err)
 	}
 }
@@ -360,7 +368,7 @@ func TestAccMachineConfigHybrid(t *testing.T) {
 				resource.TestCheckResourceAttr("data.meshspan_machine_config.do", "listen_port", "51821"),
 				resource.TestCheckResourceAttr("data.meshspan_machine_config.metal", "allow_down_peer_bypass", "false"),
 				resource.TestCheckResourceAttrPair("data.meshspan_machine_config.metal", "mesh_prefix", "meshspan_cluster_secrets.this", "mesh_prefix"),
-				checkHybrid(t),
+				checkHybridConfigs(t),
 			),
 		}},
 	})
@@ -368,7 +376,7 @@ func TestAccMachineConfigHybrid(t *testing.T) {
 
 // checkHybrid parses what each node gets: the YAML config with the agent's
 // parser, and the user data as YAML and with cloud-init's schema.
-func checkHybrid(t *testing.T) resource.TestCheckFunc {
+func checkHybridConfigs(t *testing.T) resource.TestCheckFunc {
 	return func(s *terraform.State) error {
 		secrets := s.RootModule().Resources["meshspan_cluster_secrets.this"].Primary.Attributes
 		want := map[string]struct {
@@ -405,7 +413,7 @@ func checkHybrid(t *testing.T) resource.TestCheckFunc {
 			if a["bundle_files."+userdata.ConfigPath] != a["machine_config"] || !strings.HasPrefix(a["bundle_script"], "#!/bin/sh") {
 				t.Errorf("%s: bundle does not carry the config", name)
 			}
-			cloudInitSchema(t, a["user_data"])
+			checkCloudInitSchema(t, a["user_data"])
 		}
 		if !strings.Contains(s.RootModule().Resources["data.meshspan_machine_config.metal"].Primary.Attributes["user_data"], "preinstalled = true") {
 			t.Error("metal: the install script does not check for a preinstalled agent")
@@ -414,7 +422,7 @@ func checkHybrid(t *testing.T) resource.TestCheckFunc {
 	}
 }
 
-func cloudInitSchema(t *testing.T, ud string) {
+func checkCloudInitSchema(t *testing.T, ud string) {
 	t.Helper()
 	ci, err := exec.LookPath("cloud-init")
 	if err != nil {
@@ -483,7 +491,7 @@ func TestEphemeralMachineConfigSchemaMatches(t *testing.T) {
 func TestAccMachineConfigEphemeral(t *testing.T) {
 	resource.Test(t, resource.TestCase{
 		PreCheck:                 func() { testAccPreCheck(t) },
-		ProtoV6ProviderFactories: ephemeralFactories(),
+		ProtoV6ProviderFactories: echoFactories(),
 		Steps: []resource.TestStep{
 			{
 				Config: `

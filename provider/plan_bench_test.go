@@ -106,14 +106,14 @@ output "sizes" {
 	if err := os.WriteFile(filepath.Join(dir, "main.tf"), []byte(cfg.String()), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	run(b, dir, tf, "init", "-input=false", "-no-color")
+	benchRun(b, dir, tf, "init", "-input=false", "-no-color")
 	return dir
 }
 
 func timePlan(b *testing.B, tf, dir string) time.Duration {
 	b.Helper()
 	start := time.Now()
-	out := run(b, dir, tf, "plan", "-input=false", "-lock=false", "-no-color")
+	out := benchRun(b, dir, tf, "plan", "-input=false", "-lock=false", "-no-color")
 	d := time.Since(start)
 	if !strings.Contains(out, "No changes") && !strings.Contains(out, "Changes to Outputs") {
 		b.Fatalf("unexpected plan output:\n%s", out)
@@ -121,7 +121,7 @@ func timePlan(b *testing.B, tf, dir string) time.Duration {
 	return d
 }
 
-func run(b *testing.B, dir, name string, args ...string) string {
+func benchRun(b *testing.B, dir, name string, args ...string) string {
 	b.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
