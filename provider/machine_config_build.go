@@ -30,8 +30,8 @@ const defaultPlatform = "generic"
 // build collects a config from the model. Unknown values are left zero and
 // their YAML paths recorded, so validation can skip what is not known yet.
 type mcBuild struct {
-	cfg       config.Config
-	mcInstall userdata.Install
+	cfg   config.Config
+	agent userdata.Install
 	// platform is the user_data target; "" while unknown.
 	platform string
 	unknown  []string // YAML paths (or "agent_install", "platform") not known yet
@@ -202,14 +202,14 @@ func newMCBuild(m *machineConfigModel) *mcBuild {
 	switch {
 	case m.AgentInstall.IsUnknown():
 		b.unknown = append(b.unknown, "agent_install")
-		b.mcInstall.Preinstalled = true
+		b.agent.Preinstalled = true
 	case m.AgentInstall.IsNull():
-		b.mcInstall.Preinstalled = true
+		b.agent.Preinstalled = true
 	default:
 		a := mcObjAttrs(m.AgentInstall)
-		b.mcInstall.URL = b.str(mcAttrStr(a, "url"), "agent_install")
-		b.mcInstall.SHA256 = b.str(mcAttrStr(a, "sha256"), "agent_install")
-		b.mcInstall.Preinstalled = b.bool(mcAttrBool(a, "preinstalled"), "agent_install")
+		b.agent.URL = b.str(mcAttrStr(a, "url"), "agent_install")
+		b.agent.SHA256 = b.str(mcAttrStr(a, "sha256"), "agent_install")
+		b.agent.Preinstalled = b.bool(mcAttrBool(a, "preinstalled"), "agent_install")
 	}
 
 	switch {
@@ -278,7 +278,7 @@ func (b *mcBuild) validate(diags *diag.Diagnostics) {
 		}
 	}
 	if !b.isUnknown("agent_install") {
-		if err := b.mcInstall.Validate(); err != nil {
+		if err := b.agent.Validate(); err != nil {
 			field, msg, _ := strings.Cut(err.Error(), ": ")
 			p := path.Root("agent_install")
 			if name, ok := strings.CutPrefix(field, "agent_install."); ok {

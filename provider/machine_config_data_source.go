@@ -292,7 +292,7 @@ func (b *mcBuild) render() (*mcRendered, error) {
 	if !reflect.DeepEqual(*back, b.cfg) {
 		return nil, fmt.Errorf("the rendered machine config parses back differently (a provider bug; please report it)")
 	}
-	files, err := userdata.Render(yml, b.mcInstall)
+	files, err := userdata.Render(yml, b.agent)
 	if err != nil {
 		return nil, err
 	}
