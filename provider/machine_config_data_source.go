@@ -231,9 +231,11 @@ func (d *machineConfigDataSource) Read(ctx context.Context, req datasource.ReadR
 
 // compute validates the inputs and fills in every computed attribute.
 func (m *machineConfigModel) compute(ctx context.Context) diag.Diagnostics {
-	var diags diag.Diagnostics
+	var diags, checks diag.Diagnostics
 	b := newMCBuild(m)
-	b.validate(&diags)
+	b.validate(&checks)
+	// Warnings were shown by ValidateConfig already; repeat only errors.
+	diags.Append(checks.Errors()...)
 	if diags.HasError() {
 		return diags
 	}
