@@ -183,3 +183,13 @@ func putDataHeader(b []byte, kind byte, id ID) {
 	b[0], b[1] = Marker, kind
 	copy(b[2:2+idLen], id[:])
 }
+
+// RegisterFrame builds a registration for publicKey signed with k. Members'
+// binds make their own; this is for tools and tests that speak the protocol.
+func RegisterFrame(k *Key, publicKey [32]byte, now time.Time) []byte {
+	h, err := newHello(typeRegister, publicKey, now)
+	if err != nil {
+		return nil
+	}
+	return h.marshal(k)
+}

@@ -1,0 +1,463 @@
+// Package nat tests NAT traversal in network namespaces: nodes behind
+// nftables NAT routers (internal/netlab) run wireguard-go on real TUN
+// devices with the relay Bind, and natpath (through natpath/drive) picks
+// direct or relayed paths exactly as the agent does. Needs root.
+package nat
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath/drive"
+	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
+	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+)
+
+const wgPort = 51820
+
+// marker is sent through the mesh; it must never appear on an underlay link.
+var marker = []byte("MESHSPAN-NAT-PLAINTEXT-MARKER-5d1c")
+
+var meshPrefix = netip.MustParsePrefix("fdc0:ffee:4e41::/64")
+
+// timing is the agent's defaults scaled down so the suite runs in seconds.
+var timing = natpath.Timing{Probe: time.Second, DirectBudget: 3 * time.Second, DownAfter: 3 * time.Second, RelayHold: 5 * time.Second}
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func ip(s string) netip.Addr    { return netip.MustParseAddr(s) }
+
+// node is one mesh member running in its own namespace.
+type node struct {
+	name   string
+	ns     *netlab.NS
+	key    wgtypes.Key
+	mesh   netip.Addr
+	lan    netip.Addr // underlay address on its own link
+	public netip.Addr // what discovery would observe (its NAT's WAN address, or lan)
+	bind   *relay.Bind
+	server *relay.Server // relays on its WireGuard port
+	dev    *wg.Device
+
+	mu     sync.Mutex
+	status map[wgtypes.Key]natpath.Status
+	stop   context.CancelFunc
+	done   chan struct{}
+	closed bool
+}
+
+// world is a lab: two NATed sites, a WAN with two relays and a stranger.
+type world struct {
+	t       testing.TB
+	lab     *netlab.Lab
+	lanA    *netlab.Switch
+	lanB    *netlab.Switch
+	wan     *netlab.Switch
+	a, b    *node
+	r1, r2  *node
+	stranger *netlab.NS
+	routers  []*netlab.NS
+	key     *relay.Key
+	psk     wgtypes.Key
+	suffix  string
+}
+
+// newWorld builds the lab. gateway adds a stateful input filter to both NAT
+// routers, as real NAT gateways have (see gatewayFirewall).
+func newWorld(t testing.TB, mode netlab.NATMode, gateway bool) *world {
+	t.Helper()
+	lab := netlab.NewT(t)
+	w := &world{t: t, lab: lab}
+	var secret [32]byte
+	rand.Read(secret[:])
+	var err error
+	if w.key, err = relay.DeriveKey(secret); err != nil {
+		t.Fatal(err)
+	}
+	w.psk = wgtypes.Key(secret)
+	var sfx [2]byte
+	rand.Read(sfx[:])
+	w.suffix = hex.EncodeToString(sfx[:])
+
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.lanA, err = lab.Switch("lana")
+	must(err)
+	w.lanB, err = lab.Switch("lanb")
+	must(err)
+	w.wan, err = lab.Switch("wan")
+	must(err)
+	ra, err := lab.NATRouter("nata", w.lanA, w.wan, pfx("192.0.2.1/24"), pfx("203.0.113.1/24"), mode)
+	must(err)
+	rb, err := lab.NATRouter("natb", w.lanB, w.wan, pfx("198.51.100.1/24"), pfx("203.0.113.2/24"), mode)
+	must(err)
+	w.routers = []*netlab.NS{ra, rb}
+	if gateway {
+		must(gatewayFirewall(ra))
+		must(gatewayFirewall(rb))
+	}
+
+	w.a = w.host("a", w.lanA, "192.0.2.10", "192.0.2.1", "203.0.113.1", nil)
+	w.b = w.host("b", w.lanB, "198.51.100.10", "198.51.100.1", "203.0.113.2", nil)
+	w.r1 = w.host("r1", w.wan, "203.0.113.21", "", "203.0.113.21", relay.NewServer(w.key))
+	w.r2 = w.host("r2", w.wan, "203.0.113.22", "", "203.0.113.22", relay.NewServer(w.key))
+	w.stranger, err = lab.Host("strgr")
+	must(err)
+	must(w.wan.Attach(w.stranger, "eth0", pfx("203.0.113.66/24")))
+	return w
+}
+
+func (w *world) host(name string, sw *netlab.Switch, addr, gw, public string, srv *relay.Server) *node {
+	t := w.t
+	t.Helper()
+	ns, err := w.lab.Host(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.Attach(ns, "eth0", netip.PrefixFrom(ip(addr), 24)); err != nil {
+		t.Fatal(err)
+	}
+	if gw != "" {
+		if err := ns.DefaultRoute(ip(gw)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, _ := wgtypes.GeneratePrivateKey()
+	n := &node{name: name, ns: ns, key: key, lan: ip(addr), public: ip(public), server: srv, status: map[wgtypes.Key]natpath.Status{}}
+	n.mesh = meshPrefix.Addr().Next()
+	for range len(name) + int(name[len(name)-1]) {
+		n.mesh = n.mesh.Next() // distinct per name, deterministic
+	}
+	n.bind, err = relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: w.key, PublicKey: key.PublicKey(), Server: srv,
+		RegisterInterval: time.Second, ProbeInterval: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ns.Do(func() (err error) {
+		n.dev, err = wg.Open(wg.Options{Name: "ms" + w.suffix + name, Mode: wg.ModeUserspace, MTU: 1420, ListenPort: wgPort,
+			PrivateKey: key, Address: netip.PrefixFrom(n.mesh, 64), Bind: n.bind})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.kill() })
+	return n
+}
+
+// kill stops the node: its device, sockets and driver go away.
+func (n *node) kill() {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return
+	}
+	n.closed = true
+	stop := n.stop
+	n.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-n.done
+	}
+	_ = n.ns.Do(func() error { return n.dev.Close() })
+}
+
+func (n *node) endpoint() netip.AddrPort { return netip.AddrPortFrom(n.public, wgPort) }
+
+// candidates of peer p as this node would learn them from discovery: the
+// advertised LAN address, the discovery-observed public address paired
+// with the listen port, and the endpoints relays observed for it.
+func candidates(p *node) []netip.AddrPort {
+	out := []netip.AddrPort{netip.AddrPortFrom(p.lan, wgPort)}
+	if p.public != p.lan {
+		out = append(out, p.endpoint())
+	}
+	for _, r := range p.bind.Relays() {
+		if r.Observed.IsValid() && !containsAP(out, r.Observed) {
+			out = append(out, r.Observed)
+		}
+	}
+	return out
+}
+
+func containsAP(l []netip.AddrPort, a netip.AddrPort) bool {
+	for _, x := range l {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// run starts n's reconcile loop towards peers (as the agent would) using
+// relays; public nodes configure NATed peers without an endpoint and wait.
+func (w *world) run(n *node, peers []*node, relays []*node) {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.mu.Lock()
+	n.stop, n.done = cancel, make(chan struct{})
+	n.mu.Unlock()
+	drv := drive.New(n.bind, timing, 3*time.Second)
+	var members []drive.RelayMember
+	for _, r := range relays {
+		members = append(members, drive.RelayMember{Key: r.key.PublicKey(), Name: r.name, Addr: r.endpoint()})
+	}
+	go func() {
+		defer close(n.done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			n.step(w, drv, peers, members)
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+func (n *node) step(w *world, drv *drive.Driver, peers []*node, members []drive.RelayMember) {
+	stats, err := n.dev.Peers()
+	if err != nil {
+		return
+	}
+	obs := map[wgtypes.Key]drive.Observation{}
+	for _, s := range stats {
+		obs[s.PublicKey] = drive.Observation{Endpoint: s.Endpoint, LastHandshake: s.LastHandshake, RxBytes: s.RxBytes}
+	}
+	var ps []drive.Peer
+	for _, p := range peers {
+		ps = append(ps, drive.Peer{Key: p.key.PublicKey(), Name: p.name, Direct: candidates(p)})
+	}
+	out := drv.Step(time.Now(), ps, members, obs)
+	var want []wg.PeerConfig
+	for _, p := range peers {
+		st := out[p.key.PublicKey()]
+		want = append(want, wg.PeerConfig{PublicKey: p.key.PublicKey(), PresharedKey: w.psk, Endpoint: st.SetEndpoint,
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.mesh, 128)}, Keepalive: time.Second})
+	}
+	_ = n.dev.SyncPeers(want)
+	n.mu.Lock()
+	n.status = out
+	n.mu.Unlock()
+}
+
+// passive configures peers on a public node that does not chase NATed
+// endpoints: it answers whoever handshakes (WireGuard roams to them).
+func (w *world) passive(n *node, peers []*node) {
+	var want []wg.PeerConfig
+	for _, p := range peers {
+		want = append(want, wg.PeerConfig{PublicKey: p.key.PublicKey(), PresharedKey: w.psk,
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.mesh, 128)}})
+	}
+	if err := n.dev.SyncPeers(want); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (n *node) statusOf(p *node) natpath.Status {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.status[p.key.PublicKey()]
+}
+
+// waitPath waits until a and b each see the other in mode (and via, if set).
+func (w *world) waitPath(d time.Duration, mode natpath.Mode, via string) {
+	w.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		sa, sb := w.a.statusOf(w.b), w.b.statusOf(w.a)
+		if sa.Mode == mode && sb.Mode == mode && (via == "" || sa.Via == via && sb.Via == via) {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, r := range w.routers {
+				out, _ := r.Exec(context.Background(), "conntrack", "-L", "-p", "udp")
+				w.t.Logf("conntrack on %s:\n%s", r.Name(), out)
+			}
+			w.t.Fatalf("after %s: a->b %s via %q (%s), b->a %s via %q (%s); want %s via %q",
+				d, sa.Mode, sa.Via, sa.Reason, sb.Mode, sb.Via, sb.Reason, mode, via)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// echo runs a UDP echo server on n's mesh address; returns its address.
+func echo(t testing.TB, n *node) netip.AddrPort {
+	t.Helper()
+	var c *net.UDPConn
+	if err := n.ns.Do(func() (err error) {
+		c, err = net.ListenUDP("udp6", &net.UDPAddr{IP: n.mesh.AsSlice(), Port: 7007})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			k, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDPAddrPort(buf[:k], from)
+		}
+	}()
+	return netip.AddrPortFrom(n.mesh, 7007)
+}
+
+// roundTrip sends payload from n to the echo server at to through the mesh
+// and returns the round-trip time. Retries within d, since the first
+// packets may wait for a handshake.
+func roundTrip(t testing.TB, n *node, to netip.AddrPort, payload []byte, d time.Duration) time.Duration {
+	t.Helper()
+	var c *net.UDPConn
+	if err := n.ns.Do(func() (err error) {
+		c, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(to))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 2048)
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		start := time.Now()
+		if _, err := c.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		k, err := c.Read(buf)
+		if err == nil && bytes.Equal(buf[:k], payload) {
+			return time.Since(start)
+		}
+	}
+	t.Fatalf("%s -> %s: no echo within %s", n.name, to, d)
+	return 0
+}
+
+// capture runs tcpdump on every port of a switch (-i any in its namespace:
+// the bridge device itself does not see frames forwarded between ports).
+type capture struct {
+	name string
+	file string
+	proc *netlab.Proc
+}
+
+func (w *world) capture(sw *netlab.Switch, name string) *capture {
+	w.t.Helper()
+	f, err := os.CreateTemp("", "natcap-*.pcap")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	f.Close()
+	w.t.Cleanup(func() {
+		if os.Getenv("NAT_KEEP_PCAP") == "" {
+			os.Remove(f.Name())
+		}
+	})
+	cmd := exec.Command("tcpdump", "--immediate-mode", "-i", "any", "-U", "-s", "0", "-w", f.Name(), "udp")
+	p, err := sw.NS().Start(cmd)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	c := &capture{name: name, file: f.Name(), proc: p}
+	// tcpdump writes the pcap header once it is listening.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if st, err := os.Stat(c.file); err == nil && st.Size() > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("tcpdump on %s did not start: %s", name, p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return c
+}
+
+// stop ends the capture and returns the bytes captured.
+func (c *capture) stop(t testing.TB) []byte {
+	t.Helper()
+	if err := c.proc.Stop(3 * time.Second); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Logf("tcpdump %s: %v", c.name, err)
+		}
+	}
+	b, err := os.ReadFile(c.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// throughput sends size bytes over TCP from n to p through the mesh and
+// returns bits per second.
+func throughput(t testing.TB, n, p *node, size int) float64 {
+	t.Helper()
+	var l net.Listener
+	if err := p.ns.Do(func() (err error) {
+		l, err = net.Listen("tcp6", netip.AddrPortFrom(p.mesh, 5201).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		k, _ := io.Copy(io.Discard, c)
+		got <- k
+	}()
+	var c net.Conn
+	if err := n.ns.Do(func() (err error) {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		c, err = d.Dial("tcp6", netip.AddrPortFrom(p.mesh, 5201).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 128<<10)
+	start := time.Now()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	for sent := 0; sent < size; sent += len(buf) {
+		if _, err := c.Write(buf); err != nil {
+			t.Fatalf("throughput %s -> %s: %v", n.name, p.name, err)
+		}
+	}
+	c.Close()
+	k := <-got
+	el := time.Since(start)
+	if k < int64(size) {
+		t.Fatalf("throughput: received %d of %d bytes", k, size)
+	}
+	return float64(k*8) / el.Seconds()
+}
+
+func (n *node) String() string { return fmt.Sprintf("%s(%s)", n.name, n.lan) }
