@@ -64,18 +64,18 @@ type node struct {
 
 // world is a lab: two NATed sites, a WAN with two relays and a stranger.
 type world struct {
-	t       testing.TB
-	lab     *netlab.Lab
-	lanA    *netlab.Switch
-	lanB    *netlab.Switch
-	wan     *netlab.Switch
-	a, b    *node
-	r1, r2  *node
+	t        testing.TB
+	lab      *netlab.Lab
+	lanA     *netlab.Switch
+	lanB     *netlab.Switch
+	wan      *netlab.Switch
+	a, b     *node
+	r1, r2   *node
 	stranger *netlab.NS
 	routers  []*netlab.NS
-	key     *relay.Key
-	psk     wgtypes.Key
-	suffix  string
+	key      *relay.Key
+	psk      wgtypes.Key
+	suffix   string
 }
 
 // newWorld builds the lab. gateway adds a stateful input filter to both NAT
