@@ -6,12 +6,14 @@ package userdata
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
 	"strings"
 	"text/template"
+	"unicode/utf8"
 
 	"github.com/meshspan/terraform-provider-meshspan/templates"
 )
@@ -101,6 +103,7 @@ func (f Files) Map() map[string]string {
 }
 
 var tmpl = template.Must(template.New("").Funcs(template.FuncMap{
+	"content": content,
 	"indent":  indent,
 	"shquote": shquote,
 }).ParseFS(templates.FS, "*.tmpl", "*.service"))
@@ -157,6 +160,40 @@ func execute(name string, data any) (string, error) {
 		return "", fmt.Errorf("userdata: render %s: %w", name, err)
 	}
 	return b.String(), nil
+}
+
+// content renders a write_files entry's content at n spaces of indentation:
+// a literal block, readable on the node and in the plan, when the YAML
+// literal style carries s exactly; base64 otherwise.
+func content(n int, s string) string {
+	pad := strings.Repeat(" ", n)
+	if literalSafe(s) {
+		return pad + "content: |\n" + indent(n+2, s)
+	}
+	return pad + "encoding: b64\n" + pad + "content: " + base64.StdEncoding.EncodeToString([]byte(s))
+}
+
+// literalSafe reports whether a YAML literal block ("|", clip chomping)
+// reproduces s byte for byte: one final newline, a first line that sets the
+// indentation, and only printable characters.
+func literalSafe(s string) bool {
+	if s == "" || !strings.HasSuffix(s, "\n") || strings.HasSuffix(s, "\n\n") || !utf8.ValidString(s) {
+		return false
+	}
+	if s[0] == ' ' || s[0] == '\t' || s[0] == '\n' {
+		return false
+	}
+	for _, line := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
+		if strings.TrimRight(line, " \t") != line {
+			return false // trailing blanks survive, but whitespace-only lines may not
+		}
+		for _, r := range line {
+			if r != '\t' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == 0x2028 || r == 0x2029 || r == 0xfeff) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // indent prefixes every non-empty line of s with n spaces and drops the final

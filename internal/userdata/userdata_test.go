@@ -2,6 +2,7 @@ package userdata
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
@@ -63,6 +64,7 @@ type cloudConfig struct {
 		Path        string `yaml:"path"`
 		Owner       string `yaml:"owner"`
 		Permissions string `yaml:"permissions"`
+		Encoding    string `yaml:"encoding"`
 		Content     string `yaml:"content"`
 	} `yaml:"write_files"`
 	RunCmd [][]string `yaml:"runcmd"`
@@ -284,4 +286,75 @@ func TestScriptIsPOSIX(t *testing.T) {
 			t.Errorf("%s script has a syntax error: %v\n%s", name, err, out)
 		}
 	}
+}
+
+// writtenFiles parses user data and returns path => content as cloud-init
+// would write it.
+func writtenFiles(t testing.TB, ud string) map[string]string {
+	t.Helper()
+	var cc cloudConfig
+	if err := yaml.Unmarshal([]byte(ud), &cc); err != nil {
+		t.Fatalf("user data is not YAML: %v\n%s", err, ud)
+	}
+	out := map[string]string{}
+	for _, wf := range cc.WriteFiles {
+		c := wf.Content
+		switch wf.Encoding {
+		case "":
+		case "b64":
+			b, err := base64.StdEncoding.DecodeString(c)
+			if err != nil {
+				t.Fatalf("%s: bad base64: %v", wf.Path, err)
+			}
+			c = string(b)
+		default:
+			t.Fatalf("%s: unexpected encoding %q", wf.Path, wf.Encoding)
+		}
+		out[wf.Path] = c
+	}
+	return out
+}
+
+func TestCloudConfigFallsBackToBase64(t *testing.T) {
+	for _, cfg := range []string{
+		"  leading: spaces\n",
+		"a: 1\n\n",
+		"a: \"\x01\"\n",
+		"ok: 1\nblank-ish:   \n",
+		"a: 1\r\nb: 2\n",
+	} {
+		f, err := Render([]byte(cfg), Install{Preinstalled: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ud, err := CloudConfig(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(ud, "encoding: b64") {
+			t.Errorf("%q was written as a literal block", cfg)
+		}
+		if got := writtenFiles(t, ud)[ConfigPath]; got != cfg {
+			t.Errorf("config %q arrives as %q", cfg, got)
+		}
+		cloudInitSchema(t, ud)
+	}
+}
+
+// FuzzCloudConfigContent: whatever the config text, the node gets exactly it.
+func FuzzCloudConfigContent(f *testing.F) {
+	f.Add(testConfig)
+	f.Add("a: 1\n\n")
+	f.Add(" x\n")
+	f.Add("a:\n  - |\n    x\n")
+	f.Fuzz(func(t *testing.T, cfg string) {
+		files := Files{Config: cfg, Unit: "[Unit]\n", Install: "#!/bin/sh\n"}
+		ud, err := CloudConfig(files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := writtenFiles(t, ud)[ConfigPath]; got != cfg {
+			t.Fatalf("config %q arrives as %q\n%s", cfg, got, ud)
+		}
+	})
 }
