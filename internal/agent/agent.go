@@ -48,7 +48,7 @@ const (
 	// DefaultMemoryLimit is the Go soft memory limit when GOMEMLIMIT is not
 	// set: wireguard-go's buffer pools otherwise grow to hundreds of MB
 	// under load, because the GC lets the heap double before collecting.
-	DefaultMemoryLimit = 40 << 20
+	DefaultMemoryLimit = 56 << 20
 )
 
 // Discovery is what the agent needs of a discovery client

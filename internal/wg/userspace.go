@@ -36,6 +36,13 @@ func startUserspace(t tun.Device, opts Options) (*userspace, error) {
 	if bind == nil {
 		bind = conn.NewDefaultBind()
 	}
+	if opts.InFlight >= 0 {
+		n := opts.InFlight
+		if n == 0 {
+			n = DefaultInFlight
+		}
+		t, bind = limit(t, bind, n)
+	}
 	dev := device.NewDevice(t, bind, wgLogger(opts.Logger, opts.Name))
 	port, mark := opts.ListenPort, opts.FirewallMark
 	cfg := wgtypes.Config{PrivateKey: &opts.PrivateKey, ListenPort: &port}

@@ -57,6 +57,9 @@ type Options struct {
 	// relaying Bind). Nil means wireguard-go's default Bind. Kernel mode
 	// cannot use it: with a Bind set, auto picks userspace.
 	Bind conn.Bind
+	// InFlight bounds the packets the userspace device holds per direction
+	// (memory: 64 KiB each); 0 means DefaultInFlight, negative no bound.
+	InFlight int
 	// Logger receives wireguard-go's log lines (errors always, the rest at debug).
 	Logger *slog.Logger
 }

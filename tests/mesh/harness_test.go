@@ -86,6 +86,8 @@ type node struct {
 	id       identity
 	proc     *netlab.Proc
 	started  time.Time
+	// env is added to the agent's environment (e.g. GOMEMLIMIT).
+	env []string
 }
 
 type identity struct {
@@ -218,7 +220,11 @@ func (c *cluster) discoveryMesh() {
 func (n *node) start(extra ...string) {
 	n.c.t.Helper()
 	args := append([]string{"run", "--config", n.cfgPath, "--state-dir", n.stateDir, "--socket", n.sock, "--wireguard", "userspace"}, extra...)
-	p, err := n.ns.Start(exec.Command(agentBin, args...))
+	cmd := exec.Command(agentBin, args...)
+	if n.env != nil {
+		cmd.Env = append(os.Environ(), n.env...)
+	}
+	p, err := n.ns.Start(cmd)
 	if err != nil {
 		n.c.t.Fatal(err)
 	}

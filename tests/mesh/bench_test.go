@@ -1,0 +1,176 @@
+package mesh
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// iperf runs one iperf3 test from client to server's addr and returns the
+// received rate in bit/s.
+func iperf(tb testing.TB, client, server *node, addr string, seconds int) float64 {
+	tb.Helper()
+	srv, err := server.ns.Start(exec.Command("iperf3", "-s", "-1", "-B", addr))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer srv.Kill()
+	type result struct {
+		Error string `json:"error"`
+		End   struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+15)*time.Second)
+		out, err := client.ns.Exec(ctx, "iperf3", "-c", addr, "-t", strconv.Itoa(seconds), "-J")
+		cancel()
+		var r result
+		if jerr := json.Unmarshal(out, &r); jerr != nil && err == nil {
+			err = jerr
+		}
+		if err == nil && r.Error == "" && r.End.SumReceived.BitsPerSecond > 0 {
+			return r.End.SumReceived.BitsPerSecond
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("iperf3 to %s: %v %s\n%s", addr, err, r.Error, out)
+		}
+		time.Sleep(200 * time.Millisecond) // server not listening yet
+	}
+}
+
+// plainWireGuard runs wireguard-go (the standalone program, same library
+// version, default settings) between a and b on 10.99.0.0/24, configured
+// with wg, as the reference the agent's userspace path must match.
+func plainWireGuard(b *testing.B, c *cluster, a, z *node) (addr string, pids []int) {
+	b.Helper()
+	bin := filepath.Join(c.dir, "wireguard-go")
+	if out, err := exec.Command("go", "build", "-o", bin, "golang.zx2c4.com/wireguard").CombinedOutput(); err != nil {
+		b.Fatalf("build wireguard-go: %v\n%s", err, out)
+	}
+	keys := make([]wgtypes.Key, 2)
+	for i := range keys {
+		keys[i], _ = wgtypes.GeneratePrivateKey()
+	}
+	nodes := []*node{a, z}
+	for i, n := range nodes {
+		p, err := n.ns.Start(exec.Command(bin, "-f", "wgref0"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		pids = append(pids, p.PID())
+		keyFile := filepath.Join(c.dir, fmt.Sprintf("ref%d.key", i))
+		os.WriteFile(keyFile, []byte(keys[i].String()), 0o600)
+		o := nodes[1-i]
+		pid := strconv.Itoa(p.PID())
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		waitFor(b, 10*time.Second, func() (bool, string) {
+			out, err := n.ns.Exec(ctx, "nsenter", "-t", pid, "-m", "wg", "set", "wgref0", "private-key", keyFile, "listen-port", "51900",
+				"peer", keys[1-i].PublicKey().String(), "allowed-ips", fmt.Sprintf("10.99.0.%d/32", 2-i),
+				"endpoint", o.ip.String()+":51900", "persistent-keepalive", "25")
+			return err == nil, string(out)
+		})
+		for _, cmd := range [][]string{
+			{"ip", "addr", "add", fmt.Sprintf("10.99.0.%d/24", i+1), "dev", "wgref0"},
+			{"ip", "link", "set", "wgref0", "mtu", "1420", "up"},
+		} {
+			if out, err := n.ns.Exec(ctx, cmd[0], cmd[1:]...); err != nil {
+				b.Fatalf("%v: %v\n%s", cmd, err, out)
+			}
+		}
+		cancel()
+	}
+	return "10.99.0.2", pids
+}
+
+// BenchmarkThroughput compares one TCP stream (iperf3, 5 s) between the
+// same two namespaces over the raw underlay, plain wireguard-go, and the
+// meshspan mesh, and reports the agents' peak memory under that load.
+func BenchmarkThroughput(b *testing.B) {
+	for range b.N {
+		c := newCluster(b, 2, false)
+		c.staticMesh()
+		for _, n := range c.nodes {
+			if v := os.Getenv("BENCH_AGENT_ENV"); v != "" {
+				n.env = strings.Fields(v)
+			}
+			if v := os.Getenv("BENCH_AGENT_ARGS"); v != "" {
+				n.start(strings.Fields(v)...)
+			} else {
+				n.start()
+			}
+		}
+		c.waitAllUp(c.nodes, 15*time.Second)
+		n1, n2 := c.nodes[0], c.nodes[1]
+		refAddr, refPIDs := plainWireGuard(b, c, n1, n2)
+
+		const secs = 5
+		raw := iperf(b, n1, n2, n2.ip.String(), secs)
+		ref := iperf(b, n1, n2, refAddr, secs)
+		meshRate := iperf(b, n1, n2, n2.id.Address, secs)
+
+		_, peak1, _ := rssKB(n1.proc.PID())
+		_, peak2, _ := rssKB(n2.proc.PID())
+		_, refPeak1, _ := rssKB(refPIDs[0])
+		_, refPeak2, _ := rssKB(refPIDs[1])
+		b.ReportMetric(raw/1e9, "raw-Gbit/s")
+		b.ReportMetric(ref/1e9, "wggo-Gbit/s")
+		b.ReportMetric(meshRate/1e9, "mesh-Gbit/s")
+		b.ReportMetric(meshRate/ref, "mesh/wggo")
+		b.ReportMetric(meshRate/raw, "mesh/raw")
+		b.ReportMetric(float64(max(peak1, peak2))/1024, "agent-peak-MB")
+		b.Logf("raw underlay %.2f Gbit/s | plain wireguard-go %.2f Gbit/s | meshspan %.2f Gbit/s | mesh/wireguard-go %.2fx | mesh/raw %.2fx",
+			raw/1e9, ref/1e9, meshRate/1e9, meshRate/ref, meshRate/raw)
+		b.Logf("peak RSS: agent sender %.1f MB, receiver %.1f MB | plain wireguard-go sender %.1f MB, receiver %.1f MB",
+			float64(peak1)/1024, float64(peak2)/1024, float64(refPeak1)/1024, float64(refPeak2)/1024)
+	}
+}
+
+// BenchmarkConvergence starts N agents that know only the discovery
+// service and measures until every agent sees every other up; at N = 20 it
+// also reports the agents' idle memory.
+func BenchmarkConvergence(b *testing.B) {
+	for _, n := range []int{3, 10, 20} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			for range b.N {
+				c := newCluster(b, n, true)
+				c.discoveryMesh()
+				first := time.Now()
+				c.startAll()
+				last := c.nodes[len(c.nodes)-1].started
+				done := c.waitAllUp(c.nodes, 60*time.Second)
+				b.ReportMetric(done.Sub(last).Seconds(), "s-after-last-start")
+				b.ReportMetric(done.Sub(first).Seconds(), "s-after-first-start")
+				b.Logf("N=%d: all %d peers up %.2f s after the last agent started (%.2f s after the first)",
+					n, n*(n-1), done.Sub(last).Seconds(), done.Sub(first).Seconds())
+				if n == 20 {
+					time.Sleep(5 * time.Second) // idle: let start-up garbage go
+					var sum, top int
+					for _, nd := range c.nodes {
+						rss, _, err := rssKB(nd.proc.PID())
+						if err != nil {
+							b.Fatal(err)
+						}
+						sum += rss
+						top = max(top, rss)
+					}
+					b.ReportMetric(float64(top)/1024, "idle-max-RSS-MB")
+					b.Logf("N=20 idle RSS: max %.1f MB, mean %.1f MB", float64(top)/1024, float64(sum)/1024/float64(n))
+				}
+			}
+		})
+	}
+}
+
