@@ -52,7 +52,7 @@ func Progress(nodes []NodeView, elapsed time.Duration) string {
 			cell := n.Peers[o.Name]
 			switch {
 			case o.Name == n.Name:
-				cell = "·"
+				cell = "."
 			case cell == "":
 				cell = "-"
 			}
@@ -86,7 +86,7 @@ func PingMatrix(names []string, res map[[2]string]PingResult) string {
 			r, ok := res[[2]string{from, to}]
 			switch {
 			case from == to:
-				fmt.Fprint(w, "·\t")
+				fmt.Fprint(w, ".\t")
 			case !ok:
 				fmt.Fprint(w, "?\t")
 			case r.Err != nil:

@@ -164,7 +164,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			return err
 		}
 	}
-	r.step("demo passed: %d nodes, full mesh up, every ping and the throughput check passed", len(r.out.Nodes))
+	r.step("demo passed: %d nodes, full mesh up, every ping, the throughput and the host firewall checks passed", len(r.out.Nodes))
 	return nil
 }
 
@@ -676,7 +676,44 @@ func (r *run) checks(ctx context.Context) error {
 	if err := r.pingMatrix(ctx); err != nil {
 		return err
 	}
-	return r.throughput(ctx)
+	if err := r.throughput(ctx); err != nil {
+		return err
+	}
+	return r.firewall(ctx)
+}
+
+// firewall checks the host firewall from the outside: the mirror, which
+// every node reached over the same underlay to download the agent, can no
+// longer ping the public nodes once their agents enforce default_action
+// "block" (only WireGuard and mesh traffic are admitted).
+func (r *run) firewall(ctx context.Context) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var open []string
+	var checked []string
+	for _, n := range r.out.Nodes {
+		if n.BehindNAT {
+			continue
+		}
+		checked = append(checked, n.Name)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if _, err := r.ns["mirror"].Exec(c, "ping", "-n", "-c", "1", "-W", "1", n.Address.Addr().String()); err == nil {
+				mu.Lock()
+				open = append(open, n.Name)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(open) > 0 {
+		return fmt.Errorf("lab: host firewall: an outsider (%s) still pings %s", r.out.Network.Mirror.Addr(), strings.Join(open, ", "))
+	}
+	r.say("  host firewall: outsider %s can no longer ping %s (default_action = \"block\"), yet the mesh is up", r.out.Network.Mirror.Addr(), strings.Join(checked, ", "))
+	return ctx.Err()
 }
 
 var rttRe = regexp.MustCompile(`time=([0-9.]+) ms`)

@@ -118,6 +118,7 @@ func TestDemoShort(t *testing.T) {
 		"PUBLIC KEY", // the agent's own status table
 		"ping matrix over mesh addresses",
 		"throughput over the mesh",
+		"host firewall: outsider",
 		"demo passed",
 	} {
 		if !strings.Contains(s, want) {
