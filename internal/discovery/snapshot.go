@@ -58,12 +58,18 @@ func appendTimestamp(b []byte, num protowire.Number, t time.Time) []byte {
 	return protowire.AppendBytes(b, m)
 }
 
-// appendTTL writes the remaining lifetime in whole seconds, like the reference.
+// appendTTL writes the remaining lifetime. The reference truncates it to
+// whole seconds; we keep the nanoseconds (a valid Duration either way) so a
+// restore loses nothing that had not yet expired.
 func appendTTL(b []byte, num protowire.Number, remaining time.Duration) []byte {
 	var m []byte
 	if s := int64(remaining / time.Second); s != 0 {
 		m = protowire.AppendTag(m, 1, protowire.VarintType)
 		m = protowire.AppendVarint(m, uint64(s))
+	}
+	if n := int64(remaining % time.Second); n != 0 {
+		m = protowire.AppendTag(m, 2, protowire.VarintType)
+		m = protowire.AppendVarint(m, uint64(n))
 	}
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	return protowire.AppendBytes(b, m)
@@ -151,27 +157,33 @@ func decodeTime(b []byte) (sec int64, nanos int64, err error) {
 	return sec, nanos, err
 }
 
-// expiry resolves a snapshot entry's expiry: ttl (relative to now) if
-// present, else the legacy absolute expiration.
+// expiry resolves a snapshot entry's expiry. The reference prefers ttl
+// (remaining lifetime at write time, immune to clock changes) and falls back
+// to the absolute expiration; when both are present we take the earlier, so
+// time spent down between snapshot and restore still counts.
 func expiry(now time.Time, ttl, exp []byte, haveTTL, haveExp bool) (time.Time, error) {
-	switch {
-	case haveTTL:
+	var out time.Time
+	if haveTTL {
 		s, n, err := decodeTime(ttl)
 		if err != nil {
 			return time.Time{}, err
 		}
-		if s > int64(TTLCeiling/time.Second) {
-			s = int64(TTLCeiling / time.Second)
-		}
-		return now.Add(time.Duration(s)*time.Second + time.Duration(n)), nil
-	case haveExp:
+		s = min(max(s, -1), int64(TTLCeiling/time.Second))
+		out = now.Add(time.Duration(s)*time.Second + time.Duration(n))
+	}
+	if haveExp {
 		s, n, err := decodeTime(exp)
 		if err != nil {
 			return time.Time{}, err
 		}
-		return time.Unix(s, n), nil
+		if abs := time.Unix(s, n); !haveTTL || abs.Before(out) {
+			out = abs
+		}
 	}
-	return time.Time{}, nil
+	if ceil := now.Add(TTLCeiling); out.After(ceil) {
+		out = ceil
+	}
+	return out, nil
 }
 
 // TTLCeiling caps restored lifetimes so a corrupt snapshot cannot pin data
