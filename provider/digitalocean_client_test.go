@@ -29,12 +29,12 @@ func retryClient(t *testing.T, now time.Time) (*dofake.Server, *godo.Client, *[]
 		t.Fatal(err)
 	}
 	var waits []time.Duration
-	tr := c.HTTPClient.Transport.(*doRetryTransport)
+	tr := c.HTTPClient.Transport.(*retryTransport)
 	// A client-wide timeout would cut the waits below short.
 	if c.HTTPClient.Timeout != 0 || tr.base.(*http.Transport).ResponseHeaderTimeout == 0 {
 		t.Fatalf("timeouts must be per attempt: client %v, transport %v", c.HTTPClient.Timeout, tr.base.(*http.Transport).ResponseHeaderTimeout)
 	}
-	tr.now = func() time.Time { return now }
+	tr.policy.(*doRetryPolicy).now = func() time.Time { return now }
 	tr.sleep = func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }
 	return srv, c, &waits
 }
@@ -91,8 +91,8 @@ func TestDigitalOceanRetryTransport(t *testing.T) {
 		*waits = nil
 		srv.InjectFault(f)
 		_, resp, err := c.Firewalls.List(ctx, nil)
-		if err == nil || resp.Header.Get(doAttemptsHeader) == "" {
-			t.Fatalf("fault %+v: err %v, attempts header %q", f, err, resp.Header.Get(doAttemptsHeader))
+		if err == nil || resp.Header.Get(attemptsHeader) == "" {
+			t.Fatalf("fault %+v: err %v, attempts header %q", f, err, resp.Header.Get(attemptsHeader))
 		}
 		if srv.PendingFaults() != 0 {
 			t.Fatalf("fault %+v: %d failures left unconsumed", f, srv.PendingFaults())

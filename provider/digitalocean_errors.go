@@ -49,7 +49,7 @@ func addDigitalOceanError(diags *diag.Diagnostics, step string, err error) {
 		}
 	case status == http.StatusTooManyRequests:
 		detail := "The DigitalOcean API rate limit (5000 requests/hour, 250/minute per token) is exhausted"
-		if n := er.Response.Header.Get(doAttemptsHeader); n != "" {
+		if n := er.Response.Header.Get(attemptsHeader); n != "" {
 			detail += "; gave up after " + n + " attempt(s)"
 		}
 		if reset := er.Response.Header.Get("ratelimit-reset"); reset != "" {
@@ -61,7 +61,7 @@ func addDigitalOceanError(diags *diag.Diagnostics, step string, err error) {
 		diags.AddError(summary, detail+". Run terraform again later. API said: "+msg)
 	default:
 		detail := msg
-		if n := er.Response.Header.Get(doAttemptsHeader); n != "" {
+		if n := er.Response.Header.Get(attemptsHeader); n != "" {
 			detail += "; gave up after " + n + " attempt(s)"
 		}
 		diags.AddError(summary, detail)

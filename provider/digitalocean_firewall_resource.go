@@ -520,7 +520,7 @@ func (r *digitalOceanFirewallResource) waitApplied(ctx context.Context, c *godo.
 		default:
 			return fw, nil
 		}
-		if err := doSleep(ctx, wait); err != nil {
+		if err := sleepCtx(ctx, wait); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				return nil, fmt.Errorf("firewall %q still \"waiting\" after %s", id, r.pollTimeout)
 			}

@@ -21,13 +21,10 @@ import (
 // hcloudPollIntervalEnv shortens action polling (default 500ms), for tests.
 const hcloudPollIntervalEnv = "MESHSPAN_HCLOUD_POLL_INTERVAL"
 
-// hcloudAttemptsHeader is set on the response the retry transport finally
-// returns, so error messages can say how often it tried.
-const hcloudAttemptsHeader = "Meshspan-Hcloud-Attempts"
-
 // newHcloudClient builds a client from the provider configuration. Retries
-// are done by hcloudRetryTransport (which honours RateLimit-Reset and bounds
-// the total wait), so hcloud-go's own retry loop is switched off.
+// are done by retryTransport with hcloudRetryPolicy (which honours
+// RateLimit-Reset; the transport bounds the total wait), so hcloud-go's own
+// retry loop is switched off.
 func newHcloudClient(data *providerData) (*hcloud.Client, time.Duration, error) {
 	if data == nil || data.HcloudToken == "" {
 		return nil, 0, errors.New("no Hetzner Cloud token: set hcloud_token in the provider block or the HCLOUD_TOKEN environment variable (a Read & Write API token from the Cloud Console, Security -> API Tokens)")
@@ -40,19 +37,21 @@ func newHcloudClient(data *providerData) (*hcloud.Client, time.Duration, error) 
 		}
 		poll = d
 	}
-	// No http.Client.Timeout: it would also cut retry waits short. Each
-	// attempt is bounded by ResponseHeaderTimeout, the whole call by the
-	// resource's timeout (the context).
+	// Each attempt is bounded by ResponseHeaderTimeout, the whole call by
+	// the resource's timeout (the context); see retryTransport.
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.ResponseHeaderTimeout = 60 * time.Second
-	transport := &hcloudRetryTransport{
-		base:       base,
-		maxRetries: 6,
-		maxWait:    15 * time.Second,
-		budget:     90 * time.Second,
-		backoff:    func(n int) time.Duration { return min(250*time.Millisecond<<n, 8*time.Second) },
-		now:        time.Now,
-		sleep:      sleepCtx,
+	transport := &retryTransport{
+		cloud:       "hcloud",
+		base:        base,
+		maxAttempts: 7,
+		budget:      90 * time.Second,
+		policy: &hcloudRetryPolicy{
+			maxWait: 15 * time.Second,
+			backoff: func(n int) time.Duration { return min(250*time.Millisecond<<n, 8*time.Second) },
+			now:     time.Now,
+		},
+		sleep: sleepCtx,
 	}
 	c := hcloud.NewClient(
 		hcloud.WithToken(data.HcloudToken),
@@ -65,68 +64,18 @@ func newHcloudClient(data *providerData) (*hcloud.Client, time.Duration, error) 
 	return c, poll, nil
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// hcloudRetryTransport retries what the Hetzner API says is worth retrying
+// hcloudRetryPolicy retries what the Hetzner API says is worth retrying
 // (429 rate_limit_exceeded, 409 conflict, 502, 504). A 429 waits until
-// RateLimit-Reset (at least the backoff, at most maxWait); all waits
-// together stay within budget and the request's context.
-type hcloudRetryTransport struct {
-	base       http.RoundTripper
-	maxRetries int
-	maxWait    time.Duration
-	budget     time.Duration
-	backoff    func(retry int) time.Duration
-	now        func() time.Time
-	sleep      func(context.Context, time.Duration) error
-}
-
-func (t *hcloudRetryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	var body []byte
-	if req.Body != nil {
-		var err error
-		if body, err = io.ReadAll(req.Body); err != nil {
-			return nil, fmt.Errorf("hcloud: read request body: %w", err)
-		}
-		_ = req.Body.Close()
-	}
-	var waited time.Duration
-	for attempt := 0; ; attempt++ {
-		r := req.Clone(req.Context())
-		if body != nil {
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			r.ContentLength = int64(len(body))
-		}
-		resp, err := t.base.RoundTrip(r)
-		if err != nil {
-			return nil, err
-		}
-		wait, retry := t.retryAfter(resp, attempt)
-		if !retry || attempt >= t.maxRetries || waited+wait > t.budget {
-			resp.Header.Set(hcloudAttemptsHeader, strconv.Itoa(attempt+1))
-			return resp, nil
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if err := t.sleep(req.Context(), wait); err != nil {
-			return nil, fmt.Errorf("hcloud: waiting %s before retry %d of %s %s: %w", wait, attempt+1, req.Method, req.URL.Path, err)
-		}
-		waited += wait
-	}
+// RateLimit-Reset: at least the backoff, at most maxWait.
+type hcloudRetryPolicy struct {
+	maxWait time.Duration
+	backoff func(retry int) time.Duration
+	now     func() time.Time
 }
 
 // retryAfter decides whether resp is retried and how long to wait first.
-func (t *hcloudRetryTransport) retryAfter(resp *http.Response, attempt int) (time.Duration, bool) {
-	wait := t.backoff(attempt)
+func (t *hcloudRetryPolicy) retryAfter(_ *http.Request, resp *http.Response, retry int) (time.Duration, bool) {
+	wait := t.backoff(retry)
 	switch resp.StatusCode {
 	case http.StatusTooManyRequests:
 		if s := resp.Header.Get("RateLimit-Reset"); s != "" {
@@ -190,7 +139,7 @@ func addHcloudError(diags *diag.Diagnostics, step, timeoutAttr string, err error
 		status, attempts := 0, ""
 		if resp := herr.Response(); resp != nil && resp.Response != nil {
 			status = resp.StatusCode
-			attempts = resp.Header.Get(hcloudAttemptsHeader)
+			attempts = resp.Header.Get(attemptsHeader)
 		}
 		if status != 0 {
 			summary += fmt.Sprintf(" (HTTP %d %s)", status, herr.Code)

@@ -38,11 +38,14 @@ func TestHcloudRetryTransportHonoursRateLimitReset(t *testing.T) {
 	}))
 	defer srv.Close()
 	var waits []time.Duration
-	tr := &hcloudRetryTransport{
-		base: http.DefaultTransport, maxRetries: 5, maxWait: 10 * time.Second, budget: time.Minute,
-		backoff: func(int) time.Duration { return time.Second },
-		now:     func() time.Time { return now },
-		sleep:   func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil },
+	tr := &retryTransport{
+		cloud: "hcloud", base: http.DefaultTransport, maxAttempts: 6, budget: time.Minute,
+		policy: &hcloudRetryPolicy{
+			maxWait: 10 * time.Second,
+			backoff: func(int) time.Duration { return time.Second },
+			now:     func() time.Time { return now },
+		},
+		sleep: func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil },
 	}
 	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(`{"name":"x"}`))
 	resp, err := tr.RoundTrip(req)
@@ -55,7 +58,7 @@ func TestHcloudRetryTransportHonoursRateLimitReset(t *testing.T) {
 	if len(bodies) != 3 || bodies[2] != `{"name":"x"}` {
 		t.Errorf("bodies = %q, want the body resent each time", bodies)
 	}
-	if got := resp.Header.Get(hcloudAttemptsHeader); got != "3" {
+	if got := resp.Header.Get(attemptsHeader); got != "3" {
 		t.Errorf("attempts header = %q", got)
 	}
 
@@ -84,8 +87,9 @@ func TestHcloudRetryTransportSkipsUniqueness(t *testing.T) {
 		_, _ = io.WriteString(w, `{"error":{"code":"uniqueness_error","message":"name is already used"}}`)
 	}))
 	defer srv.Close()
-	tr := &hcloudRetryTransport{base: http.DefaultTransport, maxRetries: 5, maxWait: time.Second, budget: time.Minute,
-		backoff: func(int) time.Duration { return time.Millisecond }, now: time.Now, sleep: sleepCtx}
+	tr := &retryTransport{cloud: "hcloud", base: http.DefaultTransport, maxAttempts: 6, budget: time.Minute,
+		policy: &hcloudRetryPolicy{maxWait: time.Second, backoff: func(int) time.Duration { return time.Millisecond }, now: time.Now},
+		sleep:  sleepCtx}
 	req, _ := http.NewRequest(http.MethodPost, srv.URL, nil)
 	resp, err := tr.RoundTrip(req)
 	if err != nil || calls != 1 {
