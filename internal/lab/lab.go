@@ -161,6 +161,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 		r.step("%s", s.what)
 		if err := s.f(ctx); err != nil {
+			if ctx.Err() != nil && !strings.Contains(err.Error(), "interrupted") {
+				err = fmt.Errorf("lab: interrupted while %s: %w", s.what, err)
+			}
 			return err
 		}
 	}
@@ -180,7 +183,7 @@ func (r *run) preflight() error {
 	if os.Geteuid() != 0 {
 		return errors.New("lab: needs root to create network namespaces; run it with sudo")
 	}
-	for _, tool := range []string{"ip", "nsenter", "ping", "iperf3", "curl", "sh", "mount"} {
+	for _, tool := range []string{"ip", "ping", "iperf3", "curl", "sh", "mount"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("lab: %s is not installed; apt-get install -y iproute2 util-linux iputils-ping iperf3 curl", tool)
 		}
