@@ -114,6 +114,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		r.say("  removed %s/.terraform.lock.hcl: it pinned an earlier local build of the provider", o.Dir)
 	}
 	if err := r.terraform(ctx, "init", "-input=false", "-no-color"); err != nil {
+		if os.Getenv("TF_CLI_CONFIG_FILE") == "" {
+			err = fmt.Errorf("%w (the provider is not in any registry: run `make install` and export TF_CLI_CONFIG_FILE=$PWD/bin/terraformrc, or use `make demo`)", err)
+		}
 		return err
 	}
 	if err := r.terraform(ctx, "apply", "-input=false", "-auto-approve", "-no-color", "-var", "agent_sha256="+sum); err != nil {

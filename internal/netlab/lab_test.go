@@ -229,20 +229,25 @@ func TestNATRouterPreservesPorts(t *testing.T) {
 
 func TestNATRouterRandomPorts(t *testing.T) {
 	t.Parallel()
-	priv, pub := natLab(t, netlab.NATFullyRandomPorts)
-	ports := []int{40001, 40002, 40003, 40004}
-	kept := 0
-	for i, got := range sourcesSeen(t, priv, pub, ports) {
-		if got.Addr() != netip.MustParseAddr("203.0.113.1") {
-			t.Errorf("public side saw %v, want the router's address 203.0.113.1", got)
-		}
-		if int(got.Port()) == ports[i] {
-			kept++
-		}
-	}
-	// Four 1-in-~28000 coincidences in a row do not happen.
-	if kept == len(ports) {
-		t.Errorf("fully-random NAT kept every source port %v", ports)
+	for _, mode := range []netlab.NATMode{netlab.NATRandomPorts, netlab.NATFullyRandomPorts} {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			priv, pub := natLab(t, mode)
+			ports := []int{40001, 40002, 40003, 40004}
+			kept := 0
+			for i, got := range sourcesSeen(t, priv, pub, ports) {
+				if got.Addr() != netip.MustParseAddr("203.0.113.1") {
+					t.Errorf("public side saw %v, want the router's address 203.0.113.1", got)
+				}
+				if int(got.Port()) == ports[i] {
+					kept++
+				}
+			}
+			// Four 1-in-~28000 coincidences in a row do not happen.
+			if kept == len(ports) {
+				t.Errorf("%s NAT kept every source port %v", mode, ports)
+			}
+		})
 	}
 }
 
