@@ -137,6 +137,11 @@ func TestDigitalOceanFakeErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var eleven []int
+	for id := 1001; id <= 1011; id++ {
+		srv.AddDroplet(id, fmt.Sprint("n", id))
+		eleven = append(eleven, id)
+	}
 	bad := func(mut func(*godo.FirewallRequest)) *godo.FirewallRequest {
 		r := wgRequest("ok-name")
 		mut(r)
@@ -176,6 +181,10 @@ func TestDigitalOceanFakeErrors(t *testing.T) {
 			return err
 		}, 422, "ghost"},
 		{"unknown droplet", func() error { _, err := c.Firewalls.AddDroplets(ctx, fw.ID, 999); return err }, 422, "999"},
+		{"no droplets", func() error { _, err := c.Firewalls.AddDroplets(ctx, fw.ID); return err }, 422, "at least one droplet id"},
+		{"too many droplets", func() error { _, err := c.Firewalls.AddDroplets(ctx, fw.ID, eleven...); return err }, 422, "at most 10 droplets"},
+		{"no tags", func() error { _, err := c.Firewalls.RemoveTags(ctx, fw.ID); return err }, 422, "at least one tag"},
+		{"tags of unknown firewall", func() error { _, err := c.Firewalls.AddTags(ctx, "nope", "t"); return err }, 404, ""},
 		{"update unknown", func() error { _, _, err := c.Firewalls.Update(ctx, "nope", wgRequest("x1")); return err }, 404, ""},
 	}
 	for _, tc := range cases {

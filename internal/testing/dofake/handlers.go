@@ -87,7 +87,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, reqID string) 
 		return
 	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
-		writeError(w, reqID, &apiError{404, "not_found", "The resource you requested could not be found."})
+		writeError(w, reqID, errNotFound)
 		return
 	}
 	s.mux.ServeHTTP(w, r)
@@ -158,6 +158,9 @@ func (s *Server) routes() {
 	s.handle("GET /v2/tags/{name}", s.getTag)
 	s.adminRoutes()
 }
+
+// errNotFound is the API's 404 for any unknown resource or path.
+var errNotFound = &apiError{404, "not_found", "The resource you requested could not be found."}
 
 func decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(r.Body)
@@ -239,7 +242,7 @@ func (s *Server) listFirewalls(r *http.Request) (int, any, error) {
 func (s *Server) lookup(r *http.Request) (*stored, error) {
 	st, ok := s.firewalls[r.PathValue("id")]
 	if !ok {
-		return nil, &apiError{404, "not_found", "The resource you requested could not be found."}
+		return nil, errNotFound
 	}
 	return st, nil
 }
@@ -399,6 +402,47 @@ func (s *Server) deleteFirewall(r *http.Request) (int, any, error) {
 	return http.StatusNoContent, nil, nil
 }
 
+// listChange describes one of a firewall's lists that POST adds to and
+// DELETE removes from: the field, the check on added items and the cap,
+// with the API's messages.
+type listChange[T comparable] struct {
+	field   func(*Firewall) *[]T
+	check   func([]T) error
+	max     int
+	empty   string // message when the request names none
+	tooMany string // message when the cap is passed; %d is the cap
+}
+
+// changeList adds or removes items on the list of the firewall r names,
+// keeping it free of duplicates and within its cap.
+func changeList[T comparable](s *Server, r *http.Request, add bool, items []T, c listChange[T]) (int, any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, err := s.lookup(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(items) == 0 {
+		return 0, nil, unprocessable("%s", c.empty)
+	}
+	list := c.field(&st.fw)
+	have := slices.Clone(*list)
+	if add {
+		if err := c.check(items); err != nil {
+			return 0, nil, err
+		}
+		have = dedupe(append(have, items...))
+		if len(have) > c.max {
+			return 0, nil, unprocessable(c.tooMany, c.max)
+		}
+	} else {
+		have = slices.DeleteFunc(have, func(v T) bool { return slices.Contains(items, v) })
+	}
+	*list = have
+	s.touch(st)
+	return http.StatusNoContent, nil, nil
+}
+
 func (s *Server) changeDroplets(add bool) func(*http.Request) (int, any, error) {
 	return func(r *http.Request) (int, any, error) {
 		var req struct {
@@ -407,30 +451,12 @@ func (s *Server) changeDroplets(add bool) func(*http.Request) (int, any, error) 
 		if err := decode(r, &req); err != nil {
 			return 0, nil, err
 		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		st, err := s.lookup(r)
-		if err != nil {
-			return 0, nil, err
-		}
-		if len(req.DropletIDs) == 0 {
-			return 0, nil, unprocessable("You must specify at least one droplet id.")
-		}
-		ids := slices.Clone(st.fw.DropletIDs)
-		if add {
-			if err := s.checkDroplets(req.DropletIDs); err != nil {
-				return 0, nil, err
-			}
-			ids = dedupe(append(ids, req.DropletIDs...))
-			if len(ids) > maxDroplets {
-				return 0, nil, unprocessable("A firewall may be applied to at most %d droplets directly; use tags for more.", maxDroplets)
-			}
-		} else {
-			ids = slices.DeleteFunc(ids, func(id int) bool { return slices.Contains(req.DropletIDs, id) })
-		}
-		st.fw.DropletIDs = ids
-		s.touch(st)
-		return http.StatusNoContent, nil, nil
+		return changeList(s, r, add, req.DropletIDs, listChange[int]{
+			field: func(fw *Firewall) *[]int { return &fw.DropletIDs },
+			check: s.checkDroplets, max: maxDroplets,
+			empty:   "You must specify at least one droplet id.",
+			tooMany: "A firewall may be applied to at most %d droplets directly; use tags for more.",
+		})
 	}
 }
 
@@ -442,30 +468,12 @@ func (s *Server) changeTags(add bool) func(*http.Request) (int, any, error) {
 		if err := decode(r, &req); err != nil {
 			return 0, nil, err
 		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		st, err := s.lookup(r)
-		if err != nil {
-			return 0, nil, err
-		}
-		if len(req.Tags) == 0 {
-			return 0, nil, unprocessable("You must specify at least one tag.")
-		}
-		tags := slices.Clone(st.fw.Tags)
-		if add {
-			if err := s.checkTags(req.Tags); err != nil {
-				return 0, nil, err
-			}
-			tags = dedupe(append(tags, req.Tags...))
-			if len(tags) > maxTags {
-				return 0, nil, unprocessable("A firewall may have at most %d tags.", maxTags)
-			}
-		} else {
-			tags = slices.DeleteFunc(tags, func(t string) bool { return slices.Contains(req.Tags, t) })
-		}
-		st.fw.Tags = tags
-		s.touch(st)
-		return http.StatusNoContent, nil, nil
+		return changeList(s, r, add, req.Tags, listChange[string]{
+			field: func(fw *Firewall) *[]string { return &fw.Tags },
+			check: s.checkTags, max: maxTags,
+			empty:   "You must specify at least one tag.",
+			tooMany: "A firewall may have at most %d tags.",
+		})
 	}
 }
 
@@ -525,7 +533,7 @@ func (s *Server) droplet(id int) map[string]any {
 func (s *Server) dropletID(r *http.Request) (int, error) {
 	id, err := strconv.Atoi(r.PathValue("id"))
 	if _, ok := s.droplets[id]; err != nil || !ok {
-		return 0, &apiError{404, "not_found", "The resource you requested could not be found."}
+		return 0, errNotFound
 	}
 	return id, nil
 }
@@ -578,7 +586,7 @@ func (s *Server) getTag(r *http.Request) (int, any, error) {
 	defer s.mu.Unlock()
 	name := r.PathValue("name")
 	if !s.tags[name] {
-		return 0, nil, &apiError{404, "not_found", "The resource you requested could not be found."}
+		return 0, nil, errNotFound
 	}
 	return http.StatusOK, map[string]any{"tag": tagBody(name)}, nil
 }
