@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,7 @@ type RedisStore struct {
 	dirty map[string]map[string]struct{}
 	kick  chan struct{}
 
+	ps     *redis.PubSub
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 }
@@ -95,6 +97,7 @@ func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
 		kick:   make(chan struct{}, 1),
 		cancel: cancel,
 	}
+	r.ps = r.rdb.Subscribe(ctx, r.channel())
 	r.done.Add(2)
 	go r.listen(ctx)
 	go r.fetcher(ctx)
@@ -371,6 +374,9 @@ func (r *RedisStore) Ping(ctx context.Context) error { return unavailable(r.rdb.
 func (r *RedisStore) Close() error {
 	r.failAll(ErrClosed)
 	r.cancel()
+	r.mu.Lock()
+	r.ps.Close() //nolint:errcheck // unblocks listen's read
+	r.mu.Unlock()
 	r.done.Wait()
 	return r.rdb.Close()
 }
@@ -390,11 +396,34 @@ func (r *RedisStore) failAll(err error) {
 // client resyncs from a fresh snapshot once Redis is back.
 func (r *RedisStore) listen(ctx context.Context) {
 	defer r.done.Done()
-	ps := r.rdb.Subscribe(ctx, r.channel())
-	defer ps.Close() //nolint:errcheck
+	r.mu.Lock()
+	ps := r.ps
+	r.mu.Unlock()
 	pause := 50 * time.Millisecond
+	pinged := false
 	for ctx.Err() == nil {
-		msg, err := ps.Receive(ctx)
+		msg, err := ps.ReceiveTimeout(ctx, 15*time.Second)
+		var nerr net.Error
+		if errors.As(err, &nerr) && nerr.Timeout() {
+			// Quiet channel: make sure the connection is alive, since a
+			// silent partition would otherwise hide missed changes.
+			if !pinged {
+				pinged = true
+				err = ps.Ping(ctx)
+			} else {
+				err = errors.New("no answer to ping within 15s")
+				// Start over on a fresh connection.
+				r.mu.Lock()
+				ps.Close() //nolint:errcheck
+				ps = r.rdb.Subscribe(ctx, r.channel())
+				r.ps = ps
+				r.mu.Unlock()
+				pinged = false
+			}
+			if err == nil {
+				continue
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -409,7 +438,7 @@ func (r *RedisStore) listen(ctx context.Context) {
 			pause = min(2*pause, 2*time.Second)
 			continue
 		}
-		pause = 50 * time.Millisecond
+		pause, pinged = 50*time.Millisecond, false
 		m, ok := msg.(*redis.Message)
 		if !ok {
 			continue
