@@ -222,8 +222,8 @@ func (m *doFirewallModel) doDesired(ctx context.Context, diags *diag.Diagnostics
 	if m.WireGuardPort.IsNull() || m.WireGuardPort.IsUnknown() {
 		d.port = doDefaultPort
 	}
-	d.extraIn = doInboundRules(ctx, m.ExtraInbound, diags)
-	d.extraOut = doOutboundRules(ctx, m.ExtraOutbound, diags)
+	d.extraIn = doRulesFrom[doInboundModel](ctx, m.ExtraInbound, diags)
+	d.extraOut = doRulesFrom[doOutboundModel](ctx, m.ExtraOutbound, diags)
 	diags.Append(m.DropletIDs.ElementsAs(ctx, &d.dropletIDs, false)...)
 	diags.Append(m.Tags.ElementsAs(ctx, &d.tags, false)...)
 	return d
@@ -233,36 +233,23 @@ func (d doDesired) request() *godo.FirewallRequest {
 	return doFirewallRequest(d.name, d.port, d.extraIn, d.extraOut, d.dropletIDs, d.tags)
 }
 
-func doStrings(ctx context.Context, s types.Set, diags *diag.Diagnostics) []string {
-	var out []string
+// doElems reads a set's elements (none when null).
+func doElems[T any](ctx context.Context, s types.Set, diags *diag.Diagnostics) []T {
+	var out []T
 	diags.Append(s.ElementsAs(ctx, &out, false)...)
 	return out
 }
 
-func doIDs(ctx context.Context, s types.Set, diags *diag.Diagnostics) []int64 {
-	var out []int64
-	diags.Append(s.ElementsAs(ctx, &out, false)...)
-	return out
-}
-
-func doInboundRules(ctx context.Context, set types.Set, diags *diag.Diagnostics) []doRule {
-	var ms []doInboundModel
-	diags.Append(set.ElementsAs(ctx, &ms, false)...)
+// doRulesFrom reads extra inbound or outbound rules: the two models differ
+// only in their attribute names, so one converts to the other.
+func doRulesFrom[M doInboundModel | doOutboundModel](ctx context.Context, set types.Set, diags *diag.Diagnostics) []doRule {
+	ms := doElems[M](ctx, set, diags)
 	out := make([]doRule, 0, len(ms))
 	for _, m := range ms {
+		m := doInboundModel(m)
 		out = append(out, doRule{Protocol: m.Protocol.ValueString(), Ports: m.PortRange.ValueString(),
-			Addresses: doStrings(ctx, m.Addresses, diags), Tags: doStrings(ctx, m.Tags, diags), DropletIDs: doIDs(ctx, m.DropletIDs, diags)})
-	}
-	return out
-}
-
-func doOutboundRules(ctx context.Context, set types.Set, diags *diag.Diagnostics) []doRule {
-	var ms []doOutboundModel
-	diags.Append(set.ElementsAs(ctx, &ms, false)...)
-	out := make([]doRule, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, doRule{Protocol: m.Protocol.ValueString(), Ports: m.PortRange.ValueString(),
-			Addresses: doStrings(ctx, m.Addresses, diags), Tags: doStrings(ctx, m.Tags, diags), DropletIDs: doIDs(ctx, m.DropletIDs, diags)})
+			Addresses: doElems[string](ctx, m.Addresses, diags), Tags: doElems[string](ctx, m.Tags, diags),
+			DropletIDs: doElems[int64](ctx, m.DropletIDs, diags)})
 	}
 	return out
 }
@@ -337,7 +324,7 @@ func (r *digitalOceanFirewallResource) ValidateConfig(ctx context.Context, req r
 		}
 	}
 	if !m.Tags.IsUnknown() {
-		for _, t := range doStrings(ctx, m.Tags, &resp.Diagnostics) {
+		for _, t := range doElems[string](ctx, m.Tags, &resp.Diagnostics) {
 			if !doTagRE.MatchString(t) {
 				resp.Diagnostics.AddAttributeError(path.Root("tags"), "Invalid tag",
 					fmt.Sprintf("tag %q: use up to 255 letters, digits, ':', '-' or '_'", t))
@@ -347,8 +334,8 @@ func (r *digitalOceanFirewallResource) ValidateConfig(ctx context.Context, req r
 	if m.ExtraInbound.IsUnknown() || m.ExtraOutbound.IsUnknown() || resp.Diagnostics.HasError() {
 		return
 	}
-	in := doInboundRules(ctx, m.ExtraInbound, &resp.Diagnostics)
-	out := doOutboundRules(ctx, m.ExtraOutbound, &resp.Diagnostics)
+	in := doRulesFrom[doInboundModel](ctx, m.ExtraInbound, &resp.Diagnostics)
+	out := doRulesFrom[doOutboundModel](ctx, m.ExtraOutbound, &resp.Diagnostics)
 	if resp.Diagnostics.HasError() {
 		return
 	}
@@ -540,10 +527,10 @@ func (r *digitalOceanFirewallResource) setState(ctx context.Context, fw *godo.Fi
 	}
 	var priorIn, priorOut []doRule
 	if !m.ExtraInbound.IsUnknown() {
-		priorIn = doInboundRules(ctx, m.ExtraInbound, diags)
+		priorIn = doRulesFrom[doInboundModel](ctx, m.ExtraInbound, diags)
 	}
 	if !m.ExtraOutbound.IsUnknown() {
-		priorOut = doOutboundRules(ctx, m.ExtraOutbound, diags)
+		priorOut = doRulesFrom[doOutboundModel](ctx, m.ExtraOutbound, diags)
 	}
 	obs := doSplitRules(fw, priorPort, priorIn, priorOut, !m.ExtraOutbound.IsNull() && len(priorOut) > 0)
 
