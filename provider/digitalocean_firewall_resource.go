@@ -509,7 +509,7 @@ func (r *digitalOceanFirewallResource) waitApplied(ctx context.Context, c *godo.
 		}
 		if err := sleepCtx(ctx, wait); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
-				return nil, fmt.Errorf("firewall %q still \"waiting\" after %s", id, r.pollTimeout)
+				return nil, fmt.Errorf("firewall %q still \"waiting\" after %s: DigitalOcean has not finished applying it; check its droplets and tags in the DigitalOcean console, then run terraform again", id, r.pollTimeout)
 			}
 			return nil, err
 		}
