@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -269,7 +270,7 @@ type mcRendered struct {
 	script   string
 }
 
-// sizeError is a user_data over the platform's limit.
+// mcSizeError is a user_data over the platform's limit.
 type mcSizeError struct {
 	platform    string
 	size, limit int
@@ -320,17 +321,9 @@ func addRenderError(diags *diag.Diagnostics, err error) {
 		}
 		return
 	}
-	if asMCSizeError(err, &se) {
+	if errors.As(err, &se) {
 		diags.AddAttributeError(path.Root("platform"), "user_data too large for platform", se.Error())
 		return
 	}
 	diags.AddError("Cannot render the machine config", err.Error())
-}
-
-func asMCSizeError(err error, target **mcSizeError) bool {
-	se, ok := err.(*mcSizeError)
-	if ok {
-		*target = se
-	}
-	return ok
 }
