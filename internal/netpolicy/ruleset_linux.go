@@ -182,6 +182,43 @@ func mssClamp(mss int) part {
 	}}
 }
 
+// selfPMTU drops the "fragmentation needed" / "packet too big" error the
+// kernel sends itself when a local packet, rerouted into the mesh by its
+// mark, is larger than the mesh MTU with DF set. Left alone, that error
+// records a path MTU of the mesh MTU for the member's underlay address in
+// the main table, which WireGuard's own UDP to that member also uses: its
+// full-size packets (mesh MTU + overhead) then fail with EMSGSIZE until
+// the entry expires, ten minutes of broken mesh to that member. TCP never
+// gets here (its MSS is clamped); a local DF sender over the mesh MTU loses
+// that packet instead.
+func selfPMTU(v6 bool) rsRule {
+	p := part{"icmp type 3 code 4 @th,192,32 @routed4", []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{3, 4}},
+		// The quoted packet's destination: ICMP header (8) + IPv4 daddr (16).
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 24, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: "routed4"},
+	}}
+	if v6 {
+		p = part{"icmpv6 type 2 @th,256,128 @routed6", []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{2}},
+			// ICMPv6 header (8) + IPv6 daddr (24).
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 32, Len: 16},
+			&expr.Lookup{SourceRegister: 1, SetName: "routed6"},
+		}}
+	}
+	return noted(rule(p, counter, drop), "own PMTU error for a member: keeps WireGuard's path MTU")
+}
+
 var (
 	counter = part{"counter", []expr.Any{&expr.Counter{}}}
 	accept  = part{"accept", []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}}
@@ -237,7 +274,7 @@ func buildRuleset(s State, table string) (*ruleset, error) {
 		rsChain{
 			chain: &nftables.Chain{Name: chainOutput, Table: t, Type: nftables.ChainTypeRoute,
 				Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: policy(true)},
-			rules: append([]rsRule{wgOwn, rule(oif("lo"), accept)}, marking...),
+			rules: append([]rsRule{wgOwn, selfPMTU(false), selfPMTU(true), rule(oif("lo"), accept)}, marking...),
 		},
 		// Belt and braces for fail-closed: whatever routing does (mesh link
 		// gone, table 180 flushed), plaintext to a member never leaves on

@@ -311,8 +311,12 @@ type capture struct {
 	done   chan struct{}
 	mu     sync.Mutex
 	frames [][]byte
+	gso    []int // per frame: GSO segment payload size, 0 for a plain frame
 	bytes  int
 }
+
+// vnetHdrLen is sizeof(struct virtio_net_hdr).
+const vnetHdrLen = 10
 
 const captureLimit = 32 << 20
 
@@ -333,6 +337,12 @@ func startCapture(t *testing.T, ns *netlab.NS, ifname string) *capture {
 		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
 			unix.Close(fd)
 			return fmt.Errorf("bind packet socket to %s: %w", ifname, err)
+		}
+		// A virtio-net header before each frame tells GSO frames' segment
+		// size, so tests can reason about packets as they go on the wire.
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("PACKET_VNET_HDR: %w", err)
 		}
 		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
@@ -360,12 +370,17 @@ func (c *capture) loop() {
 		default:
 		}
 		n, _, err := unix.Recvfrom(c.fd, buf, 0)
-		if err != nil || n <= 0 {
+		if err != nil || n <= vnetHdrLen {
 			continue // timeout: look at stop again
+		}
+		gso := int(binary.LittleEndian.Uint16(buf[4:6])) // virtio_net_hdr.gso_size
+		if buf[1] == 0 {                                 // gso_type none
+			gso = 0
 		}
 		c.mu.Lock()
 		if c.bytes < captureLimit {
-			c.frames = append(c.frames, append([]byte(nil), buf[:n]...))
+			c.frames = append(c.frames, append([]byte(nil), buf[vnetHdrLen:n]...))
+			c.gso = append(c.gso, gso)
 			c.bytes += n
 		}
 		c.mu.Unlock()
@@ -389,6 +404,13 @@ func (c *capture) Frames() [][]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([][]byte(nil), c.frames...)
+}
+
+// GSO returns each frame's GSO segment size (0 for plain frames).
+func (c *capture) GSO() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int(nil), c.gso...)
 }
 
 func (c *capture) count(pred func([]byte) bool) int {

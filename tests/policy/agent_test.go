@@ -1,0 +1,212 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/agent"
+	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
+	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
+)
+
+// agentBin is the meshspan-agent under test: $MESHSPAN_AGENT_BIN, or one
+// TestMain builds when running as root.
+var agentBin string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		agentBin = os.Getenv("MESHSPAN_AGENT_BIN")
+		if agentBin == "" && os.Geteuid() == 0 {
+			dir, err := os.MkdirTemp("", "meshspan-policy-")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+			agentBin = filepath.Join(dir, "meshspan-agent")
+			out, err := exec.Command("go", "build", "-o", agentBin, "github.com/meshspan/terraform-provider-meshspan/agent").CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "build meshspan-agent: %v\n%s", err, out)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// agentNode is a host running the real agent binary.
+type agentNode struct {
+	name, dir   string
+	ns          *netlab.NS
+	ip          netip.Addr // underlay
+	cfgPath     string
+	stateDir    string
+	sock        string
+	id          struct{ PublicKey, Address string }
+	proc        *netlab.Proc
+	secrets     clusterkey.Secrets
+	discoveries []string
+}
+
+// newAgentNode makes a host, plugs it into sw with ip/24, and gives it an
+// identity from `meshspan-agent identity` (which needs the link's MAC).
+func newAgentNode(t *testing.T, lab *netlab.Lab, sw *netlab.Switch, secrets clusterkey.Secrets, name string, ip netip.Addr) *agentNode {
+	t.Helper()
+	if agentBin == "" {
+		t.Skip("needs root (network namespaces)")
+	}
+	ns, err := lab.Host(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.Attach(ns, underIf, netip.PrefixFrom(ip, 24)); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), name)
+	n := &agentNode{name: name, dir: dir, ns: ns, ip: ip, secrets: secrets,
+		cfgPath: filepath.Join(dir, "config.yaml"), stateDir: filepath.Join(dir, "state"), sock: filepath.Join(dir, "agent.sock")}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := ns.Exec(ctx, agentBin, "identity", "--cluster-id", secrets.ID, "--state-dir", n.stateDir, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(out, &n.id); err != nil {
+		t.Fatalf("identity of %s: %v: %s", name, err, out)
+	}
+	return n
+}
+
+func (n *agentNode) config() *config.Config {
+	return &config.Config{
+		APIVersion: config.APIVersion,
+		Node:       config.Node{Name: n.name},
+		Cluster:    config.Cluster{ID: n.secrets.ID, Secret: n.secrets.Secret},
+		Discovery:  config.Discovery{Endpoints: n.discoveries},
+	}
+}
+
+func (n *agentNode) staticPeer(networks ...string) config.StaticPeer {
+	return config.StaticPeer{Name: n.name, PublicKey: n.id.PublicKey, Address: n.id.Address,
+		Endpoints: []string{netip.AddrPortFrom(n.ip, wgPort).String()}, Networks: networks}
+}
+
+func (n *agentNode) start(t *testing.T, cfg *config.Config) {
+	t.Helper()
+	data, err := config.Render(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(n.cfgPath, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.proc, err = n.ns.Start(exec.Command(agentBin, "run", "--config", n.cfgPath, "--state-dir", n.stateDir,
+		"--socket", n.sock, "--wireguard", "userspace"))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (n *agentNode) status() (*agent.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return agent.FetchStatus(ctx, n.sock)
+}
+
+// waitUp waits until every node sees every other one up.
+func waitUp(t *testing.T, timeout time.Duration, nodes ...*agentNode) {
+	t.Helper()
+	var why string
+	ok := eventually(timeout, func() bool {
+		var b strings.Builder
+		for _, n := range nodes {
+			s, err := n.status()
+			if err != nil {
+				fmt.Fprintf(&b, "%s: %v; ", n.name, err)
+				continue
+			}
+			for _, m := range nodes {
+				if m == n {
+					continue
+				}
+				state := "absent"
+				for _, p := range s.Peers {
+					if p.Name == m.name {
+						state = p.State + " via " + p.Endpoint
+					}
+				}
+				if !strings.HasPrefix(state, "up") {
+					fmt.Fprintf(&b, "%s sees %s %s; ", n.name, m.name, state)
+				}
+			}
+		}
+		why = b.String()
+		return why == ""
+	})
+	if !ok {
+		var out strings.Builder
+		for _, n := range nodes {
+			if n.proc != nil {
+				o := n.proc.Output()
+				if len(o) > 2000 {
+					o = o[len(o)-2000:]
+				}
+				fmt.Fprintf(&out, "\n--- %s ---\n%s", n.name, o)
+			}
+		}
+		t.Fatalf("mesh not up within %s: %s%s", timeout, why, out.String())
+	}
+}
+
+// startDiscovery runs `meshspan-agent discovery serve` in ns on addr:3000.
+func startDiscovery(t *testing.T, ns *netlab.NS, addr netip.Addr) string {
+	t.Helper()
+	listen := netip.AddrPortFrom(addr, 3000).String()
+	p, err := ns.Start(exec.Command(agentBin, "discovery", "serve", "--listen", listen, "--metrics-listen", "", "--snapshot-path", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(10*time.Second, func() bool {
+		return ns.Do(func() error {
+			c, err := net.DialTimeout("tcp", listen, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}) == nil
+	}) {
+		t.Fatalf("discovery service not listening on %s:\n%s", listen, p.Output())
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- discovery service output ---\n%s", p.Output())
+		}
+	})
+	return "http://" + listen + "/"
+}
+
+func (n *agentNode) peerStatus(t *testing.T, name string) agent.PeerStatus {
+	t.Helper()
+	s, err := n.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range s.Peers {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("%s does not list peer %s", n.name, name)
+	return agent.PeerStatus{}
+}
