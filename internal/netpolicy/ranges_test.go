@@ -164,3 +164,29 @@ func TestLineDiff(t *testing.T) {
 		t.Fatal("identical plan reports a change")
 	}
 }
+
+func TestFromConfig(t *testing.T) {
+	c := &config.Config{
+		LANBypass: []string{"10.0.0.0/8"},
+		Relay:     config.Relay{Enabled: true, Port: 3478},
+		Firewall:  config.Firewall{DefaultAction: "block", Rules: []config.FirewallRule{{Protocol: "tcp", Port: "22"}}},
+	}
+	s, err := FromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Interface != config.DefaultInterface || s.MTU != config.DefaultMTU || s.ListenPort != config.DefaultListenPort ||
+		s.Routing.Table != config.DefaultRouteTable || s.RelayPort != 3478 || strs(s.LANBypass) != "10.0.0.0/8" {
+		t.Fatalf("FromConfig = %+v; want defaults, relay port 3478 and the LAN bypass", s)
+	}
+	if s.Firewall.Rules[0].Action != "accept" || c.Firewall.Rules[0].Action != "" {
+		t.Fatalf("defaults must reach the State (action %q) and leave the caller's config alone (action %q)", s.Firewall.Rules[0].Action, c.Firewall.Rules[0].Action)
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.LANBypass = []string{"10.0.0.1/8"}
+	if _, err := FromConfig(c); err == nil || !strings.Contains(err.Error(), "lanBypass[0]") {
+		t.Fatalf("bad LAN bypass: %v, want an error naming lanBypass[0]", err)
+	}
+}

@@ -44,9 +44,13 @@ type State struct {
 	RelayPort int
 }
 
-// FromConfig fills every field that comes from the machine config alone.
-// The agent adds Routed and Unreachable from the live peer set.
-func FromConfig(c *config.Config) (State, error) {
+// FromConfig fills every field that comes from the machine config alone,
+// defaults applied (to a copy). The agent adds Routed and Unreachable from
+// the live peer set.
+func FromConfig(in *config.Config) (State, error) {
+	c := *in
+	c.Firewall.Rules = append([]config.FirewallRule(nil), in.Firewall.Rules...)
+	c.ApplyDefaults()
 	s := State{
 		Interface:           c.WireGuard.Interface,
 		MTU:                 c.WireGuard.MTU,
