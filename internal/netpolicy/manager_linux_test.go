@@ -21,7 +21,7 @@ type host struct {
 	m  *Manager
 }
 
-func newHost(t *testing.T) host {
+func newHost(t testing.TB) host {
 	t.Helper()
 	lab := netlab.NewT(t)
 	ns, err := lab.Host("h")
@@ -41,7 +41,7 @@ func newHost(t *testing.T) host {
 	return host{ns, m}
 }
 
-func (h host) nft(t *testing.T) *nftables.Conn {
+func (h host) nft(t testing.TB) *nftables.Conn {
 	t.Helper()
 	c, err := nftables.New(nftables.WithNetNSFd(int(h.ns.Handle())))
 	if err != nil {
