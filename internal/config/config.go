@@ -5,6 +5,7 @@
 package config
 
 import (
+	"cmp"
 	"time"
 )
 
@@ -180,51 +181,21 @@ func (d *Duration) UnmarshalYAML(unmarshal func(any) error) error {
 
 // ApplyDefaults fills every unset field with its default. It is idempotent.
 func (c *Config) ApplyDefaults() {
-	if c.APIVersion == "" {
-		c.APIVersion = APIVersion
-	}
-	if c.Kind == "" {
-		c.Kind = Kind
-	}
-	if c.WireGuard.Interface == "" {
-		c.WireGuard.Interface = DefaultInterface
-	}
-	if c.WireGuard.ListenPort == 0 {
-		c.WireGuard.ListenPort = DefaultListenPort
-	}
-	if c.WireGuard.MTU == 0 {
-		c.WireGuard.MTU = DefaultMTU
-	}
-	if c.WireGuard.Keepalive == 0 {
-		c.WireGuard.Keepalive = Duration(DefaultKeepalive)
-	}
-	if c.Discovery.TTL == 0 {
-		c.Discovery.TTL = Duration(DefaultDiscoveryTTL)
-	}
-	if c.Routing.Table == 0 {
-		c.Routing.Table = DefaultRouteTable
-	}
-	if c.Routing.FirewallMark == 0 {
-		c.Routing.FirewallMark = DefaultFirewallMark
-	}
-	if c.Routing.ForceMark == 0 {
-		c.Routing.ForceMark = DefaultForceMark
-	}
-	if c.Routing.MarkMask == 0 {
-		c.Routing.MarkMask = DefaultMarkMask
-	}
-	if c.Routing.RulePriority == 0 {
-		c.Routing.RulePriority = DefaultRulePriority
-	}
-	if c.Health.DownAfter == 0 {
-		c.Health.DownAfter = Duration(DefaultDownAfter)
-	}
-	if c.Health.EndpointProbe == 0 {
-		c.Health.EndpointProbe = Duration(DefaultEndpointProbe)
-	}
+	c.APIVersion = cmp.Or(c.APIVersion, APIVersion)
+	c.Kind = cmp.Or(c.Kind, Kind)
+	c.WireGuard.Interface = cmp.Or(c.WireGuard.Interface, DefaultInterface)
+	c.WireGuard.ListenPort = cmp.Or(c.WireGuard.ListenPort, DefaultListenPort)
+	c.WireGuard.MTU = cmp.Or(c.WireGuard.MTU, DefaultMTU)
+	c.WireGuard.Keepalive = cmp.Or(c.WireGuard.Keepalive, Duration(DefaultKeepalive))
+	c.Discovery.TTL = cmp.Or(c.Discovery.TTL, Duration(DefaultDiscoveryTTL))
+	c.Routing.Table = cmp.Or(c.Routing.Table, DefaultRouteTable)
+	c.Routing.FirewallMark = cmp.Or(c.Routing.FirewallMark, DefaultFirewallMark)
+	c.Routing.ForceMark = cmp.Or(c.Routing.ForceMark, DefaultForceMark)
+	c.Routing.MarkMask = cmp.Or(c.Routing.MarkMask, DefaultMarkMask)
+	c.Routing.RulePriority = cmp.Or(c.Routing.RulePriority, DefaultRulePriority)
+	c.Health.DownAfter = cmp.Or(c.Health.DownAfter, Duration(DefaultDownAfter))
+	c.Health.EndpointProbe = cmp.Or(c.Health.EndpointProbe, Duration(DefaultEndpointProbe))
 	for i := range c.Firewall.Rules {
-		if c.Firewall.Rules[i].Action == "" {
-			c.Firewall.Rules[i].Action = "accept"
-		}
+		c.Firewall.Rules[i].Action = cmp.Or(c.Firewall.Rules[i].Action, "accept")
 	}
 }
