@@ -10,7 +10,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
+	"path"
+	"slices"
 	"strings"
 	"text/template"
 	"unicode/utf8"
@@ -43,7 +46,7 @@ var platformLimits = map[string]int{
 }
 
 // Platforms lists the accepted platform names, sorted.
-var Platforms = []string{"digitalocean", "generic", "hcloud", "metal"}
+var Platforms = slices.Sorted(maps.Keys(platformLimits))
 
 // Limit returns the user_data size limit of platform (0 if none) and whether
 // the platform is known.
@@ -141,17 +144,17 @@ const heredocEnd = "MESHSPAN_EOF"
 
 // Script renders the bundle as one POSIX shell script: run it as root.
 func Script(f Files) (string, error) {
-	for path, content := range f.Map() {
+	for name, content := range f.Map() {
 		for _, line := range strings.Split(content, "\n") {
 			if line == heredocEnd {
-				return "", fmt.Errorf("userdata: %s contains the line %q, which would end its here-document early", path, heredocEnd)
+				return "", fmt.Errorf("userdata: %s contains the line %q, which would end its here-document early", name, heredocEnd)
 			}
 		}
 	}
 	return execute("bundle.sh.tmpl", struct {
 		Files
 		ConfigPath, UnitPath, InstallPath, ConfigDir, InstallDir, EOF string
-	}{f, ConfigPath, UnitPath, InstallPath, "/etc/meshspan", "/usr/local/lib/meshspan", heredocEnd})
+	}{f, ConfigPath, UnitPath, InstallPath, path.Dir(ConfigPath), path.Dir(InstallPath), heredocEnd})
 }
 
 func execute(name string, data any) (string, error) {
