@@ -28,14 +28,21 @@ func testStoreSemantics(t *testing.T, s Store, clock *fakeClock) {
 	if len(snap) != 0 {
 		t.Fatalf("snapshot of empty cluster: %v", snap)
 	}
-	next := func() []*serverpb.WatchResponse {
+	// nextN collects n changes: a store may deliver them in one batch or
+	// several (Redis announces each affiliate separately).
+	nextN := func(n int) []*serverpb.WatchResponse {
 		t.Helper()
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		msgs, err := sub.Next(wctx)
-		must(err)
-		return msgs
+		var out []*serverpb.WatchResponse
+		for len(out) < n {
+			msgs, err := sub.Next(wctx)
+			must(err)
+			out = append(out, msgs...)
+		}
+		return out
 	}
+	next := func() []*serverpb.WatchResponse { t.Helper(); return nextN(1) }
 	must(s.Update(ctx, Update{ClusterID: "c", AffiliateID: "a", Data: []byte("d1"), Endpoints: [][]byte{[]byte("e1")}, TTL: time.Minute}))
 	if m := next(); len(m) != 1 || string(m[0].Affiliates[0].Data) != "d1" {
 		t.Fatalf("create: %v", m)
@@ -61,7 +68,7 @@ func testStoreSemantics(t *testing.T, s Store, clock *fakeClock) {
 	}
 	clock.Advance(time.Minute)
 	must(s.GC(ctx))
-	m = next()
+	m = nextN(2)
 	if len(m) != 2 || !m[0].Deleted || !m[1].Deleted {
 		t.Fatalf("expiry: %v", m)
 	}
@@ -216,4 +223,37 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 		l, err := c.List(ctx, &serverpb.ListRequest{ClusterId: "c"})
 		return err == nil && len(l.Affiliates) == 3
 	})
+}
+
+// FuzzChangeMessage: the Redis change decoder never panics and accepts only
+// well-formed messages.
+func FuzzChangeMessage(f *testing.F) {
+	f.Add("1:c1:a1:u4:data2:e1")
+	f.Add("1:c1:a1:d")
+	f.Add("9:c")
+	f.Fuzz(func(t *testing.T, p string) {
+		cid, aid, st, ok := parseChange(p)
+		if !ok {
+			return
+		}
+		if st != nil && st.Id != aid {
+			t.Fatalf("state for %q names %q", aid, st.Id)
+		}
+		_ = cid
+	})
+}
+
+func TestParseChange(t *testing.T) {
+	cid, aid, st, ok := parseChange("1:c2:id1:u4:data2:e12:e2")
+	if !ok || cid != "c" || aid != "id" || string(st.Data) != "data" || len(st.Endpoints) != 2 {
+		t.Fatalf("update: %q %q %v %v", cid, aid, st, ok)
+	}
+	if _, _, st, ok := parseChange("1:c2:id1:d"); !ok || st != nil {
+		t.Fatal("delete")
+	}
+	for _, bad := range []string{"", "1:c", "1:c2:id", "1:c2:id1:x", "1:c2:id1:u", "5:c", "x:c", "1:c2:id1:d1:z"} {
+		if _, _, _, ok := parseChange(bad); ok {
+			t.Errorf("%q accepted", bad)
+		}
+	}
 }

@@ -25,14 +25,17 @@ import (
 //	P "c:" C ":a"          hash   affiliate ID -> sealed data
 //	P "c:" C ":x"          zset   affiliate ID, score = expiry (unix ms)
 //	P "c:" C ":e:" ID      zset   sealed endpoint blob, score = expiry (unix ms)
-//	P "events"             pub/sub channel: len(C) ":" C affiliate ID per change
+//	P "events"             pub/sub channel: one message per change
 //
 // Every mutation is one Lua script, so replicas never interleave inside a
-// merge. Keys also carry a Redis TTL just past the longest expiry they hold,
-// so state left behind by dead replicas disappears on its own. Changes are
-// announced by ID only: each replica re-reads the affiliate's current state
-// once and hands it to its local watchers, which makes delivery
-// level-triggered (a late read returns newer state, never older).
+// merge, and the script publishes the affiliate's resulting state (or its
+// deletion) in the same atomic step. Redis delivers a channel's messages in
+// publish order, so a replica's watchers converge on the latest state with
+// no read-back. Keys also carry a Redis TTL just past the longest expiry
+// they hold, so state left behind by dead replicas disappears on its own.
+//
+// A change message is a sequence of netstrings (len ":" bytes): cluster ID,
+// affiliate ID, "u" or "d", then for "u" the data and each live endpoint.
 type RedisStore struct {
 	rdb    *redis.Client
 	prefix string
@@ -40,10 +43,8 @@ type RedisStore struct {
 	now    func() time.Time
 	log    *slog.Logger
 
-	mu    sync.Mutex
-	subs  map[string]map[*Subscription]struct{}
-	dirty map[string]map[string]struct{}
-	kick  chan struct{}
+	mu   sync.Mutex
+	subs map[string]map[*Subscription]struct{}
 
 	ps     *redis.PubSub
 	cancel context.CancelFunc
@@ -93,14 +94,11 @@ func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
 		now:    opts.Now,
 		log:    opts.Logger,
 		subs:   make(map[string]map[*Subscription]struct{}),
-		dirty:  make(map[string]map[string]struct{}),
-		kick:   make(chan struct{}, 1),
 		cancel: cancel,
 	}
 	r.ps = r.rdb.Subscribe(ctx, r.channel())
-	r.done.Add(2)
+	r.done.Add(1)
 	go r.listen(ctx)
-	go r.fetcher(ctx)
 	return r, nil
 }
 
@@ -120,13 +118,22 @@ func unavailable(err error) error {
 	return fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
 }
 
+const luaHelpers = `
+local function ns(x) return string.len(x) .. ':' .. x end
+local function state(affKey, epKey, cid, aid, now)
+  local out = {ns(cid), ns(aid), ns('u'), ns(redis.call('HGET', affKey, aid) or '')}
+  for _, e in ipairs(redis.call('ZRANGEBYSCORE', epKey, '(' .. now, '+inf')) do out[#out+1] = ns(e) end
+  return table.concat(out)
+end
+`
+
 // Scripts. Times are unix milliseconds passed in by the caller (replicas
 // are expected to run NTP, as any TTL-based service).
 
 // KEYS: aff, exp, ep, clusters. ARGV: now, expires, maxAff, maxEp, cid,
 // aid, channel, data, endpoints...  Returns 0 ok, 1 too many affiliates,
 // 2 too many endpoints (data already stored).
-var updateScript = redis.NewScript(`
+var updateScript = redis.NewScript(luaHelpers + `
 local now, exp = tonumber(ARGV[1]), tonumber(ARGV[2])
 local aid, data = ARGV[6], ARGV[8]
 local changed = false
@@ -173,16 +180,16 @@ for k = 1, 3 do
   local p = redis.call('PTTL', KEYS[k])
   if p == -1 or (p >= 0 and p < keep) then redis.call('PEXPIRE', KEYS[k], keep) end
 end
-if changed then redis.call('PUBLISH', ARGV[7], string.len(ARGV[5]) .. ':' .. ARGV[5] .. aid) end
+if changed then redis.call('PUBLISH', ARGV[7], state(KEYS[1], KEYS[3], ARGV[5], aid, ARGV[1])) end
 return result
 `)
 
 // KEYS: aff, exp, ep. ARGV: cid, aid, channel.
-var deleteScript = redis.NewScript(`
+var deleteScript = redis.NewScript(luaHelpers + `
 if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
   redis.call('HDEL', KEYS[1], ARGV[2])
   redis.call('DEL', KEYS[3])
-  redis.call('PUBLISH', ARGV[3], string.len(ARGV[1]) .. ':' .. ARGV[1] .. ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ns(ARGV[1]) .. ns(ARGV[2]) .. ns('d'))
 end
 return 0
 `)
@@ -212,18 +219,17 @@ return out
 `)
 
 // KEYS: aff, exp, clusters. ARGV: now, cid, channel, epPrefix.
-var gcScript = redis.NewScript(`
+var gcScript = redis.NewScript(luaHelpers + `
 local now = tonumber(ARGV[1])
-local note = string.len(ARGV[2]) .. ':' .. ARGV[2]
 for _, aid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])) do
   redis.call('ZREM', KEYS[2], aid)
   redis.call('HDEL', KEYS[1], aid)
   redis.call('DEL', ARGV[4] .. aid)
-  redis.call('PUBLISH', ARGV[3], note .. aid)
+  redis.call('PUBLISH', ARGV[3], ns(ARGV[2]) .. ns(aid) .. ns('d'))
 end
 for _, aid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   if redis.call('ZREMRANGEBYSCORE', ARGV[4] .. aid, '-inf', ARGV[1]) > 0 then
-    redis.call('PUBLISH', ARGV[3], note .. aid)
+    redis.call('PUBLISH', ARGV[3], state(KEYS[1], ARGV[4] .. aid, ARGV[2], aid, ARGV[1]))
   end
 end
 if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
@@ -443,101 +449,53 @@ func (r *RedisStore) listen(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		cid, aid, ok := parseNote(m.Payload)
+		cid, aid, state, ok := parseChange(m.Payload)
 		if !ok {
+			r.log.Warn("discovery: redis: malformed change message ignored")
 			continue
 		}
 		r.mu.Lock()
-		if r.subs[cid] != nil {
-			if r.dirty[cid] == nil {
-				r.dirty[cid] = make(map[string]struct{})
-			}
-			r.dirty[cid][aid] = struct{}{}
+		for sub := range r.subs[cid] {
+			sub.push(aid, state)
 		}
 		r.mu.Unlock()
-		select {
-		case r.kick <- struct{}{}:
-		default:
-		}
 	}
 }
 
-func parseNote(p string) (cid, aid string, ok bool) {
-	i := strings.IndexByte(p, ':')
-	if i < 0 {
-		return "", "", false
+// parseChange decodes a change message; state is nil for a deletion.
+func parseChange(p string) (cid, aid string, state *serverpb.Affiliate, ok bool) {
+	var fields []string
+	for len(p) > 0 {
+		i := strings.IndexByte(p, ':')
+		if i <= 0 {
+			return "", "", nil, false
+		}
+		n, err := strconv.Atoi(p[:i])
+		if err != nil || n < 0 || n > len(p)-i-1 {
+			return "", "", nil, false
+		}
+		fields = append(fields, p[i+1:i+1+n])
+		p = p[i+1+n:]
 	}
-	n, err := strconv.Atoi(p[:i])
-	if err != nil || n < 0 || i+1+n > len(p) {
-		return "", "", false
+	if len(fields) < 3 {
+		return "", "", nil, false
 	}
-	return p[i+1 : i+1+n], p[i+1+n:], true
-}
-
-// fetcher reads the current state of changed affiliates (all of them in one
-// pipelined round trip) and hands it to local watchers.
-func (r *RedisStore) fetcher(ctx context.Context) {
-	defer r.done.Done()
-	type key struct{ cid, aid string }
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-r.kick:
+	cid, aid = fields[0], fields[1]
+	switch fields[2] {
+	case "d":
+		return cid, aid, nil, len(fields) == 3
+	case "u":
+		if len(fields) < 4 {
+			return "", "", nil, false
 		}
-		r.mu.Lock()
-		dirty := r.dirty
-		r.dirty = make(map[string]map[string]struct{})
-		r.mu.Unlock()
-		if len(dirty) == 0 {
-			continue
+		state = &serverpb.Affiliate{Id: aid}
+		if fields[3] != "" {
+			state.Data = []byte(fields[3])
 		}
-		now := r.nowMS()
-		pipe := r.rdb.Pipeline()
-		var keys []key
-		var cmds []*redis.Cmd
-		for cid, aids := range dirty {
-			ck := r.clusterKey(cid)
-			for aid := range aids {
-				keys = append(keys, key{cid, aid})
-				cmds = append(cmds, listScript.EvalSha(ctx, pipe, []string{ck + ":a", ck + ":x"}, now, ck+":e:", aid))
-			}
+		for _, e := range fields[4:] {
+			state.Endpoints = append(state.Endpoints, []byte(e))
 		}
-		_, err := pipe.Exec(ctx)
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			// First use on this Redis: load and retry once.
-			if lerr := listScript.Load(ctx, r.rdb).Err(); lerr == nil {
-				pipe = r.rdb.Pipeline()
-				cmds = cmds[:0]
-				for _, k := range keys {
-					ck := r.clusterKey(k.cid)
-					cmds = append(cmds, listScript.EvalSha(ctx, pipe, []string{ck + ":a", ck + ":x"}, now, ck+":e:", k.aid))
-				}
-				_, err = pipe.Exec(ctx)
-			}
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			r.failAll(fmt.Errorf("%w: redis read: %v", ErrUnavailable, err))
-			continue
-		}
-		r.mu.Lock()
-		for i, k := range keys {
-			subs := r.subs[k.cid]
-			if len(subs) == 0 {
-				continue
-			}
-			affs, err := parseList(cmds[i].Val())
-			var state *serverpb.Affiliate
-			if err == nil && len(affs) == 1 {
-				state = affs[0]
-			}
-			for s := range subs {
-				s.push(k.aid, state)
-			}
-		}
-		r.mu.Unlock()
+		return cid, aid, state, true
 	}
+	return "", "", nil, false
 }
