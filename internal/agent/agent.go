@@ -45,6 +45,12 @@ const (
 	// DefaultTick is the reconcile period without events; it bounds how
 	// late a down peer or an address change is noticed.
 	DefaultTick = time.Second
+	// convergeTick replaces it while some peer's state is still unknown
+	// within convergeFor of a change to the peer set, so that a finished
+	// handshake shows as up within a fraction of a second (a peer that
+	// stays unknown does not keep the agent busy).
+	convergeTick = 250 * time.Millisecond
+	convergeFor  = 15 * time.Second
 	// DefaultMemoryLimit is the Go soft memory limit when GOMEMLIMIT is not
 	// set: wireguard-go's buffer pools otherwise grow to hundreds of MB
 	// under load, because the GC lets the heap double before collecting.
@@ -122,6 +128,8 @@ type agent struct {
 	// live: WireGuard endpoints seen for peers, kept as candidates.
 	live          map[wgtypes.Key]netip.AddrPort
 	lastPublished *discovery.Affiliate
+	peerKeys      map[wgtypes.Key]bool
+	fastUntil     time.Time
 	lastObserved  map[string][]netip.AddrPort
 	policyErr     string
 
@@ -226,7 +234,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		changes = a.disco.Changes()
 	}
 
-	tick := time.NewTicker(a.opts.Tick)
+	tick := time.NewTimer(a.opts.Tick)
 	defer tick.Stop()
 	a.reconcile(ctx)
 	if err := sdNotify("READY=1"); err != nil {
@@ -247,6 +255,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		case <-tick.C:
 		}
 		a.reconcile(ctx)
+		tick.Reset(a.nextTick())
 	}
 }
 
@@ -386,6 +395,13 @@ func (a *agent) reconcile(ctx context.Context) {
 		Filter: a.filter, Observed: observed,
 	})
 	warnings = append(warnings, pw...)
+	keys := make(map[wgtypes.Key]bool, len(peers))
+	for _, p := range peers {
+		keys[p.PublicKey] = true
+	}
+	if !reflect.DeepEqual(keys, a.peerKeys) {
+		a.peerKeys, a.fastUntil = keys, now.Add(convergeFor)
+	}
 	verdicts := a.tracker.Step(now, peers, obs)
 
 	want := make([]wg.PeerConfig, 0, len(peers))
@@ -521,6 +537,19 @@ func (a *agent) logTransitions(old, cur *Status) {
 			a.log.Info("peer state", "peer", p.Name, "publicKey", p.PublicKey, "state", p.State, "endpoint", p.Endpoint)
 		}
 	}
+}
+
+// nextTick is the time to the next pass without events.
+func (a *agent) nextTick() time.Duration {
+	if time.Now().After(a.fastUntil) {
+		return a.opts.Tick
+	}
+	for _, p := range a.snapshot().Peers {
+		if p.State == mesh.StateUnknown.String() {
+			return min(convergeTick, a.opts.Tick)
+		}
+	}
+	return a.opts.Tick
 }
 
 func (a *agent) snapshot() *Status {

@@ -71,7 +71,7 @@ type Status struct {
 
 // AnswerDelay is how long the higher-keyed side of a new pair waits for the
 // other side's handshake before initiating itself.
-const AnswerDelay = time.Second
+const AnswerDelay = 500 * time.Millisecond
 
 // Tracker follows every peer across reconcile passes. It is not safe for
 // concurrent use; the agent's loop owns it.

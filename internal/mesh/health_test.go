@@ -174,10 +174,10 @@ func TestTrackerKeepaliveTieBreak(t *testing.T) {
 	if !step(low, hi, 0).Keepalive {
 		t.Error("lower key: keepalive off at first sight; want on (it initiates)")
 	}
-	if step(high, lo, 0).Keepalive || step(high, lo, 0.5).Keepalive {
+	if step(high, lo, 0).Keepalive || step(high, lo, 0.4).Keepalive {
 		t.Error("higher key: keepalive on before AnswerDelay; want it to wait for the other side")
 	}
-	if !step(high, lo, 1).Keepalive {
+	if !step(high, lo, 0.5).Keepalive {
 		t.Error("higher key: keepalive still off after AnswerDelay")
 	}
 }

@@ -19,7 +19,7 @@ import (
 // received rate in bit/s.
 func iperf(tb testing.TB, client, server *node, addr string, seconds int) float64 {
 	tb.Helper()
-	srv, err := server.ns.Start(exec.Command("iperf3", "-s", "-1", "-B", addr))
+	srv, err := startProc(server.ns, exec.Command("iperf3", "-s", "-1", "-B", addr))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func plainWireGuard(b *testing.B, c *cluster, a, z *node) (addr string, pids []i
 	}
 	nodes := []*node{a, z}
 	for i, n := range nodes {
-		p, err := n.ns.Start(exec.Command(bin, "-f", "wgref0"))
+		p, err := startProc(n.ns, exec.Command(bin, "-f", "wgref0"))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -142,7 +142,7 @@ func BenchmarkThroughput(b *testing.B) {
 // service and measures until every agent sees every other up; at N = 20 it
 // also reports the agents' idle memory.
 func BenchmarkConvergence(b *testing.B) {
-	for _, n := range []int{3, 10, 20} {
+	for _, n := range benchSizes() {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			for range b.N {
 				c := newCluster(b, n, true)
@@ -174,3 +174,18 @@ func BenchmarkConvergence(b *testing.B) {
 	}
 }
 
+// benchSizes are the cluster sizes BenchmarkConvergence runs; BENCH_N
+// ("3,10") overrides the default 3, 10, 20.
+func benchSizes() []int {
+	v := os.Getenv("BENCH_N")
+	if v == "" {
+		return []int{3, 10, 20}
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}

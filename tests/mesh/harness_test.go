@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,6 +55,37 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// startProc starts cmd in ns from one OS thread that lives as long as the
+// test binary. netlab sets Pdeathsig, and Linux sends it when the *thread*
+// that forked the child exits; Go ends threads that a goroutine left
+// locked (netlab does that after entering a namespace), so a process forked
+// from an ordinary thread can be killed at random when the runtime later
+// reuses and discards that thread.
+func startProc(ns *netlab.NS, cmd *exec.Cmd) (*netlab.Proc, error) {
+	type result struct {
+		p   *netlab.Proc
+		err error
+	}
+	done := make(chan result, 1)
+	stableThread <- func() {
+		p, err := ns.Start(cmd)
+		done <- result{p, err}
+	}
+	r := <-done
+	return r.p, r.err
+}
+
+var stableThread = func() chan func() {
+	ch := make(chan func())
+	go func() {
+		runtime.LockOSThread() // never unlocked: this thread never exits
+		for f := range ch {
+			f()
+		}
+	}()
+	return ch
+}()
+
 // underlay is the shared switch's subnet; node i gets .10+i.
 var underlay = netip.MustParsePrefix("192.0.2.0/24")
 
@@ -71,6 +103,8 @@ type cluster struct {
 	nodes   []*node
 	// discovery is the discovery service URL, "" for static peers.
 	discovery string
+	discProc  *netlab.Proc
+	discNS    *netlab.NS
 	dir       string
 }
 
@@ -121,12 +155,13 @@ func newCluster(t testing.TB, n int, withDiscovery bool) *cluster {
 		if err := c.sw.Attach(ds, "eth0", netip.PrefixFrom(addr, 24)); err != nil {
 			t.Fatal(err)
 		}
-		p, err := ds.Start(exec.Command(agentBin, "discovery", "serve", "--listen", "192.0.2.2:3000",
+		p, err := startProc(ds, exec.Command(agentBin, "discovery", "serve", "--listen", "192.0.2.2:3000",
 			"--metrics-listen", "", "--snapshot-path", ""))
 		if err != nil {
 			t.Fatal(err)
 		}
 		c.discovery = "http://192.0.2.2:3000/"
+		c.discProc, c.discNS = p, ds
 		waitFor(t, 10*time.Second, func() (bool, string) {
 			ok := ds.Do(func() error {
 				conn, err := net.DialTimeout("tcp", "192.0.2.2:3000", time.Second)
@@ -224,7 +259,7 @@ func (n *node) start(extra ...string) {
 	if n.env != nil {
 		cmd.Env = append(os.Environ(), n.env...)
 	}
-	p, err := n.ns.Start(cmd)
+	p, err := startProc(n.ns, cmd)
 	if err != nil {
 		n.c.t.Fatal(err)
 	}
@@ -290,10 +325,18 @@ func (c *cluster) waitAllUp(nodes []*node, timeout time.Duration) time.Time {
 	return time.Now()
 }
 
-// outputs is every agent's recent output, for failure messages.
+// outputs is the first agents' (and discovery's) recent output, for
+// failure messages.
 func (c *cluster) outputs(nodes []*node) string {
 	var b strings.Builder
-	for _, n := range nodes {
+	if c.discProc != nil {
+		out := c.discProc.Output()
+		if len(out) > 2000 {
+			out = out[len(out)-2000:]
+		}
+		fmt.Fprintf(&b, "--- discovery output (tail) ---\n%s\n", out)
+	}
+	for _, n := range nodes[:min(3, len(nodes))] {
 		if n.proc == nil {
 			continue
 		}
