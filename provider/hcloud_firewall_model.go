@@ -20,10 +20,6 @@ import (
 // hcloudProtocols are the protocols Hetzner Cloud firewalls accept.
 var hcloudProtocols = []string{"tcp", "udp", "icmp", "esp", "gre"}
 
-// hcloudWireGuardDescription marks the WireGuard rule, so an imported
-// firewall's WireGuard port can be recognised.
-const hcloudWireGuardDescription = "meshspan WireGuard"
-
 type hcloudFirewallModel struct {
 	ID             types.String `tfsdk:"id"`
 	Name           types.String `tfsdk:"name"`
@@ -264,7 +260,7 @@ func splitWireGuard(rules []cloudfw.Rule, port int64) (int64, []cloudfw.Rule) {
 			if _, err := strconv.Atoi(r.Port); err != nil {
 				continue
 			}
-			if idx < 0 || r.Description == hcloudWireGuardDescription {
+			if idx < 0 || r.Description == cloudfw.WireGuardDescription {
 				idx = i
 			}
 		}

@@ -32,6 +32,10 @@ type Rule struct {
 // Anywhere is every IPv4 and IPv6 address.
 var Anywhere = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 
+// WireGuardDescription marks the WireGuard rule, so the rule can be told
+// apart on an imported firewall.
+const WireGuardDescription = "meshspan WireGuard"
+
 // WireGuard is the one inbound rule every mesh node needs: the WireGuard
 // listen port over UDP from anywhere.
 func WireGuard(port int) Rule {
@@ -40,7 +44,7 @@ func WireGuard(port int) Rule {
 		Protocol:    "udp",
 		Port:        fmt.Sprint(port),
 		CIDRs:       slices.Clone(Anywhere),
-		Description: "meshspan WireGuard",
+		Description: WireGuardDescription,
 	}
 }
 
