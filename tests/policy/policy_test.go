@@ -275,3 +275,45 @@ func warmNeighbours(t *testing.T, a, b *node) {
 		}
 	}
 }
+
+// A local DF packet over the mesh MTU to a member is rerouted into the mesh
+// and refused there; the kernel's own "fragmentation needed" / "packet too
+// big" would then cache the mesh MTU as the path MTU to the member's
+// underlay address, which WireGuard's UDP to that member also uses. The
+// policy drops that self-addressed error, so no such entry appears and
+// full-size tunnel packets keep flowing.
+func TestOwnPMTUErrorsDoNotPoisonWireGuard(t *testing.T) {
+	a, b := pair(t)
+	k := psk(t)
+	a.startWG(t, k, b)
+	b.startWG(t, k, a)
+	for _, n := range []*node{a, b} {
+		n.manager(t)
+	}
+	sa, sb := a.state(), b.state()
+	sa.Routed = hostPrefixes(b.under4, b.under6)
+	sb.Routed = hostPrefixes(a.under4, a.under6)
+	a.apply(t, sa)
+	b.apply(t, sb)
+	for _, p := range []struct {
+		dst     netip.Addr
+		payload int // one byte over the mesh MTU: 20/40 IP + 8 ICMP
+	}{{b.under4, meshMTU - 28 + 1}, {b.under6, meshMTU - 48 + 1}} {
+		if out, err := pingDF(a.ns, p.dst.String(), p.payload, 1); err == nil {
+			t.Fatalf("DF ping of %d bytes to %s passed the %d-byte mesh:\n%s", p.payload, p.dst, meshMTU, out)
+		}
+		out, err := a.ns.Exec(context.Background(), "ip", "route", "get", p.dst.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), "mtu") {
+			t.Errorf("a path MTU is cached for member %s after a local oversize packet:\n%s", p.dst, out)
+		}
+	}
+	listenTCP(t, b.ns, 7000)
+	big := make([]byte, 256<<10)
+	copy(big, newMarker())
+	if err := echo(a.ns, netip.AddrPortFrom(b.under4, 7000), big, 5*time.Second); err != nil {
+		t.Fatalf("bulk TCP through the mesh afterwards: %v", err)
+	}
+}
