@@ -325,3 +325,59 @@ func TestVersionLabel(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowWatcherGetsLatestState: a watcher that stops reading while far
+// more changes happen than any buffer holds still ends up with every
+// affiliate's latest state once it reads again: coalesced, never dropped.
+func TestSlowWatcherGetsLatestState(t *testing.T) {
+	svc := startService(t, ServiceConfig{RateLimitRPS: -1})
+	c := dial(t, svc.Addr().String())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := c.Watch(ctx, &serverpb.WatchRequest{ClusterId: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	// 20 affiliates x 100 rounds of 2 KB: ~4 MB, past HTTP/2 windows and
+	// the reference's 32-message buffer, while nobody reads.
+	const affiliates, rounds = 20, 100
+	data := func(round int) []byte {
+		b := make([]byte, 2048)
+		copy(b, fmt.Sprintf("round-%03d", round))
+		return b
+	}
+	for r := range rounds {
+		for a := range affiliates {
+			if _, err := c.AffiliateUpdate(ctx, &serverpb.AffiliateUpdateRequest{ClusterId: "c", AffiliateId: fmt.Sprint("a", a),
+				AffiliateData: data(r), Ttl: durationpb.New(time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	latest := map[string]string{}
+	received := 0
+	for len(latest) < affiliates || !allEqual(latest, fmt.Sprintf("round-%03d", rounds-1)) {
+		m, err := st.Recv()
+		if err != nil {
+			t.Fatalf("watch ended after %d messages: %v", received, err)
+		}
+		received++
+		latest[m.Affiliates[0].Id] = string(m.Affiliates[0].Data[:9])
+		if received > affiliates*rounds {
+			t.Fatalf("more messages than changes: %v", latest)
+		}
+	}
+	t.Logf("%d changes reached the slow watcher as %d messages", affiliates*rounds, received)
+}
+
+func allEqual(m map[string]string, v string) bool {
+	for _, x := range m {
+		if x != v {
+			return false
+		}
+	}
+	return true
+}

@@ -270,6 +270,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 // files change, so renewals need no restart.
 type certReloader struct {
 	certPath, keyPath string
+	interval          time.Duration // how often the files are checked
 	mu                sync.Mutex
 	cert              *tls.Certificate
 	mod               time.Time
@@ -277,7 +278,7 @@ type certReloader struct {
 }
 
 func newCertReloader(certPath, keyPath string) (*certReloader, error) {
-	r := &certReloader{certPath: certPath, keyPath: keyPath}
+	r := &certReloader{certPath: certPath, keyPath: keyPath, interval: 5 * time.Second}
 	if err := r.load(); err != nil {
 		return nil, err
 	}
@@ -307,7 +308,7 @@ func (r *certReloader) load() error {
 func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if time.Since(r.checked) > 5*time.Second {
+	if time.Since(r.checked) >= r.interval {
 		r.checked = time.Now()
 		if r.modTime().After(r.mod) {
 			// Keep serving the old pair if the new one is half-written.
