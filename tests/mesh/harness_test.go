@@ -429,22 +429,23 @@ func transfer(n, m *node, size int) error {
 
 // rssKB reads a process's resident set (VmRSS) and peak (VmHWM) in KiB.
 func rssKB(pid int) (rss, peak int, err error) {
+	m, err := procStatus(pid)
+	return m["VmRSS:"], m["VmHWM:"], err
+}
+
+// procStatus reads the KiB figures of /proc/PID/status (VmRSS, RssAnon, ...).
+func procStatus(pid int) (map[string]int, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
+	m := map[string]int{}
 	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.Atoi(f[1])
-		switch f[0] {
-		case "VmRSS:":
-			rss = v
-		case "VmHWM:":
-			peak = v
+		if f := strings.Fields(line); len(f) >= 2 {
+			if v, err := strconv.Atoi(f[1]); err == nil {
+				m[f[0]] = v
+			}
 		}
 	}
-	return rss, peak, nil
+	return m, nil
 }
