@@ -1,5 +1,8 @@
 package netpolicy
 
+// DefaultTable is the nftables table (family inet) the agent owns.
+const DefaultTable = "meshspan"
+
 // Options configure a Manager.
 type Options struct {
 	// Table is the nftables table (family inet) the manager owns and

@@ -12,9 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultTable is the nftables table (family inet) the agent owns.
-const DefaultTable = "meshspan"
-
 // Chain names inside the table.
 const (
 	chainPrerouting  = "prerouting"

@@ -3,6 +3,35 @@
 // dedicated table, policy rules), WireGuard's own UDP is exempt, traffic to a
 // member whose peer is down is dropped unless bypass is allowed, LAN-bypass
 // CIDRs stay off the mesh, and the host input firewall from the config.
+//
+// One nftables table (inet "meshspan") holds it all and is replaced whole
+// in one transaction, so the kernel has the old table or the new one, never
+// a mix. Its chains, as in Talos KubeSpan plus two guards:
+//
+//   - prerouting and output: WireGuard's own packets (mark&mask ==
+//     FirewallMark) pass untouched; TCP SYNs to routed destinations get their
+//     MSS clamped (MTU-52 IPv4, MTU-72 IPv6); routed destinations get the
+//     force mark, which policy rules (priority RulePriority, both families)
+//     send to the mesh table, whose default routes point at the mesh link.
+//   - postrouting: plaintext to a routed destination leaving on any other
+//     link is dropped. It never should; it would if the mesh link vanished
+//     (its routes go with it) or the policy rules were removed.
+//   - output also drops the "fragmentation needed" / "packet too big" error
+//     the kernel sends itself for a local DF packet too big for the mesh: it
+//     would cache the mesh MTU as the path MTU to the member's underlay
+//     address, which WireGuard's own UDP shares, and break the tunnel's
+//     full-size packets for ten minutes.
+//   - input (only with firewall.defaultAction set): loopback, established
+//     and related, the mesh link (its packets were decrypted with a member's
+//     key, so they come from authenticated members and are accepted before
+//     the config's rules), WireGuard's and the relay's UDP ports, the ICMPv6
+//     that IPv6 needs (errors and neighbour discovery), then the config's
+//     rules in order, then the default action as the chain policy.
+//
+// Every rule carries its text as its nftables comment: Plan lists the live
+// table from those and the live set elements, and diffs it with the desired
+// one (`meshspan-agent firewall check`); Apply uses the same comparison to
+// skip the transaction when nothing changed.
 package netpolicy
 
 import (
