@@ -20,16 +20,14 @@ type Manager struct {
 	ns     netns.NsHandle // -1: the caller's namespace
 	h      *netlink.Handle
 	closed bool
-	// routing is the Routing last applied, so a changed table or priority
-	// has its old routes and rules removed.
-	routing *routingKey
+	// routeTable is the routing table last applied (0: none yet), so a
+	// changed table has its old routes and rules removed.
+	routeTable int
 	writes  int
 	// extra queues more into each nftables transaction; tests use it to
 	// make one fail.
 	extra func(*nftables.Conn, *nftables.Table)
 }
-
-type routingKey struct{ table int }
 
 // New opens netlink handles for the namespace in opts. It changes nothing:
 // the first Apply writes.
@@ -115,12 +113,12 @@ func (m *Manager) Apply(ctx context.Context, s State) error {
 	if err != nil {
 		return fmt.Errorf("netpolicy: mesh interface %q: %w (create the WireGuard link before Apply)", s.Interface, err)
 	}
-	if old := m.routing; old != nil && old.table != s.Routing.Table {
-		if err := m.clearRouting(old.table); err != nil {
+	if m.routeTable != 0 && m.routeTable != s.Routing.Table {
+		if err := m.clearRouting(m.routeTable); err != nil {
 			return err
 		}
 	}
-	m.routing = &routingKey{table: s.Routing.Table}
+	m.routeTable = s.Routing.Table
 	if err := syncRoutes(m.h, s.Routing.Table, desiredRoutes(s, link.Attrs().Index)); err != nil {
 		return err
 	}
@@ -230,8 +228,8 @@ func (m *Manager) Close() error {
 		errs = append(errs, deleteTable(c, m.table))
 		c.CloseLasting()
 	}
-	if m.routing != nil {
-		errs = append(errs, m.clearRouting(m.routing.table))
+	if m.routeTable != 0 {
+		errs = append(errs, m.clearRouting(m.routeTable))
 	}
 	m.h.Close()
 	if m.ns.IsOpen() {

@@ -239,7 +239,7 @@ func (l *listing) String() string {
 	return b.String()
 }
 
-// routedFromListing returns the prefixes of the live routed sets.
+// routed returns the prefixes of the live routed sets.
 func (l *listing) routed() []netip.Prefix {
 	if l == nil {
 		return nil
