@@ -23,7 +23,7 @@ type Manager struct {
 	// routeTable is the routing table last applied (0: none yet), so a
 	// changed table has its old routes and rules removed.
 	routeTable int
-	writes  int
+	writes     int
 	// extra queues more into each nftables transaction; tests use it to
 	// make one fail.
 	extra func(*nftables.Conn, *nftables.Table)
