@@ -340,9 +340,13 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 
 // receive wraps an inner ReceiveFunc: WireGuard packets pass through, relayed
 // ones are unwrapped and attributed to their virtual endpoint, control frames
-// are consumed (their size set to 0, which wireguard-go skips).
+// and frames relayed for others are consumed. The batch handed back holds
+// only what is for WireGuard, packed at the front: callers that count what a
+// receive returns (internal/wg bounds packets in flight that way) must not
+// count frames that never reach WireGuard.
 func (b *Bind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	out := bindTransport{b}
+	var fw forwarder // one per receive goroutine
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		n, err := fn(bufs, sizes, eps)
 		for i := 0; i < n; i++ {
@@ -370,7 +374,9 @@ func (b *Bind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				eps[i] = ep
 			case typeSend, typeRegister:
 				if b.cfg.Server != nil {
-					b.cfg.Server.Handle(p, from, out)
+					if to, ok := b.cfg.Server.Route(p, from, out); ok {
+						fw.add(p, to) // sent below, while the buffer is still ours
+					}
 				} else {
 					b.strangers.Add(1)
 				}
@@ -382,7 +388,19 @@ func (b *Bind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				b.strangers.Add(1)
 			}
 		}
-		return n, err
+		fw.flush(out)
+		kept := 0
+		for i := 0; i < n; i++ {
+			if sizes[i] == 0 {
+				continue
+			}
+			if i != kept {
+				sizes[kept] = copy(bufs[kept], bufs[i][:sizes[i]])
+				eps[kept] = eps[i]
+			}
+			kept++
+		}
+		return kept, err
 	}
 }
 
@@ -467,6 +485,14 @@ func (t bindTransport) WriteTo(frame []byte, to netip.AddrPort) error {
 		return err
 	}
 	return t.b.inner.Send([][]byte{frame}, ep)
+}
+
+func (t bindTransport) sendBatch(frames [][]byte, to netip.AddrPort) error {
+	ep, err := t.b.innerEndpoint(to)
+	if err != nil {
+		return err
+	}
+	return t.b.inner.Send(frames, ep)
 }
 
 func (b *Bind) sendTo(frame []byte, to netip.AddrPort) error {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.zx2c4.com/wireguard/conn"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -152,24 +153,35 @@ func (s *Server) Members() int {
 // through out. It may rewrite frame in place (forwarding does: the header is
 // swapped, the ciphertext is never touched or copied).
 func (s *Server) Handle(frame []byte, from netip.AddrPort, out Transport) {
+	if to, ok := s.Route(frame, from, out); ok {
+		_ = out.WriteTo(frame, to) // a member that went away re-registers or expires
+	}
+}
+
+// Route is Handle without the send, so that callers can batch: for a data
+// frame from a registered member it rewrites the header in place and
+// returns where to send the frame; control frames are answered through out
+// and yield ok=false, as does anything dropped.
+func (s *Server) Route(frame []byte, from netip.AddrPort, out Transport) (to netip.AddrPort, ok bool) {
 	if !IsFrame(frame) {
 		s.drop(DropMalformed)
-		return
+		return to, false
 	}
 	switch frame[1] {
 	case typeSend:
-		s.forward(frame, from, out)
+		return s.route(frame, from)
 	case typeRegister:
 		s.register(frame, from, out)
 	default:
 		s.drop(DropMalformed)
 	}
+	return to, false
 }
 
-func (s *Server) forward(frame []byte, from netip.AddrPort, out Transport) {
+func (s *Server) route(frame []byte, from netip.AddrPort) (netip.AddrPort, bool) {
 	if len(frame) < DataOverhead+4 {
 		s.drop(DropMalformed)
-		return
+		return netip.AddrPort{}, false
 	}
 	now := s.now()
 	dst := ID(frame[2 : 2+idLen])
@@ -179,19 +191,16 @@ func (s *Server) forward(frame []byte, from netip.AddrPort, out Transport) {
 	s.mu.RUnlock()
 	if !okSrc || now.Sub(src.seen) > s.ttl {
 		s.drop(DropStranger)
-		return
+		return netip.AddrPort{}, false
 	}
 	if !okDst || now.Sub(to.seen) > s.ttl {
 		s.drop(DropUnknownPeer)
-		return
+		return netip.AddrPort{}, false
 	}
 	putDataHeader(frame, typeDeliver, src.id)
-	if err := out.WriteTo(frame, to.addr); err != nil {
-		// The member's address is gone or unreachable; it will re-register.
-		return
-	}
 	s.forwardedPackets.Inc()
 	s.forwardedBytes.Add(float64(len(frame) - DataOverhead))
+	return to.addr, true
 }
 
 func (s *Server) register(frame []byte, from netip.AddrPort, out Transport) {
@@ -269,21 +278,119 @@ func (s *Server) dropErr(err error) {
 	}
 }
 
-// Serve relays on its own UDP socket (relay.port set, or kernel WireGuard
-// holding the WireGuard port) until conn is closed.
-func (s *Server) Serve(conn *net.UDPConn) error {
-	out := UDPTransport{Conn: conn}
-	buf := make([]byte, 65536)
-	for {
-		n, from, err := conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("relay: read %q: %w", conn.LocalAddr(), err)
-		}
-		s.Handle(buf[:n], unmap(from), out)
+// Serve relays on its own UDP port (relay.port set, or kernel WireGuard
+// holding the WireGuard port) until bind is closed. bind is normally
+// conn.NewDefaultBind(): it brings batched reads and writes with UDP GRO and
+// GSO, so a burst from one member leaves for the other in a few syscalls.
+func (s *Server) Serve(bind conn.Bind, port uint16) (actual uint16, wait func() error, err error) {
+	fns, actual, err := bind.Open(port)
+	if err != nil {
+		return 0, nil, fmt.Errorf("relay: listen on UDP port %d: %w", port, err)
 	}
+	out := &bindOut{bind: bind, eps: map[netip.AddrPort]conn.Endpoint{}}
+	errs := make(chan error, len(fns))
+	for _, fn := range fns {
+		go func() {
+			n := bind.BatchSize()
+			bufs := make([][]byte, n)
+			for i := range bufs {
+				bufs[i] = make([]byte, 65536)
+			}
+			sizes := make([]int, n)
+			eps := make([]conn.Endpoint, n)
+			var fw forwarder
+			for {
+				k, err := fn(bufs, sizes, eps)
+				if err != nil {
+					if errors.Is(err, net.ErrClosed) {
+						errs <- nil
+					} else {
+						errs <- fmt.Errorf("relay: receive: %w", err)
+					}
+					return
+				}
+				for i := 0; i < k; i++ {
+					if to, ok := s.Route(bufs[i][:sizes[i]], addrOf(eps[i]), out); ok {
+						fw.add(bufs[i][:sizes[i]], to)
+					}
+				}
+				fw.flush(out)
+			}
+		}()
+	}
+	wait = func() error {
+		var all []error
+		for range fns {
+			all = append(all, <-errs)
+		}
+		return errors.Join(all...)
+	}
+	return actual, wait, nil
+}
+
+// forwarder collects routed frames and sends each run bound for the same
+// member with one Send, which the standard Bind turns into one GSO write.
+type forwarder struct {
+	frames [][]byte
+	to     []netip.AddrPort
+}
+
+func (f *forwarder) add(frame []byte, to netip.AddrPort) {
+	f.frames = append(f.frames, frame)
+	f.to = append(f.to, to)
+}
+
+func (f *forwarder) flush(out batchSender) {
+	for i := 0; i < len(f.frames); {
+		j := i + 1
+		for j < len(f.frames) && f.to[j] == f.to[i] {
+			j++
+		}
+		_ = out.sendBatch(f.frames[i:j], f.to[i])
+		i = j
+	}
+	clear(f.frames)
+	f.frames, f.to = f.frames[:0], f.to[:0]
+}
+
+type batchSender interface {
+	sendBatch(frames [][]byte, to netip.AddrPort) error
+}
+
+// bindOut sends through a conn.Bind, caching its endpoints.
+type bindOut struct {
+	bind conn.Bind
+	mu   sync.Mutex
+	eps  map[netip.AddrPort]conn.Endpoint
+}
+
+func (o *bindOut) endpoint(to netip.AddrPort) (conn.Endpoint, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if ep, ok := o.eps[to]; ok {
+		return ep, nil
+	}
+	ep, err := o.bind.ParseEndpoint(to.String())
+	if err != nil {
+		return nil, err
+	}
+	if len(o.eps) > 4096 {
+		clear(o.eps)
+	}
+	o.eps[to] = ep
+	return ep, nil
+}
+
+func (o *bindOut) WriteTo(frame []byte, to netip.AddrPort) error {
+	return o.sendBatch([][]byte{frame}, to)
+}
+
+func (o *bindOut) sendBatch(frames [][]byte, to netip.AddrPort) error {
+	ep, err := o.endpoint(to)
+	if err != nil {
+		return err
+	}
+	return o.bind.Send(frames, ep)
 }
 
 // unmap turns an IPv4-mapped IPv6 source (dual-stack sockets) into plain

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,6 +77,29 @@ type world struct {
 	key      *relay.Key
 	psk      wgtypes.Key
 	suffix   string
+	secret   [32]byte
+}
+
+// relayProcess runs a standalone relay (this test binary, see TestMain) in
+// ns on port: a relay on another machine, with its own scheduler.
+func (w *world) relayProcess(ns *netlab.NS, addr netip.Addr, port uint16, mode string) netip.AddrPort {
+	w.t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), fmt.Sprintf("NAT_RELAY_PORT=%d", port), "NAT_RELAY_SECRET="+hex.EncodeToString(w.secret[:]),
+		"NAT_RELAY_MODE="+mode)
+	p, err := ns.Start(cmd)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { p.Stop(3 * time.Second) })
+	deadline := time.Now().Add(10 * time.Second)
+	for !bytes.Contains(p.Output(), []byte("relay ready")) {
+		if time.Now().After(deadline) {
+			w.t.Fatalf("relay process did not start: %s", p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return netip.AddrPortFrom(addr, port)
 }
 
 // newWorld builds the lab. gateway adds a stateful input filter to both NAT
@@ -91,6 +115,7 @@ func newWorld(t testing.TB, mode netlab.NATMode, gateway bool) *world {
 		t.Fatal(err)
 	}
 	w.psk = wgtypes.Key(secret)
+	w.secret = secret
 	var sfx [2]byte
 	rand.Read(sfx[:])
 	w.suffix = hex.EncodeToString(sfx[:])
@@ -438,6 +463,13 @@ func throughput(t testing.TB, n, p *node, size int) float64 {
 	var c net.Conn
 	if err := n.ns.Do(func() (err error) {
 		d := net.Dialer{Timeout: 5 * time.Second}
+		if cc := os.Getenv("NAT_CC"); cc != "" {
+			d.Control = func(network, address string, c syscall.RawConn) error {
+				var serr error
+				c.Control(func(fd uintptr) { serr = syscall.SetsockoptString(int(fd), syscall.IPPROTO_TCP, 13, cc) })
+				return serr
+			}
+		}
 		c, err = d.Dial("tcp6", netip.AddrPortFrom(p.mesh, 5201).String())
 		return err
 	}); err != nil {

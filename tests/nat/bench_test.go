@@ -1,0 +1,172 @@
+package nat
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
+	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+)
+
+// pause stops n's reconcile loop, leaving its device as it is.
+func (n *node) pause() {
+	n.mu.Lock()
+	stop := n.stop
+	n.stop = nil
+	n.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-n.done
+	}
+}
+
+// pin sets n's endpoint for peer p by hand.
+func (w *world) pin(n, p *node, ep netip.AddrPort) {
+	w.t.Helper()
+	cur, err := n.dev.Peers()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	var want []wg.PeerConfig
+	for _, c := range cur {
+		pc := wg.PeerConfig{PublicKey: c.PublicKey, PresharedKey: w.psk, AllowedIPs: c.AllowedIPs, Keepalive: c.Keepalive}
+		if c.PublicKey == p.key.PublicKey() {
+			pc.Endpoint = ep
+		}
+		want = append(want, pc)
+	}
+	if err := n.dev.SyncPeers(want); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func medianRTT(t testing.TB, n *node, to netip.AddrPort, count int) time.Duration {
+	rtts := make([]time.Duration, count)
+	for i := range rtts {
+		rtts[i] = roundTrip(t, n, to, []byte("rtt"), 5*time.Second)
+	}
+	slices.Sort(rtts)
+	return rtts[count/2]
+}
+
+// BenchmarkRelayedVsDirect measures TCP throughput and round-trip time
+// between the same two NATed nodes on their direct path and pinned to a
+// relay, alternating rounds in one run so that load from elsewhere on the
+// machine hits both alike. Target: relayed >= 0.8x direct.
+//
+// The relay runs in its own process, as on a real relay node, in both of
+// its modes: "shared", a member relaying on its WireGuard port (wireguard-go
+// with the relay Bind, as `meshspan-agent run` with relay.enabled), and
+// "own-port", relay.Server on a socket of its own (relay.port, or kernel
+// WireGuard holding the WireGuard port).
+// Run once: go test -run '^$' -bench RelayedVsDirect -benchtime 1x ./tests/nat
+func BenchmarkRelayedVsDirect(b *testing.B) {
+	for _, mode := range []string{"shared", "own-port"} {
+		b.Run(mode, func(b *testing.B) { benchRelayedVsDirect(b, mode) })
+	}
+}
+
+func benchRelayedVsDirect(b *testing.B, mode string) {
+	const size = 96 << 20
+	const rounds = 3
+	w := newWorld(b, netlab.NATPreservePorts, true)
+	w.start()
+	w.waitPath(30*time.Second, natpath.ModeDirect, "")
+	w.a.pause()
+	w.b.pause()
+	to := echo(b, w.b)
+	da, db := w.a.statusOf(w.b).Endpoint, w.b.statusOf(w.a).Endpoint
+
+	r3, err := w.lab.Host("r3")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := w.wan.Attach(r3, "eth0", pfx("203.0.113.23/24")); err != nil {
+		b.Fatal(err)
+	}
+	rel := w.relayProcess(r3, ip("203.0.113.23"), wgPort, mode)
+	for _, n := range []*node{w.a, w.b} {
+		n.bind.SetRelays([]netip.AddrPort{w.r1.endpoint(), w.r2.endpoint(), rel})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !registeredWith(w.a, rel) || !registeredWith(w.b, rel) {
+		if time.Now().After(deadline) {
+			b.Fatalf("a and b did not register with the relay process at %s", rel)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	va, err := w.a.bind.RelayEndpoint(rel, w.b.key.PublicKey())
+	if err != nil {
+		b.Fatal(err)
+	}
+	vb, err := w.b.bind.RelayEndpoint(rel, w.a.key.PublicKey())
+	if err != nil {
+		b.Fatal(err)
+	}
+	use := func(ea, eb netip.AddrPort) {
+		w.pin(w.a, w.b, ea)
+		w.pin(w.b, w.a, eb)
+		roundTrip(b, w.a, to, []byte("warm"), 5*time.Second)
+		// A packet still in flight on the other path can make WireGuard
+		// roam back; the run must use the path it claims to measure.
+		if got := liveEndpoint(b, w.a, w.b); got != ea {
+			b.Fatalf("a uses %s for b, want %s", got, ea)
+		}
+	}
+
+	b.ResetTimer()
+	var direct, relayed float64
+	var rttDirect, rttRelayed time.Duration
+	for range b.N {
+		for range rounds {
+			use(da, db)
+			direct += throughput(b, w.a, w.b, size)
+			rttDirect += medianRTT(b, w.a, to, 100)
+			use(va, vb)
+			relayed += throughput(b, w.a, w.b, size)
+			rttRelayed += medianRTT(b, w.a, to, 100)
+			if got := liveEndpoint(b, w.a, w.b); got != va {
+				b.Fatalf("the relayed round ended on %s, not the relay", got)
+			}
+		}
+	}
+	b.StopTimer()
+	n := float64(b.N * rounds)
+	direct /= n
+	relayed /= n
+	rttDirect /= time.Duration(n)
+	rttRelayed /= time.Duration(n)
+	b.ReportMetric(direct/1e6, "direct-Mbit/s")
+	b.ReportMetric(relayed/1e6, "relayed-Mbit/s")
+	b.ReportMetric(relayed/direct, "relayed/direct")
+	b.ReportMetric(float64((rttRelayed - rttDirect).Microseconds()), "added-rtt-µs")
+	fmt.Printf("relay on %s: relayed vs direct (same pair, %d alternating rounds of %d MB): direct %.0f Mbit/s, relayed %.0f Mbit/s, ratio %.2f (target >= 0.80); median RTT direct %s, relayed %s, relay adds %s\n",
+		mode, rounds, size>>20, direct/1e6, relayed/1e6, relayed/direct, rttDirect.Round(time.Microsecond), rttRelayed.Round(time.Microsecond), (rttRelayed - rttDirect).Round(time.Microsecond))
+}
+
+func registeredWith(n *node, relay netip.AddrPort) bool {
+	for _, r := range n.bind.Relays() {
+		if r.Addr == relay && !r.Registered.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// liveEndpoint is n's device endpoint for peer p.
+func liveEndpoint(t testing.TB, n, p *node) netip.AddrPort {
+	ps, err := n.dev.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ps {
+		if s.PublicKey == p.key.PublicKey() {
+			return s.Endpoint
+		}
+	}
+	return netip.AddrPort{}
+}

@@ -1,0 +1,87 @@
+package nat
+
+import (
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"syscall"
+	"testing"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+)
+
+// TestMain doubles as a relay process (a relay on another machine): with
+// NAT_RELAY_PORT and NAT_RELAY_SECRET set, the test binary relays on that
+// UDP port until stopped: on its own socket, or with NAT_RELAY_MODE=shared
+// on the port of a wireguard-go device, as a relaying member does.
+func TestMain(m *testing.M) {
+	if p := os.Getenv("NAT_RELAY_PORT"); p != "" {
+		os.Exit(serveRelay(p, os.Getenv("NAT_RELAY_SECRET")))
+	}
+	os.Exit(m.Run())
+}
+
+func serveRelay(port, secret string) int {
+	n, err := strconv.ParseUint(port, 10, 16)
+	raw, herr := hex.DecodeString(secret)
+	if err != nil || herr != nil || len(raw) != 32 {
+		fmt.Fprintf(os.Stderr, "relay helper: bad NAT_RELAY_PORT %q or NAT_RELAY_SECRET\n", port)
+		return 2
+	}
+	k, err := relay.DeriveKey([32]byte(raw))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	srv := relay.NewServer(k)
+	if f := os.Getenv("NAT_RELAY_CPUPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err == nil {
+			pprof.StartCPUProfile(out)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	if os.Getenv("NAT_RELAY_MODE") == "shared" {
+		// A member relaying on its WireGuard port: wireguard-go with the
+		// relay Bind, as `meshspan-agent run` does with relay.enabled.
+		key, _ := wgtypes.GeneratePrivateKey()
+		b, err := relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: k, PublicKey: key.PublicKey(), Server: srv})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		dev, err := wg.Open(wg.Options{Name: "msrelay", Mode: wg.ModeUserspace, MTU: 1420, ListenPort: int(n), PrivateKey: key, Bind: b})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println("relay ready")
+		<-sig
+		dev.Close()
+		pprof.StopCPUProfile()
+		return 0
+	}
+	b := conn.NewDefaultBind()
+	_, wait, err := srv.Serve(b, uint16(n))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("relay ready")
+	<-sig
+	b.Close()
+	if err := wait(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
