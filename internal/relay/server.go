@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.zx2c4.com/wireguard/conn"
 	dto "github.com/prometheus/client_model/go"
+	"golang.zx2c4.com/wireguard/conn"
 )
 
 // DefaultTTL is how long a registration lasts without being renewed. Members
