@@ -18,6 +18,7 @@ type MemoryStore struct {
 	maxPending int
 
 	mu       sync.RWMutex
+	closed   bool // guarded by mu: no new watches once closing
 	clusters map[string]*memCluster
 }
 
@@ -190,6 +191,12 @@ func (m *MemoryStore) List(_ context.Context, clusterID string) ([]*serverpb.Aff
 
 // Watch implements Store.
 func (m *MemoryStore) Watch(_ context.Context, clusterID string) ([]*serverpb.Affiliate, *Subscription, error) {
+	m.mu.RLock()
+	closed := m.closed
+	m.mu.RUnlock()
+	if closed {
+		return nil, nil, ErrClosed
+	}
 	c := m.cluster(clusterID, true)
 	defer c.mu.Unlock()
 	var sub *Subscription
@@ -269,6 +276,9 @@ func (m *MemoryStore) Stats(context.Context) (Stats, error) {
 
 // Close implements Store. Open subscriptions end with ErrClosed.
 func (m *MemoryStore) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	for _, c := range m.clusters {

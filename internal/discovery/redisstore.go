@@ -43,8 +43,9 @@ type RedisStore struct {
 	now    func() time.Time
 	log    *slog.Logger
 
-	mu   sync.Mutex
-	subs map[string]map[*Subscription]struct{}
+	mu     sync.Mutex
+	closed bool // guarded by mu: no new watches once closing
+	subs   map[string]map[*Subscription]struct{}
 
 	ps     *redis.PubSub
 	cancel context.CancelFunc
@@ -316,6 +317,10 @@ func (r *RedisStore) Watch(ctx context.Context, clusterID string) ([]*serverpb.A
 	})
 	// Subscribe before reading the snapshot so no change falls in between.
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, nil, ErrClosed
+	}
 	if r.subs[clusterID] == nil {
 		r.subs[clusterID] = make(map[*Subscription]struct{})
 	}
@@ -390,6 +395,9 @@ func (r *RedisStore) Close() error {
 func (r *RedisStore) failAll(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if errors.Is(err, ErrClosed) {
+		r.closed = true
+	}
 	for _, m := range r.subs {
 		for s := range m {
 			s.fail(err)
