@@ -252,9 +252,30 @@ func (c *cluster) discoveryMesh() {
 	}
 }
 
+// wireguardMode is the --wireguard the suites run with: auto unless
+// $MESHSPAN_E2E_WIREGUARD says kernel or userspace. auto exercises the
+// kernel path where the module exists and userspace elsewhere.
+func wireguardMode() string {
+	if m := os.Getenv("MESHSPAN_E2E_WIREGUARD"); m != "" {
+		return m
+	}
+	return "auto"
+}
+
+// expectedMode is the back end the agents should report.
+func expectedMode() string {
+	if m := wireguardMode(); m != "auto" {
+		return m
+	}
+	if _, err := os.Stat("/sys/module/wireguard"); err == nil {
+		return "kernel"
+	}
+	return "userspace"
+}
+
 func (n *node) start(extra ...string) {
 	n.c.t.Helper()
-	args := append([]string{"run", "--config", n.cfgPath, "--state-dir", n.stateDir, "--socket", n.sock, "--wireguard", "userspace"}, extra...)
+	args := append([]string{"run", "--config", n.cfgPath, "--state-dir", n.stateDir, "--socket", n.sock, "--wireguard", wireguardMode()}, extra...)
 	cmd := exec.Command(agentBin, args...)
 	if n.env != nil {
 		cmd.Env = append(os.Environ(), n.env...)

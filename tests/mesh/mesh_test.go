@@ -3,6 +3,10 @@ package mesh
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -50,8 +54,8 @@ func TestStaticMesh(t *testing.T) {
 		t.Errorf("n1's counters for n2 grew tx %d -> %d, rx %d -> %d; want at least the 4 MiB sent and 1 MiB received",
 			p0.TxBytes, p1.TxBytes, p0.RxBytes, p1.RxBytes)
 	}
-	if after.Mode != "userspace" || after.Address != n1.id.Address || after.PublicKey != n1.id.PublicKey {
-		t.Errorf("status header %+v does not match identity %+v / userspace", after, n1.id)
+	if after.Mode != expectedMode() || after.Address != n1.id.Address || after.PublicKey != n1.id.PublicKey {
+		t.Errorf("status header %+v does not match identity %+v / mode %s", after, n1.id, expectedMode())
 	}
 
 	// The CLI prints the same, as a table and as JSON.
@@ -61,7 +65,7 @@ func TestStaticMesh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"PUBLIC KEY", "LAST HANDSHAKE", n2.id.PublicKey, "n3", "up", "(userspace)"} {
+	for _, want := range []string{"PUBLIC KEY", "LAST HANDSHAKE", n2.id.PublicKey, "n3", "up", "(" + expectedMode() + ")"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("status table lacks %q:\n%s", want, out)
 		}
@@ -73,6 +77,26 @@ func TestStaticMesh(t *testing.T) {
 	var js agent.Status
 	if err := json.Unmarshal(out, &js); err != nil || len(js.Peers) != 2 {
 		t.Errorf("status -o json: %v, %d peers:\n%s", err, len(js.Peers), out)
+	}
+
+	// wg show sees the device (userspace: through the UAPI socket the agent serves).
+	{
+		out, err = n1.ns.Exec(ctx, "nsenter", "-t", strconv.Itoa(n1.proc.PID()), "-m", "wg", "show", "meshspan0")
+		if err != nil || !strings.Contains(string(out), n2.id.PublicKey) || !strings.Contains(string(out), "latest handshake") {
+			t.Errorf("wg show meshspan0 in n1: %v\n%s", err, out)
+		}
+	}
+	// Metrics on the same socket.
+	body := metrics(t, n1)
+	for _, want := range []string{
+		`meshspan_peer_up{node="n2",peer="` + n2.id.PublicKey + `",state="up"} 1`,
+		`meshspan_wireguard_mode{interface="meshspan0",mode="` + after.Mode + `"} 1`,
+		`meshspan_peers{state="up"} 2`,
+		"meshspan_peer_receive_bytes_total",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 
 	// Kill n3 without a chance to clean up: the others must call it down.
@@ -113,4 +137,25 @@ func TestStaticMesh(t *testing.T) {
 	if err := n1.ping(n3.id.Address); err != nil {
 		t.Errorf("ping n1 -> restarted n3: %v", err)
 	}
+}
+
+// metrics fetches /metrics from n's status socket.
+func metrics(t *testing.T, n *node) string {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", n.sock)
+		},
+	}}
+	resp, err := c.Get("http://agent/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
