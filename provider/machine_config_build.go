@@ -79,8 +79,10 @@ func (b *mcBuild) int(v types.Int64, yamlPath string, def int) int {
 	if n == 0 {
 		b.zero = append(b.zero, yamlPath)
 	}
-	// Keep out-of-range values visible to the validator instead of wrapping.
-	if n > 1<<31 || n < -(1<<31) {
+	// Where int is 32 bits, a value it cannot hold would wrap, perhaps into
+	// range: -1 keeps it visible to the validator. Elsewhere the validator
+	// quotes the value as written.
+	if int64(int(n)) != n {
 		return -1
 	}
 	return int(n)

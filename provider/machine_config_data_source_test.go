@@ -173,6 +173,8 @@ func TestMachineConfigValidation(t *testing.T) {
 		{"mtu 0", func(m *machineConfigModel) { m.MTU = types.Int64Value(0) }, path.Root("mtu"), "0 is not allowed"},
 		{"listen port high", func(m *machineConfigModel) { m.ListenPort = types.Int64Value(70000) }, path.Root("listen_port"), "70000 is not a port; use 1..65535"},
 		{"listen port huge", func(m *machineConfigModel) { m.ListenPort = types.Int64Value(1 << 40) }, path.Root("listen_port"), "is not a port"},
+		{"listen port huge quoted", func(m *machineConfigModel) { m.ListenPort = types.Int64Value(1 << 40) }, path.Root("listen_port"), "1099511627776 is not a port"},
+		{"mtu huge quoted", func(m *machineConfigModel) { m.MTU = types.Int64Value(-1 << 33) }, path.Root("mtu"), "-8589934592 is out of range"},
 		{"mtu low", func(m *machineConfigModel) { m.MTU = types.Int64Value(1200) }, path.Root("mtu"), "1200 is out of range; use 1280..9000"},
 		{"mtu high", func(m *machineConfigModel) { m.MTU = types.Int64Value(9216) }, path.Root("mtu"), "9216 is out of range"},
 		{"endpoint filter", func(m *machineConfigModel) { m.EndpointFilters = mcStrs("!bogus") }, path.Root("endpoint_filters").AtListIndex(0), "is not a CIDR or IP"},
