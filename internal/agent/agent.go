@@ -75,6 +75,22 @@ type Policy interface {
 	Close() error
 }
 
+// PathChooser, when set in Options, picks every peer's endpoint instead of
+// the built-in round robin over candidates (for example a NAT-traversal
+// driver that falls back to relays). Peer states (up, down) still come from
+// the agent's own tracker.
+type PathChooser interface {
+	Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]PathChoice
+}
+
+// PathChoice is a PathChooser's verdict for one peer.
+type PathChoice struct {
+	// SetEndpoint, when valid, is configured on the device now.
+	SetEndpoint netip.AddrPort
+	// Path and Via describe it for status ("direct", "relayed" via a node).
+	Path, Via, Reason string
+}
+
 // Options configure Run.
 type Options struct {
 	// Config is the parsed, validated machine config (config.Load).
@@ -90,6 +106,8 @@ type Options struct {
 	MetricsListen string
 	// Bind, if set, is the UDP transport of userspace WireGuard (relay).
 	Bind conn.Bind
+	// Paths, if set, chooses endpoints instead of the built-in rotation.
+	Paths PathChooser
 	// Discovery overrides the client built from Config.Discovery; nil with
 	// no discovery endpoints configured means static peers only.
 	Discovery Discovery
@@ -409,10 +427,17 @@ func (a *agent) reconcile(ctx context.Context) {
 		a.peerKeys, a.fastUntil = keys, now.Add(convergeFor)
 	}
 	verdicts := a.tracker.Step(now, peers, obs)
+	var paths map[wgtypes.Key]PathChoice
+	if a.opts.Paths != nil {
+		paths = a.opts.Paths.Choose(now, peers, obs)
+	}
 
 	want := make([]wg.PeerConfig, 0, len(peers))
 	for _, p := range peers {
 		v := verdicts[p.PublicKey]
+		if paths != nil {
+			v.SetEndpoint = paths[p.PublicKey].SetEndpoint
+		}
 		pc := wg.PeerConfig{PublicKey: p.PublicKey, PresharedKey: a.psk, Endpoint: v.SetEndpoint, AllowedIPs: p.AllowedIPs}
 		if v.Keepalive {
 			pc.Keepalive = mesh.WireGuardKeepalive(a.cfg.WireGuard.Keepalive.D())
@@ -497,6 +522,9 @@ func (a *agent) reconcile(ctx context.Context) {
 		}
 		if s.Endpoint.IsValid() {
 			ps.Endpoint = s.Endpoint.String()
+		}
+		if pc, ok := paths[p.PublicKey]; ok {
+			ps.Path, ps.Via, ps.PathReason = pc.Path, pc.Via, pc.Reason
 		}
 		st.Peers = append(st.Peers, ps)
 	}

@@ -56,6 +56,11 @@ type PeerStatus struct {
 	AllowedIPs      []string `json:"allowedIPs" yaml:"allowedIPs"`
 	// Candidates are the endpoints tried in turn while the peer is down.
 	Candidates []string `json:"candidates" yaml:"candidates"`
+	// Path, Via and PathReason are set when a PathChooser (NAT traversal)
+	// picks endpoints: e.g. "relayed" via node "n4".
+	Path       string `json:"path,omitempty" yaml:"path,omitempty"`
+	Via        string `json:"via,omitempty" yaml:"via,omitempty"`
+	PathReason string `json:"pathReason,omitempty" yaml:"pathReason,omitempty"`
 }
 
 // listenSocket opens the status socket, refusing to steal a live agent's.
