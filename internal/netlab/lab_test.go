@@ -457,3 +457,32 @@ func countNetns(t *testing.T, id string) int {
 	}
 	return n
 }
+
+// A process started before more namespaces are made must survive them: each
+// namespace is created on a thread that is then retired, and Pdeathsig would
+// fire if that thread had forked the process.
+func TestProcessSurvivesLaterNamespaces(t *testing.T) {
+	t.Parallel()
+	lab := netlab.NewT(t)
+	ns, err := lab.Host("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ns.Start(exec.Command("sleep", "30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		if _, err := lab.Host(fmt.Sprintf("b%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := lab.Switch(fmt.Sprintf("s%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-p.Done():
+		t.Fatalf("process died after later namespaces were made: %v", p.Wait())
+	case <-time.After(300 * time.Millisecond):
+	}
+}

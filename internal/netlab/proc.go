@@ -81,10 +81,9 @@ func (n *NS) Start(cmd *exec.Cmd) (*Proc, error) {
 	return p, nil
 }
 
-// startLocked forks from an ordinary Go thread, which is always in the
-// host's namespace: Do only switches threads it keeps locked.
+// startLocked forks on the spawner thread (see spawn).
 func (p *Proc) startLocked() error {
-	if err := p.cmd.Start(); err != nil {
+	if err := spawn(p.cmd); err != nil {
 		return err
 	}
 	go func() {
@@ -257,4 +256,33 @@ func (b *tailBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]byte(nil), b.buf...)
+}
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+var (
+	spawnOnce sync.Once
+	spawnCh   = make(chan spawnReq)
+)
+
+// spawn starts cmd from one OS thread that never exits. The kernel sends
+// Pdeathsig when the forking thread ends, not the process, and Go retires
+// threads (createNamed throws one away per namespace), which would kill
+// processes at random. The thread is fresh and locked, so it is in the
+// host's namespace: Do only switches threads it keeps locked.
+func spawn(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		go func() {
+			runtime.LockOSThread()
+			for r := range spawnCh {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawnCh <- spawnReq{cmd: cmd, done: done}
+	return <-done
 }
