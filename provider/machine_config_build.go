@@ -27,7 +27,7 @@ import (
 // Defaults of the optional+computed inputs.
 const defaultPlatform = "generic"
 
-// build collects a config from the model. Unknown values are left zero and
+// mcBuild collects a config from the model. Unknown values are left zero and
 // their YAML paths recorded, so validation can skip what is not known yet.
 type mcBuild struct {
 	cfg   config.Config
@@ -67,13 +67,15 @@ func (b *mcBuild) list(v types.List, yamlPath string) []string {
 	return out
 }
 
-func (b *mcBuild) int(v types.Int64, yamlPath string, def int) int {
+// int reads a number; null or unknown is 0, which ApplyDefaults replaces
+// with the default.
+func (b *mcBuild) int(v types.Int64, yamlPath string) int {
 	switch {
 	case v.IsUnknown():
 		b.unknown = append(b.unknown, yamlPath)
-		return def
+		return 0
 	case v.IsNull():
-		return def
+		return 0
 	}
 	n := v.ValueInt64()
 	if n == 0 {
@@ -121,7 +123,7 @@ func mcAttrBool(m map[string]attr.Value, k string) types.Bool {
 	return v
 }
 
-// newBuild converts the model. It never fails: problems surface when the
+// newMCBuild converts the model. It never fails: problems surface when the
 // result is validated.
 func newMCBuild(m *machineConfigModel) *mcBuild {
 	b := &mcBuild{}
@@ -166,8 +168,8 @@ func newMCBuild(m *machineConfigModel) *mcBuild {
 			Networks:  b.list(mcAttrList(a, "networks"), field+".networks"),
 		})
 	}
-	c.WireGuard.ListenPort = b.int(m.ListenPort, "wireguard.listenPort", config.DefaultListenPort)
-	c.WireGuard.MTU = b.int(m.MTU, "wireguard.mtu", config.DefaultMTU)
+	c.WireGuard.ListenPort = b.int(m.ListenPort, "wireguard.listenPort")
+	c.WireGuard.MTU = b.int(m.MTU, "wireguard.mtu")
 	c.EndpointFilters = b.list(m.EndpointFilters, "endpointFilters")
 	c.ExtraEndpoints = b.list(m.ExtraEndpoints, "extraEndpoints")
 	c.AdvertisedNetworks = b.list(m.AdvertisedNetworks, "advertisedNetworks")
