@@ -163,18 +163,6 @@ func (f *Fake) addServerLocked(name string, labels map[string]string) int64 {
 	return id
 }
 
-// SetServerLabels replaces a server's labels, changing which label
-// selectors match it. It reports whether the server exists.
-func (f *Fake) SetServerLabels(id int64, labels map[string]string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s, ok := f.servers[id]
-	if ok {
-		s.Labels = labels
-	}
-	return ok
-}
-
 // Inject queues a fault.
 func (f *Fake) Inject(ft Fault) {
 	f.mu.Lock()
