@@ -80,6 +80,9 @@ func Start(cfg ServiceConfig) (*Service, error) {
 	if cfg.SnapshotInterval <= 0 {
 		cfg.SnapshotInterval = 10 * time.Minute
 	}
+	if err := cfg.Limits.check(); err != nil {
+		return nil, err
+	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return nil, errors.New("discovery: serve: set both --tls-cert and --tls-key, or neither for plaintext")
 	}

@@ -197,8 +197,28 @@ func (s *Subscription) Close() {
 	})
 }
 
-// validateUpdate checks an update against the size limits; the errors name
-// the limit and are mapped to InvalidArgument.
+// check rejects limits that would refuse every request.
+func (l Limits) check() error {
+	for _, v := range []struct {
+		flag string
+		n    int
+	}{
+		{"cluster ID size", l.ClusterIDMax}, {"affiliate ID size", l.AffiliateIDMax},
+		{"affiliate data size", l.AffiliateDataMax}, {"endpoint size", l.AffiliateEndpointMax},
+		{"--max-endpoints", l.EndpointsPerAffiliate}, {"--max-affiliates", l.AffiliatesPerCluster},
+	} {
+		if v.n <= 0 {
+			return fmt.Errorf("discovery: limits: %s is %d, must be positive", v.flag, v.n)
+		}
+	}
+	if l.TTLMax <= 0 {
+		return fmt.Errorf("discovery: limits: --max-ttl is %s, must be positive", l.TTLMax)
+	}
+	return nil
+}
+
+// validateIDs checks the IDs against the size limits; the errors name the
+// limit and are mapped to InvalidArgument.
 func (l Limits) validateIDs(clusterID, affiliateID string, needAffiliate bool) error {
 	if clusterID == "" {
 		return fmt.Errorf("cluster_id is empty: set the cluster ID")
