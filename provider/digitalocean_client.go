@@ -58,13 +58,14 @@ func (p *doRetryPolicy) retryAfter(req *http.Request, resp *http.Response, retry
 }
 
 // retryable: 429 always (the request was not processed); 5xx except 501
-// only when repeating the request cannot create a second firewall.
+// only when repeating the request cannot create a second firewall (the
+// endpoint may sit under a path, so the create is matched by suffix).
 func doRetryable(req *http.Request, status int) bool {
 	switch {
 	case status == http.StatusTooManyRequests:
 		return true
 	case status >= 500 && status != http.StatusNotImplemented:
-		return !(req.Method == http.MethodPost && strings.TrimSuffix(req.URL.Path, "/") == "/v2/firewalls")
+		return !(req.Method == http.MethodPost && strings.HasSuffix(strings.TrimSuffix(req.URL.Path, "/"), "/v2/firewalls"))
 	}
 	return false
 }

@@ -160,3 +160,21 @@ func TestDigitalOceanErrorDiagnostics(t *testing.T) {
 		t.Fatalf("404 not recognised: %v", err)
 	}
 }
+
+// A create is never retried after a 5xx, also when the endpoint sits under
+// a path (an API gateway or proxy): it may have created the firewall.
+func TestDigitalOceanCreateNotRetriedBehindPathPrefix(t *testing.T) {
+	for _, u := range []string{"https://api.digitalocean.com/v2/firewalls", "https://proxy.example.com/do/v2/firewalls/"} {
+		req, _ := http.NewRequest(http.MethodPost, u, nil)
+		if doRetryable(req, http.StatusBadGateway) {
+			t.Errorf("POST %s: a 502 is retried", u)
+		}
+		if !doRetryable(req, http.StatusTooManyRequests) {
+			t.Errorf("POST %s: a 429 is not retried", u)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, "https://proxy.example.com/do/v2/firewalls/abc/droplets", nil)
+	if !doRetryable(req, http.StatusBadGateway) {
+		t.Error("POST to a firewall's droplets: a 502 is not retried")
+	}
+}
