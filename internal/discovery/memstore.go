@@ -148,7 +148,7 @@ func (m *MemoryStore) Update(_ context.Context, u Update) error {
 	if a.expires < expires {
 		a.expires = expires
 	}
-	if changed {
+	if changed && len(c.subs) > 0 {
 		c.notify(u.AffiliateID, a.proto(u.AffiliateID, now))
 	}
 	return err
@@ -240,7 +240,9 @@ func (m *MemoryStore) GC(_ context.Context) error {
 			if len(kept) != len(a.endpoints) {
 				clear(a.endpoints[len(kept):])
 				a.endpoints = kept
-				c.notify(aid, a.proto(aid, now))
+				if len(c.subs) > 0 {
+					c.notify(aid, a.proto(aid, now))
+				}
 			}
 		}
 		empty := len(c.affiliates) == 0 && len(c.subs) == 0

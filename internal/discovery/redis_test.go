@@ -257,3 +257,39 @@ func TestParseChange(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisGCOncePerInterval: with the GC lock, a second replica's GC in
+// the same interval is skipped, and the first one's work is visible to it.
+func TestRedisGCOncePerInterval(t *testing.T) {
+	r := startRedis(t)
+	clock := newFakeClock()
+	a, err := NewRedisStore(RedisOptions{URL: r.URL(), Now: clock.Now, GCInterval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := NewRedisStore(RedisOptions{URL: r.URL(), Now: clock.Now, GCInterval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	if err := a.Update(ctx, Update{ClusterID: "c", AffiliateID: "x", Data: []byte("d"), TTL: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Second)
+	if err := a.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.Stats(ctx)
+	if err != nil || st.Affiliates != 0 || st.Clusters != 0 {
+		t.Fatalf("after GC: %+v %v", st, err)
+	}
+	ttl, _ := a.rdb.PTTL(ctx, a.prefix+"gc-lock").Result()
+	if ttl <= 0 || ttl > 54*time.Second {
+		t.Fatalf("gc lock TTL %s, want 90%% of the interval", ttl)
+	}
+}

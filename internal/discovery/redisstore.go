@@ -39,6 +39,7 @@ import (
 type RedisStore struct {
 	rdb    *redis.Client
 	prefix string
+	gcLock time.Duration
 	limits Limits
 	now    func() time.Time
 	log    *slog.Logger
@@ -61,6 +62,10 @@ type RedisOptions struct {
 	Limits Limits
 	Now    func() time.Time
 	Logger *slog.Logger
+	// GCInterval, if set, makes GC a no-op on a replica while another ran
+	// it less than 90% of an interval ago (a lock in Redis), so N replicas
+	// do not collect N times. Zero: every GC call runs.
+	GCInterval time.Duration
 }
 
 // NewRedisStore connects lazily: the first failing call returns
@@ -91,6 +96,7 @@ func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
 	r := &RedisStore{
 		rdb:    redis.NewClient(ro),
 		prefix: opts.Prefix,
+		gcLock: opts.GCInterval * 9 / 10,
 		limits: opts.Limits,
 		now:    opts.Now,
 		log:    opts.Logger,
@@ -336,6 +342,15 @@ func (r *RedisStore) Watch(ctx context.Context, clusterID string) ([]*serverpb.A
 
 // GC implements Store. Every replica may run it: the script is idempotent.
 func (r *RedisStore) GC(ctx context.Context) error {
+	if r.gcLock > 0 {
+		ok, err := r.rdb.SetNX(ctx, r.prefix+"gc-lock", "1", r.gcLock).Result()
+		if err != nil {
+			return unavailable(err)
+		}
+		if !ok {
+			return nil // another replica collected recently
+		}
+	}
 	ids, err := r.rdb.SMembers(ctx, r.prefix+"clusters").Result()
 	if err != nil {
 		return unavailable(err)

@@ -381,3 +381,16 @@ func allEqual(m map[string]string, v string) bool {
 	}
 	return true
 }
+
+func TestHelloRedirect(t *testing.T) {
+	svc := startService(t, ServiceConfig{RateLimitRPS: -1, RedirectEndpoint: "discovery-2.example.com:443"})
+	c := dial(t, svc.Addr().String())
+	resp, err := c.Hello(context.Background(), &serverpb.HelloRequest{ClusterId: "c"})
+	if err != nil || resp.GetRedirect().GetEndpoint() != "discovery-2.example.com:443" {
+		t.Fatalf("redirect: %v %v", resp, err)
+	}
+	// Other calls keep working on the redirecting server.
+	if _, err := c.List(context.Background(), &serverpb.ListRequest{ClusterId: "c"}); err != nil {
+		t.Fatal(err)
+	}
+}

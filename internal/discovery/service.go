@@ -105,7 +105,7 @@ func Start(cfg ServiceConfig) (*Service, error) {
 		if cfg.RedisURL == "" {
 			return nil, errors.New("discovery: serve: --store redis needs --redis-url (e.g. redis://127.0.0.1:6379/0)")
 		}
-		rs, err := NewRedisStore(RedisOptions{URL: cfg.RedisURL, Limits: cfg.Limits, Now: cfg.Now, Logger: cfg.Logger})
+		rs, err := NewRedisStore(RedisOptions{URL: cfg.RedisURL, Limits: cfg.Limits, Now: cfg.Now, Logger: cfg.Logger, GCInterval: cfg.GCInterval})
 		if err != nil {
 			return nil, err
 		}
