@@ -38,9 +38,18 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			nat, err := newTraversal(cfg, m, stateDir, log) // agent/nat.go
+			if err != nil {
+				return err
+			}
+			defer nat.close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			return agent.Run(ctx, agent.Options{
+				Bind:          nat.bind,
+				Paths:         nat.paths,
+				Collectors:    nat.collectors,
 				Config:        cfg,
 				StateDir:      stateDir,
 				Socket:        socket,
@@ -48,7 +57,7 @@ func newRunCmd() *cobra.Command {
 				MetricsListen: metrics,
 				NoHostPolicy:  noPolicy,
 				Version:       version,
-				Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+				Logger:        log,
 			})
 		},
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
 	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netpolicy"
+	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
 )
 
@@ -108,6 +109,8 @@ type Options struct {
 	Bind conn.Bind
 	// Paths, if set, chooses endpoints instead of the built-in rotation.
 	Paths PathChooser
+	// Collectors are extra metrics served on /metrics (the relay's).
+	Collectors []prometheus.Collector
 	// Discovery overrides the client built from Config.Discovery; nil with
 	// no discovery endpoints configured means static peers only.
 	Discovery Discovery
@@ -456,7 +459,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	live := map[wgtypes.Key]netip.AddrPort{}
 	for _, p := range peers {
 		s, ok := byKey[p.PublicKey]
-		if !ok || !s.Endpoint.IsValid() || verdicts[p.PublicKey].State != mesh.StateUp {
+		if !ok || !s.Endpoint.IsValid() || verdicts[p.PublicKey].State != mesh.StateUp || relay.IsVirtual(s.Endpoint) {
 			if ep, ok := a.live[p.PublicKey]; ok {
 				live[p.PublicKey] = ep
 			}
@@ -616,6 +619,7 @@ func (a *agent) httpServer() *http.Server {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&collector{snapshot: a.snapshot, now: time.Now})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(a.opts.Collectors...)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {

@@ -152,6 +152,18 @@ func (p *Path) Step(now time.Time, in Input) Status {
 
 	switch p.mode {
 	case "":
+		switch {
+		case heard && in.Live.IsValid() && liveIsRelay:
+			// Already working through a relay (natpath took over a live mesh).
+			p.via, p.endpoint, p.setAt = liveRelay, in.Live, now
+			p.retryEpoch = now.Truncate(p.t.RetryDirect)
+			p.become(now, ModeRelayed, "already relayed via "+liveRelay.Name)
+			return p.status(set)
+		case heard && in.Live.IsValid():
+			p.endpoint, p.setAt = in.Live, now
+			p.become(now, ModeDirect, "already up at "+in.Live.String())
+			return p.status(set)
+		}
 		set = p.startDirect(now, in.Direct, false, "new peer")
 		if !set.IsValid() {
 			set = p.relay(now, in, "the peer advertises no endpoint")
@@ -221,6 +233,10 @@ func (p *Path) Step(now time.Time, in Input) Status {
 			set = p.tryNext(now)
 		}
 	}
+	return p.status(set)
+}
+
+func (p *Path) status(set netip.AddrPort) Status {
 	return Status{Mode: p.mode, Endpoint: p.endpoint, Via: p.viaName(), Reason: p.reason, Since: p.since, SetEndpoint: set}
 }
 

@@ -227,3 +227,15 @@ func TestTableForgetsPeers(t *testing.T) {
 		t.Fatalf("%+v", out[b])
 	}
 }
+
+func TestAdoptsAWorkingPath(t *testing.T) {
+	// natpath takes over a mesh whose peers are already up: it keeps what
+	// works instead of starting over.
+	s := newPeer(t, Input{Direct: []netip.AddrPort{c0, c1}, Relays: []Relay{r1}})
+	s.hear(-1, c1)
+	st := s.step(0)
+	want(t, st, ModeDirect, netip.AddrPort{}, "already up at "+c1.String())
+	s = newPeer(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1}})
+	s.hear(-1, r1.Endpoint)
+	want(t, s.step(0), ModeRelayed, netip.AddrPort{}, "already relayed via relay-1")
+}

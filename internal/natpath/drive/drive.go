@@ -53,9 +53,12 @@ type Observation struct {
 // Driver runs natpath for every peer. Not safe for concurrent use.
 type Driver struct {
 	bind  Bind
+	t     natpath.Timing
 	table *natpath.Table
 	fresh time.Duration // a registration older than this does not count
 	rx    map[wgtypes.Key]rxSeen
+
+	relaying bool
 }
 
 type rxSeen struct {
@@ -66,8 +69,27 @@ type rxSeen struct {
 // New returns a driver for bind. fresh is how recent a relay registration
 // must be for the relay to be used (3x the register interval is right).
 func New(bind Bind, t natpath.Timing, fresh time.Duration) *Driver {
-	return &Driver{bind: bind, table: natpath.NewTable(t), fresh: fresh, rx: map[wgtypes.Key]rxSeen{}}
+	return &Driver{bind: bind, t: t, table: natpath.NewTable(t), fresh: fresh, rx: map[wgtypes.Key]rxSeen{}}
 }
+
+// Probe returns every direct candidate of every peer as a possible relay.
+// Registering with all of them is how relays are found without anything
+// new in the discovery data: members with relay.enabled answer, the rest
+// drop the registration (and count it as a stranger's frame).
+func Probe(peers []Peer) []RelayMember {
+	var out []RelayMember
+	for _, p := range peers {
+		for _, c := range p.Direct {
+			if c.IsValid() && !relay.IsVirtual(c) && !c.Addr().IsLoopback() {
+				out = append(out, RelayMember{Key: p.Key, Name: p.Name, Addr: c})
+			}
+		}
+	}
+	return out
+}
+
+// Relaying reports whether any relay answered recently (as of the last Step).
+func (d *Driver) Relaying() bool { return d.relaying }
 
 // Step decides every peer's path at now.
 func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map[wgtypes.Key]Observation) map[wgtypes.Key]natpath.Status {
@@ -80,6 +102,14 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 	for _, st := range d.bind.Relays() {
 		if !st.Registered.IsZero() && now.Sub(st.Registered) < d.fresh {
 			registered[st.Addr] = true
+		}
+	}
+	if on := len(registered) > 0; on != d.relaying {
+		d.relaying = on
+		if on {
+			// natpath takes over from the agent's rotation: start from what
+			// the device shows, not from what natpath thought it had set.
+			d.table = natpath.NewTable(d.t)
 		}
 	}
 	prober, canProbe := d.bind.(Prober)
@@ -101,11 +131,14 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 		if rx.at.After(activity) {
 			activity = rx.at
 		}
-		pin := natpath.Input{Direct: p.Direct, Live: o.Endpoint, LastActivity: activity, CanProbe: canProbe}
+		direct := slices.DeleteFunc(slices.Clone(p.Direct), relay.IsVirtual) // relayed: not a direct path
+		pin := natpath.Input{Direct: direct, Live: o.Endpoint, LastActivity: activity, CanProbe: canProbe}
+		named := map[netip.AddrPort]bool{}
 		for _, r := range relays {
-			if r.Key == p.Key || !registered[r.Addr] {
+			if r.Key == p.Key || !registered[r.Addr] || named[r.Addr] {
 				continue // a peer is never its own relay
 			}
+			named[r.Addr] = true
 			ep, err := d.bind.RelayEndpoint(r.Addr, p.Key)
 			if err != nil {
 				continue
@@ -113,7 +146,7 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 			pin.Relays = append(pin.Relays, natpath.Relay{Name: r.Name, Addr: r.Addr, Endpoint: ep})
 		}
 		if canProbe {
-			prober.SetCandidates(p.Key, slices.DeleteFunc(slices.Clone(p.Direct), relay.IsVirtual))
+			prober.SetCandidates(p.Key, direct)
 			if ds, ok := prober.Direct(p.Key); ok {
 				pin.Probed, pin.ProbedAt = ds.Addr, ds.Confirmed
 			}

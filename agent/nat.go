@@ -1,0 +1,111 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/agent"
+	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
+	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath/drive"
+	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+)
+
+// traversal is NAT traversal for `run`: the relay server when relay.enabled,
+// and the client side (relay Bind or, for kernel WireGuard, the loopback
+// proxy) with natpath choosing each peer's path.
+type traversal struct {
+	bind       conn.Bind
+	paths      agent.PathChooser
+	collectors []prometheus.Collector
+	closers    []func()
+}
+
+func (t *traversal) close() {
+	for i := len(t.closers) - 1; i >= 0; i-- {
+		t.closers[i]()
+	}
+}
+
+// kernelWireGuard reports whether auto mode will pick the kernel module.
+func kernelWireGuard(m wg.Mode) bool {
+	if m == wg.ModeAuto {
+		_, err := os.Stat("/sys/module/wireguard")
+		return err == nil
+	}
+	return m == wg.ModeKernel
+}
+
+func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, log *slog.Logger) (*traversal, error) {
+	secret, err := clusterkey.Key(cfg.Cluster.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("relay: config cluster.secret: %w", err)
+	}
+	key, err := relay.DeriveKey(secret)
+	if err != nil {
+		return nil, err
+	}
+	if stateDir == "" {
+		stateDir = agent.DefaultStateDir
+	}
+	id, err := agent.LoadIdentity(stateDir, cfg.Cluster.ID, agent.FirstPhysicalMAC)
+	if err != nil {
+		return nil, err
+	}
+	pub := id.PublicKey()
+	t := &traversal{}
+	timing := natpath.Timing{Probe: cfg.Health.EndpointProbe.D(), DownAfter: cfg.Health.DownAfter.D()}
+	fresh := 3 * relay.DefaultRegisterInterval
+
+	var srv *relay.Server
+	if cfg.Relay.Enabled {
+		srv = relay.NewServer(key)
+		t.collectors = srv.Collectors()
+	}
+	ownPort := cfg.Relay.Port != 0 && cfg.Relay.Port != cfg.WireGuard.ListenPort
+	kernel := kernelWireGuard(mode)
+	if srv != nil && kernel && !ownPort {
+		return nil, errors.New("relay: kernel WireGuard owns the WireGuard port; set relay.port to another port (and open it in the cloud firewall), or run with --wireguard=userspace")
+	}
+	if srv != nil && ownPort {
+		b := conn.NewDefaultBind()
+		_, wait, err := srv.Serve(b, uint16(cfg.Relay.Port))
+		if err != nil {
+			return nil, err
+		}
+		t.closers = append(t.closers, func() { b.Close(); _ = wait() })
+		log.Info("relaying for members", "port", cfg.Relay.Port)
+		srv = nil // not on the WireGuard port
+	}
+
+	if kernel {
+		// The kernel cannot take a Bind: relayed peers point at a loopback
+		// proxy. Untested end to end here (no WireGuard module on the build
+		// machines); the proxy itself is tested on loopback.
+		p, err := relay.NewProxy(key, pub, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(cfg.WireGuard.ListenPort)), ":0", 0)
+		if err != nil {
+			return nil, err
+		}
+		t.closers = append(t.closers, func() { p.Close() })
+		t.paths = &drive.Chooser{Driver: drive.New(p, timing, fresh)}
+		return t, nil
+	}
+	b, err := relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: key, PublicKey: pub, Server: srv})
+	if err != nil {
+		return nil, err
+	}
+	if srv != nil {
+		log.Info("relaying for members on the WireGuard port", "port", cfg.WireGuard.ListenPort)
+	}
+	t.bind = b
+	t.paths = &drive.Chooser{Driver: drive.New(b, timing, fresh)}
+	return t, nil
+}
