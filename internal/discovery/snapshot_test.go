@@ -185,3 +185,20 @@ func FuzzSnapshot(f *testing.F) {
 		}
 	})
 }
+
+// TestPeriodicSnapshot: the timer writes snapshots while serving, so a
+// crash (no shutdown flush) loses at most one interval.
+func TestPeriodicSnapshot(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.binpb")
+	svc := startService(t, ServiceConfig{RateLimitRPS: -1, SnapshotPath: path, SnapshotInterval: 50 * time.Millisecond})
+	c := dial(t, svc.Addr().String())
+	if _, err := c.AffiliateUpdate(context.Background(), &serverpb.AffiliateUpdateRequest{ClusterId: "c", AffiliateId: "a",
+		AffiliateData: []byte("d"), Ttl: durationpb.New(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "periodic snapshot holds the update", func() bool {
+		m := NewMemoryStore(DefaultLimits(), nil)
+		n, err := m.LoadSnapshot(path)
+		return err == nil && n == 1
+	})
+}
