@@ -1,0 +1,235 @@
+package nat
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/agent"
+	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
+	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
+)
+
+// agentBinary builds meshspan-agent once ($MESHSPAN_AGENT_BIN wins).
+var agentBinary = sync.OnceValues(func() (string, error) {
+	if b := os.Getenv("MESHSPAN_AGENT_BIN"); b != "" {
+		return b, nil
+	}
+	dir, err := os.MkdirTemp("", "meshspan-nat-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "meshspan-agent")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/meshspan/terraform-provider-meshspan/agent").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build meshspan-agent: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// stableThread forks agents from one OS thread that never exits: netlab
+// sets Pdeathsig, which Linux sends when the forking *thread* ends.
+var stableThread = func() chan func() {
+	ch := make(chan func())
+	go func() {
+		runtime.LockOSThread()
+		for f := range ch {
+			f()
+		}
+	}()
+	return ch
+}()
+
+func startOn(ns *netlab.NS, cmd *exec.Cmd) (*netlab.Proc, error) {
+	var p *netlab.Proc
+	var err error
+	done := make(chan struct{})
+	stableThread <- func() { p, err = ns.Start(cmd); close(done) }
+	<-done
+	return p, err
+}
+
+type agentNode struct {
+	name, dir string
+	ns        *netlab.NS
+	id        struct{ PublicKey, Address, AffiliateID string }
+	proc      *netlab.Proc
+}
+
+func (n *agentNode) sock() string { return filepath.Join(n.dir, "agent.sock") }
+
+func (n *agentNode) status(t testing.TB) *agent.Status {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := agent.FetchStatus(ctx, n.sock())
+	if err != nil {
+		return nil
+	}
+	return s
+}
+
+func (n *agentNode) peer(t testing.TB, name string) agent.PeerStatus {
+	if s := n.status(t); s != nil {
+		for _, p := range s.Peers {
+			if p.Name == name {
+				return p
+			}
+		}
+	}
+	return agent.PeerStatus{}
+}
+
+// TestAgentsRelayedBehindRandomNAT runs real meshspan-agent processes: a
+// and b behind random-port NAT gateways, r on the WAN with relay.enabled,
+// and a discovery service. a and b find each other through discovery, fail
+// to punch through, find r as a relay by registering with it, and talk
+// through it; status says so.
+func TestAgentsRelayedBehindRandomNAT(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	bin, err := agentBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := netlab.NewT(t)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	lanA, err := lab.Switch("lana")
+	must(err)
+	lanB, err := lab.Switch("lanb")
+	must(err)
+	wan, err := lab.Switch("wan")
+	must(err)
+	ra, err := lab.NATRouter("nata", lanA, wan, pfx("192.0.2.1/24"), pfx("203.0.113.1/24"), netlab.NATFullyRandomPorts)
+	must(err)
+	rb, err := lab.NATRouter("natb", lanB, wan, pfx("198.51.100.1/24"), pfx("203.0.113.2/24"), netlab.NATFullyRandomPorts)
+	must(err)
+	must(gatewayFirewall(ra))
+	must(gatewayFirewall(rb))
+
+	secrets, err := clusterkey.Generate()
+	must(err)
+	dir := t.TempDir()
+	host := func(name string, sw *netlab.Switch, addr, gw string) *agentNode {
+		ns, err := lab.Host(name)
+		must(err)
+		must(sw.Attach(ns, "eth0", netip.PrefixFrom(ip(addr), 24)))
+		if gw != "" {
+			must(ns.DefaultRoute(ip(gw)))
+		}
+		n := &agentNode{name: name, ns: ns, dir: filepath.Join(dir, name)}
+		must(os.MkdirAll(n.dir, 0o755))
+		return n
+	}
+	disc := host("disc", wan, "203.0.113.3", "")
+	dp, err := startOn(disc.ns, exec.Command(bin, "discovery", "serve", "--listen", "203.0.113.3:3000", "--metrics-listen", "", "--snapshot-path", ""))
+	must(err)
+	_ = dp
+
+	nodes := []*agentNode{host("a", lanA, "192.0.2.10", "192.0.2.1"), host("b", lanB, "198.51.100.10", "198.51.100.1"), host("r", wan, "203.0.113.21", "")}
+	for _, n := range nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := n.ns.Exec(ctx, bin, "identity", "--cluster-id", secrets.ID, "--state-dir", filepath.Join(n.dir, "state"), "-o", "json")
+		cancel()
+		must(err)
+		must(json.Unmarshal(out, &n.id))
+		cfg := &config.Config{
+			APIVersion: config.APIVersion,
+			Node:       config.Node{Name: n.name},
+			Cluster:    config.Cluster{ID: secrets.ID, Secret: secrets.Secret},
+			Discovery:  config.Discovery{Endpoints: []string{"http://203.0.113.3:3000/"}},
+			Relay:      config.Relay{Enabled: n.name == "r"},
+		}
+		data, err := config.Render(cfg)
+		must(err)
+		must(os.WriteFile(filepath.Join(n.dir, "config.yaml"), data, 0o600))
+	}
+	for _, n := range nodes {
+		n.proc, err = startOn(n.ns, exec.Command(bin, "run", "--config", filepath.Join(n.dir, "config.yaml"),
+			"--state-dir", filepath.Join(n.dir, "state"), "--socket", n.sock(), "--wireguard", "userspace", "--no-host-policy"))
+		must(err)
+	}
+	a, b := nodes[0], nodes[1]
+	outputs := func() string {
+		var s strings.Builder
+		for _, n := range nodes {
+			out := n.proc.Output()
+			if len(out) > 2500 {
+				out = out[len(out)-2500:]
+			}
+			fmt.Fprintf(&s, "--- %s ---\n%s\n", n.name, out)
+		}
+		return s.String()
+	}
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		pa, pb := a.peer(t, "b"), b.peer(t, "a")
+		if pa.Path == "relayed" && pa.Via == "r" && pa.State == "up" && pb.Path == "relayed" && pb.Via == "r" && pb.State == "up" {
+			t.Logf("a sees b: %s via %s at %s (%s)", pa.Path, pa.Via, pa.Endpoint, pa.PathReason)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a sees b %+v\nb sees a %+v\n%s", pa, pb, outputs())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Traffic between the mesh addresses crosses the relay.
+	var c *net.UDPConn
+	must(b.ns.Do(func() (err error) {
+		c, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip(b.id.Address), 7007)))
+		return err
+	}))
+	defer c.Close()
+	var s *net.UDPConn
+	must(a.ns.Do(func() (err error) { s, err = net.ListenUDP("udp6", nil); return err }))
+	defer s.Close()
+	got := make([]byte, 100)
+	for i := 0; ; i++ {
+		s.WriteToUDPAddrPort(marker, netip.AddrPortFrom(ip(b.id.Address), 7007))
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if k, _, err := c.ReadFromUDPAddrPort(got); err == nil && string(got[:k]) == string(marker) {
+			break
+		}
+		if i == 20 {
+			t.Fatalf("a -> b through the relay: nothing arrived\n%s", outputs())
+		}
+	}
+	// The relay counts what it forwarded, on r's /metrics.
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", nodes[2].sock())
+		}}}
+	resp, err := hc.Get("http://agent/metrics")
+	must(err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var forwarded float64
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, "meshspan_relay_forwarded_packets_total "); ok {
+			fmt.Sscan(v, &forwarded)
+		}
+	}
+	if forwarded < 2 {
+		t.Errorf("r's /metrics: meshspan_relay_forwarded_packets_total = %v, want >= 2", forwarded)
+	}
+}
