@@ -5,13 +5,13 @@ import (
 	"reflect"
 	"testing"
 
+	"golang.zx2c4.com/wireguard/conn/bindtest"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
-	"golang.zx2c4.com/wireguard/conn/bindtest"
 )
 
 func TestPolicyState(t *testing.T) {

@@ -289,6 +289,9 @@ func (n *node) start(extra ...string) {
 
 func (c *cluster) startAll() {
 	for _, n := range c.nodes {
+		if v := os.Getenv("BENCH_AGENT_ENV"); v != "" && n.env == nil {
+			n.env = strings.Fields(v) // benchmarks: extra agent environment
+		}
 		n.start()
 	}
 }
