@@ -1,6 +1,6 @@
 # The smallest whole journey, offline: cluster secrets and the machine configs
-# of a three-node hybrid (bare metal, Hetzner Cloud, DigitalOcean). `make demo`
-# applies it with the provider from `make install` (no registry needed):
+# of a three-node hybrid (bare metal, Hetzner Cloud, DigitalOcean). Apply it
+# with the provider from `make install` (no registry needed):
 #
 #   make install && export TF_CLI_CONFIG_FILE=$PWD/bin/terraformrc
 #   cd examples/local && terraform init && terraform apply
@@ -29,7 +29,7 @@ variable "discovery_endpoint" {
 variable "agent_url" {
   description = "Where cloud nodes download meshspan-agent (a release asset, or your own mirror)."
   type        = string
-  default     = "https://github.com/meshspan/terraform-provider-meshspan/releases/download/v0.1.0/meshspan-agent_linux_amd64"
+  default     = "https://github.com/meshspan/terraform-provider-meshspan/releases/download/v0.1.0/meshspan-agent_0.1.0_linux_amd64"
 }
 
 variable "agent_sha256" {

@@ -16,7 +16,7 @@ data "meshspan_machine_config" "cp" {
   advertised_networks = ["10.244.1.0/24"] # this node's pod CIDR
 
   agent_install = {
-    url    = "https://github.com/meshspan/terraform-provider-meshspan/releases/download/v0.1.0/meshspan-agent_linux_amd64"
+    url    = "https://github.com/meshspan/terraform-provider-meshspan/releases/download/v0.1.0/meshspan-agent_0.1.0_linux_amd64"
     sha256 = "4f2b8a0c3e9d7f61a5b2c4d6e8f0a1b3c5d7e9f1a2b4c6d8e0f1a3b5c7d9e1f3"
   }
 
