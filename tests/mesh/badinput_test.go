@@ -77,6 +77,13 @@ func TestBadInput(t *testing.T) {
 		// ip netns exec runs us in a private mount namespace: hide the device there only.
 		expect(t, run(t, "sh", "-c", `mount -t tmpfs none /dev/net && exec "$@"`, "sh"), "/dev/net/tun", "modprobe tun")
 	})
+	if expectedMode() == "userspace" && wireguardMode() == "auto" {
+		// This kernel has no WireGuard module: asking for it must say so.
+		t.Run("no kernel module", func(t *testing.T) {
+			line := run(t, "sh", "-c", `exec "$@" --wireguard kernel`, "sh")
+			expect(t, line, "no WireGuard module", "--wireguard=userspace")
+		})
+	}
 	t.Run("bad wireguard flag", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
