@@ -27,7 +27,6 @@ type member struct {
 	dev  *wg.Device
 	bind *relay.Bind
 	drv  *Driver
-	port uint16
 }
 
 var fast = natpath.Timing{Probe: 300 * time.Millisecond, DirectBudget: 900 * time.Millisecond, DownAfter: 2 * time.Second, RelayHold: time.Second}
@@ -98,8 +97,6 @@ func testKey(t *testing.T) *relay.Key {
 	return k
 }
 
-func boundPort(t *testing.T, m *member) netip.AddrPort { return listenPortOf(t, m) }
-
 // run steps both members until cond holds or the deadline passes.
 func run(t *testing.T, a, b *member, direct map[*member][]netip.AddrPort, relays []RelayMember, what string, cond func(sa, sb natpath.Status) bool) (natpath.Status, natpath.Status) {
 	t.Helper()
@@ -145,7 +142,6 @@ func TestRelayedWhenDirectFailsThenDirectWhenItWorks(t *testing.T) {
 	r := newMember(t, k, "r", "10.0.0.9", relay.NewServer(k))
 	a := newMember(t, k, "a", "10.0.0.1", nil)
 	b := newMember(t, k, "b", "10.0.0.2", nil)
-	// r's port: ask the OS through a registration from a.
 	rAddr := listenPortOf(t, r)
 	relays := []RelayMember{{Key: r.key.PublicKey(), Name: "r", Addr: rAddr}}
 
@@ -163,7 +159,7 @@ func TestRelayedWhenDirectFailsThenDirectWhenItWorks(t *testing.T) {
 
 	// Now the real addresses become known: probes find them and the pair
 	// goes direct without dropping the relayed path first.
-	direct = map[*member][]netip.AddrPort{a: {dead, boundPort(t, a)}, b: {dead, boundPort(t, b)}}
+	direct = map[*member][]netip.AddrPort{a: {dead, listenPortOf(t, a)}, b: {dead, listenPortOf(t, b)}}
 	sa, sb = run(t, a, b, direct, relays, "direct both ways", func(sa, sb natpath.Status) bool {
 		return sa.Mode == natpath.ModeDirect && sb.Mode == natpath.ModeDirect
 	})
@@ -196,6 +192,7 @@ func closedPort(t *testing.T) netip.AddrPort {
 	return a
 }
 
+// listenPortOf is m's WireGuard address on loopback (the port the kernel picked).
 func listenPortOf(t *testing.T, m *member) netip.AddrPort {
 	t.Helper()
 	if m.bind.Port() == 0 {
