@@ -150,12 +150,15 @@ type agent struct {
 	// live: WireGuard endpoints seen for peers, kept as candidates.
 	live          map[wgtypes.Key]netip.AddrPort
 	lastPublished *discovery.Affiliate
-	lastTrim      time.Time
-	trimBytes     int64 // rx+tx of all peers at lastTrim
-	peerKeys      map[wgtypes.Key]bool
-	fastUntil     time.Time
-	lastObserved  map[string][]netip.AddrPort
-	policyErr     string
+	mem           struct {
+		lastCheck, quietSince, lastTrim time.Time
+		lastTotal                       int64 // rx+tx of all peers at lastCheck
+		idle                            bool
+	}
+	peerKeys     map[wgtypes.Key]bool
+	fastUntil    time.Time
+	lastObserved map[string][]netip.AddrPort
+	policyErr    string
 
 	mu     sync.Mutex
 	status *Status
@@ -576,24 +579,44 @@ func (a *agent) logTransitions(old, cur *Status) {
 	}
 }
 
-// trimWhenIdle hands freed memory back to the kernel when the mesh has
-// been quiet for a while. wireguard-go's 64 KiB packet buffers leave
-// touched-but-free heap pages behind after any burst, and the Go scavenger
-// returns them only slowly; an idle agent should not sit on them.
+// trimWhenIdle keeps an idle agent small. Under traffic the GC runs at the
+// default pace (a tighter one costs throughput: wireguard-go's pooled
+// packet buffers get collected and re-allocated). Once the mesh has been
+// quiet for idleAfter, the GC target drops to idleGCPercent and freed pages
+// (64 KiB packet buffers, touched once and then garbage) go back to the
+// kernel, again every idleTrim while it stays quiet.
 func (a *agent) trimWhenIdle() {
-	const every, quiet = 30 * time.Second, 1 << 20
+	const (
+		idleAfter     = 30 * time.Second
+		idleTrim      = time.Minute
+		busyRate      = 256 << 10 // bytes/s over all peers
+		idleGCPercent = 20
+	)
 	now := time.Now()
-	if now.Sub(a.lastTrim) < every {
-		return
-	}
 	var total int64
 	for _, p := range a.snapshot().Peers {
 		total += p.RxBytes + p.TxBytes
 	}
-	if total-a.trimBytes < quiet {
+	elapsed := now.Sub(a.mem.lastCheck)
+	busy := a.mem.lastCheck.IsZero() || float64(total-a.mem.lastTotal) > busyRate*elapsed.Seconds()
+	a.mem.lastCheck, a.mem.lastTotal = now, total
+	switch {
+	case busy:
+		a.mem.quietSince = time.Time{}
+		if a.mem.idle {
+			debug.SetGCPercent(100)
+			a.mem.idle = false
+		}
+	case a.mem.quietSince.IsZero():
+		a.mem.quietSince = now
+	case now.Sub(a.mem.quietSince) >= idleAfter && (!a.mem.idle || now.Sub(a.mem.lastTrim) >= idleTrim):
+		if !a.mem.idle {
+			debug.SetGCPercent(idleGCPercent)
+			a.mem.idle = true
+		}
 		debug.FreeOSMemory()
+		a.mem.lastTrim = now
 	}
-	a.lastTrim, a.trimBytes = now, total
 }
 
 // nextTick is the time to the next pass without events.
