@@ -92,12 +92,24 @@ func (n *agentNode) peer(t testing.TB, name string) agent.PeerStatus {
 	return agent.PeerStatus{}
 }
 
-// TestAgentsRelayedBehindRandomNAT runs real meshspan-agent processes: a
-// and b behind random-port NAT gateways, r on the WAN with relay.enabled,
-// and a discovery service. a and b find each other through discovery, fail
-// to punch through, find r as a relay by registering with it, and talk
-// through it; status says so.
-func TestAgentsRelayedBehindRandomNAT(t *testing.T) {
+// TestAgentsBehindNAT runs real meshspan-agent processes: a and b behind
+// NAT gateways, r on the WAN with relay.enabled, and a discovery service.
+// a and b find each other through discovery and r as a relay by
+// registering with it. Behind port-preserving NAT they connect directly
+// (simultaneous initiation towards the discovery-observed endpoints);
+// behind random-port NAT they fail to punch through and talk through r.
+// Status says which, and why.
+func TestAgentsBehindNAT(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		nat  netlab.NATMode
+		path string
+	}{{"port-preserving", netlab.NATPreservePorts, "direct"}, {"random", netlab.NATFullyRandomPorts, "relayed"}} {
+		t.Run(tc.name, func(t *testing.T) { agentsBehindNAT(t, tc.nat, tc.path) })
+	}
+}
+
+func agentsBehindNAT(t *testing.T, mode netlab.NATMode, path string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
 	}
@@ -118,9 +130,9 @@ func TestAgentsRelayedBehindRandomNAT(t *testing.T) {
 	must(err)
 	wan, err := lab.Switch("wan")
 	must(err)
-	ra, err := lab.NATRouter("nata", lanA, wan, pfx("192.0.2.1/24"), pfx("203.0.113.1/24"), netlab.NATFullyRandomPorts)
+	ra, err := lab.NATRouter("nata", lanA, wan, pfx("192.0.2.1/24"), pfx("203.0.113.1/24"), mode)
 	must(err)
-	rb, err := lab.NATRouter("natb", lanB, wan, pfx("198.51.100.1/24"), pfx("203.0.113.2/24"), netlab.NATFullyRandomPorts)
+	rb, err := lab.NATRouter("natb", lanB, wan, pfx("198.51.100.1/24"), pfx("203.0.113.2/24"), mode)
 	must(err)
 	must(gatewayFirewall(ra))
 	must(gatewayFirewall(rb))
@@ -183,8 +195,9 @@ func TestAgentsRelayedBehindRandomNAT(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		pa, pb := a.peer(t, "b"), b.peer(t, "a")
-		if pa.Path == "relayed" && pa.Via == "r" && pa.State == "up" && pb.Path == "relayed" && pb.Via == "r" && pb.State == "up" {
-			t.Logf("a sees b: %s via %s at %s (%s)", pa.Path, pa.Via, pa.Endpoint, pa.PathReason)
+		via := map[string]string{"relayed": "r", "direct": ""}[path]
+		if pa.Path == path && pa.Via == via && pa.State == "up" && pb.Path == path && pb.Via == via && pb.State == "up" {
+			t.Logf("a sees b: %s %s at %s (%s)", pa.Path, pa.Via, pa.Endpoint, pa.PathReason)
 			break
 		}
 		if time.Now().After(deadline) {
@@ -210,8 +223,11 @@ func TestAgentsRelayedBehindRandomNAT(t *testing.T) {
 			break
 		}
 		if i == 20 {
-			t.Fatalf("a -> b through the relay: nothing arrived\n%s", outputs())
+			t.Fatalf("a -> b (%s): nothing arrived\n%s", path, outputs())
 		}
+	}
+	if path == "direct" {
+		return
 	}
 	// The relay counts what it forwarded, on r's /metrics.
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
