@@ -23,7 +23,10 @@ func FirstPhysicalMAC() (net.HardwareAddr, error) {
 	return firstPhysicalMAC(links)
 }
 
-// hostAddrs lists the addresses of links that are up, except skip's.
+// hostAddrs lists the addresses of links that are up and carry traffic,
+// except skip's. Tunnels (other WireGuard or TUN links) are left out: their
+// addresses are not reachable underlay endpoints, and a bridge without
+// carrier (an empty docker0) is not either.
 func hostAddrs(skip string) ([]netip.Addr, error) {
 	ls, err := netlink.LinkList()
 	if err != nil {
@@ -32,7 +35,10 @@ func hostAddrs(skip string) ([]netip.Addr, error) {
 	var out []netip.Addr
 	for _, l := range ls {
 		a := l.Attrs()
-		if a.Name == skip || a.Flags&net.FlagUp == 0 {
+		if a.Name == skip || a.Flags&net.FlagUp == 0 || (a.OperState != netlink.OperUp && a.OperState != netlink.OperUnknown) {
+			continue
+		}
+		if kind := l.Type(); kind == "wireguard" || kind == "tuntap" || kind == "tun" {
 			continue
 		}
 		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)

@@ -79,6 +79,11 @@ func TestStaticMesh(t *testing.T) {
 		t.Errorf("status -o json: %v, %d peers:\n%s", err, len(js.Peers), out)
 	}
 
+	out, err = n1.ns.Exec(ctx, agentBin, "status", "--socket", n1.sock, "-o", "yaml")
+	if err != nil || !strings.Contains(string(out), "state: up") || !strings.Contains(string(out), "publicKey: "+n2.id.PublicKey) {
+		t.Errorf("status -o yaml: %v\n%s", err, out)
+	}
+
 	// wg show sees the device (userspace: through the UAPI socket the agent serves).
 	{
 		out, err = n1.ns.Exec(ctx, "nsenter", "-t", strconv.Itoa(n1.proc.PID()), "-m", "wg", "show", "meshspan0")
