@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -463,13 +462,6 @@ func throughput(t testing.TB, n, p *node, size int) float64 {
 	var c net.Conn
 	if err := n.ns.Do(func() (err error) {
 		d := net.Dialer{Timeout: 5 * time.Second}
-		if cc := os.Getenv("NAT_CC"); cc != "" {
-			d.Control = func(network, address string, c syscall.RawConn) error {
-				var serr error
-				c.Control(func(fd uintptr) { serr = syscall.SetsockoptString(int(fd), syscall.IPPROTO_TCP, 13, cc) })
-				return serr
-			}
-		}
 		c, err = d.Dial("tcp6", netip.AddrPortFrom(p.mesh, 5201).String())
 		return err
 	}); err != nil {
