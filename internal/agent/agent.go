@@ -128,6 +128,12 @@ type Options struct {
 	Logger  *slog.Logger
 	// Ready, if set, is called once after the first reconcile pass.
 	Ready func()
+
+	// Host seams, nil for the real host; tests run agents in one process
+	// on channel TUNs and Binds with them.
+	OpenDevice func(wg.Options) (*wg.Device, error) // default wg.Open
+	HostAddrs  func() ([]netip.Addr, error)         // default: addresses of links with carrier
+	MAC        func() (net.HardwareAddr, error)     // default FirstPhysicalMAC
 }
 
 // agent is the state of one Run.
@@ -186,7 +192,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	cleanups = append(cleanups, func() { l.Close(); os.Remove(a.opts.Socket) })
 
-	a.dev, err = wg.Open(wg.Options{
+	a.dev, err = a.opts.OpenDevice(wg.Options{
 		Name:         a.cfg.WireGuard.Interface,
 		Mode:         a.opts.WireGuard,
 		MTU:          a.cfg.WireGuard.MTU,
@@ -287,6 +293,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 }
 
+// noMemProfile: MemProfileRate is process-wide and must be set once.
+var noMemProfile sync.Once
+
 func newAgent(opts Options) (*agent, error) {
 	cfg := opts.Config
 	if cfg == nil {
@@ -310,8 +319,20 @@ func newAgent(opts Options) (*agent, error) {
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
-	// The memory profiler's sampling tables cost an idle agent ~1.5 MB.
-	runtime.MemProfileRate = 0
+	if opts.OpenDevice == nil {
+		opts.OpenDevice = wg.Open
+	}
+	if opts.HostAddrs == nil {
+		iface := cfg.WireGuard.Interface
+		opts.HostAddrs = func() ([]netip.Addr, error) { return hostAddrs(iface) }
+	}
+	if opts.MAC == nil {
+		opts.MAC = FirstPhysicalMAC
+	}
+	noMemProfile.Do(func() {
+		// The memory profiler's sampling tables cost an idle agent ~1.5 MB.
+		runtime.MemProfileRate = 0
+	})
 	if os.Getenv("GOMEMLIMIT") == "" {
 		switch {
 		case opts.MemoryLimit == 0:
@@ -351,7 +372,7 @@ func newAgent(opts Options) (*agent, error) {
 		return nil, fmt.Errorf("agent: config cluster.secret: %w", err)
 	}
 	a.prefix = clusterkey.MeshPrefix(cfg.Cluster.ID)
-	if a.id, err = LoadIdentity(opts.StateDir, cfg.Cluster.ID, FirstPhysicalMAC); err != nil {
+	if a.id, err = LoadIdentity(opts.StateDir, cfg.Cluster.ID, opts.MAC); err != nil {
 		return nil, err
 	}
 	a.tracker = mesh.NewTracker(mesh.Health{DownAfter: cfg.Health.DownAfter.D(), EndpointProbe: cfg.Health.EndpointProbe.D()}, a.id.PublicKey())
@@ -385,7 +406,7 @@ func (a *agent) reconcile(ctx context.Context) {
 		warn("%v (wg show will not see the interface)", err)
 	}
 
-	addrs, err := hostAddrs(a.dev.Name())
+	addrs, err := a.opts.HostAddrs()
 	if err != nil {
 		warn("%v", err)
 	}
