@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -19,7 +20,7 @@ const DefaultConfigPath = "/etc/meshspan/config.yaml"
 func newRunCmd() *cobra.Command {
 	var (
 		configPath, stateDir, socket, mode, metrics, logLevel string
-		noPolicy                                              bool
+		noPolicy, check                                       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -37,6 +38,14 @@ func newRunCmd() *cobra.Command {
 			cfg, err := config.Load(configPath)
 			if err != nil {
 				return err
+			}
+			if check {
+				out, err := config.Render(cfg)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "# %s is valid; with defaults filled in:\n%s", configPath, out)
+				return nil
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			nat, err := newTraversal(cfg, m, stateDir, log) // agent/nat.go
@@ -69,5 +78,6 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&metrics, "metrics-listen", "", "also serve Prometheus /metrics on this TCP address, e.g. 127.0.0.1:9810")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&noPolicy, "no-host-policy", false, "do not manage routing rules and nftables (mesh prefix only)")
+	f.BoolVar(&check, "check", false, "validate the config, print it with defaults filled in, and exit without touching the host")
 	return cmd
 }

@@ -84,6 +84,17 @@ func TestBadInput(t *testing.T) {
 			expect(t, line, "no WireGuard module", "--wireguard=userspace")
 		})
 	}
+	t.Run("check mode", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := n.ns.Exec(ctx, agentBin, "run", "--check", "--config", n.cfgPath)
+		if err != nil || !strings.Contains(string(out), "is valid") || !strings.Contains(string(out), "keepalive: 5s") {
+			t.Errorf("run --check: %v\n%s", err, out)
+		}
+		if o, err := n.ns.Exec(ctx, "ip", "link", "show", "meshspan0"); err == nil {
+			t.Errorf("run --check created meshspan0:\n%s", o)
+		}
+	})
 	t.Run("bad wireguard flag", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
