@@ -88,7 +88,7 @@ func benchRelayedVsDirect(b *testing.B, mode string) {
 	if err := w.wan.Attach(r3, "eth0", pfx("203.0.113.23/24")); err != nil {
 		b.Fatal(err)
 	}
-	rel := w.relayProcess(r3, ip("203.0.113.23"), wgPort, mode)
+	rel, proc := w.relayProcess(r3, ip("203.0.113.23"), wgPort, mode)
 	for _, n := range []*node{w.a, w.b} {
 		n.bind.SetRelays([]netip.AddrPort{w.r1.endpoint(), w.r2.endpoint(), rel})
 	}
@@ -120,14 +120,17 @@ func benchRelayedVsDirect(b *testing.B, mode string) {
 
 	b.ResetTimer()
 	var direct, relayed float64
-	var rttDirect, rttRelayed time.Duration
+	var rttDirect, rttRelayed, relayCPU, relayWall time.Duration
 	for range b.N {
 		for range rounds {
 			use(da, db)
 			direct += throughput(b, w.a, w.b, size)
 			rttDirect += medianRTT(b, w.a, to, 100)
 			use(va, vb)
+			c0, t0 := cpuTime(proc.PID()), time.Now()
 			relayed += throughput(b, w.a, w.b, size)
+			relayCPU += cpuTime(proc.PID()) - c0
+			relayWall += time.Since(t0)
 			rttRelayed += medianRTT(b, w.a, to, 100)
 			if got := liveEndpoint(b, w.a, w.b); got != va {
 				b.Fatalf("the relayed round ended on %s, not the relay", got)
@@ -144,8 +147,8 @@ func benchRelayedVsDirect(b *testing.B, mode string) {
 	b.ReportMetric(relayed/1e6, "relayed-Mbit/s")
 	b.ReportMetric(relayed/direct, "relayed/direct")
 	b.ReportMetric(float64((rttRelayed - rttDirect).Microseconds()), "added-rtt-µs")
-	fmt.Printf("relay on %s: relayed vs direct (same pair, %d alternating rounds of %d MB): direct %.0f Mbit/s, relayed %.0f Mbit/s, ratio %.2f (target >= 0.80); median RTT direct %s, relayed %s, relay adds %s\n",
-		mode, rounds, size>>20, direct/1e6, relayed/1e6, relayed/direct, rttDirect.Round(time.Microsecond), rttRelayed.Round(time.Microsecond), (rttRelayed - rttDirect).Round(time.Microsecond))
+	fmt.Printf("relay on %s: relayed vs direct (same pair, %d alternating rounds of %d MB): direct %.0f Mbit/s, relayed %.0f Mbit/s, ratio %.2f (target >= 0.80); median RTT direct %s, relayed %s, relay adds %s; the relay process used %.2f cores while relaying\n",
+		mode, rounds, size>>20, direct/1e6, relayed/1e6, relayed/direct, rttDirect.Round(time.Microsecond), rttRelayed.Round(time.Microsecond), (rttRelayed - rttDirect).Round(time.Microsecond), relayCPU.Seconds()/relayWall.Seconds())
 }
 
 func registeredWith(n *node, relay netip.AddrPort) bool {

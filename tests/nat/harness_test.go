@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -81,7 +82,7 @@ type world struct {
 
 // relayProcess runs a standalone relay (this test binary, see TestMain) in
 // ns on port: a relay on another machine, with its own scheduler.
-func (w *world) relayProcess(ns *netlab.NS, addr netip.Addr, port uint16, mode string) netip.AddrPort {
+func (w *world) relayProcess(ns *netlab.NS, addr netip.Addr, port uint16, mode string) (netip.AddrPort, *netlab.Proc) {
 	w.t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), fmt.Sprintf("NAT_RELAY_PORT=%d", port), "NAT_RELAY_SECRET="+hex.EncodeToString(w.secret[:]),
@@ -98,7 +99,25 @@ func (w *world) relayProcess(ns *netlab.NS, addr netip.Addr, port uint16, mode s
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return netip.AddrPortFrom(addr, port)
+	return netip.AddrPortFrom(addr, port), p
+}
+
+// cpuTime is the user+system CPU time a process has used.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces): utime, stime
+	// are the 12th and 13th after ")".
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var u, s int64
+	fmt.Sscan(f[11], &u)
+	fmt.Sscan(f[12], &s)
+	return time.Duration(u+s) * time.Second / 100 // USER_HZ
 }
 
 // newWorld builds the lab. gateway adds a stateful input filter to both NAT
