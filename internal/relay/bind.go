@@ -204,9 +204,14 @@ func (b *Bind) SetRelays(addrs []netip.AddrPort) {
 		if _, ok := b.relays[a]; ok {
 			continue
 		}
-		b.nextSlot++
-		if b.nextSlot == 0 {
-			b.nextSlot = 1
+		if len(b.bySlot) >= 1<<16-1 {
+			continue // every slot taken: a relay list this long is a bug upstream
+		}
+		for { // next free slot; 0 is never one (a port of 0 is no endpoint)
+			b.nextSlot++
+			if _, used := b.bySlot[b.nextSlot]; b.nextSlot != 0 && !used {
+				break
+			}
 		}
 		r := &relayLink{RelayState: RelayState{Addr: a}, slot: b.nextSlot}
 		b.relays[a] = r

@@ -399,3 +399,18 @@ func logLevel() int {
 	}
 	return device.LogLevelError
 }
+
+func TestRelaySlotsStayUniqueAcrossChurn(t *testing.T) {
+	b, _ := NewBind(conn.NewDefaultBind(), BindConfig{Key: testKey(t)})
+	keep := netip.MustParseAddrPort("198.51.100.1:51820")
+	var peer [32]byte
+	for i := range 70000 { // more additions than there are slots
+		churn := netip.AddrPortFrom(netip.MustParseAddr("203.0.113.9"), uint16(i%60000+1))
+		b.SetRelays([]netip.AddrPort{keep, churn})
+	}
+	v1, _ := b.RelayEndpoint(keep, peer)
+	ep, err := b.ParseEndpoint(v1.String())
+	if err != nil || ep.(*Endpoint).Relay != keep {
+		t.Fatalf("after slot wrap-around the kept relay's endpoint resolves to %v (%v)", ep, err)
+	}
+}
