@@ -72,6 +72,9 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, log *slog.L
 	}
 	ownPort := cfg.Relay.Port != 0 && cfg.Relay.Port != cfg.WireGuard.ListenPort
 	kernel := kernelWireGuard(mode)
+	if srv != nil && !ownPort && mode == wg.ModeAuto {
+		kernel = false // relaying on the WireGuard port needs the userspace Bind
+	}
 	if srv != nil && kernel && !ownPort {
 		return nil, errors.New("relay: kernel WireGuard owns the WireGuard port; set relay.port to another port (and open it in the cloud firewall), or run with --wireguard=userspace")
 	}
