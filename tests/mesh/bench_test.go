@@ -20,7 +20,7 @@ import (
 // received rate in bit/s.
 func iperf(tb testing.TB, client, server *node, addr string, seconds int) float64 {
 	tb.Helper()
-	srv, err := startProc(server.ns, exec.Command("iperf3", "-s", "-1", "-B", addr))
+	srv, err := server.ns.Start(exec.Command("iperf3", "-s", "-1", "-B", addr))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func plainWireGuard(b *testing.B, c *cluster, a, z *node) (addr string, pids []i
 	}
 	nodes := []*node{a, z}
 	for i, n := range nodes {
-		p, err := startProc(n.ns, exec.Command(bin, "-f", "wgref0"))
+		p, err := n.ns.Start(exec.Command(bin, "-f", "wgref0"))
 		if err != nil {
 			b.Fatal(err)
 		}

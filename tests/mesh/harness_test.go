@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,37 +53,6 @@ func TestMain(m *testing.M) {
 	}()
 	os.Exit(code)
 }
-
-// startProc starts cmd in ns from one OS thread that lives as long as the
-// test binary. netlab sets Pdeathsig, and Linux sends it when the *thread*
-// that forked the child exits; Go ends threads that a goroutine left
-// locked (netlab does that after entering a namespace), so a process forked
-// from an ordinary thread can be killed at random when the runtime later
-// reuses and discards that thread.
-func startProc(ns *netlab.NS, cmd *exec.Cmd) (*netlab.Proc, error) {
-	type result struct {
-		p   *netlab.Proc
-		err error
-	}
-	done := make(chan result, 1)
-	stableThread <- func() {
-		p, err := ns.Start(cmd)
-		done <- result{p, err}
-	}
-	r := <-done
-	return r.p, r.err
-}
-
-var stableThread = func() chan func() {
-	ch := make(chan func())
-	go func() {
-		runtime.LockOSThread() // never unlocked: this thread never exits
-		for f := range ch {
-			f()
-		}
-	}()
-	return ch
-}()
 
 // underlay is the shared switch's subnet; node i gets .10+i.
 var underlay = netip.MustParsePrefix("192.0.2.0/24")
@@ -155,7 +123,7 @@ func newCluster(t testing.TB, n int, withDiscovery bool) *cluster {
 		if err := c.sw.Attach(ds, "eth0", netip.PrefixFrom(addr, 24)); err != nil {
 			t.Fatal(err)
 		}
-		p, err := startProc(ds, exec.Command(agentBin, "discovery", "serve", "--listen", "192.0.2.2:3000",
+		p, err := ds.Start(exec.Command(agentBin, "discovery", "serve", "--listen", "192.0.2.2:3000",
 			"--metrics-listen", "", "--snapshot-path", ""))
 		if err != nil {
 			t.Fatal(err)
@@ -280,7 +248,7 @@ func (n *node) start(extra ...string) {
 	if n.env != nil {
 		cmd.Env = append(os.Environ(), n.env...)
 	}
-	p, err := startProc(n.ns, cmd)
+	p, err := n.ns.Start(cmd)
 	if err != nil {
 		n.c.t.Fatal(err)
 	}
