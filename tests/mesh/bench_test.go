@@ -164,9 +164,10 @@ func BenchmarkConvergence(b *testing.B) {
 				b.Logf("N=%d: all %d peers up %.2f s after the last agent started (%.2f s after the first)",
 					n, n*(n-1), done.Sub(last).Seconds(), done.Sub(first).Seconds())
 				if n == 20 {
-					// Idle: sample every agent once a second for 10 s, after the
-					// agents' first idle trim (30 s), and report the worst.
-					time.Sleep(30 * time.Second)
+					// Idle: the agents go to their idle memory regime after 30 s
+					// without traffic; from 35 s on, sample every agent once a
+					// second for 10 s and report the worst sample.
+					time.Sleep(35 * time.Second)
 					var top, anon, file, sum, samples int
 					for range 10 {
 						time.Sleep(time.Second)

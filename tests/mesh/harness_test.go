@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -279,12 +280,28 @@ func (n *node) peer(s *agent.Status, name string) *agent.PeerStatus {
 	return nil
 }
 
-// allUp reports whether every node sees every other node up.
+// allUp reports whether every node sees every other node up. The nodes
+// are asked in parallel, so the answer is not a poll round behind at N = 20.
 func (c *cluster) allUp(nodes []*node) (bool, string) {
+	type answer struct {
+		s   *agent.Status
+		err error
+	}
+	answers := make([]answer, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := n.status()
+			answers[i] = answer{s, err}
+		}()
+	}
+	wg.Wait()
 	var b strings.Builder
 	ok := true
-	for _, n := range nodes {
-		s, err := n.status()
+	for i, n := range nodes {
+		s, err := answers[i].s, answers[i].err
 		if err != nil {
 			ok = false
 			fmt.Fprintf(&b, "%s: %v\n", n.name, err)
