@@ -106,7 +106,10 @@ type WireGuard struct {
 	Interface  string `yaml:"interface"`
 	ListenPort int    `yaml:"listenPort"`
 	MTU        int    `yaml:"mtu"`
-	// Keepalive is the persistent keepalive sent to every peer.
+	// Keepalive is the longest silence from a live peer on an idle link:
+	// the agent programs WireGuard's persistent keepalive at half of it,
+	// because both ends restart that timer on every packet and so take
+	// turns. health.downAfter must exceed it.
 	Keepalive Duration `yaml:"keepalive"`
 }
 
