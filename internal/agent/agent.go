@@ -7,6 +7,10 @@
 // every input, computes the desired state with internal/mesh, and makes the
 // WireGuard device (internal/wg) and host policy (internal/netpolicy) match
 // it: level-triggered, so a missed event costs at most one tick.
+//
+// Run also tunes process-wide runtime settings (a soft memory limit, a
+// tighter GC target while the mesh is idle): run one agent per process
+// outside tests.
 package agent
 
 import (
