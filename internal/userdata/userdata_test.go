@@ -116,6 +116,7 @@ func TestUnit(t *testing.T) {
 		"Type=notify",
 		"ExecStart=/usr/local/bin/meshspan-agent run --config /etc/meshspan/config.yaml --state-dir /var/lib/meshspan",
 		"Restart=on-failure",
+		"RuntimeDirectory=meshspan",
 		"AmbientCapabilities=CAP_NET_ADMIN",
 		"WantedBy=multi-user.target",
 	} {
