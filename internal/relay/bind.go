@@ -345,10 +345,8 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 
 // receive wraps an inner ReceiveFunc: WireGuard packets pass through, relayed
 // ones are unwrapped and attributed to their virtual endpoint, control frames
-// and frames relayed for others are consumed. The batch handed back holds
-// only what is for WireGuard, packed at the front: callers that count what a
-// receive returns (internal/wg bounds packets in flight that way) must not
-// count frames that never reach WireGuard.
+// and frames relayed for others are consumed: their sizes become 0, which
+// WireGuard skips (and internal/wg's in-flight limiter does not count).
 func (b *Bind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	out := bindTransport{b}
 	var fw forwarder // one per receive goroutine
@@ -394,18 +392,7 @@ func (b *Bind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			}
 		}
 		fw.flush(out)
-		kept := 0
-		for i := 0; i < n; i++ {
-			if sizes[i] == 0 {
-				continue
-			}
-			if i != kept {
-				sizes[kept] = copy(bufs[kept], bufs[i][:sizes[i]])
-				eps[kept] = eps[i]
-			}
-			kept++
-		}
-		return kept, err
+		return n, err
 	}
 }
 

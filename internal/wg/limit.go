@@ -115,7 +115,7 @@ func (b *limitedBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		fns[i] = func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 			b.in.admit()
 			n, err := fn(bufs, sizes, eps)
-			b.in.add(n)
+			b.in.add(handedOn(sizes[:n]))
 			return n, err
 		}
 	}
@@ -126,6 +126,19 @@ func (b *limitedBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	err := b.Bind.Send(bufs, ep)
 	b.out.done(len(bufs))
 	return err
+}
+
+// handedOn counts the entries of a received batch that reach WireGuard:
+// an inner Bind (the relay's) may consume some, leaving them empty, and
+// WireGuard skips those, so they never leave through the TUN.
+func handedOn(sizes []int) int {
+	n := 0
+	for _, s := range sizes {
+		if s > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // limit wraps a TUN and Bind pair so that at most inFlight packets per

@@ -3,6 +3,8 @@ package wg
 import (
 	"testing"
 	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
 )
 
 func TestFlowCounts(t *testing.T) {
@@ -44,5 +46,31 @@ func TestFlowWakesOnProgressAndResetsOnStall(t *testing.T) {
 	}
 	if got := f.inflight.Load(); got != 0 {
 		t.Errorf("in flight = %d after a stall, want reset to 0", got)
+	}
+}
+
+// consumingBind hands back a batch of four whose middle two entries it
+// consumed itself (sizes 0), as the relay Bind does with control frames.
+type consumingBind struct{ conn.Bind }
+
+func (consumingBind) Open(uint16) ([]conn.ReceiveFunc, uint16, error) {
+	return []conn.ReceiveFunc{func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		copy(sizes, []int{148, 0, 0, 92})
+		return 4, nil
+	}}, 51820, nil
+}
+
+func TestBindCountsOnlyWhatReachesWireGuard(t *testing.T) {
+	_, b := limit(nil, consumingBind{}, 8)
+	fns, _, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bufs, sizes, eps := make([][]byte, 4), make([]int, 4), make([]conn.Endpoint, 4)
+	if n, _ := fns[0](bufs, sizes, eps); n != 4 {
+		t.Fatalf("receive returned %d, want the batch of 4 unchanged", n)
+	}
+	if got := b.(*limitedBind).in.inflight.Load(); got != 2 {
+		t.Errorf("in flight = %d after a batch with 2 consumed entries, want 2", got)
 	}
 }
