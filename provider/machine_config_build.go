@@ -297,25 +297,6 @@ func (b *mcBuild) validate(diags *diag.Diagnostics) {
 				fmt.Sprintf("%q is not a platform; use one of %s (it selects the user_data size limit)", b.platform, strings.Join(userdata.Platforms, ", ")))
 		}
 	}
-	if c.Firewall.DefaultAction == "block" && !b.isUnknown("firewall") && !b.isUnknown("wireguard.listenPort") && !mcAdmitsUDP(c.Firewall.Rules, c.WireGuard.ListenPort) {
-		diags.AddAttributeWarning(path.Root("firewall"), "Firewall may block WireGuard",
-			fmt.Sprintf("default_action is \"block\" and no accept rule admits udp port %d (listen_port) from everywhere; unless peers reach this node only through a relay, add { protocol = \"udp\", port = \"%d\" } to firewall.rules.", c.WireGuard.ListenPort, c.WireGuard.ListenPort))
-	}
-}
-
-func mcAdmitsUDP(rules []config.FirewallRule, port int) bool {
-	for _, r := range rules {
-		if r.Protocol != "udp" || r.Action == "block" || len(r.Sources) > 0 {
-			continue
-		}
-		if r.Port == "" {
-			return true
-		}
-		if lo, hi, err := config.ParsePortRange(r.Port); err == nil && lo <= port && port <= hi {
-			return true
-		}
-	}
-	return false
 }
 
 func checkCAPEM(s string) error {

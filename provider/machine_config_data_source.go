@@ -137,7 +137,7 @@ func machineConfigSchema() schema.Schema {
 				Optional:            true, Computed: true,
 			},
 			"firewall": schema.SingleNestedAttribute{
-				MarkdownDescription: "Host input firewall the agent enforces. Omit it to leave the host's firewall alone.",
+				MarkdownDescription: "Host input firewall the agent enforces (nftables). Loopback, established traffic, the WireGuard `listen_port`, traffic arriving through the mesh and the ICMPv6 that IPv6 needs are always admitted; the rules decide the rest. Omit it to leave the host's firewall alone.",
 				Optional:            true,
 				Attributes: map[string]schema.Attribute{
 					"default_action": schema.StringAttribute{MarkdownDescription: "`block` or `accept`: what happens to inbound traffic no rule matches.", Required: true},

@@ -217,12 +217,13 @@ func TestMachineConfigValidation(t *testing.T) {
 	}
 }
 
-func TestMachineConfigFirewallWarnsWithoutWireGuard(t *testing.T) {
+// The agent always admits the WireGuard listen port (internal/netpolicy), so
+// a blocking firewall without a WireGuard rule is complete, not a mistake.
+func TestMachineConfigBlockingFirewallNeedsNoWireGuardRule(t *testing.T) {
 	m := mcValidModel()
 	m.Firewall = mcFirewall("block", mcRule("ssh", "tcp", "22", types.ListNull(types.StringType), ""))
-	d := mcValidate(m)
-	if d.HasError() || d.WarningsCount() != 1 || !strings.Contains(d.Warnings()[0].Detail(), `port = "51820"`) {
-		t.Fatalf("want one warning about udp 51820, got %v", d)
+	if d := mcValidate(m); d.HasError() || d.WarningsCount() != 0 {
+		t.Fatalf("want no diagnostics, got %v", d)
 	}
 }
 
