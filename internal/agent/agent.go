@@ -151,7 +151,8 @@ type agent struct {
 	filter  mesh.Filter
 	extra   []netip.AddrPort
 	nets    []netip.Prefix
-	bypass  []netip.Prefix
+	// policyBase is the host policy's config part, from netpolicy.FromConfig.
+	policyBase netpolicy.State
 	dev     *wg.Device
 	policy  Policy
 	disco   Discovery
@@ -365,12 +366,8 @@ func newAgent(opts Options) (*agent, error) {
 		}
 		a.nets = append(a.nets, p)
 	}
-	for i, s := range cfg.LANBypass {
-		p, err := config.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("agent: config lanBypass[%d]: %w", i, err)
-		}
-		a.bypass = append(a.bypass, p)
+	if a.policyBase, err = netpolicy.FromConfig(cfg); err != nil {
+		return nil, fmt.Errorf("agent: config: %w", err)
 	}
 	if a.psk, err = clusterkey.PresharedKey(cfg.Cluster.Secret); err != nil {
 		return nil, fmt.Errorf("agent: config cluster.secret: %w", err)
@@ -566,15 +563,15 @@ func (a *agent) reconcile(ctx context.Context) {
 	a.logTransitions(old, st)
 }
 
-// policyState is the host policy for this pass: members' AllowedIPs are
+// policyState is the host policy for this pass: the config's part
+// (netpolicy.FromConfig: firewall, relay port, LAN bypass, marks) with the
+// live device's name and port; members' AllowedIPs are
 // routed through the mesh (the mesh prefix itself is on the link already);
 // those of peers that are not up are marked unreachable.
 func (a *agent) policyState(peers []mesh.Peer, verdicts map[wgtypes.Key]mesh.Status) netpolicy.State {
-	s := netpolicy.State{
-		Interface: a.dev.Name(), MTU: a.cfg.WireGuard.MTU, ListenPort: a.dev.ListenPort(),
-		Routing: a.cfg.Routing, AllowDownPeerBypass: a.cfg.AllowDownPeerBypass,
-		LANBypass: a.bypass, Firewall: a.cfg.Firewall,
-	}
+	s := a.policyBase
+	s.Interface, s.ListenPort = a.dev.Name(), a.dev.ListenPort()
+	s.Routed, s.Unreachable = nil, nil
 	for _, p := range peers {
 		up := verdicts[p.PublicKey].State == mesh.StateUp
 		for _, n := range p.AllowedIPs {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"net"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
@@ -21,10 +23,24 @@ func TestPolicyState(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	cfg := &config.Config{WireGuard: config.WireGuard{MTU: 1420}, AllowDownPeerBypass: true}
+	sec, err := clusterkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{
+		Cluster:   config.Cluster{ID: sec.ID, Secret: sec.Secret},
+		WireGuard: config.WireGuard{MTU: 1420}, AllowDownPeerBypass: true,
+		LANBypass: []string{"192.168.0.0/16"},
+		Firewall:  config.Firewall{DefaultAction: "block"},
+		Relay:     config.Relay{Enabled: true, Port: 3478},
+	}
 	cfg.ApplyDefaults()
-	a := &agent{cfg: cfg, dev: dev, prefix: netip.MustParsePrefix("fd00:1:2:3::/64"),
-		bypass: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}}
+	a, err := newAgent(Options{Config: cfg, StateDir: t.TempDir(), MemoryLimit: -1,
+		MAC: func() (net.HardwareAddr, error) { return net.HardwareAddr{2, 0, 0, 0, 0, 1}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.dev, a.prefix = dev, netip.MustParsePrefix("fd00:1:2:3::/64")
 	up, down := mesh.Peer{PublicKey: wgtypes.Key{1}}, mesh.Peer{PublicKey: wgtypes.Key{2}}
 	up.AllowedIPs = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("fd00:1:2:3::a/128")}
 	down.AllowedIPs = []netip.Prefix{netip.MustParsePrefix("192.0.2.5/32"), netip.MustParsePrefix("fd00:1:2:3::b/128")}
@@ -41,7 +57,11 @@ func TestPolicyState(t *testing.T) {
 	if want := []netip.Prefix{netip.MustParsePrefix("192.0.2.5/32")}; !reflect.DeepEqual(s.Unreachable, want) {
 		t.Errorf("Unreachable = %v, want %v", s.Unreachable, want)
 	}
-	if !reflect.DeepEqual(s.LANBypass, a.bypass) {
-		t.Errorf("LANBypass = %v, want %v", s.LANBypass, a.bypass)
+	if want := []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}; !reflect.DeepEqual(s.LANBypass, want) {
+		t.Errorf("LANBypass = %v, want %v", s.LANBypass, want)
+	}
+	// A relay on its own port must get through a blocking host firewall.
+	if s.RelayPort != 3478 || s.Firewall.DefaultAction != "block" {
+		t.Errorf("RelayPort = %d, Firewall.DefaultAction = %q; want 3478 and block from the config", s.RelayPort, s.Firewall.DefaultAction)
 	}
 }
