@@ -142,21 +142,21 @@ type Options struct {
 
 // agent is the state of one Run.
 type agent struct {
-	opts    Options
-	cfg     *config.Config
-	log     *slog.Logger
-	id      Identity
-	prefix  netip.Prefix
-	psk     wgtypes.Key
-	filter  mesh.Filter
-	extra   []netip.AddrPort
-	nets    []netip.Prefix
+	opts   Options
+	cfg    *config.Config
+	log    *slog.Logger
+	id     Identity
+	prefix netip.Prefix
+	psk    wgtypes.Key
+	filter mesh.Filter
+	extra  []netip.AddrPort
+	nets   []netip.Prefix
 	// policyBase is the host policy's config part, from netpolicy.FromConfig.
 	policyBase netpolicy.State
-	dev     *wg.Device
-	policy  Policy
-	disco   Discovery
-	tracker *mesh.Tracker
+	dev        *wg.Device
+	policy     Policy
+	disco      Discovery
+	tracker    *mesh.Tracker
 
 	// live: WireGuard endpoints seen for peers, kept as candidates.
 	live          map[wgtypes.Key]netip.AddrPort
