@@ -44,7 +44,10 @@ func kernelWireGuard(m wg.Mode) bool {
 	return m == wg.ModeKernel
 }
 
-func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, log *slog.Logger) (*traversal, error) {
+// mark, when not 0, is set on the relay's sockets that send to members
+// outside WireGuard's own socket (the host policy's firewall mark: without
+// it they would be routed into the mesh).
+func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32, log *slog.Logger) (*traversal, error) {
 	secret, err := clusterkey.Key(cfg.Cluster.Secret)
 	if err != nil {
 		return nil, fmt.Errorf("relay: config cluster.secret: %w", err)
@@ -67,7 +70,7 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, log *slog.L
 
 	var srv *relay.Server
 	if cfg.Relay.Enabled {
-		srv = relay.NewServer(key)
+		srv = relay.NewServer(key, relay.WithMark(mark))
 		t.collectors = srv.Collectors()
 	}
 	ownPort := cfg.Relay.Port != 0 && cfg.Relay.Port != cfg.WireGuard.ListenPort
@@ -98,6 +101,12 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, log *slog.L
 			return nil, err
 		}
 		t.closers = append(t.closers, func() { p.Close() })
+		if mark != 0 {
+			if err := p.SetMark(mark); err != nil {
+				t.close()
+				return nil, err
+			}
+		}
 		t.paths = &drive.Chooser{Driver: drive.New(p, timing, fresh)}
 		return t, nil
 	}

@@ -48,7 +48,11 @@ func newRunCmd() *cobra.Command {
 				return nil
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			nat, err := newTraversal(cfg, m, stateDir, log) // agent/nat.go
+			mark := cfg.Routing.FirewallMark // what the host policy exempts from the mesh
+			if noPolicy {
+				mark = 0
+			}
+			nat, err := newTraversal(cfg, m, stateDir, mark, log) // agent/nat.go
 			if err != nil {
 				return err
 			}

@@ -380,22 +380,34 @@ func newAgent(opts Options) (*agent, error) {
 
 	a.disco = opts.Discovery
 	if a.disco == nil && len(cfg.Discovery.Endpoints) > 0 {
-		c, err := discovery.NewClient(discovery.ClientOptions{
-			Endpoints:        cfg.Discovery.Endpoints,
-			ClusterID:        cfg.Cluster.ID,
-			ClusterSecret:    cfg.Cluster.Secret,
-			AffiliateID:      a.id.AffiliateID,
-			TTL:              cfg.Discovery.TTL.D(),
-			CACertificatePEM: cfg.Discovery.CACertificate,
-			ClientVersion:    "meshspan-" + opts.Version,
-			Logger:           opts.Logger,
-		})
+		c, err := discovery.NewClient(a.discoveryOptions())
 		if err != nil {
 			return nil, err
 		}
 		a.disco = c
 	}
 	return a, nil
+}
+
+// discoveryOptions configures the discovery client. With host policy on, its
+// sockets carry WireGuard's firewall mark: a discovery service on a member's
+// underlay address would otherwise be routed into the mesh, which needs
+// discovery to come up.
+func (a *agent) discoveryOptions() discovery.ClientOptions {
+	o := discovery.ClientOptions{
+		Endpoints:        a.cfg.Discovery.Endpoints,
+		ClusterID:        a.cfg.Cluster.ID,
+		ClusterSecret:    a.cfg.Cluster.Secret,
+		AffiliateID:      a.id.AffiliateID,
+		TTL:              a.cfg.Discovery.TTL.D(),
+		CACertificatePEM: a.cfg.Discovery.CACertificate,
+		ClientVersion:    "meshspan-" + a.opts.Version,
+		Logger:           a.opts.Logger,
+	}
+	if !a.opts.NoHostPolicy {
+		o.Dialer = wg.MarkDialer(a.cfg.Routing.FirewallMark)
+	}
+	return o
 }
 
 // reconcile is one level-triggered pass over every input.

@@ -43,6 +43,10 @@ type ClientOptions struct {
 	// ClientVersion is sent in Hello (metrics only); default "meshspan".
 	ClientVersion string
 	Logger        *slog.Logger
+	// Dialer, if set, opens the TCP connections to the endpoints (host:port);
+	// the node agent marks their sockets so host policy routing leaves them
+	// on the underlay.
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Client publishes the local affiliate to one or more discovery services
@@ -120,6 +124,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 			ClientVersion: opts.ClientVersion,
 			TTL:           opts.TTL,
 			Insecure:      insecure,
+		}
+		if opts.Dialer != nil {
+			do.DialOptions = []grpc.DialOption{grpc.WithContextDialer(opts.Dialer)}
 		}
 		if !insecure {
 			do.TLSConfig = func() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots} }

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
 )
 
 // maxProxyPeers bounds the local sockets a Proxy opens.
@@ -73,6 +75,17 @@ func NewProxy(k *Key, publicKey [32]byte, wg netip.AddrPort, uplink string, regi
 	go p.readUplink()
 	go p.maintain()
 	return p, nil
+}
+
+// SetMark sets SO_MARK on the uplink socket, which sends to relays (members)
+// outside kernel WireGuard: with the host policy's firewall mark it stays
+// on the underlay instead of being routed into the mesh.
+func (p *Proxy) SetMark(mark uint32) error {
+	rc, err := p.uplink.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("relay: proxy uplink: %w", err)
+	}
+	return wg.SetMark(rc, mark)
 }
 
 // SetRelays sets the relays to register with; new ones are registered at once.

@@ -56,9 +56,10 @@ type member struct {
 // Server forwards WireGuard packets between registered members. It is safe
 // for concurrent use; Handle may be called from several receive goroutines.
 type Server struct {
-	key *Key
-	now func() time.Time
-	ttl time.Duration
+	key  *Key
+	now  func() time.Time
+	ttl  time.Duration
+	mark uint32
 
 	mu     sync.RWMutex
 	byAddr map[netip.AddrPort]*member
@@ -77,6 +78,12 @@ type ServerOption func(*Server)
 
 // WithClock makes the server read time from now (tests).
 func WithClock(now func() time.Time) ServerOption { return func(s *Server) { s.now = now } }
+
+// WithMark sets SO_MARK on the socket Serve opens: the host policy's firewall
+// mark, so that relayed packets to members stay on the underlay instead of
+// being routed into the mesh (the WireGuard-port relay shares WireGuard's
+// socket, which the device marks itself).
+func WithMark(mark uint32) ServerOption { return func(s *Server) { s.mark = mark } }
 
 // WithTTL sets how long a registration lasts.
 func WithTTL(d time.Duration) ServerOption { return func(s *Server) { s.ttl = d } }
@@ -286,6 +293,12 @@ func (s *Server) Serve(bind conn.Bind, port uint16) (actual uint16, wait func() 
 	fns, actual, err := bind.Open(port)
 	if err != nil {
 		return 0, nil, fmt.Errorf("relay: listen on UDP port %d: %w", port, err)
+	}
+	if s.mark != 0 {
+		if err := bind.SetMark(s.mark); err != nil {
+			bind.Close()
+			return 0, nil, fmt.Errorf("relay: mark the socket on UDP port %d with %#x: %w (needs CAP_NET_ADMIN)", port, s.mark, err)
+		}
 	}
 	out := &bindOut{bind: bind, eps: map[netip.AddrPort]conn.Endpoint{}}
 	errs := make(chan error, len(fns))
