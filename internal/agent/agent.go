@@ -26,6 +26,7 @@ import (
 	"reflect"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -138,6 +139,9 @@ type Options struct {
 	OpenDevice func(wg.Options) (*wg.Device, error) // default wg.Open
 	HostAddrs  func() ([]netip.Addr, error)         // default: addresses of links with carrier
 	MAC        func() (net.HardwareAddr, error)     // default FirstPhysicalMAC
+	// UnderlayMTU is the smallest MTU towards the given peer endpoint
+	// addresses (default: their routes' links, or the default routes').
+	UnderlayMTU func(dests []netip.Addr) int
 }
 
 // agent is the state of one Run.
@@ -170,6 +174,12 @@ type agent struct {
 	fastUntil    time.Time
 	lastObserved map[string][]netip.AddrPort
 	policyErr    string
+	// underlay caches the underlay MTU towards the peers' endpoints.
+	underlay struct {
+		dests []netip.Addr
+		at    time.Time
+		mtu   int
+	}
 
 	mu     sync.Mutex
 	status *Status
@@ -334,6 +344,9 @@ func newAgent(opts Options) (*agent, error) {
 	if opts.MAC == nil {
 		opts.MAC = FirstPhysicalMAC
 	}
+	if opts.UnderlayMTU == nil {
+		opts.UnderlayMTU = underlayMTU
+	}
 	noMemProfile.Do(func() {
 		// The memory profiler's sampling tables cost an idle agent ~1.5 MB.
 		runtime.MemProfileRate = 0
@@ -448,6 +461,9 @@ func (a *agent) reconcile(ctx context.Context) {
 	for _, s := range stats {
 		obs[s.PublicKey] = mesh.Observation{Endpoint: s.Endpoint, LastHandshake: s.LastHandshake, RxBytes: s.RxBytes, TxBytes: s.TxBytes}
 		byKey[s.PublicKey] = s
+	}
+	if w := netpolicy.MTUWarning(a.underlayMTU(now, stats), a.cfg.WireGuard.MTU); w != "" {
+		warnings = append(warnings, w)
 	}
 	observed := make(map[wgtypes.Key][]netip.AddrPort, len(a.live))
 	for k, ep := range a.live {
@@ -597,6 +613,31 @@ func (a *agent) policyState(peers []mesh.Peer, verdicts map[wgtypes.Key]mesh.Sta
 		}
 	}
 	return s
+}
+
+// underlayMTU is the underlay MTU on the way to the peers' live endpoints
+// (the default routes' before any is known). Relayed and loopback-proxied
+// endpoints are not underlay paths and are left out. Routes rarely change:
+// it is looked up again when the endpoints change, or after underlayRecheck.
+func (a *agent) underlayMTU(now time.Time, stats []wg.PeerStats) int {
+	const underlayRecheck = 30 * time.Second
+	var dests []netip.Addr
+	for _, s := range stats {
+		ep := s.Endpoint
+		if !ep.IsValid() || relay.IsVirtual(ep) || ep.Addr().IsLoopback() {
+			continue
+		}
+		if d := ep.Addr().Unmap(); !slices.Contains(dests, d) {
+			dests = append(dests, d)
+		}
+	}
+	slices.SortFunc(dests, netip.Addr.Compare)
+	u := &a.underlay
+	if !u.at.IsZero() && now.Sub(u.at) < underlayRecheck && slices.Equal(dests, u.dests) {
+		return u.mtu
+	}
+	u.dests, u.at, u.mtu = dests, now, a.opts.UnderlayMTU(dests)
+	return u.mtu
 }
 
 func (a *agent) logTransitions(old, cur *Status) {

@@ -53,3 +53,39 @@ func hostAddrs(skip string) ([]netip.Addr, error) {
 	}
 	return out, nil
 }
+
+// underlayMTU is the smallest MTU on the paths WireGuard's packets take:
+// those of the routes to dests (the peers' endpoints), or of the default
+// routes when there are none; a route's own mtu counts when lower than its
+// link's. 0 when nothing is known.
+func underlayMTU(dests []netip.Addr) int {
+	var routes []netlink.Route
+	for _, d := range dests {
+		rs, err := netlink.RouteGet(d.AsSlice())
+		if err == nil {
+			routes = append(routes, rs...)
+		}
+	}
+	if len(dests) == 0 {
+		all, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
+		if err != nil {
+			return 0
+		}
+		for _, r := range all {
+			if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+				routes = append(routes, r)
+			}
+		}
+	}
+	mtu := 0
+	for _, r := range routes {
+		m := r.MTU
+		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && (m == 0 || l.Attrs().MTU < m) {
+			m = l.Attrs().MTU
+		}
+		if m > 0 && (mtu == 0 || m < mtu) {
+			mtu = m
+		}
+	}
+	return mtu
+}

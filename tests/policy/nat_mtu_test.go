@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -134,6 +135,10 @@ func TestMeshMTU(t *testing.T) {
 	waitUp(t, 20*time.Second, n1, n2)
 
 	for _, n := range []*agentNode{n1, n2} {
+		// 1400 fits the 1500-byte underlay with WireGuard's 80 bytes.
+		if s, err := n.status(); err != nil || slices.ContainsFunc(s.Warnings, isMTUWarning) {
+			t.Errorf("%s: status %v (%v) warns about the MTU; mesh %d fits underlay 1500", n.name, s.Warnings, err, mtu)
+		}
 		l, err := n.ns.Netlink().LinkByName(config.DefaultInterface)
 		if err != nil {
 			t.Fatal(err)
@@ -189,6 +194,54 @@ func TestMeshMTU(t *testing.T) {
 		t.Errorf("largest WireGuard packet on the underlay is %d bytes, want %d (mesh MTU %d + 60: full-size segments, nothing larger)", wgMax, want, mtu)
 	}
 }
+
+// A mesh MTU above the underlay's minus WireGuard's 80 bytes is a warning
+// in status, measured on the link that carries the tunnel to the peer.
+func TestMeshMTUAboveUnderlayWarns(t *testing.T) {
+	if agentBin == "" {
+		t.Skip("needs root (network namespaces)")
+	}
+	lab := netlab.NewT(t)
+	secrets, err := clusterkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, err := lab.Switch("sw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1 := newAgentNode(t, lab, sw, secrets, "n1", netip.MustParseAddr("192.0.2.11"))
+	n2 := newAgentNode(t, lab, sw, secrets, "n2", netip.MustParseAddr("192.0.2.12"))
+	for _, n := range []*agentNode{n1, n2} {
+		l, err := n.ns.Netlink().LinkByName(underIf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.ns.Netlink().LinkSetMTU(l, 1400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range [][2]*agentNode{{n1, n2}, {n2, n1}} {
+		cfg := p[0].config()
+		cfg.WireGuard.MTU = 1420
+		cfg.StaticPeers = []config.StaticPeer{p[1].staticPeer()}
+		p[0].start(t, cfg)
+	}
+	want := "mesh MTU 1420 is above the underlay MTU 1400"
+	var last []string
+	if !eventually(20*time.Second, func() bool {
+		s, err := n1.status()
+		if err != nil {
+			return false
+		}
+		last = s.Warnings
+		return slices.ContainsFunc(s.Warnings, func(w string) bool { return strings.Contains(w, want) && strings.Contains(w, "1320") })
+	}) {
+		t.Fatalf("n1 status warnings %q; want one saying %q and naming 1320 as the fix", last, want)
+	}
+}
+
+func isMTUWarning(w string) bool { return strings.Contains(w, "mesh MTU") }
 
 func pingDF(ns *netlab.NS, dst string, size, count int) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
