@@ -95,6 +95,9 @@ type PathChoice struct {
 	SetEndpoint netip.AddrPort
 	// Path and Via describe it for status ("direct", "relayed" via a node).
 	Path, Via, Reason string
+	// Advisory choices only describe the path (status); the agent's own
+	// rotation keeps picking the endpoint, and SetEndpoint is ignored.
+	Advisory bool
 }
 
 // Options configure Run.
@@ -491,7 +494,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	want := make([]wg.PeerConfig, 0, len(peers))
 	for _, p := range peers {
 		v := verdicts[p.PublicKey]
-		if paths != nil {
+		if paths != nil && !paths[p.PublicKey].Advisory {
 			v.SetEndpoint = paths[p.PublicKey].SetEndpoint
 		}
 		pc := wg.PeerConfig{PublicKey: p.PublicKey, PresharedKey: a.psk, Endpoint: v.SetEndpoint, AllowedIPs: p.AllowedIPs}

@@ -109,6 +109,8 @@ func testStatus() *Status {
 			{Name: "n2", PublicKey: "pk2", Endpoint: "192.0.2.2:51820", State: "up", RxBytes: 1536, TxBytes: 3 << 20,
 				LastHandshake: "2026-01-01T00:00:00Z"},
 			{Name: "n3", PublicKey: "pk3", State: "unknown"},
+			{Name: "n4", PublicKey: "pk4", State: "up", Endpoint: "[100::1]:7", Path: "relayed", Via: "r1"},
+			{Name: "n5", PublicKey: "pk5", State: "down", Path: "no-path", PathReason: "no direct handshake in 12s and no relay member is available"},
 		},
 	}
 }
@@ -120,9 +122,18 @@ func TestWriteTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{"(userspace)", "warning: something odd", "PUBLIC KEY", "pk2", "192.0.2.2:51820", "1.5 KiB", "3.0 MiB", "42s ago", "never"} {
+	for _, want := range []string{"(userspace)", "warning: something odd", "PUBLIC KEY", "pk2", "192.0.2.2:51820", "1.5 KiB", "3.0 MiB", "42s ago", "never",
+		"PATH", "VIA", "relayed", "r1", "no reachable endpoint", "n5: no reachable endpoint: no direct handshake in 12s and no relay member is available"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "pk4") && (!strings.Contains(l, "relayed") || !strings.Contains(l, "r1")) {
+			t.Errorf("relayed peer's row %q lacks its path and relay", l)
+		}
+		if strings.HasPrefix(l, "pk5") && !strings.Contains(l, "no reachable endpoint") {
+			t.Errorf("unreachable peer's row %q does not say so", l)
 		}
 	}
 }
@@ -152,7 +163,7 @@ func TestCollector(t *testing.T) {
 		"meshspan_peer_receive_bytes_total,node=n2,peer=pk2":         1536,
 		"meshspan_peer_last_handshake_age_seconds,node=n2,peer=pk2":  10,
 		"meshspan_wireguard_mode,interface=meshspan0,mode=userspace": 1,
-		"meshspan_peers,state=up":                                    1,
+		"meshspan_peers,state=up":                                    2,
 		"meshspan_warnings":                                          1,
 	} {
 		if v, ok := got[key]; !ok || v != want {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
 )
 
 // Status is what the running agent reports on its socket (GET /status),
@@ -131,16 +133,29 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PUBLIC KEY\tNODE\tENDPOINT\tSTATE\tRX\tTX\tLAST HANDSHAKE")
+	fmt.Fprintln(tw, "PUBLIC KEY\tNODE\tENDPOINT\tSTATE\tPATH\tVIA\tRX\tTX\tLAST HANDSHAKE")
+	var unreachable []PeerStatus
 	for _, p := range s.Peers {
-		ep := p.Endpoint
-		if ep == "" {
-			ep = "-"
+		state := p.State
+		// natpath's no-path: neither a direct endpoint nor a relay carried a
+		// handshake (both ends behind NAT, no relay); the agent keeps trying.
+		if p.Path == string(natpath.ModeNoPath) && p.State != "up" {
+			state = "no reachable endpoint"
+			unreachable = append(unreachable, p)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.PublicKey, dash(p.Name), ep, p.State,
-			humanBytes(p.RxBytes), humanBytes(p.TxBytes), ago(p.LastHandshake, now))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.PublicKey, dash(p.Name), dash(p.Endpoint), state,
+			dash(p.Path), dash(p.Via), humanBytes(p.RxBytes), humanBytes(p.TxBytes), ago(p.LastHandshake, now))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(unreachable) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, p := range unreachable {
+		fmt.Fprintf(w, "%s: no reachable endpoint: %s\n", dash(p.Name), dash(p.PathReason))
+	}
+	return nil
 }
 
 func dash(s string) string {

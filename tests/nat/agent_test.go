@@ -98,13 +98,15 @@ func (n *agentNode) peer(t testing.TB, name string) agent.PeerStatus {
 // registering with it. Behind port-preserving NAT they connect directly
 // (simultaneous initiation towards the discovery-observed endpoints);
 // behind random-port NAT they fail to punch through and talk through r.
-// Status says which, and why.
+// Status says which, and why. With relay disabled on every node, behind
+// random-port NAT, status says there is no reachable endpoint and why.
 func TestAgentsBehindNAT(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		nat  netlab.NATMode
 		path string
-	}{{"port-preserving", netlab.NATPreservePorts, "direct"}, {"random", netlab.NATFullyRandomPorts, "relayed"}} {
+	}{{"port-preserving", netlab.NATPreservePorts, "direct"}, {"random", netlab.NATFullyRandomPorts, "relayed"},
+		{"random-no-relay", netlab.NATFullyRandomPorts, "no-path"}} {
 		t.Run(tc.name, func(t *testing.T) { agentsBehindNAT(t, tc.nat, tc.path) })
 	}
 }
@@ -168,7 +170,7 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, path string) {
 			Node:       config.Node{Name: n.name},
 			Cluster:    config.Cluster{ID: secrets.ID, Secret: secrets.Secret},
 			Discovery:  config.Discovery{Endpoints: []string{"http://203.0.113.3:3000/"}},
-			Relay:      config.Relay{Enabled: n.name == "r"},
+			Relay:      config.Relay{Enabled: n.name == "r" && path != "no-path"},
 		}
 		data, err := config.Render(cfg)
 		must(err)
@@ -200,10 +202,28 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, path string) {
 			t.Logf("a sees b: %s %s at %s (%s)", pa.Path, pa.Via, pa.Endpoint, pa.PathReason)
 			break
 		}
+		if path == "no-path" && pa.Path == path && pb.Path == path && pa.State != "up" && pb.State != "up" {
+			break
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("a sees b %+v\nb sees a %+v\n%s", pa, pb, outputs())
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	if path == "no-path" {
+		// The table says so, and why, instead of a peer silently flapping.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := a.ns.Exec(ctx, bin, "status", "--socket", a.sock())
+		if err != nil {
+			t.Fatalf("status: %v\n%s", err, out)
+		}
+		for _, want := range []string{"no reachable endpoint", "no-path", "b: no reachable endpoint: ", "no relay member is available"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("a's status table lacks %q:\n%s", want, out)
+			}
+		}
+		return
 	}
 	// Traffic between the mesh addresses crosses the relay.
 	var c *net.UDPConn

@@ -11,8 +11,9 @@ import (
 
 // Chooser plugs the driver into the agent (agent.Options.Paths). Relays are
 // found by registering with every peer's endpoints (see Probe). Until one
-// answers, Choose returns nil and the agent's own rotation picks endpoints,
-// exactly as without NAT traversal; from then on natpath does.
+// answers, the agent's own rotation picks endpoints, exactly as without NAT
+// traversal, and Choose only reports natpath's view for status (advisory:
+// direct, or no path and why); from then on natpath picks them.
 type Chooser struct {
 	Driver *Driver
 }
@@ -29,12 +30,10 @@ func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]m
 		dobs[p.PublicKey] = Observation{Endpoint: o.Endpoint, LastHandshake: o.LastHandshake, RxBytes: o.RxBytes}
 	}
 	st := c.Driver.Step(now, dpeers, Probe(dpeers), dobs)
-	if !c.Driver.Relaying() {
-		return nil
-	}
+	advisory := !c.Driver.Relaying()
 	out := make(map[wgtypes.Key]agent.PathChoice, len(st))
 	for k, s := range st {
-		out[k] = agent.PathChoice{SetEndpoint: s.SetEndpoint, Path: string(s.Mode), Via: s.Via, Reason: s.Reason}
+		out[k] = agent.PathChoice{SetEndpoint: s.SetEndpoint, Path: string(s.Mode), Via: s.Via, Reason: s.Reason, Advisory: advisory}
 	}
 	return out
 }
