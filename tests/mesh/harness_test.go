@@ -44,7 +44,11 @@ func TestMain(m *testing.M) {
 			}
 			defer os.RemoveAll(dir)
 			agentBin = filepath.Join(dir, "meshspan-agent")
-			out, err := exec.Command("go", "build", "-o", agentBin, "github.com/meshspan/terraform-provider-meshspan/agent").CombinedOutput()
+			// Built as released (.goreleaser.yml): static, stripped. The
+			// memory figures depend on it: a cgo build maps libc too.
+			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agentBin, "github.com/meshspan/terraform-provider-meshspan/agent")
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			out, err := cmd.CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "build meshspan-agent: %v\n%s", err, out)
 				return 1
@@ -442,14 +446,20 @@ func rssKB(pid int) (rss, peak int, err error) {
 	return m["VmRSS:"], m["VmHWM:"], err
 }
 
-// procStatus reads the KiB figures of /proc/PID/status (VmRSS, RssAnon, ...).
+// procStatus reads the KiB figures of /proc/PID/status (VmRSS, RssAnon, ...)
+// and of /proc/PID/smaps_rollup (Pss: shared pages divided among the
+// processes that map them), keyed as they are spelt there ("VmRSS:", "Pss:").
 func procStatus(pid int) (map[string]int, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return nil, err
 	}
+	rollup, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return nil, err
+	}
 	m := map[string]int{}
-	for _, line := range strings.Split(string(data), "\n") {
+	for _, line := range strings.Split(string(data)+string(rollup), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 {
 			if v, err := strconv.Atoi(f[1]); err == nil {
 				m[f[0]] = v

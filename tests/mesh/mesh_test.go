@@ -145,7 +145,7 @@ func TestStaticMesh(t *testing.T) {
 }
 
 // metrics fetches /metrics from n's status socket.
-func metrics(t *testing.T, n *node) string {
+func metrics(t testing.TB, n *node) string {
 	t.Helper()
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
