@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -151,7 +152,18 @@ func TestNoPlaintextOnAnyUnderlayLink(t *testing.T) {
 			w.a.ns.Do(func() (err error) { c, err = net.ListenUDP("udp4", nil); return err })
 			c.WriteToUDPAddrPort(append([]byte("control:"), marker...), netip.AddrPortFrom(w.r1.lan, 9))
 			c.Close()
-			time.Sleep(200 * time.Millisecond) // let tcpdump flush the control packet (-U)
+			// tcpdump writes each packet as it sees it (-U): wait, bounded,
+			// until the control copy is in the files that must hold it.
+			ctlMarker := append([]byte("control:"), marker...)
+			deadline := time.Now().Add(5 * time.Second)
+			for _, cp := range caps {
+				for cp.name != "lanB" && time.Now().Before(deadline) {
+					if b, _ := os.ReadFile(cp.file); bytes.Contains(b, ctlMarker) {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
 			for _, cp := range caps {
 				b := cp.stop(t)
 				n := bytes.Count(b, marker)
