@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
 )
 
 type env struct {
@@ -33,19 +35,16 @@ func setup(t *testing.T) env {
 	if os.Geteuid() != 0 {
 		t.Skip("the demo needs root for network namespaces")
 	}
-	e := env{agent: os.Getenv("MESHSPAN_AGENT_BIN"), terraform: os.Getenv("TF_ACC_TERRAFORM_PATH")}
+	e := env{terraform: os.Getenv("TF_ACC_TERRAFORM_PATH")}
 	if e.terraform == "" {
 		e.terraform = "terraform"
 	}
 	if os.Getenv("TF_CLI_CONFIG_FILE") == "" {
 		t.Fatal("TF_CLI_CONFIG_FILE is not set: run `make install` and export TF_CLI_CONFIG_FILE=bin/terraformrc (make test does both)")
 	}
-	if e.agent == "" {
-		e.agent = filepath.Join(t.TempDir(), "meshspan-agent")
-		out, err := exec.Command("go", "build", "-o", e.agent, "../../agent").CombinedOutput()
-		if err != nil {
-			t.Fatalf("build agent: %v\n%s", err, out)
-		}
+	var err error
+	if e.agent, err = agentbin.Path(); err != nil {
+		t.Fatal(err)
 	}
 	// A copy, so the test has its own state and lock file.
 	e.dir = t.TempDir()

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/lab"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
 )
 
 var journeys = []string{"local-lab", "hybrid", "terragrunt", "packer", "discovery-selfhosted"}
@@ -123,12 +124,9 @@ func TestExamplesValidate(t *testing.T) {
 
 func agentBin(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("MESHSPAN_AGENT_BIN"); p != "" {
-		return p
-	}
-	p := filepath.Join(t.TempDir(), "meshspan-agent")
-	if out, err := exec.Command("go", "build", "-o", p, "../../agent").CombinedOutput(); err != nil {
-		t.Fatalf("build agent: %v\n%s", err, out)
+	p, err := agentbin.Path()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return p
 }

@@ -27,30 +27,20 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
 )
 
-// agentBin is the binary under test: $MESHSPAN_AGENT_BIN (make test sets
-// it) or one built by TestMain.
+// agentBin is the binary under test (internal/testing/agentbin); empty
+// without root, where the suites skip.
 var agentBin string
 
 func TestMain(m *testing.M) {
 	code := func() int {
-		agentBin = os.Getenv("MESHSPAN_AGENT_BIN")
-		if agentBin == "" && os.Geteuid() == 0 {
-			dir, err := os.MkdirTemp("", "meshspan-e2e-")
-			if err != nil {
+		defer agentbin.Remove()
+		if os.Geteuid() == 0 {
+			var err error
+			if agentBin, err = agentbin.Path(); err != nil {
 				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer os.RemoveAll(dir)
-			agentBin = filepath.Join(dir, "meshspan-agent")
-			// Built as released (.goreleaser.yml): static, stripped. The
-			// memory figures depend on it: a cgo build maps libc too.
-			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agentBin, "github.com/meshspan/terraform-provider-meshspan/agent")
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "build meshspan-agent: %v\n%s", err, out)
 				return 1
 			}
 		}

@@ -11,9 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,46 +19,8 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
 )
-
-// agentBinary builds meshspan-agent once ($MESHSPAN_AGENT_BIN wins).
-var agentBinary = sync.OnceValues(func() (string, error) {
-	if b := os.Getenv("MESHSPAN_AGENT_BIN"); b != "" {
-		return b, nil
-	}
-	dir, err := os.MkdirTemp("", "meshspan-nat-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "meshspan-agent")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/meshspan/terraform-provider-meshspan/agent").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("build meshspan-agent: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
-// stableThread forks agents from one OS thread that never exits: netlab
-// sets Pdeathsig, which Linux sends when the forking *thread* ends.
-var stableThread = func() chan func() {
-	ch := make(chan func())
-	go func() {
-		runtime.LockOSThread()
-		for f := range ch {
-			f()
-		}
-	}()
-	return ch
-}()
-
-func startOn(ns *netlab.NS, cmd *exec.Cmd) (*netlab.Proc, error) {
-	var p *netlab.Proc
-	var err error
-	done := make(chan struct{})
-	stableThread <- func() { p, err = ns.Start(cmd); close(done) }
-	<-done
-	return p, err
-}
 
 type agentNode struct {
 	name, dir string
@@ -115,7 +75,7 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, path string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
 	}
-	bin, err := agentBinary()
+	bin, err := agentbin.Path()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +114,7 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, path string) {
 		return n
 	}
 	disc := host("disc", wan, "203.0.113.3", "")
-	dp, err := startOn(disc.ns, exec.Command(bin, "discovery", "serve", "--listen", "203.0.113.3:3000", "--metrics-listen", "", "--snapshot-path", ""))
+	dp, err := disc.ns.Start(exec.Command(bin, "discovery", "serve", "--listen", "203.0.113.3:3000", "--metrics-listen", "", "--snapshot-path", ""))
 	must(err)
 	_ = dp
 
@@ -177,7 +137,7 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, path string) {
 		must(os.WriteFile(filepath.Join(n.dir, "config.yaml"), data, 0o600))
 	}
 	for _, n := range nodes {
-		n.proc, err = startOn(n.ns, exec.Command(bin, "run", "--config", filepath.Join(n.dir, "config.yaml"),
+		n.proc, err = n.ns.Start(exec.Command(bin, "run", "--config", filepath.Join(n.dir, "config.yaml"),
 			"--state-dir", filepath.Join(n.dir, "state"), "--socket", n.sock(), "--wireguard", "userspace", "--no-host-policy"))
 		must(err)
 	}

@@ -17,26 +17,20 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
 )
 
-// agentBin is the meshspan-agent under test: $MESHSPAN_AGENT_BIN, or one
-// TestMain builds when running as root.
+// agentBin is the meshspan-agent under test (internal/testing/agentbin);
+// empty without root, where the suites skip.
 var agentBin string
 
 func TestMain(m *testing.M) {
 	code := func() int {
-		agentBin = os.Getenv("MESHSPAN_AGENT_BIN")
-		if agentBin == "" && os.Geteuid() == 0 {
-			dir, err := os.MkdirTemp("", "meshspan-policy-")
-			if err != nil {
+		defer agentbin.Remove()
+		if os.Geteuid() == 0 {
+			var err error
+			if agentBin, err = agentbin.Path(); err != nil {
 				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer os.RemoveAll(dir)
-			agentBin = filepath.Join(dir, "meshspan-agent")
-			out, err := exec.Command("go", "build", "-o", agentBin, "github.com/meshspan/terraform-provider-meshspan/agent").CombinedOutput()
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "build meshspan-agent: %v\n%s", err, out)
 				return 1
 			}
 		}
