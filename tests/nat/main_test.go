@@ -14,6 +14,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
 )
 
@@ -25,7 +26,9 @@ func TestMain(m *testing.M) {
 	if p := os.Getenv("NAT_RELAY_PORT"); p != "" {
 		os.Exit(serveRelay(p, os.Getenv("NAT_RELAY_SECRET")))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	agentbin.Remove()
+	os.Exit(code)
 }
 
 func serveRelay(port, secret string) int {
