@@ -111,6 +111,9 @@ func testStatus() *Status {
 			{Name: "n3", PublicKey: "pk3", State: "unknown"},
 			{Name: "n4", PublicKey: "pk4", State: "up", Endpoint: "[100::1]:7", Path: "relayed", Via: "r1"},
 			{Name: "n5", PublicKey: "pk5", State: "down", Path: "no-path", PathReason: "no direct handshake in 12s and no relay member is available"},
+			// Was reachable, went silent: a dead peer, not a NAT problem.
+			{Name: "n6", PublicKey: "pk6", State: "down", Path: "no-path", PathReason: "no direct handshake in 12s and no relay member is available",
+				LastHandshake: "2026-01-01T00:00:00Z"},
 		},
 	}
 }
@@ -134,6 +137,12 @@ func TestWriteTable(t *testing.T) {
 		}
 		if strings.HasPrefix(l, "pk5") && !strings.Contains(l, "no reachable endpoint") {
 			t.Errorf("unreachable peer's row %q does not say so", l)
+		}
+		if strings.HasPrefix(l, "pk6") && (strings.Contains(l, "no reachable endpoint") || !strings.Contains(l, "down")) {
+			t.Errorf("dead peer's row %q must read down, not unreachable", l)
+		}
+		if strings.HasPrefix(l, "n6:") {
+			t.Errorf("dead peer listed as unreachable: %q", l)
 		}
 	}
 }

@@ -137,9 +137,11 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 	var unreachable []PeerStatus
 	for _, p := range s.Peers {
 		state := p.State
-		// natpath's no-path: neither a direct endpoint nor a relay carried a
-		// handshake (both ends behind NAT, no relay); the agent keeps trying.
-		if p.Path == string(natpath.ModeNoPath) && p.State != "up" {
+		// natpath's no-path: neither a direct endpoint nor a relay ever
+		// carried a handshake (both ends behind NAT, no relay); the agent
+		// keeps trying. A peer that did handshake and went silent is down,
+		// most likely dead, and relay advice would mislead.
+		if p.Path == string(natpath.ModeNoPath) && p.State != "up" && p.LastHandshake == "" {
 			state = "no reachable endpoint"
 			unreachable = append(unreachable, p)
 		}
