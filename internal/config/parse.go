@@ -47,7 +47,7 @@ func Parse(data []byte) (*Config, error) {
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: read %s: %w", path, err)
+		return nil, fmt.Errorf("config: read %s: %w; write the machine_config output of the meshspan Terraform provider there (mode 0600) or pass its path with --config", path, err)
 	}
 	c, err := Parse(data)
 	if err != nil {
