@@ -110,14 +110,9 @@ func (l *Lab) Link(a, b LinkEnd) error {
 }
 
 func (n *NS) setUp(ifname string, addrs []netip.Prefix) error {
-	link, err := n.nl.LinkByName(ifname)
+	link, err := n.addAddrs(ifname, addrs)
 	if err != nil {
-		return fmt.Errorf("netlab: %s: find %q: %w", n.name, ifname, err)
-	}
-	for _, p := range addrs {
-		if err := n.addAddr(link, p); err != nil {
-			return err
-		}
+		return err
 	}
 	if err := n.nl.LinkSetUp(link); err != nil {
 		return fmt.Errorf("netlab: %s: set %q up: %w", n.name, ifname, err)
@@ -127,16 +122,22 @@ func (n *NS) setUp(ifname string, addrs []netip.Prefix) error {
 
 // AddAddr adds addresses to an existing interface of the namespace.
 func (n *NS) AddAddr(ifname string, addrs ...netip.Prefix) error {
+	_, err := n.addAddrs(ifname, addrs)
+	return err
+}
+
+// addAddrs finds ifname and adds addrs to it.
+func (n *NS) addAddrs(ifname string, addrs []netip.Prefix) (netlink.Link, error) {
 	link, err := n.nl.LinkByName(ifname)
 	if err != nil {
-		return fmt.Errorf("netlab: %s: find %q: %w", n.name, ifname, err)
+		return nil, fmt.Errorf("netlab: %s: find %q: %w", n.name, ifname, err)
 	}
 	for _, p := range addrs {
 		if err := n.addAddr(link, p); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return link, nil
 }
 
 func (n *NS) addAddr(link netlink.Link, p netip.Prefix) error {
