@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -27,27 +26,14 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
-	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
 // agentBin is the binary under test (internal/testing/agentbin); empty
 // without root, where the suites skip.
 var agentBin string
 
-func TestMain(m *testing.M) {
-	code := func() int {
-		defer agentbin.Remove()
-		if os.Geteuid() == 0 {
-			var err error
-			if agentBin, err = agentbin.Path(); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { e2e.Main(m, &agentBin) }
 
 // underlay is the shared switch's subnet; node i gets .10+i.
 var underlay = netip.MustParsePrefix("192.0.2.0/24")
@@ -80,17 +66,11 @@ type node struct {
 	stateDir string
 	cfgPath  string
 	sock     string
-	id       identity
+	id       e2e.Identity
 	proc     *netlab.Proc
 	started  time.Time
 	// env is added to the agent's environment (e.g. GOMEMLIMIT).
 	env []string
-}
-
-type identity struct {
-	PublicKey   string `json:"publicKey"`
-	Address     string `json:"address"`
-	AffiliateID string `json:"affiliateId"`
 }
 
 // newCluster builds n hosts on one switch, each with an identity made by
@@ -147,14 +127,8 @@ func newCluster(t testing.TB, n int, withDiscovery bool) *cluster {
 		nd.stateDir = filepath.Join(c.dir, nd.name, "state")
 		nd.cfgPath = filepath.Join(c.dir, nd.name, "config.yaml")
 		nd.sock = filepath.Join(c.dir, nd.name, "agent.sock")
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		out, err := nd.ns.Exec(ctx, agentBin, "identity", "--cluster-id", c.secrets.ID, "--state-dir", nd.stateDir, "-o", "json")
-		cancel()
-		if err != nil {
+		if nd.id, err = e2e.NewIdentity(nd.ns, agentBin, c.secrets.ID, nd.stateDir); err != nil {
 			t.Fatal(err)
-		}
-		if err := json.Unmarshal(out, &nd.id); err != nil {
-			t.Fatalf("identity of %s: %v: %s", nd.name, err, out)
 		}
 		c.nodes = append(c.nodes, nd)
 	}

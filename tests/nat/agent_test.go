@@ -2,7 +2,6 @@ package nat
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -20,12 +19,13 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
 	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
 type agentNode struct {
 	name, dir string
 	ns        *netlab.NS
-	id        struct{ PublicKey, Address, AffiliateID string }
+	id        e2e.Identity
 	proc      *netlab.Proc
 }
 
@@ -120,11 +120,8 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, path string) {
 
 	nodes := []*agentNode{host("a", lanA, "192.0.2.10", "192.0.2.1"), host("b", lanB, "198.51.100.10", "198.51.100.1"), host("r", wan, "203.0.113.21", "")}
 	for _, n := range nodes {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		out, err := n.ns.Exec(ctx, bin, "identity", "--cluster-id", secrets.ID, "--state-dir", filepath.Join(n.dir, "state"), "-o", "json")
-		cancel()
+		n.id, err = e2e.NewIdentity(n.ns, bin, secrets.ID, filepath.Join(n.dir, "state"))
 		must(err)
-		must(json.Unmarshal(out, &n.id))
 		cfg := &config.Config{
 			APIVersion: config.APIVersion,
 			Node:       config.Node{Name: n.name},

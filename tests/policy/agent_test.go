@@ -2,7 +2,6 @@ package policy
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,27 +16,14 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
-	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
 // agentBin is the meshspan-agent under test (internal/testing/agentbin);
 // empty without root, where the suites skip.
 var agentBin string
 
-func TestMain(m *testing.M) {
-	code := func() int {
-		defer agentbin.Remove()
-		if os.Geteuid() == 0 {
-			var err error
-			if agentBin, err = agentbin.Path(); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { e2e.Main(m, &agentBin) }
 
 // agentNode is a host running the real agent binary.
 type agentNode struct {
@@ -47,7 +33,7 @@ type agentNode struct {
 	cfgPath     string
 	stateDir    string
 	sock        string
-	id          struct{ PublicKey, Address string }
+	id          e2e.Identity
 	proc        *netlab.Proc
 	secrets     clusterkey.Secrets
 	discoveries []string
@@ -70,14 +56,8 @@ func newAgentNode(t *testing.T, lab *netlab.Lab, sw *netlab.Switch, secrets clus
 	dir := filepath.Join(t.TempDir(), name)
 	n := &agentNode{name: name, dir: dir, ns: ns, ip: ip, secrets: secrets,
 		cfgPath: filepath.Join(dir, "config.yaml"), stateDir: filepath.Join(dir, "state"), sock: filepath.Join(dir, "agent.sock")}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := ns.Exec(ctx, agentBin, "identity", "--cluster-id", secrets.ID, "--state-dir", n.stateDir, "-o", "json")
-	if err != nil {
+	if n.id, err = e2e.NewIdentity(ns, agentBin, secrets.ID, n.stateDir); err != nil {
 		t.Fatal(err)
-	}
-	if err := json.Unmarshal(out, &n.id); err != nil {
-		t.Fatalf("identity of %s: %v: %s", name, err, out)
 	}
 	return n
 }

@@ -1,0 +1,57 @@
+// Package e2e holds what the end-to-end suites (tests/mesh, tests/policy,
+// tests/nat) share about running meshspan-agent in netlab namespaces.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
+)
+
+// Main is a suite's TestMain: it sets *bin to the agent binary
+// (internal/testing/agentbin) when running as root, leaves it "" otherwise
+// (the suites skip), runs the tests, removes a binary agentbin built, and
+// exits with the tests' code.
+func Main(m *testing.M, bin *string) {
+	code := func() int {
+		defer agentbin.Remove()
+		if os.Geteuid() == 0 {
+			var err error
+			if *bin, err = agentbin.Path(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// Identity is a node's identity as `meshspan-agent identity -o json` prints it.
+type Identity struct {
+	PublicKey   string `json:"publicKey"`
+	Address     string `json:"address"`
+	AffiliateID string `json:"affiliateId"`
+}
+
+// NewIdentity runs `meshspan-agent identity` inside ns (the identity needs
+// the namespace's link MAC), creating it in stateDir for cluster clusterID.
+func NewIdentity(ns *netlab.NS, bin, clusterID, stateDir string) (Identity, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var id Identity
+	out, err := ns.Exec(ctx, bin, "identity", "--cluster-id", clusterID, "--state-dir", stateDir, "-o", "json")
+	if err != nil {
+		return id, err
+	}
+	if err := json.Unmarshal(out, &id); err != nil {
+		return id, fmt.Errorf("e2e: identity of %s: %w: %s", ns.Name(), err, out)
+	}
+	return id, nil
+}
