@@ -43,9 +43,6 @@ func TestNATedNodeJoinsTheMesh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The whole topology first, processes after: netlab discards OS threads
-	// when it makes a namespace, and a process started from such a thread
-	// gets its parent-death signal.
 	disc, err := lab.Host("disc")
 	if err != nil {
 		t.Fatal(err)
