@@ -21,11 +21,10 @@ func psk(t *testing.T) wgtypes.Key {
 	return k
 }
 
-// Member traffic addressed to a member's underlay address goes through the
-// mesh: the TCP echo works, the marker crosses the mesh link, the underlay
-// carries only WireGuard's UDP (exempt from the mark, or the tunnel could
-// not exist), and SYNs are clamped to the mesh MTU.
-func TestMemberTrafficGoesThroughTheMeshEncrypted(t *testing.T) {
+// meshedPair is a pair whose WireGuard devices are peers, each host's
+// policy routing the other's underlay addresses into the mesh.
+func meshedPair(t *testing.T) (*node, *node) {
+	t.Helper()
 	a, b := pair(t)
 	k := psk(t)
 	a.startWG(t, k, b)
@@ -38,6 +37,15 @@ func TestMemberTrafficGoesThroughTheMeshEncrypted(t *testing.T) {
 	sb.Routed = hostPrefixes(a.under4, a.under6)
 	a.apply(t, sa)
 	b.apply(t, sb)
+	return a, b
+}
+
+// Member traffic addressed to a member's underlay address goes through the
+// mesh: the TCP echo works, the marker crosses the mesh link, the underlay
+// carries only WireGuard's UDP (exempt from the mark, or the tunnel could
+// not exist), and SYNs are clamped to the mesh MTU.
+func TestMemberTrafficGoesThroughTheMeshEncrypted(t *testing.T) {
+	a, b := meshedPair(t)
 	listenTCP(t, b.ns, 7000)
 
 	under := startCapture(t, a.ns, underIf)
@@ -283,18 +291,7 @@ func warmNeighbours(t *testing.T, a, b *node) {
 // policy drops that self-addressed error, so no such entry appears and
 // full-size tunnel packets keep flowing.
 func TestOwnPMTUErrorsDoNotPoisonWireGuard(t *testing.T) {
-	a, b := pair(t)
-	k := psk(t)
-	a.startWG(t, k, b)
-	b.startWG(t, k, a)
-	for _, n := range []*node{a, b} {
-		n.manager(t)
-	}
-	sa, sb := a.state(), b.state()
-	sa.Routed = hostPrefixes(b.under4, b.under6)
-	sb.Routed = hostPrefixes(a.under4, a.under6)
-	a.apply(t, sa)
-	b.apply(t, sb)
+	a, b := meshedPair(t)
 	for _, p := range []struct {
 		dst     netip.Addr
 		payload int // one byte over the mesh MTU: 20/40 IP + 8 ICMP
