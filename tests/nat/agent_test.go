@@ -31,7 +31,7 @@ type agentNode struct {
 
 func (n *agentNode) sock() string { return filepath.Join(n.dir, "agent.sock") }
 
-func (n *agentNode) status(t testing.TB) *agent.Status {
+func (n *agentNode) status() *agent.Status {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	s, err := agent.FetchStatus(ctx, n.sock())
@@ -41,8 +41,8 @@ func (n *agentNode) status(t testing.TB) *agent.Status {
 	return s
 }
 
-func (n *agentNode) peer(t testing.TB, name string) agent.PeerStatus {
-	if s := n.status(t); s != nil {
+func (n *agentNode) peer(name string) agent.PeerStatus {
+	if s := n.status(); s != nil {
 		for _, p := range s.Peers {
 			if p.Name == name {
 				return p
@@ -114,9 +114,8 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, path string) {
 		return n
 	}
 	disc := host("disc", wan, "203.0.113.3", "")
-	dp, err := disc.ns.Start(exec.Command(bin, "discovery", "serve", "--listen", "203.0.113.3:3000", "--metrics-listen", "", "--snapshot-path", ""))
+	_, err = disc.ns.Start(exec.Command(bin, "discovery", "serve", "--listen", "203.0.113.3:3000", "--metrics-listen", "", "--snapshot-path", ""))
 	must(err)
-	_ = dp
 
 	nodes := []*agentNode{host("a", lanA, "192.0.2.10", "192.0.2.1"), host("b", lanB, "198.51.100.10", "198.51.100.1"), host("r", wan, "203.0.113.21", "")}
 	for _, n := range nodes {
@@ -153,7 +152,7 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, path string) {
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		pa, pb := a.peer(t, "b"), b.peer(t, "a")
+		pa, pb := a.peer("b"), b.peer("a")
 		via := map[string]string{"relayed": "r", "direct": ""}[path]
 		if pa.Path == path && pa.Via == via && pa.State == "up" && pb.Path == path && pb.Via == via && pb.State == "up" {
 			t.Logf("a sees b: %s %s at %s (%s)", pa.Path, pa.Via, pa.Endpoint, pa.PathReason)
