@@ -98,23 +98,10 @@ func newCluster(t testing.TB, n int, withDiscovery bool) *cluster {
 		if err := c.sw.Attach(ds, "eth0", netip.PrefixFrom(addr, 24)); err != nil {
 			t.Fatal(err)
 		}
-		p, err := ds.Start(exec.Command(agentBin, "discovery", "serve", "--listen", "192.0.2.2:3000",
-			"--metrics-listen", "", "--snapshot-path", ""))
-		if err != nil {
+		c.discNS = ds
+		if c.discProc, c.discovery, err = e2e.StartDiscovery(ds, agentBin, netip.AddrPortFrom(addr, 3000)); err != nil {
 			t.Fatal(err)
 		}
-		c.discovery = "http://192.0.2.2:3000/"
-		c.discProc, c.discNS = p, ds
-		waitFor(t, 10*time.Second, func() (bool, string) {
-			ok := ds.Do(func() error {
-				conn, err := net.DialTimeout("tcp", "192.0.2.2:3000", time.Second)
-				if err == nil {
-					conn.Close()
-				}
-				return err
-			}) == nil
-			return ok, "discovery service listening; output:\n" + string(p.Output())
-		})
 	}
 	for i := 1; i <= n; i++ {
 		nd := &node{c: c, i: i, name: fmt.Sprintf("n%d", i), ip: underlayAddr(i)}

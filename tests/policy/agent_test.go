@@ -3,7 +3,6 @@ package policy
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -146,28 +145,16 @@ func waitUp(t *testing.T, timeout time.Duration, nodes ...*agentNode) {
 // startDiscovery runs `meshspan-agent discovery serve` in ns on addr:3000.
 func startDiscovery(t *testing.T, ns *netlab.NS, addr netip.Addr) string {
 	t.Helper()
-	listen := netip.AddrPortFrom(addr, 3000).String()
-	p, err := ns.Start(exec.Command(agentBin, "discovery", "serve", "--listen", listen, "--metrics-listen", "", "--snapshot-path", ""))
+	p, url, err := e2e.StartDiscovery(ns, agentBin, netip.AddrPortFrom(addr, 3000))
 	if err != nil {
 		t.Fatal(err)
-	}
-	if !eventually(10*time.Second, func() bool {
-		return ns.Do(func() error {
-			c, err := net.DialTimeout("tcp", listen, time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err
-		}) == nil
-	}) {
-		t.Fatalf("discovery service not listening on %s:\n%s", listen, p.Output())
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("--- discovery service output ---\n%s", p.Output())
 		}
 	})
-	return "http://" + listen + "/"
+	return url
 }
 
 func (n *agentNode) peerStatus(t *testing.T, name string) agent.PeerStatus {

@@ -6,7 +6,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -54,4 +57,31 @@ func NewIdentity(ns *netlab.NS, bin, clusterID, stateDir string) (Identity, erro
 		return id, fmt.Errorf("e2e: identity of %s: %w: %s", ns.Name(), err, out)
 	}
 	return id, nil
+}
+
+// StartDiscovery runs `meshspan-agent discovery serve` inside ns on listen
+// (no metrics, no snapshot) and waits, at most 10 s, until it accepts
+// connections. It returns the process and the URL agents are given.
+func StartDiscovery(ns *netlab.NS, bin string, listen netip.AddrPort) (*netlab.Proc, string, error) {
+	p, err := ns.Start(exec.Command(bin, "discovery", "serve", "--listen", listen.String(), "--metrics-listen", "", "--snapshot-path", ""))
+	if err != nil {
+		return nil, "", err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := ns.Do(func() error {
+			c, err := net.DialTimeout("tcp", listen.String(), time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			return p, "http://" + listen.String() + "/", nil
+		}
+		if time.Now().After(deadline) {
+			return p, "", fmt.Errorf("e2e: discovery service not listening on %s within 10 s: %w; output:\n%s", listen, err, p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
