@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -153,11 +155,17 @@ func unitCommand(t *testing.T, unit, instance string, replace map[string]string)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Longest first, so "/etc/x/tls/" wins over "/etc/x/" whatever the
+	// map's order; a Replacer also never rewrites what it already wrote.
+	froms := slices.Collect(maps.Keys(replace))
+	slices.SortFunc(froms, func(a, b string) int { return len(b) - len(a) })
+	var pairs []string
+	for _, from := range froms {
+		pairs = append(pairs, from, replace[from])
+	}
+	r := strings.NewReplacer(pairs...)
 	for i, a := range argv {
-		for from, to := range replace {
-			a = strings.ReplaceAll(a, from, to)
-		}
-		argv[i] = a
+		argv[i] = r.Replace(a)
 	}
 	return argv
 }
