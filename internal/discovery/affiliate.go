@@ -30,4 +30,7 @@ type Affiliate struct {
 	// Endpoints are WireGuard endpoints to try, in order: what the node
 	// advertises, then what others observed for it.
 	Endpoints []netip.AddrPort
+	// Traversal is meshspan's NAT-traversal data (relaying, rendezvous);
+	// zero for Talos nodes.
+	Traversal Traversal
 }

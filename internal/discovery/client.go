@@ -351,6 +351,9 @@ func (a Affiliate) toProto() *clientpb.Affiliate {
 			p.Kubespan.Address = a.Address.AsSlice()
 		}
 	}
+	if !a.Traversal.IsZero() {
+		p.ProtoReflect().SetUnknown(appendTraversal(nil, a.Traversal))
+	}
 	return p
 }
 
@@ -392,6 +395,9 @@ func affiliateFromProto(da *dclient.Affiliate) (Affiliate, bool) {
 		}
 		a.Networks = prefixesFromProto(ks.AdditionalAddresses)
 		a.ExcludeNetworks = prefixesFromProto(ks.ExcludeAdvertisedAddresses)
+	}
+	if t, err := traversalFrom(p.ProtoReflect().GetUnknown()); err == nil {
+		a.Traversal = t // malformed: the affiliate still counts, without traversal data
 	}
 	for _, ep := range da.Endpoints {
 		addr, ok := netip.AddrFromSlice(ep.GetIp())

@@ -336,5 +336,30 @@ func TestInteropDiscoveryClient(t *testing.T) {
 		}
 		return false
 	})
+	// A meshspan node's traversal data rides in the sealed blob: Talos
+	// decodes everything else, and meshspan nodes read it back.
+	self := testAffiliate("meshspan-1", 9)
+	self.Traversal = Traversal{RelayPort: 51821, Rendezvous: []Rendezvous{{Peer: [32]byte{7}, At: time.UnixMilli(1_800_000_000_000)}}}
+	ours.SetLocal(self, nil)
+	eventually(t, 10*time.Second, "talos client b decodes the meshspan affiliate", func() bool {
+		for _, x := range b.GetAffiliates() {
+			if x.Affiliate.NodeId == "meshspan-1" && x.Affiliate.Nodename == "node-9" && x.Affiliate.Kubespan.GetPublicKey() == self.PublicKey &&
+				len(x.Affiliate.Kubespan.GetAdditionalAddresses()) == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	peer := runClient(t, ClientOptions{Endpoints: []string{"http://" + svc.Addr().String()}, ClusterID: "talos-cluster",
+		ClusterSecret: base64.StdEncoding.EncodeToString(key), AffiliateID: "meshspan-2", TTL: time.Minute})
+	eventually(t, 10*time.Second, "a meshspan peer reads the traversal data", func() bool {
+		for _, x := range peer.Affiliates() {
+			if x.ID == "meshspan-1" && x.Traversal.RelayPort == 51821 && len(x.Traversal.Rendezvous) == 1 &&
+				x.Traversal.Rendezvous[0].Peer == [32]byte{7} && x.Traversal.Rendezvous[0].At.Equal(time.UnixMilli(1_800_000_000_000)) {
+				return true
+			}
+		}
+		return false
+	})
 	_ = durationpb.New
 }
