@@ -226,6 +226,11 @@ func (p *Path) Step(now time.Time, in Input) Status {
 		case heard && in.Live.IsValid() && !liveIsRelay:
 			p.endpoint = in.Live
 			p.become(now, ModeDirect, "handshake with "+in.Live.String())
+		case in.CanProbe && in.Probed.IsValid() && in.ProbedAt.After(p.lastProbe) && now.Sub(in.ProbedAt) < p.t.DownAfter:
+			// A rendezvous or a periodic probe got through the NATs.
+			p.lastProbe = in.ProbedAt
+			set = p.startDirect(now, []netip.AddrPort{in.Probed}, true, "direct probe answered from "+in.Probed.String())
+			p.probed = true
 		case usable(in.Relays, p.failed, now, p.t.RelayHold) >= 0:
 			set = p.relay(now, in, "a relay became usable")
 		case now.Sub(p.setAt) >= p.t.Probe:

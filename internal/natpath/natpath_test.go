@@ -127,6 +127,20 @@ func TestNoPath(t *testing.T) {
 	want(t, s.step(22), ModeRelayed, r2.Endpoint, "a relay became usable; relayed via relay-2")
 }
 
+// TestProbeEndsNoPath: with no relay at all, a probe that gets through
+// (a rendezvous opened both NATs) starts a direct trial at once.
+func TestProbeEndsNoPath(t *testing.T) {
+	s := newPeer(t, Input{Direct: []netip.AddrPort{c0, c1}, CanProbe: true})
+	for _, sec := range []float64{0, 4, 8} {
+		s.step(sec)
+	}
+	want(t, s.step(12), ModeNoPath, c1, "no relay member")
+	s.in.Probed, s.in.ProbedAt = c0, at(13)
+	want(t, s.step(13.2), ModeTrying, c0, "direct probe answered from "+c0.String())
+	s.hear(13.4, c0)
+	want(t, s.step(14), ModeDirect, netip.AddrPort{}, "handshake with "+c0.String())
+}
+
 func TestNoEndpointsGoesStraightToRelay(t *testing.T) {
 	s := newPeer(t, Input{Relays: []Relay{r1}})
 	want(t, s.step(0), ModeRelayed, r1.Endpoint, "the peer advertises no endpoint; relayed via relay-1")
