@@ -17,8 +17,8 @@ const (
 	// NAT mapping towards each relay alive.
 	DefaultRegisterInterval = 10 * time.Second
 	// DefaultProbeInterval is how often direct candidates of relayed peers are
-	// probed. Probes go out at wall-clock multiples of it, so two peers probe
-	// each other at the same moments and open their NATs together.
+	// probed. Probing both ways at once, which NATs need, is arranged by a
+	// rendezvous (Punch); these probes find paths that opened on their own.
 	DefaultProbeInterval = 15 * time.Second
 )
 
@@ -91,12 +91,14 @@ type Bind struct {
 	probes   map[ID]*probe
 	pending  map[[nonceLen]byte]pending
 	guard    *replayGuard
+	punching map[ID]time.Time // end of the punch scheduled per peer
 
 	stop chan struct{}
 	done sync.WaitGroup
 
 	arenas    sync.Pool
 	strangers atomic.Uint64
+	punches   atomic.Uint64
 	port      atomic.Uint32
 }
 
@@ -125,6 +127,7 @@ func NewBind(inner conn.Bind, cfg BindConfig) (*Bind, error) {
 		probes:   make(map[ID]*probe),
 		pending:  make(map[[nonceLen]byte]pending),
 		guard:    newReplayGuard(DefaultWindow, 1<<14),
+		punching: make(map[ID]time.Time),
 	}, nil
 }
 
@@ -269,6 +272,7 @@ func (b *Bind) SetCandidates(peer [32]byte, candidates []netip.AddrPort) {
 	b.mu.Lock()
 	if len(candidates) == 0 {
 		delete(b.probes, id)
+		delete(b.punching, id)
 		b.mu.Unlock()
 		return
 	}
@@ -588,8 +592,7 @@ func (b *Bind) maintain(stop chan struct{}) {
 	b.pingAll()
 	tick := time.NewTicker(min(b.cfg.RegisterInterval, b.cfg.ProbeInterval, time.Second))
 	defer tick.Stop()
-	lastReg := b.now()
-	lastEpoch := b.now().Truncate(b.cfg.ProbeInterval)
+	lastReg, lastProbe := b.now(), b.now()
 	for {
 		select {
 		case <-stop:
@@ -601,9 +604,8 @@ func (b *Bind) maintain(stop chan struct{}) {
 			lastReg = now
 			b.registerAll()
 		}
-		// Wall-clock epochs: both ends of a relayed pair probe at once.
-		if e := now.Truncate(b.cfg.ProbeInterval); e != lastEpoch {
-			lastEpoch = e
+		if now.Sub(lastProbe) >= b.cfg.ProbeInterval {
+			lastProbe = now
 			b.pingAll()
 		}
 	}
