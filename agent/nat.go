@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,7 +70,9 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 	fresh := 3 * relay.DefaultRegisterInterval
 
 	var srv *relay.Server
+	var relayPort uint16 // published: where members reach this node's relay
 	if cfg.Relay.Enabled {
+		relayPort = uint16(cmp.Or(cfg.Relay.Port, cfg.WireGuard.ListenPort))
 		srv = relay.NewServer(key, relay.WithMark(mark))
 		t.collectors = srv.Collectors()
 	}
@@ -107,7 +110,7 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 				return nil, err
 			}
 		}
-		t.paths = &drive.Chooser{Driver: drive.New(p, timing, fresh)}
+		t.paths = &drive.Chooser{Driver: drive.New(p, timing, fresh), RelayPort: relayPort}
 		return t, nil
 	}
 	b, err := relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: key, PublicKey: pub, Server: srv})
@@ -118,6 +121,11 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 		log.Info("relaying for members on the WireGuard port", "port", cfg.WireGuard.ListenPort)
 	}
 	t.bind = b
-	t.paths = &drive.Chooser{Driver: drive.New(b, timing, fresh)}
+	t.paths = &drive.Chooser{Driver: drive.New(b, timing, fresh), RelayPort: relayPort,
+		Rendezvous: natpath.NewRendezvous(pub, 0, 0, 0)}
+	t.collectors = append(t.collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "meshspan_nat_punches_total",
+		Help: "Rendezvous this node took part in (asked or joined): bursts of direct probes sent to a peer at an agreed time.",
+	}, func() float64 { return float64(b.Punches()) }))
 	return t, nil
 }

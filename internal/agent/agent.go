@@ -89,6 +89,14 @@ type PathChooser interface {
 	Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]PathChoice
 }
 
+// Traverser is implemented by PathChoosers that exchange NAT-traversal data
+// (relaying offered, rendezvous asked) through the sealed discovery data.
+type Traverser interface {
+	// Traverse reads what peers publish, by public key, and returns what
+	// this node publishes. It runs before Choose in every pass.
+	Traverse(now time.Time, peers map[wgtypes.Key]discovery.Traversal) discovery.Traversal
+}
+
 // PathChoice is a PathChooser's verdict for one peer.
 type PathChoice struct {
 	// SetEndpoint, when valid, is configured on the device now.
@@ -441,9 +449,13 @@ func (a *agent) reconcile(ctx context.Context) {
 	}
 	var observedSelf netip.Addr
 	var affs []mesh.Affiliate
+	remote := map[wgtypes.Key]discovery.Traversal{}
 	if a.disco != nil {
 		observedSelf = a.disco.ObservedAddress()
 		for _, d := range a.disco.Affiliates() {
+			if k, err := wgtypes.ParseKey(d.PublicKey); err == nil && !d.Traversal.IsZero() {
+				remote[k] = d.Traversal
+			}
 			affs = append(affs, mesh.Affiliate{
 				ID: d.ID, NodeName: d.NodeName, PublicKey: d.PublicKey, Address: d.Address,
 				Addresses: d.Addresses, Networks: d.Networks, ExcludeNetworks: d.ExcludeNetworks, Endpoints: d.Endpoints,
@@ -486,6 +498,10 @@ func (a *agent) reconcile(ctx context.Context) {
 		a.peerKeys, a.fastUntil = keys, now.Add(convergeFor)
 	}
 	verdicts := a.tracker.Step(now, peers, obs)
+	var traversal discovery.Traversal
+	if t, ok := a.opts.Paths.(Traverser); ok {
+		traversal = t.Traverse(now, remote)
+	}
 	var paths map[wgtypes.Key]PathChoice
 	if a.opts.Paths != nil {
 		paths = a.opts.Paths.Choose(now, peers, obs)
@@ -552,6 +568,7 @@ func (a *agent) reconcile(ctx context.Context) {
 			Addresses:       mesh.Routed(addrs, a.prefix),
 			Networks:        a.nets,
 			Endpoints:       localEps,
+			Traversal:       traversal,
 		}
 		if a.lastPublished == nil || !reflect.DeepEqual(*a.lastPublished, self) || !reflect.DeepEqual(a.lastObserved, peerObserved) {
 			a.disco.SetLocal(self, peerObserved)

@@ -14,9 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/meshspan/terraform-provider-meshspan/internal/agent"
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
 	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
 	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
@@ -138,6 +141,7 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, path string) {
 		must(err)
 	}
 	a, b := nodes[0], nodes[1]
+	watch := watchTraversal(t, disc.ns, "203.0.113.3:3000", secrets.ID, secrets.Secret)
 	outputs := func() string {
 		var s strings.Builder
 		for _, n := range nodes {
@@ -164,7 +168,29 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, path string) {
 		if time.Now().After(deadline) {
 			t.Fatalf("a sees b %+v\nb sees a %+v\n%s", pa, pb, outputs())
 		}
+		watch.poll()
 		time.Sleep(200 * time.Millisecond)
+	}
+	watch.poll()
+	// Relaying is announced in the sealed discovery data, by r only.
+	for _, n := range nodes {
+		want := uint16(0)
+		if n.name == "r" && path != "no-path" {
+			want = 51820
+		}
+		if got := watch.relayPort[n.id.PublicKey]; got != want {
+			t.Errorf("%s publishes relay port %d, want %d", n.name, got, want)
+		}
+	}
+	// Neither a nor b could reach the other at first: one asked the other
+	// to meet through the discovery data, and both took part.
+	if !watch.asked(a.id.PublicKey, b.id.PublicKey) && !watch.asked(b.id.PublicKey, a.id.PublicKey) {
+		t.Errorf("no rendezvous between a and b was published")
+	}
+	for _, n := range []*agentNode{a, b} {
+		if p := metric(t, n, "meshspan_nat_punches_total"); p < 1 {
+			t.Errorf("%s: meshspan_nat_punches_total = %v, want >= 1", n.name, p)
+		}
 	}
 	if path == "no-path" {
 		// The table says so, and why, instead of a peer silently flapping.
@@ -206,22 +232,77 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, path string) {
 		return
 	}
 	// The relay counts what it forwarded, on r's /metrics.
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", nodes[2].sock())
-		}}}
-	resp, err := hc.Get("http://agent/metrics")
-	must(err)
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var forwarded float64
-	for _, l := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(l, "meshspan_relay_forwarded_packets_total "); ok {
-			fmt.Sscan(v, &forwarded)
-		}
-	}
-	if forwarded < 2 {
+	if forwarded := metric(t, nodes[2], "meshspan_relay_forwarded_packets_total"); forwarded < 2 {
 		t.Errorf("r's /metrics: meshspan_relay_forwarded_packets_total = %v, want >= 2", forwarded)
 	}
 }
+
+// metric reads one sample from n's /metrics (on its status socket).
+func metric(t *testing.T, n *agentNode, name string) float64 {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", n.sock())
+		}}}
+	resp, err := hc.Get("http://agent/metrics")
+	if err != nil {
+		t.Fatalf("%s /metrics: %v", n.name, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var v float64
+	for _, l := range strings.Split(string(body), "\n") {
+		if s, ok := strings.CutPrefix(l, name+" "); ok {
+			fmt.Sscan(s, &v)
+		}
+	}
+	return v
+}
+
+// traversalWatch is a discovery client holding the cluster secret, as a
+// member would: it reads the NAT-traversal data members publish sealed.
+type traversalWatch struct {
+	c         *discovery.Client
+	relayPort map[string]uint16          // by public key
+	meetings  map[string]map[string]bool // asker -> asked, by public key
+}
+
+func watchTraversal(t *testing.T, ns *netlab.NS, addr, clusterID, secret string) *traversalWatch {
+	t.Helper()
+	c, err := discovery.NewClient(discovery.ClientOptions{Endpoints: []string{"http://" + addr + "/"}, ClusterID: clusterID,
+		ClusterSecret: secret, AffiliateID: "traversal-watch", TTL: time.Minute,
+		// The service listens inside ns: open the connection there.
+		Dialer: func(ctx context.Context, addr string) (c net.Conn, err error) {
+			err = ns.Do(func() error {
+				var d net.Dialer
+				c, err = d.DialContext(ctx, "tcp", addr)
+				return err
+			})
+			return c, err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &traversalWatch{c: c, relayPort: map[string]uint16{}, meetings: map[string]map[string]bool{}}
+}
+
+// poll records what members publish now: meetings are published only for
+// a few seconds, so the test polls while it waits for the paths.
+func (w *traversalWatch) poll() {
+	for _, a := range w.c.Affiliates() {
+		w.relayPort[a.PublicKey] = a.Traversal.RelayPort
+		for _, r := range a.Traversal.Rendezvous {
+			if w.meetings[a.PublicKey] == nil {
+				w.meetings[a.PublicKey] = map[string]bool{}
+			}
+			w.meetings[a.PublicKey][wgtypes.Key(r.Peer).String()] = true
+		}
+	}
+}
+
+func (w *traversalWatch) asked(asker, asked string) bool { return w.meetings[asker][asked] }

@@ -1,39 +1,126 @@
 package drive
 
 import (
+	"net/netip"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/agent"
+	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
 	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
+	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
 )
 
-// Chooser plugs the driver into the agent (agent.Options.Paths). Relays are
-// found by registering with every peer's endpoints (see Probe). Until one
-// answers, the agent's own rotation picks endpoints, exactly as without NAT
-// traversal, and Choose only reports natpath's view for status (advisory:
-// direct, or no path and why); from then on natpath picks them.
-type Chooser struct {
-	Driver *Driver
+// Puncher is implemented by binds that can take part in a rendezvous.
+type Puncher interface {
+	Punch(peer [32]byte, at time.Time)
 }
 
-var _ agent.PathChooser = (*Chooser)(nil)
+// Chooser plugs the driver into the agent (agent.Options.Paths) and
+// exchanges NAT-traversal data through the sealed discovery data
+// (agent.Traverser): members that relay say so, and members that reach a
+// peer only through a relay, or not at all, ask it to meet (Rendezvous).
+// Until a relay answers, the agent's own rotation picks endpoints, exactly
+// as without NAT traversal, and Choose only reports natpath's view for
+// status (advisory: direct, or no path and why); from then on natpath
+// picks them.
+type Chooser struct {
+	Driver *Driver
+	// RelayPort is published when this node relays (relay.enabled): peers
+	// reach its relay at its endpoints' addresses on this port.
+	RelayPort uint16
+	// Rendezvous plans meetings; nil: none (kernel WireGuard, no probes).
+	Rendezvous *natpath.Rendezvous
+
+	remote    map[wgtypes.Key]discovery.Traversal
+	last      map[wgtypes.Key]natpath.Status
+	hasDirect map[wgtypes.Key]bool
+}
+
+var (
+	_ agent.PathChooser = (*Chooser)(nil)
+	_ agent.Traverser   = (*Chooser)(nil)
+)
+
+// Traverse reads what peers publish and returns what this node publishes;
+// it joins the meetings peers ask for and asks those it needs.
+func (c *Chooser) Traverse(now time.Time, remote map[wgtypes.Key]discovery.Traversal) discovery.Traversal {
+	c.remote = remote
+	out := discovery.Traversal{RelayPort: c.RelayPort}
+	p, ok := c.Driver.bind.(Puncher)
+	if c.Rendezvous == nil || !ok {
+		return out
+	}
+	need := map[[32]byte]bool{}
+	for k, st := range c.last {
+		if st.Mode != natpath.ModeDirect && c.hasDirect[k] {
+			need[k] = true
+		}
+	}
+	requests := map[[32]byte][]natpath.Meeting{}
+	for k, t := range remote {
+		for _, r := range t.Rendezvous {
+			requests[k] = append(requests[k], natpath.Meeting{Peer: r.Peer, At: r.At})
+		}
+	}
+	publish, start := c.Rendezvous.Step(now, need, requests)
+	for _, m := range start {
+		p.Punch(m.Peer, m.At)
+	}
+	for _, m := range publish[:min(len(publish), discovery.MaxRendezvous)] {
+		out.Rendezvous = append(out.Rendezvous, discovery.Rendezvous{Peer: m.Peer, At: m.At})
+	}
+	return out
+}
 
 // Choose runs one natpath pass over the agent's peers.
 func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]agent.PathChoice {
 	dpeers := make([]Peer, 0, len(peers))
 	dobs := make(map[wgtypes.Key]Observation, len(obs))
+	c.hasDirect = make(map[wgtypes.Key]bool, len(peers))
 	for _, p := range peers {
 		dpeers = append(dpeers, Peer{Key: p.PublicKey, Name: p.Name, Direct: p.Endpoints})
 		o := obs[p.PublicKey]
 		dobs[p.PublicKey] = Observation{Endpoint: o.Endpoint, LastHandshake: o.LastHandshake, RxBytes: o.RxBytes}
+		for _, ep := range p.Endpoints {
+			if !relay.IsVirtual(ep) {
+				c.hasDirect[p.PublicKey] = true
+				break
+			}
+		}
 	}
-	st := c.Driver.Step(now, dpeers, Probe(dpeers), dobs)
+	st := c.Driver.Step(now, dpeers, Relays(dpeers, c.remote), dobs)
+	c.last = st
 	advisory := !c.Driver.Relaying()
 	out := make(map[wgtypes.Key]agent.PathChoice, len(st))
 	for k, s := range st {
 		out[k] = agent.PathChoice{SetEndpoint: s.SetEndpoint, Path: string(s.Mode), Via: s.Via, Reason: s.Reason, Advisory: advisory}
+	}
+	return out
+}
+
+// Relays lists the relays peers offer: a peer that publishes a relay port
+// relays at each of its direct candidates' addresses on that port.
+func Relays(peers []Peer, remote map[wgtypes.Key]discovery.Traversal) []RelayMember {
+	var out []RelayMember
+	seen := map[netip.AddrPort]bool{}
+	for _, p := range peers {
+		port := remote[p.Key].RelayPort
+		if port == 0 {
+			continue
+		}
+		for _, c := range p.Direct {
+			if !c.IsValid() || relay.IsVirtual(c) || c.Addr().IsLoopback() {
+				continue
+			}
+			a := netip.AddrPortFrom(c.Addr(), port)
+			if !seen[a] {
+				seen[a] = true
+				out = append(out, RelayMember{Key: p.Key, Name: p.Name, Addr: a})
+			}
+		}
 	}
 	return out
 }

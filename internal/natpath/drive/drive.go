@@ -72,22 +72,6 @@ func New(bind Bind, t natpath.Timing, fresh time.Duration) *Driver {
 	return &Driver{bind: bind, t: t, table: natpath.NewTable(t), fresh: fresh, rx: map[wgtypes.Key]rxSeen{}}
 }
 
-// Probe returns every direct candidate of every peer as a possible relay.
-// Registering with all of them is how relays are found without anything
-// new in the discovery data: members with relay.enabled answer, the rest
-// drop the registration (and count it as a stranger's frame).
-func Probe(peers []Peer) []RelayMember {
-	var out []RelayMember
-	for _, p := range peers {
-		for _, c := range p.Direct {
-			if c.IsValid() && !relay.IsVirtual(c) && !c.Addr().IsLoopback() {
-				out = append(out, RelayMember{Key: p.Key, Name: p.Name, Addr: c})
-			}
-		}
-	}
-	return out
-}
-
 // Relaying reports whether any relay answered recently (as of the last Step).
 func (d *Driver) Relaying() bool { return d.relaying }
 
