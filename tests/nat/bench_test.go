@@ -3,7 +3,11 @@ package nat
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,18 +123,15 @@ func benchRelayedVsDirect(b *testing.B, mode string) {
 	}
 
 	b.ResetTimer()
-	var direct, relayed float64
-	var rttDirect, rttRelayed, relayCPU, relayWall time.Duration
+	var direct, relayed phase
+	var rttDirect, rttRelayed time.Duration
 	for range b.N {
 		for range rounds {
 			use(da, db)
-			direct += throughput(b, w.a, w.b, size)
+			direct.measure(b, w, size, proc.PID())
 			rttDirect += medianRTT(b, w.a, to, 100)
 			use(va, vb)
-			c0, t0 := cpuTime(proc.PID()), time.Now()
-			relayed += throughput(b, w.a, w.b, size)
-			relayCPU += cpuTime(proc.PID()) - c0
-			relayWall += time.Since(t0)
+			relayed.measure(b, w, size, proc.PID())
 			rttRelayed += medianRTT(b, w.a, to, 100)
 			if got := liveEndpoint(b, w.a, w.b); got != va {
 				b.Fatalf("the relayed round ended on %s, not the relay", got)
@@ -138,17 +139,81 @@ func benchRelayedVsDirect(b *testing.B, mode string) {
 		}
 	}
 	b.StopTimer()
-	n := float64(b.N * rounds)
-	direct /= n
-	relayed /= n
-	rttDirect /= time.Duration(n)
-	rttRelayed /= time.Duration(n)
-	b.ReportMetric(direct/1e6, "direct-Mbit/s")
-	b.ReportMetric(relayed/1e6, "relayed-Mbit/s")
-	b.ReportMetric(relayed/direct, "relayed/direct")
+	n := time.Duration(b.N * rounds)
+	rttDirect /= n
+	rttRelayed /= n
+	d, r := direct.rate(), relayed.rate()
+	b.ReportMetric(d/1e6, "direct-Mbit/s")
+	b.ReportMetric(r/1e6, "relayed-Mbit/s")
+	b.ReportMetric(r/d, "relayed/direct")
 	b.ReportMetric(float64((rttRelayed - rttDirect).Microseconds()), "added-rtt-µs")
-	fmt.Printf("relay on %s: relayed vs direct (same pair, %d alternating rounds of %d MB): direct %.0f Mbit/s, relayed %.0f Mbit/s, ratio %.2f (target >= 0.80); median RTT direct %s, relayed %s, relay adds %s; the relay process used %.2f cores while relaying\n",
-		mode, rounds, size>>20, direct/1e6, relayed/1e6, relayed/direct, rttDirect.Round(time.Microsecond), rttRelayed.Round(time.Microsecond), (rttRelayed - rttDirect).Round(time.Microsecond), relayCPU.Seconds()/relayWall.Seconds())
+	fmt.Printf("relay on %s: relayed vs direct (same pair, %d alternating rounds of %d MB): direct %.0f Mbit/s, relayed %.0f Mbit/s, ratio %.2f (target >= 0.80); median RTT direct %s, relayed %s, relay adds %s\n",
+		mode, rounds, size>>20, d/1e6, r/1e6, r/d, rttDirect.Round(time.Microsecond), rttRelayed.Round(time.Microsecond), (rttRelayed - rttDirect).Round(time.Microsecond))
+	fmt.Printf("  direct:  %s\n  relayed: %s\n", direct.String(false), relayed.String(true))
+}
+
+// phase adds up the transfers of one path and the CPU they cost: the
+// machine's (all of it: the lab shares it with the endpoints and the relay),
+// this process's (wireguard-go for a and b, and their TCP) and the relay
+// process's. Cores per Gbit/s tell a path that is slower because it costs
+// more CPU on a full machine from one that leaves CPU idle.
+type phase struct {
+	bits, wall       float64 // bits moved, seconds taken
+	busy, steal      float64 // machine CPU-seconds busy, stolen by the hypervisor
+	endpoints, relay float64 // CPU-seconds of this process, of the relay process
+}
+
+func (p *phase) measure(b *testing.B, w *world, size, relayPID int) {
+	b.Helper()
+	m0, e0, r0, t0 := machineCPU(), cpuTime(os.Getpid()), cpuTime(relayPID), time.Now()
+	rate := throughput(b, w.a, w.b, size)
+	m1, e1, r1, el := machineCPU(), cpuTime(os.Getpid()), cpuTime(relayPID), time.Since(t0).Seconds()
+	p.bits += rate * el
+	p.wall += el
+	p.busy += m1.busy - m0.busy
+	p.steal += m1.steal - m0.steal
+	p.endpoints += (e1 - e0).Seconds()
+	p.relay += (r1 - r0).Seconds()
+}
+
+func (p *phase) rate() float64 { return p.bits / p.wall }
+
+func (p *phase) String(relayed bool) string {
+	gbps := p.rate() / 1e9
+	s := fmt.Sprintf("machine %.2f of %d cores busy (%.2f stolen), endpoints %.2f cores = %.2f cores per Gbit/s",
+		p.busy/p.wall, runtime.NumCPU(), p.steal/p.wall, p.endpoints/p.wall, p.endpoints/p.wall/gbps)
+	if relayed {
+		s += fmt.Sprintf(", relay process %.2f cores = %.2f cores per Gbit/s", p.relay/p.wall, p.relay/p.wall/gbps)
+	}
+	return s
+}
+
+type cpuTimes struct{ busy, steal float64 } // seconds, summed over CPUs
+
+// machineCPU reads the machine's CPU time from /proc/stat: busy is all but
+// idle and iowait (steal included: a CPU the hypervisor took is no CPU the
+// lab had); zero if unreadable.
+func machineCPU() cpuTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal guest guest_nice
+	var t cpuTimes
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseFloat(v, 64)
+		n /= 100 // USER_HZ
+		switch i {
+		case 3, 4, 8, 9: // idle, iowait; guest time is already in user and nice
+		case 7:
+			t.steal = n
+			t.busy += n
+		default:
+			t.busy += n
+		}
+	}
+	return t
 }
 
 func registeredWith(n *node, relay netip.AddrPort) bool {
