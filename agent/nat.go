@@ -110,7 +110,7 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 				return nil, err
 			}
 		}
-		t.paths = &drive.Chooser{Driver: drive.New(p, timing, fresh), RelayPort: relayPort}
+		t.paths = &drive.Chooser{Driver: drive.New(p, timing, fresh), RelayPort: relayPort, MTU: cfg.WireGuard.MTU}
 		return t, nil
 	}
 	b, err := relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: key, PublicKey: pub, Server: srv})
@@ -121,7 +121,7 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 		log.Info("relaying for members on the WireGuard port", "port", cfg.WireGuard.ListenPort)
 	}
 	t.bind = b
-	t.paths = &drive.Chooser{Driver: drive.New(b, timing, fresh), RelayPort: relayPort,
+	t.paths = &drive.Chooser{Driver: drive.New(b, timing, fresh), RelayPort: relayPort, MTU: cfg.WireGuard.MTU,
 		Rendezvous: natpath.NewRendezvous(pub, 0, 0, 0)}
 	t.collectors = append(t.collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "meshspan_nat_punches_total",

@@ -111,6 +111,7 @@ type Status struct {
 	Mode     Mode
 	Endpoint netip.AddrPort // in use or being tried
 	Via      string         // relay node name, when relayed
+	ViaAddr  netip.AddrPort // the relay's underlay address, when relayed
 	Reason   string
 	Since    time.Time // when Mode last changed
 	// SetEndpoint, when valid, must be set on the device now.
@@ -242,7 +243,11 @@ func (p *Path) Step(now time.Time, in Input) Status {
 }
 
 func (p *Path) status(set netip.AddrPort) Status {
-	return Status{Mode: p.mode, Endpoint: p.endpoint, Via: p.viaName(), Reason: p.reason, Since: p.since, SetEndpoint: set}
+	st := Status{Mode: p.mode, Endpoint: p.endpoint, Via: p.viaName(), Reason: p.reason, Since: p.since, SetEndpoint: set}
+	if p.mode == ModeRelayed {
+		st.ViaAddr = p.via.Addr
+	}
+	return st
 }
 
 func (p *Path) viaName() string {

@@ -1,7 +1,10 @@
 package drive
 
 import (
+	"cmp"
+	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -33,6 +36,9 @@ type Chooser struct {
 	RelayPort uint16
 	// Rendezvous plans meetings; nil: none (kernel WireGuard, no probes).
 	Rendezvous *natpath.Rendezvous
+	// MTU is the mesh interface's (wireguard.mtu): status warns when
+	// relayed frames of full-size packets exceed a 1500-byte IPv6 underlay.
+	MTU int
 
 	remote    map[wgtypes.Key]discovery.Traversal
 	last      map[wgtypes.Key]natpath.Status
@@ -96,13 +102,24 @@ func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]m
 	advisory := !c.Driver.Relaying()
 	out := make(map[wgtypes.Key]agent.PathChoice, len(st))
 	for k, s := range st {
-		out[k] = agent.PathChoice{SetEndpoint: s.SetEndpoint, Path: string(s.Mode), Via: s.Via, Reason: s.Reason, Advisory: advisory}
+		reason := s.Reason
+		if s.Mode == natpath.ModeRelayed && s.ViaAddr.Addr().Is6() && c.MTU > MaxRelayedMTU6 {
+			reason += fmt.Sprintf("; full-size packets relayed over IPv6 exceed 1500 bytes and fragment: set wireguard.mtu to %d, or give the relay an IPv4 endpoint", MaxRelayedMTU6)
+		}
+		out[k] = agent.PathChoice{SetEndpoint: s.SetEndpoint, Path: string(s.Mode), Via: s.Via, Reason: reason, Advisory: advisory}
 	}
 	return out
 }
 
+// MaxRelayedMTU6 is the largest mesh MTU whose relayed packets fit a
+// 1500-byte IPv6 underlay: IPv6 and UDP headers (48), WireGuard's data
+// overhead (32) and the relay header. Over IPv4 (20 bytes less) the default
+// 1420 fits, which is why IPv4 relay addresses are preferred.
+const MaxRelayedMTU6 = 1500 - 48 - 32 - relay.DataOverhead
+
 // Relays lists the relays peers offer: a peer that publishes a relay port
-// relays at each of its direct candidates' addresses on that port.
+// relays at each of its direct candidates' addresses on that port, IPv4
+// addresses first.
 func Relays(peers []Peer, remote map[wgtypes.Key]discovery.Traversal) []RelayMember {
 	var out []RelayMember
 	seen := map[netip.AddrPort]bool{}
@@ -122,5 +139,16 @@ func Relays(peers []Peer, remote map[wgtypes.Key]discovery.Traversal) []RelayMem
 			}
 		}
 	}
+	// IPv4 first: a relayed full-size packet fits 1500 bytes there.
+	slices.SortStableFunc(out, func(x, y RelayMember) int {
+		return cmp.Compare(b2i(!x.Addr.Addr().Is4()), b2i(!y.Addr.Addr().Is4()))
+	})
 	return out
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -2,6 +2,7 @@ package drive
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,17 +16,24 @@ import (
 
 // fakeBind is a userspace Bind without sockets: it records relays and punches.
 type fakeBind struct {
-	relays  []netip.AddrPort
-	punches []natpath.Meeting
+	relays     []netip.AddrPort
+	punches    []natpath.Meeting
+	registered time.Time // every relay answered then
 }
 
 func (f *fakeBind) SetRelays(addrs []netip.AddrPort) { f.relays = addrs }
-func (f *fakeBind) Relays() []relay.RelayState      { return nil }
+func (f *fakeBind) Relays() []relay.RelayState {
+	var out []relay.RelayState
+	for _, a := range f.relays {
+		out = append(out, relay.RelayState{Addr: a, Registered: f.registered})
+	}
+	return out
+}
 func (f *fakeBind) RelayEndpoint(r netip.AddrPort, peer [32]byte) (netip.AddrPort, error) {
-	return netip.AddrPort{}, nil
+	return netip.AddrPortFrom(netip.MustParseAddr("100::1"), r.Port()), nil
 }
 func (f *fakeBind) SetCandidates(peer [32]byte, candidates []netip.AddrPort) {}
-func (f *fakeBind) Direct(peer [32]byte) (relay.DirectState, bool)         { return relay.DirectState{}, false }
+func (f *fakeBind) Direct(peer [32]byte) (relay.DirectState, bool)           { return relay.DirectState{}, false }
 func (f *fakeBind) Punch(peer [32]byte, at time.Time) {
 	f.punches = append(f.punches, natpath.Meeting{Peer: peer, At: at})
 }
@@ -42,8 +50,8 @@ func TestRelaysFromTraversalData(t *testing.T) {
 	r, plain := key(t), key(t)
 	peers := []Peer{
 		{Key: r, Name: "r", Direct: []netip.AddrPort{
+			netip.MustParseAddrPort("[2001:db8::1]:51820"),                                         // IPv6 goes last
 			netip.MustParseAddrPort("192.0.2.1:51820"), netip.MustParseAddrPort("192.0.2.1:40000"), // one address
-			netip.MustParseAddrPort("[2001:db8::1]:51820"),
 			netip.MustParseAddrPort("127.0.0.1:51820"), netip.MustParseAddrPort("[100::1:0:0:0]:3"), // loopback, virtual
 		}},
 		{Key: plain, Name: "plain", Direct: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:51820")}},
@@ -100,5 +108,32 @@ func TestChooserRendezvous(t *testing.T) {
 	c.Traverse(now.Add(2*time.Second), remote)
 	if len(fb.punches) != 2 {
 		t.Fatalf("punches %+v after seeing the same request again", fb.punches)
+	}
+}
+
+// TestChooserWarnsAboutIPv6RelayMTU: relayed full-size packets do not fit a
+// 1500-byte IPv6 underlay at the default MTU; status says what to set.
+func TestChooserWarnsAboutIPv6RelayMTU(t *testing.T) {
+	r, p := key(t), key(t)
+	now := time.Date(2026, 11, 26, 4, 0, 0, 0, time.UTC)
+	peers := []mesh.Peer{
+		{PublicKey: r, Name: "r", Endpoints: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:51820")}},
+		{PublicKey: p, Name: "p"}, // advertises nothing: relayed at once
+	}
+	remote := map[wgtypes.Key]discovery.Traversal{r: {RelayPort: 51820}}
+	for _, tc := range []struct {
+		mtu  int
+		warn bool
+	}{{1420, true}, {MaxRelayedMTU6, false}} {
+		c := &Chooser{Driver: New(&fakeBind{registered: now}, natpath.Timing{}, time.Minute), MTU: tc.mtu}
+		c.Traverse(now, remote)
+		c.Choose(now, peers, nil) // registers with r
+		got := c.Choose(now, peers, nil)[p]
+		if got.Path != "relayed" || got.Via != "r" {
+			t.Fatalf("MTU %d: p is %+v, want relayed via r", tc.mtu, got)
+		}
+		if warned := strings.Contains(got.Reason, "set wireguard.mtu to 1410"); warned != tc.warn {
+			t.Errorf("MTU %d: reason %q; warning about IPv6 fragmentation: %v, want %v", tc.mtu, got.Reason, warned, tc.warn)
+		}
 	}
 }
