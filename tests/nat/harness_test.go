@@ -55,6 +55,9 @@ type node struct {
 	bind   *relay.Bind
 	server *relay.Server // relays on its WireGuard port
 	dev    *wg.Device
+	// proxy, on kernel-style nodes (kernelStyle), carries relayed peers
+	// for a device on a plain UDP socket; bind is nil there.
+	proxy *relay.Proxy
 
 	mu     sync.Mutex
 	status map[wgtypes.Key]natpath.Status
@@ -235,12 +238,64 @@ func candidates(p *node) []netip.AddrPort {
 	if p.public != p.lan {
 		out = append(out, p.endpoint())
 	}
+	if p.bind == nil {
+		return out // a proxy's uplink mapping is not the WireGuard socket's
+	}
 	for _, r := range p.bind.Relays() {
 		if r.Observed.IsValid() && !containsAP(out, r.Observed) {
 			out = append(out, r.Observed)
 		}
 	}
 	return out
+}
+
+// pathBind is what n's driver works with: the relay Bind, or the proxy.
+func (n *node) pathBind() drive.Bind {
+	if n.proxy != nil {
+		return nsProxy{n.ns, n.proxy}
+	}
+	return n.bind
+}
+
+// kernelStyle turns n into a node as it runs with kernel WireGuard: the
+// device on a plain UDP socket (what the kernel module has), relayed peers
+// reached through a relay.Proxy on loopback. wireguard-go with the standard
+// Bind stands in for the module, which this kernel lacks: both only know
+// endpoints and send to them.
+func (w *world) kernelStyle(n *node) {
+	w.t.Helper()
+	if err := n.ns.Do(func() error { return n.dev.Close() }); err != nil {
+		w.t.Fatal(err)
+	}
+	n.bind = nil
+	err := n.ns.Do(func() (err error) {
+		n.dev, err = wg.Open(wg.Options{Name: "ms" + w.suffix + n.name, Mode: wg.ModeUserspace, MTU: 1420, ListenPort: wgPort,
+			PrivateKey: n.key, Address: netip.PrefixFrom(n.mesh, 64), Bind: conn.NewDefaultBind()})
+		if err != nil {
+			return err
+		}
+		n.proxy, err = relay.NewProxy(w.key, n.key.PublicKey(), netip.AddrPortFrom(ip("127.0.0.1"), wgPort), ":0", time.Second)
+		return err
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { n.proxy.Close() })
+}
+
+// nsProxy opens the proxy's per-peer loopback sockets inside the node's
+// namespace: the agent runs wholly in one, the test process does not.
+type nsProxy struct {
+	ns *netlab.NS
+	*relay.Proxy
+}
+
+func (p nsProxy) RelayEndpoint(r netip.AddrPort, peer [32]byte) (ep netip.AddrPort, err error) {
+	err = p.ns.Do(func() (err error) {
+		ep, err = p.Proxy.RelayEndpoint(r, peer)
+		return err
+	})
+	return ep, err
 }
 
 func containsAP(l []netip.AddrPort, a netip.AddrPort) bool {
@@ -259,7 +314,7 @@ func (w *world) run(n *node, peers []*node, relays []*node) {
 	n.mu.Lock()
 	n.stop, n.done = cancel, make(chan struct{})
 	n.mu.Unlock()
-	drv := drive.New(n.bind, timing, 3*time.Second)
+	drv := drive.New(n.pathBind(), timing, 3*time.Second)
 	var members []drive.RelayMember
 	for _, r := range relays {
 		members = append(members, drive.RelayMember{Key: r.key.PublicKey(), Name: r.name, Addr: r.endpoint()})

@@ -62,6 +62,31 @@ func TestRandomPortNATIsRelayed(t *testing.T) {
 	t.Logf("a->b: %s via %s (%s)", st.Mode, st.Via, st.Reason)
 }
 
+// TestKernelStyleNodeRelayed: a node as it runs with kernel WireGuard (a
+// plain UDP socket and the loopback proxy) behind random-port NAT talks to
+// a userspace node through a relay, both ways.
+func TestKernelStyleNodeRelayed(t *testing.T) {
+	w := newWorld(t, netlab.NATFullyRandomPorts, true)
+	w.kernelStyle(w.b)
+	w.start()
+	w.waitPath(30*time.Second, natpath.ModeRelayed, "r1")
+	if ep := w.b.statusOf(w.a).Endpoint; !ep.Addr().IsLoopback() {
+		t.Errorf("b reaches a at %s, want its loopback proxy", ep)
+	}
+	before := w.r1.server.Forwarded()
+	to := echo(t, w.b)
+	for range 20 {
+		roundTrip(t, w.a, to, marker, 5*time.Second)
+	}
+	back := echo(t, w.a)
+	for range 20 {
+		roundTrip(t, w.b, back, marker, 5*time.Second)
+	}
+	if fw := w.r1.server.Forwarded() - before; fw < 80 {
+		t.Errorf("r1 forwarded %d packets for 40 round trips, want >= 80", fw)
+	}
+}
+
 func TestRelayKilledFailsOverThenNoPath(t *testing.T) {
 	w := newWorld(t, netlab.NATFullyRandomPorts, true)
 	w.start()
