@@ -57,12 +57,14 @@ func (n *agentNode) peer(name string) agent.PeerStatus {
 
 // TestAgentsBehindNAT runs real meshspan-agent processes: a and b behind
 // NAT gateways, r on the WAN with relay.enabled, and a discovery service.
-// a and b find each other through discovery and r as a relay by
-// registering with it. Behind port-preserving NAT they connect directly
-// (simultaneous initiation towards the discovery-observed endpoints);
+// a and b find each other through discovery, and r as a relay because r
+// announces a relay port in its sealed discovery data. Not yet direct, a
+// and b ask each other to meet through that data and probe each other at
+// the agreed moment. Behind port-preserving NAT they connect directly;
 // behind random-port NAT they fail to punch through and talk through r.
 // Status says which, and why. With relay disabled on every node, behind
-// random-port NAT, status says there is no reachable endpoint and why.
+// random-port NAT, status says there is no reachable endpoint and why. A
+// watcher holding the cluster secret reads the traversal data back.
 func TestAgentsBehindNAT(t *testing.T) {
 	for _, tc := range []struct {
 		name string
