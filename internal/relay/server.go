@@ -170,13 +170,19 @@ func (s *Server) Handle(frame []byte, from netip.AddrPort, out Transport) {
 // returns where to send the frame; control frames are answered through out
 // and yield ok=false, as does anything dropped.
 func (s *Server) Route(frame []byte, from netip.AddrPort, out Transport) (to netip.AddrPort, ok bool) {
+	return s.routeAt(frame, from, s.now(), out)
+}
+
+// routeAt is Route at time now: batch loops read the clock once per batch,
+// not once per frame.
+func (s *Server) routeAt(frame []byte, from netip.AddrPort, now time.Time, out Transport) (to netip.AddrPort, ok bool) {
 	if !IsFrame(frame) {
 		s.drop(DropMalformed)
 		return to, false
 	}
 	switch frame[1] {
 	case typeSend:
-		return s.route(frame, from)
+		return s.route(frame, from, now)
 	case typeRegister:
 		s.register(frame, from, out)
 	default:
@@ -185,12 +191,11 @@ func (s *Server) Route(frame []byte, from netip.AddrPort, out Transport) (to net
 	return to, false
 }
 
-func (s *Server) route(frame []byte, from netip.AddrPort) (netip.AddrPort, bool) {
+func (s *Server) route(frame []byte, from netip.AddrPort, now time.Time) (netip.AddrPort, bool) {
 	if len(frame) < DataOverhead+4 {
 		s.drop(DropMalformed)
 		return netip.AddrPort{}, false
 	}
-	now := s.now()
 	dst := ID(frame[2 : 2+idLen])
 	s.mu.RLock()
 	src, okSrc := s.byAddr[from]
@@ -322,8 +327,9 @@ func (s *Server) Serve(bind conn.Bind, port uint16) (actual uint16, wait func() 
 					}
 					return
 				}
+				now := s.now()
 				for i := 0; i < k; i++ {
-					if to, ok := s.Route(bufs[i][:sizes[i]], addrOf(eps[i]), out); ok {
+					if to, ok := s.routeAt(bufs[i][:sizes[i]], addrOf(eps[i]), now, out); ok {
 						fw.add(bufs[i][:sizes[i]], to)
 					}
 				}

@@ -73,16 +73,15 @@ func serveRelay(port, secret string) int {
 		pprof.StopCPUProfile()
 		return 0
 	}
-	b := conn.NewDefaultBind()
-	_, wait, err := srv.Serve(b, uint16(n))
+	// relay.port: the relay on a socket of its own, as the agent runs it.
+	l, err := srv.ListenUDP(uint16(n))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	fmt.Println("relay ready")
 	<-sig
-	b.Close()
-	if err := wait(); err != nil {
+	if err := l.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
