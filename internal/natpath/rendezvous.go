@@ -11,9 +11,12 @@ const (
 	// DefaultRendezvousLead is how far ahead a meeting is set: time for the
 	// request to reach the peer through the discovery service's watch.
 	DefaultRendezvousLead = 2 * time.Second
-	// DefaultRendezvousInterval is how often a peer that stays off the
-	// direct path is asked again.
+	// DefaultRendezvousInterval is how long after a meeting a peer that
+	// stays off the direct path is asked again. It doubles with every
+	// meeting that did not help, up to maxBackoff times: a pair behind
+	// random-port NATs stays relayed and should not churn discovery data.
 	DefaultRendezvousInterval = time.Minute
+	maxBackoff                = 16
 	// DefaultRendezvousKeep is how long a request stays published after its
 	// meeting time, so a peer that was briefly disconnected still joins.
 	DefaultRendezvousKeep = 10 * time.Second
@@ -37,6 +40,7 @@ type Rendezvous struct {
 	interval time.Duration
 	keep     time.Duration
 	asked    map[[32]byte]time.Time // our latest request's meeting time, per peer
+	attempts map[[32]byte]int       // meetings asked in a row, per peer still off direct
 	joined   map[[32]byte]time.Time // the latest meeting time we joined, per peer
 }
 
@@ -53,7 +57,7 @@ func NewRendezvous(self [32]byte, lead, interval, keep time.Duration) *Rendezvou
 		keep = DefaultRendezvousKeep
 	}
 	return &Rendezvous{self: self, lead: lead, interval: interval, keep: keep,
-		asked: map[[32]byte]time.Time{}, joined: map[[32]byte]time.Time{}}
+		asked: map[[32]byte]time.Time{}, attempts: map[[32]byte]int{}, joined: map[[32]byte]time.Time{}}
 }
 
 // Step plans at now. need holds the peers to meet: not on a direct path,
@@ -75,7 +79,7 @@ func (r *Rendezvous) Step(now time.Time, need map[[32]byte]bool, requests map[[3
 		}
 	}
 	for peer := range need {
-		if at, ok := r.asked[peer]; ok && now.Sub(at) < r.interval {
+		if at, ok := r.asked[peer]; ok && now.Sub(at) < r.backoff(peer) {
 			continue
 		}
 		if at, ok := r.joined[peer]; ok && now.Sub(at) < r.interval {
@@ -83,7 +87,13 @@ func (r *Rendezvous) Step(now time.Time, need map[[32]byte]bool, requests map[[3
 		}
 		at := now.Add(r.lead).Round(time.Millisecond) // what the wire carries
 		r.asked[peer] = at
+		r.attempts[peer]++
 		start = append(start, Meeting{Peer: peer, At: at})
+	}
+	for peer := range r.attempts {
+		if !need[peer] {
+			delete(r.attempts, peer) // direct again (or gone): the next need starts afresh
+		}
 	}
 	for peer, at := range r.asked {
 		if now.Before(at.Add(r.keep)) {
@@ -101,4 +111,9 @@ func (r *Rendezvous) Step(now time.Time, need map[[32]byte]bool, requests map[[3
 	slices.SortFunc(publish, byPeer)
 	slices.SortFunc(start, byPeer)
 	return publish, start
+}
+
+// backoff is how long after our last meeting with peer we ask again.
+func (r *Rendezvous) backoff(peer [32]byte) time.Duration {
+	return r.interval * time.Duration(min(1<<max(r.attempts[peer]-1, 0), maxBackoff))
 }

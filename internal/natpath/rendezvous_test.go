@@ -77,3 +77,30 @@ func TestRendezvousForgets(t *testing.T) {
 		t.Fatalf("kept %d requests and %d joined meetings after their peers went", len(r.asked), len(r.joined))
 	}
 }
+
+// TestRendezvousBacksOff: meetings that do not help are asked less and less
+// often; once the peer is direct, the next need starts afresh.
+func TestRendezvousBacksOff(t *testing.T) {
+	r := NewRendezvous(self, time.Second, time.Minute, 5*time.Second)
+	need := map[[32]byte]bool{peerA: true}
+	var asked []float64
+	for sec := 0.0; sec < 3600; sec += 10 {
+		if _, start := r.Step(at(sec), need, nil); len(start) == 1 {
+			asked = append(asked, sec)
+		}
+	}
+	// Meeting at +1s, then 1, 2, 4, 8, 16, 16 ... minutes after each meeting.
+	want := []float64{0, 70, 200, 450, 940, 1910, 2880}
+	if len(asked) < len(want) {
+		t.Fatalf("asked at %v, want %v...", asked, want)
+	}
+	for i, w := range want {
+		if asked[i] != w {
+			t.Fatalf("asked at %v, want %v...", asked, want)
+		}
+	}
+	r.Step(at(3600), nil, nil) // direct now
+	if _, start := r.Step(at(3610), need, nil); len(start) != 1 {
+		t.Fatalf("a new need after a direct spell was not asked at once: %v", start)
+	}
+}
