@@ -81,6 +81,8 @@ type world struct {
 	psk      wgtypes.Key
 	suffix   string
 	secret   [32]byte
+	// probeEvery is the Binds' ProbeInterval.
+	probeEvery time.Duration
 }
 
 // relayProcess runs a standalone relay (this test binary, see TestMain) in
@@ -127,8 +129,15 @@ func cpuTime(pid int) time.Duration {
 // routers, as real NAT gateways have (see gatewayFirewall).
 func newWorld(t testing.TB, mode netlab.NATMode, gateway bool) *world {
 	t.Helper()
+	return newWorldProbing(t, mode, gateway, 2*time.Second)
+}
+
+// newWorldProbing is newWorld with the nodes' Binds probing direct
+// candidates every probeEvery.
+func newWorldProbing(t testing.TB, mode netlab.NATMode, gateway bool, probeEvery time.Duration) *world {
+	t.Helper()
 	lab := netlab.NewT(t)
-	w := &world{t: t, lab: lab}
+	w := &world{t: t, lab: lab, probeEvery: probeEvery}
 	var secret [32]byte
 	rand.Read(secret[:])
 	var err error
@@ -195,7 +204,7 @@ func (w *world) host(name string, sw *netlab.Switch, addr, gw, public string, sr
 		n.mesh = n.mesh.Next() // distinct per name, deterministic
 	}
 	n.bind, err = relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: w.key, PublicKey: key.PublicKey(), Server: srv,
-		RegisterInterval: time.Second, ProbeInterval: 2 * time.Second})
+		RegisterInterval: time.Second, ProbeInterval: w.probeEvery})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package nat
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/netip"
 	"os"
@@ -60,6 +61,52 @@ func TestRandomPortNATIsRelayed(t *testing.T) {
 		t.Errorf("r1 forwarded %d packets for 20 round trips, want >= 40", fw)
 	}
 	t.Logf("a->b: %s via %s (%s)", st.Mode, st.Via, st.Reason)
+}
+
+// TestRendezvousOpensWhatLoneProbesCannot: behind NAT gateways whose UDP
+// mappings expire within a second, probes that a and b send a few seconds
+// apart never meet: each arrives at a NAT that has forgotten the other's
+// outbound packet. The same probes sent together from an agreed moment, a
+// rendezvous, open both NATs and confirm the direct path both ways.
+func TestRendezvousOpensWhatLoneProbesCannot(t *testing.T) {
+	w := newWorldProbing(t, netlab.NATPreservePorts, true, time.Hour) // no periodic probes
+	for _, r := range w.routers {
+		if out, err := r.Exec(context.Background(), "sysctl", "-w", "net.netfilter.nf_conntrack_udp_timeout=1"); err != nil {
+			t.Fatalf("%s: %v: %s", r.Name(), err, out)
+		}
+	}
+	ka, kb := w.a.key.PublicKey(), w.b.key.PublicKey()
+	confirmed := func() (bool, bool) {
+		_, a := w.a.bind.Direct(kb)
+		_, b := w.b.bind.Direct(ka)
+		return a, b
+	}
+	// Lone probes, 3 s apart: a's, then b's (SetCandidates probes at once).
+	w.a.bind.SetCandidates(kb, []netip.AddrPort{w.b.endpoint()})
+	time.Sleep(3 * time.Second)
+	w.b.bind.SetCandidates(ka, []netip.AddrPort{w.a.endpoint()})
+	time.Sleep(2 * time.Second)
+	if a, b := confirmed(); a || b {
+		t.Fatalf("lone probes confirmed a direct path (a: %v, b: %v): the NATs are not strict enough for this test", a, b)
+	}
+	// A rendezvous: both punch from the same moment.
+	at := time.Now().Add(300 * time.Millisecond)
+	w.a.bind.Punch(kb, at)
+	w.b.bind.Punch(ka, at)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a, b := confirmed()
+		if a && b {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the rendezvous: a confirmed %v, b confirmed %v", a, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d, _ := w.a.bind.Direct(kb); d.Addr != w.b.endpoint() {
+		t.Errorf("a's direct path to b is %s, want b's NAT address %s", d.Addr, w.b.endpoint())
+	}
 }
 
 // TestKernelStyleNodeRelayed: a node as it runs with kernel WireGuard (a
