@@ -319,32 +319,40 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	// Frames are laid end to end in one arena, without capping each slice:
 	// the inner bind's GSO coalescing appends a frame to the previous one's
 	// spare capacity, which is exactly where that frame already lies.
-	ap, _ := b.arenas.Get().(*[]byte)
-	if ap == nil || cap(*ap) < total {
-		a := make([]byte, max(total, 64<<10))
-		ap = &a
+	a, _ := b.arenas.Get().(*sendArena)
+	if a == nil {
+		a = &sendArena{}
 	}
-	arena := (*ap)[:cap(*ap)]
-	frames := make([][]byte, len(bufs))
+	if cap(a.buf) < total {
+		a.buf = make([]byte, max(total, 64<<10))
+	}
+	arena := a.buf[:cap(a.buf)]
+	frames := a.frames[:0]
 	off := 0
-	for i, p := range bufs {
+	for _, p := range bufs {
 		f := arena[off:]
 		putDataHeader(f, typeSend, ve.Peer)
 		n := DataOverhead + copy(f[DataOverhead:], p)
-		frames[i] = f[:n]
+		frames = append(frames, f[:n])
 		off += n
 	}
+	a.frames = frames
+	defer b.arenas.Put(a)
 	inner := ve.inner
 	if inner == nil {
 		var err error
 		if inner, err = b.innerEndpoint(ve.Relay); err != nil {
-			b.arenas.Put(ap)
 			return err
 		}
 	}
-	err := b.inner.Send(frames, inner)
-	b.arenas.Put(ap)
-	return err
+	return b.inner.Send(frames, inner)
+}
+
+// sendArena is Send's scratch space, pooled: the frames and the slice
+// naming them, so that a relayed send allocates nothing.
+type sendArena struct {
+	buf    []byte
+	frames [][]byte
 }
 
 // receive wraps an inner ReceiveFunc: WireGuard packets pass through, relayed
@@ -356,6 +364,12 @@ func (b *Bind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	var fw forwarder // one per receive goroutine
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		n, err := fn(bufs, sizes, eps)
+		var now time.Time // read once per batch, if a frame needs it
+		// A batch holds runs from one relay about one peer: look the
+		// virtual endpoint up once per run, not per packet.
+		var lastFrom netip.AddrPort
+		var lastPeer ID
+		var lastEp *Endpoint
 		for i := 0; i < n; i++ {
 			p := bufs[i][:sizes[i]]
 			if len(p) == 0 || IsWireGuard(p) {
@@ -372,7 +386,11 @@ func (b *Bind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				if len(p) < DataOverhead+4 {
 					continue
 				}
-				ep := b.deliveredFrom(from, ID(p[2:2+idLen]))
+				ep := lastEp
+				if peer := ID(p[2 : 2+idLen]); ep == nil || from != lastFrom || peer != lastPeer {
+					ep = b.deliveredFrom(from, peer)
+					lastFrom, lastPeer, lastEp = from, peer, ep
+				}
 				if ep == nil {
 					b.strangers.Add(1)
 					continue
@@ -381,7 +399,10 @@ func (b *Bind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				eps[i] = ep
 			case typeSend, typeRegister:
 				if b.cfg.Server != nil {
-					if to, ok := b.cfg.Server.Route(p, from, out); ok {
+					if now.IsZero() {
+						now = b.cfg.Server.now()
+					}
+					if to, ok := b.cfg.Server.routeAt(p, from, now, out); ok {
 						fw.add(p, to) // sent below, while the buffer is still ours
 					}
 				} else {
