@@ -150,6 +150,12 @@ func benchRelayedVsDirect(b *testing.B, mode string) {
 	fmt.Printf("relay on %s: relayed vs direct (same pair, %d alternating rounds of %d MB): direct %.0f Mbit/s, relayed %.0f Mbit/s, ratio %.2f (target >= 0.80); median RTT direct %s, relayed %s, relay adds %s\n",
 		mode, rounds, size>>20, d/1e6, r/1e6, r/d, rttDirect.Round(time.Microsecond), rttRelayed.Round(time.Microsecond), (rttRelayed - rttDirect).Round(time.Microsecond))
 	fmt.Printf("  direct:  %s\n  relayed: %s\n", direct.String(false), relayed.String(true))
+	// The ratio splits exactly into how many cores the lab's processes kept
+	// busy and what a Gbit/s cost them: the relay's CPU comes out of the
+	// same two cores here, where on a real network it is a third machine's.
+	cd, cr := direct.lab()/direct.wall, relayed.lab()/relayed.wall
+	kd, kr := cd/(d/1e9), cr/(r/1e9)
+	fmt.Printf("  ratio %.2f = busy cores %.2f/%.2f (x%.2f) * cores per Gbit/s %.2f/%.2f (x%.2f)\n", r/d, cr, cd, cr/cd, kd, kr, kd/kr)
 }
 
 // phase adds up the transfers of one path and the CPU they cost: the
@@ -177,6 +183,9 @@ func (p *phase) measure(b *testing.B, w *world, size, relayPID int) {
 }
 
 func (p *phase) rate() float64 { return p.bits / p.wall }
+
+// lab is the CPU-seconds the endpoints and the relay used.
+func (p *phase) lab() float64 { return p.endpoints + p.relay }
 
 func (p *phase) String(relayed bool) string {
 	gbps := p.rate() / 1e9
