@@ -175,6 +175,17 @@ func (p *Path) Step(now time.Time, in Input) Status {
 		case heard && in.Live.IsValid() && !liveIsRelay:
 			p.become(now, ModeDirect, "handshake with "+in.Live.String())
 			p.endpoint = in.Live
+		case p.newProbe(now, in) && in.Probed != p.endpoint:
+			// A rendezvous confirmed a candidate other than the one on
+			// trial: try that one, as the peer does.
+			p.lastProbe = in.ProbedAt
+			set = p.startDirect(now, []netip.AddrPort{in.Probed}, p.retry, "direct probe answered from "+in.Probed.String())
+			p.probed = true
+		case heard && liveIsRelay && p.retry && p.probed && now.Sub(p.setAt) < p.window():
+			// The peer still sends through the relay until our direct
+			// packets reach it (it then roams to them, and so answers
+			// directly); WireGuard roamed us back meanwhile. Insist.
+			set = p.endpoint
 		case heard && liveIsRelay:
 			// The peer kept using (or chose) a relay and WireGuard roamed to it.
 			p.via, p.endpoint = liveRelay, in.Live
@@ -213,7 +224,7 @@ func (p *Path) Step(now time.Time, in Input) Status {
 		case !heard && now.Sub(p.setAt) >= 2*p.t.Probe && now.Sub(in.LastActivity) >= p.t.DownAfter:
 			p.failed[cur.Addr] = now
 			set = p.relay(now, in, fmt.Sprintf("relay %s carried no handshake", cur.Name))
-		case in.CanProbe && in.Probed.IsValid() && in.ProbedAt.After(p.lastProbe) && now.Sub(in.ProbedAt) < p.t.DownAfter:
+		case p.newProbe(now, in):
 			p.lastProbe = in.ProbedAt
 			set = p.startDirect(now, []netip.AddrPort{in.Probed}, true, "direct probe answered from "+in.Probed.String())
 			p.probed = true
@@ -227,7 +238,7 @@ func (p *Path) Step(now time.Time, in Input) Status {
 		case heard && in.Live.IsValid() && !liveIsRelay:
 			p.endpoint = in.Live
 			p.become(now, ModeDirect, "handshake with "+in.Live.String())
-		case in.CanProbe && in.Probed.IsValid() && in.ProbedAt.After(p.lastProbe) && now.Sub(in.ProbedAt) < p.t.DownAfter:
+		case p.newProbe(now, in):
 			// A rendezvous or a periodic probe got through the NATs.
 			p.lastProbe = in.ProbedAt
 			set = p.startDirect(now, []netip.AddrPort{in.Probed}, true, "direct probe answered from "+in.Probed.String())
@@ -240,6 +251,12 @@ func (p *Path) Step(now time.Time, in Input) Status {
 		}
 	}
 	return p.status(set)
+}
+
+// newProbe reports whether a direct probe answered since the last one acted
+// on, recently enough that the path it found is still open.
+func (p *Path) newProbe(now time.Time, in Input) bool {
+	return in.CanProbe && in.Probed.IsValid() && in.ProbedAt.After(p.lastProbe) && now.Sub(in.ProbedAt) < p.t.DownAfter
 }
 
 func (p *Path) status(set netip.AddrPort) Status {

@@ -155,22 +155,51 @@ func TestProbeBringsDirectBack(t *testing.T) {
 	st := s.step(31)
 	want(t, st, ModeDirect, netip.AddrPort{}, "handshake with "+c1.String())
 
-	// A probe that answered but whose path WireGuard cannot use: the peer
-	// keeps sending through the relay, WireGuard roams back, and so do we.
+	// The peer keeps sending through the relay until our direct packets
+	// reach it, and WireGuard roams us back meanwhile: the direct endpoint
+	// is set again, until the peer answers directly.
 	s = relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1}, CanProbe: true})
 	s.in.Probed, s.in.ProbedAt = c0, at(13.5)
 	want(t, s.step(14), ModeTrying, c0, "direct probe")
 	s.hear(14.5, r1.Endpoint)
-	want(t, s.step(15), ModeRelayed, netip.AddrPort{}, "direct retry got no answer; relayed via relay-1")
+	want(t, s.step(15), ModeTrying, c0, "direct probe answered")
+	s.hear(15.5, c0)
+	want(t, s.step(16), ModeDirect, netip.AddrPort{}, "handshake with "+c0.String())
+
+	// A probe that answered but whose path WireGuard cannot use: the peer
+	// only ever answers through the relay. After the probed window
+	// (DownAfter), back to the relay.
+	s = relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1}, CanProbe: true})
+	s.in.Probed, s.in.ProbedAt = c0, at(13.5)
+	want(t, s.step(14), ModeTrying, c0, "direct probe")
+	for sec := 14.5; sec < 22.9; sec++ {
+		s.hear(sec, r1.Endpoint)
+		want(t, s.step(sec+0.2), ModeTrying, c0, "direct probe answered")
+	}
+	s.hear(23.1, r1.Endpoint)
+	want(t, s.step(23.2), ModeRelayed, netip.AddrPort{}, "direct retry got no answer; relayed via relay-1")
 	// The same probe result is not acted on twice.
-	s.hear(15.5, r1.Endpoint)
-	want(t, s.step(16), ModeRelayed, netip.AddrPort{}, "")
+	s.hear(23.5, r1.Endpoint)
+	want(t, s.step(24), ModeRelayed, netip.AddrPort{}, "")
 	// A probed retry that hears nothing at all gets DownAfter (a keepalive
 	// surely crosses by then), then goes back to the relay.
-	s.in.Probed, s.in.ProbedAt = c0, at(16.5)
-	want(t, s.step(17), ModeTrying, c0, "")
-	want(t, s.step(25.9), ModeTrying, netip.AddrPort{}, "")
-	want(t, s.step(26), ModeRelayed, r1.Endpoint, "no direct handshake within 9s on 1 candidate(s); relayed via relay-1")
+	s.in.Probed, s.in.ProbedAt = c0, at(24.5)
+	want(t, s.step(25), ModeTrying, c0, "")
+	want(t, s.step(33.9), ModeTrying, netip.AddrPort{}, "")
+	want(t, s.step(34), ModeRelayed, r1.Endpoint, "no direct handshake within 9s on 1 candidate(s); relayed via relay-1")
+}
+
+// TestProbeRedirectsTrial: while candidates are tried in turn, a probe
+// answered by another one (a rendezvous) moves the trial there at once.
+func TestProbeRedirectsTrial(t *testing.T) {
+	s := newPeer(t, Input{Direct: []netip.AddrPort{c0, c1}, Relays: []Relay{r1}, CanProbe: true})
+	want(t, s.step(0), ModeTrying, c0, "new peer")
+	s.in.Probed, s.in.ProbedAt = c1, at(1.5)
+	want(t, s.step(2), ModeTrying, c1, "direct probe answered from "+c1.String())
+	// The probed candidate gets DownAfter, not one probe window.
+	want(t, s.step(7), ModeTrying, netip.AddrPort{}, "")
+	s.hear(8, c1)
+	want(t, s.step(8.5), ModeDirect, netip.AddrPort{}, "handshake with "+c1.String())
 }
 
 func TestPeriodicRetryWithoutProbes(t *testing.T) {
