@@ -156,6 +156,10 @@ func benchRelayedVsDirect(b *testing.B, mode string) {
 	cd, cr := direct.lab()/direct.wall, relayed.lab()/relayed.wall
 	kd, kr := cd/(d/1e9), cr/(r/1e9)
 	fmt.Printf("  ratio %.2f = busy cores %.2f/%.2f (x%.2f) * cores per Gbit/s %.2f/%.2f (x%.2f)\n", r/d, cr, cd, cr/cd, kd, kr, kd/kr)
+	// Other work on a shared machine takes cores from whichever rounds it
+	// overlaps, and can move the ratio either way: say how much there was.
+	fmt.Printf("  other processes: %.2f cores during direct rounds, %.2f during relayed ones\n",
+		max(0, direct.busy/direct.wall-cd), max(0, relayed.busy/relayed.wall-cr))
 }
 
 // phase adds up the transfers of one path and the CPU they cost: the
