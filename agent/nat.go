@@ -85,12 +85,11 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 		return nil, errors.New("relay: kernel WireGuard owns the WireGuard port; set relay.port to another port (and open it in the cloud firewall), or run with --wireguard=userspace")
 	}
 	if srv != nil && ownPort {
-		b := conn.NewDefaultBind()
-		_, wait, err := srv.Serve(b, uint16(cfg.Relay.Port))
+		l, err := srv.ListenUDP(uint16(cfg.Relay.Port))
 		if err != nil {
 			return nil, err
 		}
-		t.closers = append(t.closers, func() { b.Close(); _ = wait() })
+		t.closers = append(t.closers, func() { _ = l.Close() })
 		log.Info("relaying for members", "port", cfg.Relay.Port)
 		srv = nil // not on the WireGuard port
 	}

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -67,17 +68,19 @@ func (n *agentNode) peer(name string) agent.PeerStatus {
 // watcher holding the cluster secret reads the traversal data back.
 func TestAgentsBehindNAT(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		nat    netlab.NATMode
-		strict bool // UDP mappings expire within a second
-		path   string
-	}{{"port-preserving", netlab.NATPreservePorts, false, "direct"}, {"port-preserving-strict", netlab.NATPreservePorts, true, "direct"},
-		{"random", netlab.NATFullyRandomPorts, false, "relayed"}, {"random-no-relay", netlab.NATFullyRandomPorts, false, "no-path"}} {
-		t.Run(tc.name, func(t *testing.T) { agentsBehindNAT(t, tc.nat, tc.strict, tc.path) })
+		name      string
+		nat       netlab.NATMode
+		strict    bool   // UDP mappings expire within a second
+		relayPort uint16 // r's relay.port; 0: the WireGuard port
+		path      string
+	}{{"port-preserving", netlab.NATPreservePorts, false, 0, "direct"}, {"port-preserving-strict", netlab.NATPreservePorts, true, 0, "direct"},
+		{"random", netlab.NATFullyRandomPorts, false, 0, "relayed"}, {"random-relay-own-port", netlab.NATFullyRandomPorts, false, 3478, "relayed"},
+		{"random-no-relay", netlab.NATFullyRandomPorts, false, 0, "no-path"}} {
+		t.Run(tc.name, func(t *testing.T) { agentsBehindNAT(t, tc.nat, tc.strict, tc.relayPort, tc.path) })
 	}
 }
 
-func agentsBehindNAT(t *testing.T, mode netlab.NATMode, strict bool, path string) {
+func agentsBehindNAT(t *testing.T, mode netlab.NATMode, strict bool, relayPort uint16, path string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
 	}
@@ -142,7 +145,7 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, strict bool, path string
 			Node:       config.Node{Name: n.name},
 			Cluster:    config.Cluster{ID: secrets.ID, Secret: secrets.Secret},
 			Discovery:  config.Discovery{Endpoints: []string{"http://203.0.113.3:3000/"}},
-			Relay:      config.Relay{Enabled: n.name == "r" && path != "no-path"},
+			Relay:      config.Relay{Enabled: n.name == "r" && path != "no-path", Port: int(relayPort)},
 		}
 		data, err := config.Render(cfg)
 		must(err)
@@ -189,7 +192,7 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, strict bool, path string
 	for _, n := range nodes {
 		want := uint16(0)
 		if n.name == "r" && path != "no-path" {
-			want = 51820
+			want = cmp.Or(relayPort, 51820)
 		}
 		if got := watch.relayPort[n.id.PublicKey]; got != want {
 			t.Errorf("%s publishes relay port %d, want %d", n.name, got, want)
