@@ -176,6 +176,7 @@ func newMCBuild(m *machineConfigModel) *mcBuild {
 	c.LANBypass = b.list(m.LANBypass, "lanBypass")
 	c.AllowDownPeerBypass = b.bool(m.AllowDownPeerBypass, "allowDownPeerBypass")
 	c.Relay.Enabled = b.bool(m.Relay, "relay")
+	c.Relay.Port = b.int(m.RelayPort, "relay.port")
 
 	if m.Firewall.IsUnknown() {
 		b.unknown = append(b.unknown, "firewall")
@@ -362,6 +363,9 @@ var fieldCamelRe = regexp.MustCompile(`([a-z0-9])([A-Z])`)
 func attrPath(field string) (path.Path, bool) {
 	if key, ok := strings.CutPrefix(field, "node.labels."); ok {
 		return path.Root("labels").AtMapKey(key), true
+	}
+	if field == "relay.port" {
+		return path.Root("relay_port"), true
 	}
 	if field == "relay" || strings.HasPrefix(field, "relay.") {
 		return path.Root("relay"), true

@@ -45,6 +45,7 @@ type machineConfigModel struct {
 	LANBypass              types.List   `tfsdk:"lan_bypass"`
 	AllowDownPeerBypass    types.Bool   `tfsdk:"allow_down_peer_bypass"`
 	Relay                  types.Bool   `tfsdk:"relay"`
+	RelayPort              types.Int64  `tfsdk:"relay_port"`
 	Firewall               types.Object `tfsdk:"firewall"`
 	AgentInstall           types.Object `tfsdk:"agent_install"`
 	Platform               types.String `tfsdk:"platform"`
@@ -133,7 +134,11 @@ func machineConfigSchema() schema.Schema {
 				Optional:            true, Computed: true,
 			},
 			"relay": schema.BoolAttribute{
-				MarkdownDescription: "Let this node relay WireGuard packets between members that cannot reach each other directly. Default `false`.",
+				MarkdownDescription: "Let this node relay WireGuard packets between members that cannot reach each other directly, typically a public cloud node. It announces itself in the sealed discovery data. Default `false`.",
+				Optional:            true, Computed: true,
+			},
+			"relay_port": schema.Int64Attribute{
+				MarkdownDescription: "UDP port the relay listens on, 1..65535; needs `relay`. Omit it to relay on the WireGuard `listen_port` (userspace WireGuard), so the WireGuard firewall rule stays the only opening; it then reads back as 0. Kernel WireGuard holds its port itself: set another port and open it too (`extra_rules` of the cloud firewalls).",
 				Optional:            true, Computed: true,
 			},
 			"firewall": schema.SingleNestedAttribute{
@@ -255,6 +260,7 @@ func (m *machineConfigModel) compute(ctx context.Context) diag.Diagnostics {
 	m.MTU = types.Int64Value(int64(b.cfg.WireGuard.MTU))
 	m.AllowDownPeerBypass = types.BoolValue(b.cfg.AllowDownPeerBypass)
 	m.Relay = types.BoolValue(b.cfg.Relay.Enabled)
+	m.RelayPort = types.Int64Value(int64(b.cfg.Relay.Port))
 	m.Platform = types.StringValue(b.platform)
 	m.MachineConfig = types.StringValue(out.files.Config)
 	m.UserData = types.StringValue(out.userData)

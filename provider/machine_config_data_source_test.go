@@ -104,6 +104,7 @@ func mcValidModel() machineConfigModel {
 		LANBypass:           noList,
 		AllowDownPeerBypass: types.BoolNull(),
 		Relay:               types.BoolNull(),
+		RelayPort:           types.Int64Null(),
 		Firewall: mcFirewall("block",
 			mcRule("wireguard", "udp", "51820", noList, ""),
 			mcRule("talos", "tcp", "50000", mcStrs("100.64.0.0/10"), ""),
@@ -172,6 +173,10 @@ func TestMachineConfigValidation(t *testing.T) {
 		{"listen port 0", func(m *machineConfigModel) { m.ListenPort = types.Int64Value(0) }, path.Root("listen_port"), "0 is not allowed; set a value in range, or omit the attribute"},
 		{"mtu 0", func(m *machineConfigModel) { m.MTU = types.Int64Value(0) }, path.Root("mtu"), "0 is not allowed"},
 		{"listen port high", func(m *machineConfigModel) { m.ListenPort = types.Int64Value(70000) }, path.Root("listen_port"), "70000 is not a port; use 1..65535"},
+		{"relay port high", func(m *machineConfigModel) {
+			m.Relay, m.RelayPort = types.BoolValue(true), types.Int64Value(70000)
+		}, path.Root("relay_port"), "70000 is not a port; use 1..65535, or 0 for the WireGuard listen port"},
+		{"relay port without relay", func(m *machineConfigModel) { m.RelayPort = types.Int64Value(3478) }, path.Root("relay_port"), "3478 is set but relaying is off"},
 		{"listen port huge", func(m *machineConfigModel) { m.ListenPort = types.Int64Value(1 << 40) }, path.Root("listen_port"), "is not a port"},
 		{"listen port huge quoted", func(m *machineConfigModel) { m.ListenPort = types.Int64Value(1 << 40) }, path.Root("listen_port"), "1099511627776 is not a port"},
 		{"mtu huge quoted", func(m *machineConfigModel) { m.MTU = types.Int64Value(-1 << 33) }, path.Root("mtu"), "-8589934592 is out of range"},
@@ -253,7 +258,8 @@ func TestAttrPath(t *testing.T) {
 		"wireguard.listenPort":         path.Root("listen_port"),
 		"firewall.defaultAction":       path.Root("firewall").AtName("default_action"),
 		"firewall.rules[2].sources[0]": path.Root("firewall").AtName("rules").AtListIndex(2).AtName("sources").AtListIndex(0),
-		"relay.port":                   path.Root("relay"),
+		"relay.port":                   path.Root("relay_port"),
+		"relay.enabled":                path.Root("relay"),
 		"lanBypass[0]":                 path.Root("lan_bypass").AtListIndex(0),
 	} {
 		got, ok := attrPath(field)
@@ -320,6 +326,7 @@ data "meshspan_machine_config" "metal" {
   lan_bypass          = ["192.168.10.0/24"]
   extra_endpoints     = ["198.51.100.20:51820"]
   relay               = true
+  relay_port          = 3478
   agent_install       = { preinstalled = true }
 }
 
@@ -385,8 +392,9 @@ func checkHybridConfigs(t *testing.T) resource.TestCheckFunc {
 		want := map[string]struct {
 			port, mtu int
 			relay     bool
+			relayPort int
 			rules     int
-		}{"metal": {51820, 1420, true, 0}, "hcloud": {51820, 1420, false, 3}, "do": {51821, 1380, false, 0}}
+		}{"metal": {51820, 1420, true, 3478, 0}, "hcloud": {51820, 1420, false, 0, 3}, "do": {51821, 1380, false, 0, 0}}
 		for name, w := range want {
 			a := s.RootModule().Resources["data.meshspan_machine_config."+name].Primary.Attributes
 			c, err := config.Parse([]byte(a["machine_config"]))
@@ -397,7 +405,7 @@ func checkHybridConfigs(t *testing.T) resource.TestCheckFunc {
 			if c.Cluster.ID != secrets["cluster_id"] || c.Cluster.Secret != secrets["cluster_secret"] {
 				t.Errorf("%s: config does not carry the cluster secrets", name)
 			}
-			if c.WireGuard.ListenPort != w.port || c.WireGuard.MTU != w.mtu || c.Relay.Enabled != w.relay || len(c.Firewall.Rules) != w.rules {
+			if c.WireGuard.ListenPort != w.port || c.WireGuard.MTU != w.mtu || c.Relay.Enabled != w.relay || c.Relay.Port != w.relayPort || len(c.Firewall.Rules) != w.rules {
 				t.Errorf("%s: config %+v does not match the inputs %+v", name, c, w)
 			}
 			if c.Node.Name != a["node_name"] {

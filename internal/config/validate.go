@@ -102,6 +102,8 @@ func (c *Config) Validate() error {
 	v.firewall(&c.Firewall)
 	if c.Relay.Port < 0 || c.Relay.Port > 65535 {
 		v.add("relay.port", "%d is not a port; use 1..65535, or 0 for the WireGuard listen port", c.Relay.Port)
+	} else if c.Relay.Port != 0 && !c.Relay.Enabled {
+		v.add("relay.port", "%d is set but relaying is off; set relay.enabled: true, or remove relay.port", c.Relay.Port)
 	}
 	return errors.Join(v.errs...)
 }
