@@ -140,6 +140,7 @@ type Path struct {
 	failed     map[netip.AddrPort]time.Time // relays that carried nothing
 	retryEpoch time.Time
 	lastProbe  time.Time
+	relaySeen  time.Time // direct, but WireGuard roamed to a relay since
 }
 
 // New returns a Path with timing t.
@@ -205,9 +206,20 @@ func (p *Path) Step(now time.Time, in Input) Status {
 		}
 
 	case ModeDirect:
+		if !liveIsRelay {
+			p.relaySeen = time.Time{}
+		}
 		switch {
 		case in.Live.IsValid() && !liveIsRelay && in.Live != p.endpoint && heard:
 			p.endpoint = in.Live // WireGuard roamed: follow it
+		case heard && liveIsRelay && p.relaySeen.IsZero():
+			p.relaySeen = now // a stray relayed packet, or the peer gave up on direct
+		case heard && liveIsRelay && now.Sub(p.relaySeen) >= p.t.Probe:
+			// The peer kept sending through a relay for a probe window: our
+			// direct packets do not reach it. WireGuard follows it already.
+			p.via, p.endpoint, p.setAt = liveRelay, in.Live, now
+			p.retryEpoch = now.Truncate(p.t.RetryDirect)
+			p.become(now, ModeRelayed, "the peer reaches us only through a relay; relayed via "+liveRelay.Name)
 		case now.Sub(in.LastActivity) >= p.t.DownAfter && now.Sub(p.setAt) >= p.t.Probe:
 			set = p.startDirect(now, in.Direct, false, fmt.Sprintf("direct path %s silent for %s", p.endpoint, p.t.DownAfter))
 		}

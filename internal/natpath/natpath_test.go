@@ -238,6 +238,31 @@ func TestDirectPathDiesAndRecovers(t *testing.T) {
 	want(t, s.step(11), ModeTrying, c0, "direct path "+c1.String()+" silent for 9s")
 }
 
+// TestDirectButPeerUsesRelay: a path that works one way only. Our direct
+// packets do not reach the peer, which keeps sending through a relay;
+// WireGuard roams to it. A stray relayed packet changes nothing, a relay
+// that stays for a probe window does.
+func TestDirectButPeerUsesRelay(t *testing.T) {
+	s := newPeer(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1}, CanProbe: true})
+	s.step(0)
+	s.hear(0.5, c0)
+	want(t, s.step(1), ModeDirect, netip.AddrPort{}, "handshake")
+	s.hear(1.5, r1.Endpoint) // stray: the peer's last relayed packet
+	want(t, s.step(2), ModeDirect, netip.AddrPort{}, "handshake")
+	s.hear(2.5, c0)
+	want(t, s.step(3), ModeDirect, netip.AddrPort{}, "handshake")
+	for _, sec := range []float64{4, 5, 6, 7} {
+		s.hear(sec-0.5, r1.Endpoint)
+		want(t, s.step(sec), ModeDirect, netip.AddrPort{}, "handshake")
+	}
+	s.hear(7.5, r1.Endpoint)
+	st := s.step(8)
+	want(t, st, ModeRelayed, netip.AddrPort{}, "the peer reaches us only through a relay; relayed via relay-1")
+	if st.Via != "relay-1" || st.ViaAddr != r1.Addr {
+		t.Fatalf("status %+v, want via relay-1 at %s", st, r1.Addr)
+	}
+}
+
 func TestPeerReachesUsDirectlyWhileRelayed(t *testing.T) {
 	s := relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1}})
 	s.hear(14, c1) // WireGuard roamed to a direct source
