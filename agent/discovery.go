@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
 )
 
@@ -80,9 +81,9 @@ The redis store lets several replicas behind one address serve the same clusters
 				cfg.SnapshotPath = "" // Redis keeps the state
 			}
 			if check {
-				fmt.Fprintf(cmd.OutOrStdout(), "listen=%s metrics=%s tls=%t store=%s snapshot=%q every %s redis=%q gc=%s\n"+
+				fmt.Fprintf(cmd.OutOrStdout(), "listen=%s firewall-mark=%#x metrics=%s tls=%t store=%s snapshot=%q every %s redis=%q gc=%s\n"+
 					"trusted-proxies=%v allowed-clusters=%d rate=%g/s burst=%d limits=%+v\n",
-					cfg.Listen, cfg.MetricsListen, cfg.TLSCert != "", cfg.Store, cfg.SnapshotPath, cfg.SnapshotInterval,
+					cfg.Listen, cfg.Mark, cfg.MetricsListen, cfg.TLSCert != "", cfg.Store, cfg.SnapshotPath, cfg.SnapshotInterval,
 					cfg.RedisURL, cfg.GCInterval, cfg.TrustedProxies, len(cfg.AllowedClusters), cfg.RateLimitRPS,
 					cfg.RateLimitBurst, cfg.Limits)
 				return nil
@@ -109,6 +110,7 @@ The redis store lets several replicas behind one address serve the same clusters
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", ":3000", "gRPC listen address")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", ":2122", "Prometheus /metrics listen address ('' disables)")
+	f.Uint32Var(&cfg.Mark, "firewall-mark", config.DefaultFirewallMark, "firewall mark on the service's connections, WireGuard's (routing.firewallMark): on a mesh member with host policy it keeps replies to members on the underlay; 0 disables")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate PEM file (reloaded when it changes); with --tls-key")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key PEM file")
 	f.StringVar(&cfg.Store, "store", "memory", "state store: memory or redis")

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
 )
 
 // ServiceConfig is everything `meshspan-agent discovery serve` configures.
@@ -29,6 +32,13 @@ type ServiceConfig struct {
 	MetricsListen string // HTTP /metrics; empty: off
 	TLSCert       string // PEM files; both empty: plaintext h2c
 	TLSKey        string
+
+	// Mark is a firewall mark set on the gRPC listener, and so on every
+	// connection it accepts (0: none). On a mesh member with host policy,
+	// WireGuard's mark keeps replies to members on the underlay, as the
+	// members' own discovery connections are: routed into the mesh, they
+	// would need the tunnel that discovery is there to bring up.
+	Mark uint32
 
 	Store            string // "memory" or "redis"
 	SnapshotPath     string // memory store; empty: no snapshots
@@ -148,7 +158,15 @@ func Start(cfg ServiceConfig) (*Service, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 
-	if s.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
+	var lc net.ListenConfig
+	if cfg.Mark != 0 {
+		lc.Control = func(_, _ string, rc syscall.RawConn) error { return wg.SetMark(rc, cfg.Mark) }
+	}
+	if s.lis, err = lc.Listen(context.Background(), "tcp", cfg.Listen); err != nil && cfg.Mark != 0 && errors.Is(err, syscall.EPERM) {
+		s.log.Warn("discovery: serve: cannot mark the listener without CAP_NET_ADMIN; on a mesh member with host policy, replies to members may be routed into the mesh", "mark", cfg.Mark)
+		s.lis, err = net.Listen("tcp", cfg.Listen)
+	}
+	if err != nil {
 		s.store.Close() //nolint:errcheck
 		return nil, fmt.Errorf("discovery: serve: listen on --listen %q: %w", cfg.Listen, err)
 	}
