@@ -145,7 +145,7 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, strict bool, relayPort u
 			Node:       config.Node{Name: n.name},
 			Cluster:    config.Cluster{ID: secrets.ID, Secret: secrets.Secret},
 			Discovery:  config.Discovery{Endpoints: []string{"http://203.0.113.3:3000/"}},
-			Relay:      config.Relay{Enabled: n.name == "r" && path != "no-path", Port: int(relayPort)},
+			Relay:      relayOf(n.name == "r" && path != "no-path", relayPort),
 		}
 		data, err := config.Render(cfg)
 		must(err)
@@ -322,3 +322,11 @@ func (w *traversalWatch) poll() {
 }
 
 func (w *traversalWatch) asked(asker, asked string) bool { return w.meetings[asker][asked] }
+
+// relayOf is a node's relay config: on, on port (0: the WireGuard port), or off.
+func relayOf(on bool, port uint16) config.Relay {
+	if !on {
+		return config.Relay{}
+	}
+	return config.Relay{Enabled: true, Port: int(port)}
+}
