@@ -109,6 +109,45 @@ func TestRendezvousOpensWhatLoneProbesCannot(t *testing.T) {
 	}
 }
 
+// TestUDPBlockedOneWayIsRelayed: behind port-preserving NATs, but the WAN
+// drops UDP from a's NAT to b's. Probes and handshakes need both ways, so
+// a and b settle on a relay and stay there: b's probes reach a, but no
+// answer ever comes back, and nothing tempts either side off the relay.
+func TestUDPBlockedOneWayIsRelayed(t *testing.T) {
+	w := newWorld(t, netlab.NATPreservePorts, true)
+	natb := w.routers[1]
+	for _, cmd := range [][]string{
+		{"add", "table", "inet", "oneway"},
+		{"add", "chain", "inet", "oneway", "pre", "{ type filter hook prerouting priority -300; }"},
+		{"add", "rule", "inet", "oneway", "pre", "ip", "saddr", "203.0.113.1", "meta", "l4proto", "udp", "counter", "drop"},
+	} {
+		if out, err := natb.Exec(context.Background(), "nft", cmd...); err != nil {
+			t.Fatalf("nft %v: %v: %s", cmd, err, out)
+		}
+	}
+	w.start()
+	w.waitPath(30*time.Second, natpath.ModeRelayed, "r1")
+	to := echo(t, w.b)
+	for range 10 {
+		roundTrip(t, w.a, to, marker, 5*time.Second)
+	}
+	// Stable: still relayed after several probe intervals.
+	since := w.a.statusOf(w.b).Since
+	time.Sleep(3 * w.probeEvery)
+	for _, st := range []natpath.Status{w.a.statusOf(w.b), w.b.statusOf(w.a)} {
+		if st.Mode != natpath.ModeRelayed || st.Via != "r1" {
+			t.Fatalf("after %s: %+v, want still relayed via r1", 3*w.probeEvery, st)
+		}
+	}
+	if st := w.a.statusOf(w.b); !st.Since.Equal(since) {
+		t.Errorf("a's path to b changed mode meanwhile (since %s, now since %s: %s)", since, st.Since, st.Reason)
+	}
+	out, err := natb.Exec(context.Background(), "nft", "list", "chain", "inet", "oneway", "pre")
+	if err != nil || !strings.Contains(string(out), "packets") || strings.Contains(string(out), "packets 0 ") {
+		t.Errorf("the one-way block dropped nothing, so the test proves nothing: %s %v", out, err)
+	}
+}
+
 // TestKernelStyleNodeRelayed: a node as it runs with kernel WireGuard (a
 // plain UDP socket and the loopback proxy) behind random-port NAT talks to
 // a userspace node through a relay, both ways.
