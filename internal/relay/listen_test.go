@@ -3,7 +3,6 @@ package relay
 import (
 	"net/netip"
 	"testing"
-	"time"
 
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 )
@@ -23,23 +22,7 @@ func listenPair(t *testing.T) (a, b *node, s *Server, l *Listener) {
 			t.Error(err)
 		}
 	})
-	relay := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), l.Port())
-	a = newNode(t, k, "10.99.0.1", nil)
-	b = newNode(t, k, "10.99.0.2", nil)
-	for _, n := range []*node{a, b} {
-		n.bind.SetRelays([]netip.AddrPort{relay})
-	}
-	waitFor(t, "both nodes registered with the relay", 5*time.Second, func() bool { return registered(a.bind) && registered(b.bind) })
-	va, err := a.bind.RelayEndpoint(relay, b.key.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	vb, err := b.bind.RelayEndpoint(relay, a.key.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.addPeer(t, b, va)
-	b.addPeer(t, a, vb)
+	a, b = pairVia(t, k, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), l.Port()))
 	return a, b, s, l
 }
 

@@ -192,6 +192,13 @@ func registered(b *Bind) bool {
 func relayedPair(t testing.TB) (a, b *node, s *Server, relay netip.AddrPort, rec *recorder) {
 	k := testKey(t)
 	s, relay, rec = startRelay(t, k)
+	a, b = pairVia(t, k, relay)
+	return a, b, s, relay, rec
+}
+
+// pairVia builds two wireguard-go devices that reach each other through
+// the relay at relay only.
+func pairVia(t testing.TB, k *Key, relay netip.AddrPort) (a, b *node) {
 	a = newNode(t, k, "10.99.0.1", nil)
 	b = newNode(t, k, "10.99.0.2", nil)
 	for _, n := range []*node{a, b} {
@@ -208,7 +215,7 @@ func relayedPair(t testing.TB) (a, b *node, s *Server, relay netip.AddrPort, rec
 	}
 	a.addPeer(t, b, va)
 	b.addPeer(t, a, vb)
-	return a, b, s, relay, rec
+	return a, b
 }
 
 func TestRelayCarriesWireGuardBetweenMembers(t *testing.T) {

@@ -171,3 +171,22 @@ func (n *agentNode) peerStatus(t *testing.T, name string) agent.PeerStatus {
 	t.Fatalf("%s does not list peer %s", n.name, name)
 	return agent.PeerStatus{}
 }
+
+// agentLab is a lab with a WAN switch and fresh cluster secrets, for tests
+// that run real agents.
+func agentLab(t *testing.T) (*netlab.Lab, clusterkey.Secrets, *netlab.Switch) {
+	t.Helper()
+	if agentBin == "" {
+		t.Skip("needs root (network namespaces)")
+	}
+	lab := netlab.NewT(t)
+	secrets, err := clusterkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wan, err := lab.Switch("wan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lab, secrets, wan
+}

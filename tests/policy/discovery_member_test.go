@@ -6,9 +6,6 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
-	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
 )
 
 // TestDiscoveryOnAMember: the discovery service runs on a member, pub, at
@@ -20,18 +17,7 @@ import (
 // carry WireGuard's firewall mark and stay on the underlay), so other
 // learns of late, a node that joins now, and the two connect.
 func TestDiscoveryOnAMember(t *testing.T) {
-	if agentBin == "" {
-		t.Skip("needs root (network namespaces)")
-	}
-	lab := netlab.NewT(t)
-	secrets, err := clusterkey.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	wan, err := lab.Switch("wan")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, secrets, wan := agentLab(t)
 	pub := newAgentNode(t, lab, wan, secrets, "pub", netip.MustParseAddr("203.0.113.10"))
 	other := newAgentNode(t, lab, wan, secrets, "other", netip.MustParseAddr("203.0.113.11"))
 	late := newAgentNode(t, lab, wan, secrets, "late", netip.MustParseAddr("203.0.113.12"))

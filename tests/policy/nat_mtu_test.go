@@ -17,7 +17,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
 )
@@ -27,18 +26,7 @@ import (
 // it through the address the NAT shows. Traffic to the private node's own
 // (unroutable) underlay address goes through the mesh too, encrypted.
 func TestNATedNodeJoinsTheMesh(t *testing.T) {
-	if agentBin == "" {
-		t.Skip("needs root (network namespaces)")
-	}
-	lab := netlab.NewT(t)
-	secrets, err := clusterkey.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	wan, err := lab.Switch("wan")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, secrets, wan := agentLab(t)
 	lan, err := lab.Switch("lan")
 	if err != nil {
 		t.Fatal(err)
@@ -106,18 +94,7 @@ func TestNATedNodeJoinsTheMesh(t *testing.T) {
 // full-size TCP segments and DF-set ICMP at the mesh MTU cross without loss
 // or fragmentation, and one byte more is refused locally, not fragmented.
 func TestMeshMTU(t *testing.T) {
-	if agentBin == "" {
-		t.Skip("needs root (network namespaces)")
-	}
-	lab := netlab.NewT(t)
-	secrets, err := clusterkey.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sw, err := lab.Switch("sw")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, secrets, sw := agentLab(t)
 	const mtu = 1400 // not the default, so a setting that is not applied shows
 	n1 := newAgentNode(t, lab, sw, secrets, "n1", netip.MustParseAddr("192.0.2.11"))
 	n2 := newAgentNode(t, lab, sw, secrets, "n2", netip.MustParseAddr("192.0.2.12"))
@@ -195,18 +172,7 @@ func TestMeshMTU(t *testing.T) {
 // A mesh MTU above the underlay's minus WireGuard's 80 bytes is a warning
 // in status, measured on the link that carries the tunnel to the peer.
 func TestMeshMTUAboveUnderlayWarns(t *testing.T) {
-	if agentBin == "" {
-		t.Skip("needs root (network namespaces)")
-	}
-	lab := netlab.NewT(t)
-	secrets, err := clusterkey.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sw, err := lab.Switch("sw")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, secrets, sw := agentLab(t)
 	n1 := newAgentNode(t, lab, sw, secrets, "n1", netip.MustParseAddr("192.0.2.11"))
 	n2 := newAgentNode(t, lab, sw, secrets, "n2", netip.MustParseAddr("192.0.2.12"))
 	for _, n := range []*agentNode{n1, n2} {
