@@ -406,11 +406,15 @@ func TestCloseRemovesEverything(t *testing.T) {
 	if err := sw.Attach(a, "eth0", pfx("192.0.2.1/24")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Start(exec.Command("sleep", "300")); err != nil {
+	// Durations unique to this run (sleep takes fractions), so that the
+	// check below finds these processes and no one else's.
+	started := fmt.Sprintf("300.%09d", time.Now().Nanosecond())
+	daemon := fmt.Sprintf("301.%09d", time.Now().Nanosecond())
+	if _, err := a.Start(exec.Command("sleep", started)); err != nil {
 		t.Fatal(err)
 	}
 	// A daemon the lab did not start, found by its namespace.
-	if _, err := a.Exec(ctx(t), "sh", "-c", "sleep 301 >/dev/null 2>&1 &"); err != nil {
+	if _, err := a.Exec(ctx(t), "sh", "-c", "sleep "+daemon+" >/dev/null 2>&1 &"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := lab.Host("a"); err == nil {
@@ -425,8 +429,9 @@ func TestCloseRemovesEverything(t *testing.T) {
 	if n := countNetns(t, lab.ID()); n != 0 {
 		t.Errorf("%d namespaces named %s-* left after Close", n, lab.ID())
 	}
-	if out, _ := exec.Command("pgrep", "-f", "^sleep 30[01]$").Output(); len(bytes.TrimSpace(out)) > 0 {
-		// Other tests do not run these exact sleeps; anything left is ours.
+	pattern := "^sleep (" + strings.ReplaceAll(started, ".", `\.`) + "|" + strings.ReplaceAll(daemon, ".", `\.`) + ")$"
+	if out, _ := exec.Command("pgrep", "-f", pattern).Output(); len(bytes.TrimSpace(out)) > 0 {
+		// Nobody else runs these exact sleeps: anything left is ours.
 		pids := strings.Fields(string(out))
 		for _, p := range pids {
 			if pid, err := strconv.Atoi(p); err == nil {
