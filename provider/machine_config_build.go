@@ -118,6 +118,14 @@ func mcAttrList(m map[string]attr.Value, k string) types.List {
 	return l
 }
 
+func mcAttrInt(m map[string]attr.Value, k string) types.Int64 {
+	v, ok := m[k].(types.Int64)
+	if !ok {
+		return types.Int64Null()
+	}
+	return v
+}
+
 func mcAttrBool(m map[string]attr.Value, k string) types.Bool {
 	v, _ := m[k].(types.Bool)
 	return v
@@ -166,6 +174,7 @@ func newMCBuild(m *machineConfigModel) *mcBuild {
 			Address:   b.str(mcAttrStr(a, "address"), field+".address"),
 			Endpoints: b.list(mcAttrList(a, "endpoints"), field+".endpoints"),
 			Networks:  b.list(mcAttrList(a, "networks"), field+".networks"),
+			RelayPort: b.int(mcAttrInt(a, "relay_port"), field+".relayPort"),
 		})
 	}
 	c.WireGuard.ListenPort = b.int(m.ListenPort, "wireguard.listenPort")

@@ -115,6 +115,7 @@ func machineConfigSchema() schema.Schema {
 					"address":    schema.StringAttribute{MarkdownDescription: "The peer's mesh IPv6 address, inside this cluster's `mesh_prefix`.", Required: true},
 					"endpoints":  schema.ListAttribute{MarkdownDescription: "The peer's `ip:port` WireGuard endpoints, tried in order, e.g. `[\"203.0.113.7:51820\"]`.", ElementType: types.StringType, Optional: true},
 					"networks":   schema.ListAttribute{MarkdownDescription: "Extra CIDRs routed to the peer through the mesh.", ElementType: types.StringType, Optional: true},
+					"relay_port": schema.Int64Attribute{MarkdownDescription: "The UDP port the peer relays on (its `relay_port`, or its `listen_port` when it relays on the WireGuard port), if its `relay` is on: members behind NAT may then relay through it. Discovery members announce this themselves.", Optional: true},
 				}},
 			},
 			"listen_port": schema.Int64Attribute{

@@ -30,7 +30,7 @@ const (
 
 var (
 	strList      = types.ListType{ElemType: types.StringType}
-	peerAttrType = map[string]attr.Type{"name": types.StringType, "public_key": types.StringType, "address": types.StringType, "endpoints": strList, "networks": strList}
+	peerAttrType = map[string]attr.Type{"name": types.StringType, "public_key": types.StringType, "address": types.StringType, "endpoints": strList, "networks": strList, "relay_port": types.Int64Type}
 	ruleAttrType = map[string]attr.Type{"name": types.StringType, "protocol": types.StringType, "port": types.StringType, "sources": strList, "action": types.StringType}
 	fwAttrType   = map[string]attr.Type{"default_action": types.StringType, "rules": types.ListType{ElemType: types.ObjectType{AttrTypes: ruleAttrType}}}
 	instAttrType = map[string]attr.Type{"url": types.StringType, "sha256": types.StringType, "preinstalled": types.BoolType}
@@ -47,7 +47,15 @@ func mcStrs(s ...string) types.List {
 func mcPeer(name, key, addr string, endpoints, networks types.List) attr.Value {
 	return types.ObjectValueMust(peerAttrType, map[string]attr.Value{
 		"name": types.StringValue(name), "public_key": types.StringValue(key), "address": types.StringValue(addr),
-		"endpoints": endpoints, "networks": networks,
+		"endpoints": endpoints, "networks": networks, "relay_port": types.Int64Null(),
+	})
+}
+
+// mcPeerRelay is a valid static peer that relays on port.
+func mcPeerRelay(port int64) attr.Value {
+	return types.ObjectValueMust(peerAttrType, map[string]attr.Value{
+		"name": types.StringValue("relay"), "public_key": types.StringValue(testPeerKey), "address": types.StringValue(testPeerAddress),
+		"endpoints": mcStrs("203.0.113.7:51820"), "networks": types.ListNull(types.StringType), "relay_port": types.Int64Value(port),
 	})
 }
 
@@ -170,6 +178,12 @@ func TestMachineConfigValidation(t *testing.T) {
 		{"peer network", func(m *machineConfigModel) {
 			m.StaticPeers = peers(mcPeer("p", testPeerKey, testPeerAddress, noList, mcStrs("10.1.2.3/8")))
 		}, path.Root("static_peers").AtListIndex(0).AtName("networks").AtListIndex(0), "did you mean 10.0.0.0/8?"},
+		{"peer relay port", func(m *machineConfigModel) {
+			m.StaticPeers = peers(mcPeerRelay(70000))
+		}, path.Root("static_peers").AtListIndex(0).AtName("relay_port"), "70000 is not a port; use the peer's relay port"},
+		{"peer relay port 0", func(m *machineConfigModel) {
+			m.StaticPeers = peers(mcPeerRelay(0))
+		}, path.Root("static_peers").AtListIndex(0).AtName("relay_port"), "0 is not allowed; set a value in range, or omit the attribute"},
 		{"listen port 0", func(m *machineConfigModel) { m.ListenPort = types.Int64Value(0) }, path.Root("listen_port"), "0 is not allowed; set a value in range, or omit the attribute"},
 		{"mtu 0", func(m *machineConfigModel) { m.MTU = types.Int64Value(0) }, path.Root("mtu"), "0 is not allowed"},
 		{"listen port high", func(m *machineConfigModel) { m.ListenPort = types.Int64Value(70000) }, path.Root("listen_port"), "70000 is not a port; use 1..65535"},
@@ -287,6 +301,13 @@ func TestMachineConfigRenderRoundTripAndLimits(t *testing.T) {
 	}
 	if back.Node.Name != "cp-1" || back.WireGuard.ListenPort != 51820 || back.WireGuard.MTU != 1420 || len(back.Firewall.Rules) != 3 || back.Firewall.Rules[0].Action != "accept" {
 		t.Fatalf("parsed config lost inputs: %+v", back)
+	}
+	relayM := mcValidModel()
+	relayM.StaticPeers = types.ListValueMust(types.ObjectType{AttrTypes: peerAttrType}, []attr.Value{mcPeerRelay(3478)})
+	if out, err := newMCBuild(&relayM).render(); err != nil {
+		t.Fatal(err)
+	} else if c, err := config.Parse([]byte(out.files.Config)); err != nil || c.StaticPeers[0].RelayPort != 3478 {
+		t.Fatalf("a static peer's relay_port 3478 came back as %+v (%v)", c, err)
 	}
 
 	// 150 static peers make ~45 KiB of user data: over Hetzner's limit,

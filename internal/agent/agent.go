@@ -500,7 +500,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	verdicts := a.tracker.Step(now, peers, obs)
 	var traversal discovery.Traversal
 	if t, ok := a.opts.Paths.(Traverser); ok {
-		traversal = t.Traverse(now, remote)
+		traversal = t.Traverse(now, withStaticRelays(remote, a.cfg.StaticPeers))
 	}
 	var paths map[wgtypes.Key]PathChoice
 	if a.opts.Paths != nil {
@@ -609,6 +609,22 @@ func (a *agent) reconcile(ctx context.Context) {
 	a.status = st
 	a.mu.Unlock()
 	a.logTransitions(old, st)
+}
+
+// withStaticRelays adds the relay ports static peers are configured with
+// (clusters without discovery); what a peer announces itself wins.
+func withStaticRelays(remote map[wgtypes.Key]discovery.Traversal, peers []config.StaticPeer) map[wgtypes.Key]discovery.Traversal {
+	for _, sp := range peers {
+		k, err := wgtypes.ParseKey(sp.PublicKey)
+		if err != nil || sp.RelayPort == 0 {
+			continue
+		}
+		if t := remote[k]; t.RelayPort == 0 {
+			t.RelayPort = uint16(sp.RelayPort)
+			remote[k] = t
+		}
+	}
+	return remote
 }
 
 // policyState is the host policy for this pass: the config's part

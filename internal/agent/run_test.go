@@ -4,17 +4,22 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn/bindtest"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
+	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
 )
 
@@ -47,6 +52,7 @@ func TestRunInProcess(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	paths := &traversalRecorder{}
 	for i, n := range nodes {
 		o := nodes[1-i]
 		cfg := &config.Config{
@@ -58,6 +64,7 @@ func TestRunInProcess(t *testing.T) {
 				// bindtest: port 1 reaches bind 1, port 2 reaches bind 0.
 				Endpoints: []string{fmt.Sprintf("127.0.0.1:%d", i+1)},
 				Networks:  []string{netip.PrefixFrom(o.lan, 32).String()},
+				RelayPort: 3478 * (1 - i), // n2 relays, says n1's config
 			}},
 		}
 		cfg.ApplyDefaults()
@@ -72,6 +79,9 @@ func TestRunInProcess(t *testing.T) {
 			},
 			HostAddrs: func() ([]netip.Addr, error) { return nil, nil },
 			MAC:       func() (net.HardwareAddr, error) { return nil, fmt.Errorf("identity exists; MAC not needed") },
+		}
+		if i == 0 {
+			opts.Paths = paths
 		}
 		go func() { n.done <- Run(ctx, opts) }()
 	}
@@ -91,6 +101,11 @@ func TestRunInProcess(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+
+	// n1's NAT traversal learnt from its config that n2 relays on 3478.
+	if got := paths.relayPort(nodes[1].id.PublicKey()); got != 3478 {
+		t.Errorf("n1's traversal saw relay port %d for n2, want 3478 from its static peer config", got)
 	}
 
 	ping := tuntest.Ping(nodes[1].lan, nodes[0].lan)
@@ -118,4 +133,32 @@ func TestRunInProcess(t *testing.T) {
 			t.Errorf("n%d status socket still answers after shutdown", i+1)
 		}
 	}
+}
+
+// traversalRecorder is a PathChooser and Traverser that only records what
+// the agent hands it; its advisory choices leave endpoints to the agent.
+type traversalRecorder struct {
+	mu   sync.Mutex
+	seen map[wgtypes.Key]discovery.Traversal
+}
+
+func (r *traversalRecorder) Traverse(_ time.Time, peers map[wgtypes.Key]discovery.Traversal) discovery.Traversal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = maps.Clone(peers)
+	return discovery.Traversal{}
+}
+
+func (r *traversalRecorder) Choose(_ time.Time, peers []mesh.Peer, _ map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]PathChoice {
+	out := map[wgtypes.Key]PathChoice{}
+	for _, p := range peers {
+		out[p.PublicKey] = PathChoice{Path: "direct", Advisory: true}
+	}
+	return out
+}
+
+func (r *traversalRecorder) relayPort(k wgtypes.Key) uint16 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[k].RelayPort
 }

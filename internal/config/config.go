@@ -99,6 +99,10 @@ type StaticPeer struct {
 	Address   string   `yaml:"address"`
 	Endpoints []string `yaml:"endpoints,omitempty"`
 	Networks  []string `yaml:"networks,omitempty"`
+	// RelayPort, when set, says the peer relays for members on this UDP
+	// port at its endpoints' addresses (its relay.enabled, for clusters
+	// without discovery, where members announce it themselves).
+	RelayPort int `yaml:"relayPort,omitempty"`
 }
 
 // WireGuard configures the mesh interface.

@@ -228,6 +228,9 @@ func (v *validator) staticPeer(field string, p *StaticPeer) {
 		}
 	}
 	v.prefixes(field+".networks", p.Networks)
+	if p.RelayPort < 0 || p.RelayPort > 65535 {
+		v.add(field+".relayPort", "%d is not a port; use the peer's relay port, 1..65535 (its relay.port, or its WireGuard listen port), or 0 if it does not relay", p.RelayPort)
+	}
 }
 
 func (v *validator) wireguard(w *WireGuard) {

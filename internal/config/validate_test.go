@@ -112,6 +112,7 @@ func TestValidateErrors(t *testing.T) {
 		{"rule source", func(c *Config) { c.Firewall.Rules[1].Sources = []string{"100.64.0.0/10", "tailscale"} }, "firewall.rules[1].sources[1]", `"tailscale" is not a CIDR`},
 		{"rule action", func(c *Config) { c.Firewall.Rules[0].Action = "allow" }, "firewall.rules[0].action", `"allow" is not an action`},
 		{"relay port", func(c *Config) { c.Relay.Port = 70000 }, "relay.port", `70000 is not a port; use 1..65535, or 0`},
+		{"static peer relay port", func(c *Config) { c.StaticPeers[0].RelayPort = 65536 }, "staticPeers[0].relayPort", `65536 is not a port; use the peer's relay port`},
 		{"relay port without relay", func(c *Config) { c.Relay = Relay{Port: 3478} }, "relay.port", `3478 is set but relaying is off; set relay.enabled: true`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
