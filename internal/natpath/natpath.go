@@ -179,9 +179,7 @@ func (p *Path) Step(now time.Time, in Input) Status {
 		case p.newProbe(now, in) && in.Probed != p.endpoint:
 			// A rendezvous confirmed a candidate other than the one on
 			// trial: try that one, as the peer does.
-			p.lastProbe = in.ProbedAt
-			set = p.startDirect(now, []netip.AddrPort{in.Probed}, p.retry, "direct probe answered from "+in.Probed.String())
-			p.probed = true
+			set = p.tryProbed(now, in, p.retry)
 		case heard && liveIsRelay && p.retry && p.probed && now.Sub(p.setAt) < p.window():
 			// The peer still sends through the relay until our direct
 			// packets reach it (it then roams to them, and so answers
@@ -237,9 +235,7 @@ func (p *Path) Step(now time.Time, in Input) Status {
 			p.failed[cur.Addr] = now
 			set = p.relay(now, in, fmt.Sprintf("relay %s carried no handshake", cur.Name))
 		case p.newProbe(now, in):
-			p.lastProbe = in.ProbedAt
-			set = p.startDirect(now, []netip.AddrPort{in.Probed}, true, "direct probe answered from "+in.Probed.String())
-			p.probed = true
+			set = p.tryProbed(now, in, true)
 		case !in.CanProbe && len(in.Direct) > 0 && now.Truncate(p.t.RetryDirect) != p.retryEpoch && now.Sub(p.since) >= p.t.Probe:
 			p.retryEpoch = now.Truncate(p.t.RetryDirect)
 			set = p.startDirect(now, in.Direct, true, "periodic direct retry")
@@ -252,9 +248,7 @@ func (p *Path) Step(now time.Time, in Input) Status {
 			p.become(now, ModeDirect, "handshake with "+in.Live.String())
 		case p.newProbe(now, in):
 			// A rendezvous or a periodic probe got through the NATs.
-			p.lastProbe = in.ProbedAt
-			set = p.startDirect(now, []netip.AddrPort{in.Probed}, true, "direct probe answered from "+in.Probed.String())
-			p.probed = true
+			set = p.tryProbed(now, in, true)
 		case usable(in.Relays, p.failed, now, p.t.RelayHold) >= 0:
 			set = p.relay(now, in, "a relay became usable")
 		case now.Sub(p.setAt) >= p.t.Probe:
@@ -269,6 +263,15 @@ func (p *Path) Step(now time.Time, in Input) Status {
 // on, recently enough that the path it found is still open.
 func (p *Path) newProbe(now time.Time, in Input) bool {
 	return in.CanProbe && in.Probed.IsValid() && in.ProbedAt.After(p.lastProbe) && now.Sub(in.ProbedAt) < p.t.DownAfter
+}
+
+// tryProbed starts a direct trial of the candidate that answered a probe.
+// A probed path is known to work, so it gets the longer window.
+func (p *Path) tryProbed(now time.Time, in Input, retry bool) netip.AddrPort {
+	p.lastProbe = in.ProbedAt
+	set := p.startDirect(now, []netip.AddrPort{in.Probed}, retry, "direct probe answered from "+in.Probed.String())
+	p.probed = true
+	return set
 }
 
 func (p *Path) status(set netip.AddrPort) Status {

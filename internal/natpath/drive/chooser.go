@@ -90,12 +90,7 @@ func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]m
 		dpeers = append(dpeers, Peer{Key: p.PublicKey, Name: p.Name, Direct: p.Endpoints})
 		o := obs[p.PublicKey]
 		dobs[p.PublicKey] = Observation{Endpoint: o.Endpoint, LastHandshake: o.LastHandshake, RxBytes: o.RxBytes}
-		for _, ep := range p.Endpoints {
-			if !relay.IsVirtual(ep) {
-				c.hasDirect[p.PublicKey] = true
-				break
-			}
-		}
+		c.hasDirect[p.PublicKey] = slices.ContainsFunc(p.Endpoints, func(ep netip.AddrPort) bool { return !relay.IsVirtual(ep) })
 	}
 	st := c.Driver.Step(now, dpeers, Relays(dpeers, c.remote), dobs)
 	c.last = st
@@ -140,15 +135,6 @@ func Relays(peers []Peer, remote map[wgtypes.Key]discovery.Traversal) []RelayMem
 		}
 	}
 	// IPv4 first: a relayed full-size packet fits 1500 bytes there.
-	slices.SortStableFunc(out, func(x, y RelayMember) int {
-		return cmp.Compare(b2i(!x.Addr.Addr().Is4()), b2i(!y.Addr.Addr().Is4()))
-	})
+	slices.SortStableFunc(out, func(x, y RelayMember) int { return cmp.Compare(x.Addr.Addr().BitLen(), y.Addr.Addr().BitLen()) })
 	return out
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
