@@ -48,19 +48,13 @@ func newLabCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Dir, "dir", "examples/local-lab", "Terraform configuration to apply")
-	f.StringVar(&o.Terraform, "terraform", envOr("TERRAFORM", "terraform"), "terraform or tofu binary")
+	f.StringVar(&o.Terraform, "terraform", os.Getenv("TERRAFORM"), "`binary` to run: terraform or tofu, by name or path (default: terraform on PATH, else tofu on PATH, else bin/tofu built by 'make tofu')")
 	f.StringVar(&o.Agent, "agent", "", "agent binary the nodes install and run (default: this binary)")
 	f.DurationVar(&o.UpTimeout, "timeout", 60*time.Second, "how long the whole mesh may take to come up")
 	f.DurationVar(&o.IperfTime, "iperf-time", 3*time.Second, "length of the throughput check")
 	f.StringVar(&o.StatusNode, "status-node", "metal-2", "node whose peer status table is printed")
-	f.BoolVar(&o.KeepWork, "keep", false, "keep node directories and logs after the run")
+	f.BoolVar(&o.KeepWork, "keep", false, "keep the work directory after the run: Terraform state (with the cluster secret) and log, node directories and logs")
 	f.StringVar(&live, "live", "auto", "redraw the progress table in place: auto (when stdout is a terminal), always, never")
 	return cmd
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}

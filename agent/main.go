@@ -14,6 +14,13 @@ import (
 var version = "dev"
 
 func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "meshspan-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "meshspan-agent",
 		Short:         "Full-mesh WireGuard for any Linux host, compatible with Talos KubeSpan",
@@ -29,9 +36,7 @@ func main() {
 		newStatusCmd(),
 		newIdentityCmd(),
 		newLabCmd(),
+		newVersionCmd(),
 	)
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "meshspan-agent:", err)
-		os.Exit(1)
-	}
+	return root
 }

@@ -77,7 +77,7 @@ func newRunCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&configPath, "config", DefaultConfigPath, "machine config file (meshspan/v1 MachineConfig)")
 	f.StringVar(&stateDir, "state-dir", agent.DefaultStateDir, "directory for the node identity (private key, mesh address, affiliate ID)")
-	f.StringVar(&socket, "socket", agent.DefaultSocket, "unix socket for `meshspan-agent status` and /metrics")
+	f.StringVar(&socket, "socket", agent.DefaultSocket, "`path` of the unix socket that serves meshspan-agent status and /metrics")
 	f.StringVar(&mode, "wireguard", string(wg.ModeAuto), "WireGuard back end: auto (kernel if available), kernel or userspace")
 	f.StringVar(&metrics, "metrics-listen", "", "also serve Prometheus /metrics on this TCP address, e.g. 127.0.0.1:9810")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

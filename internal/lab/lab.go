@@ -47,7 +47,8 @@ type Options struct {
 	IperfTime time.Duration
 	// StatusNode is the node whose peer status table is printed.
 	StatusNode string
-	// KeepWork leaves the per-node directories (logs, configs) in place.
+	// KeepWork leaves the work directory in place: the Terraform working
+	// directory and state, its log, the per-node directories (logs, configs).
 	KeepWork bool
 }
 
@@ -67,6 +68,11 @@ type run struct {
 	// meshAddr holds each node's mesh address once its agent reports it.
 	meshAddr  map[string]netip.Addr
 	mirrorSrv *http.Server
+	// tfDir is the private copy of o.Dir Terraform runs in, state included;
+	// tfLog receives the full output of every Terraform command.
+	tfDir string
+	tfLog *os.File
+	sum   summary
 }
 
 // Run executes the demo. It returns nil only when the whole mesh came up and
@@ -85,15 +91,20 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := r.preflight(); err != nil {
 		return err
 	}
+	// 0700: it holds the Terraform state, cluster secret included.
 	if r.work, err = os.MkdirTemp("", "meshspan-lab-"); err != nil {
 		return fmt.Errorf("lab: work directory: %w", err)
 	}
 	defer func() {
+		if r.tfLog != nil {
+			r.tfLog.Close()
+		}
 		if o.KeepWork {
-			r.say("  logs and node files kept in %s", r.work)
+			r.say("  Terraform state, logs and node files kept in %s (the state holds the cluster secret: remove it when done)", r.work)
 		} else {
 			os.RemoveAll(r.work)
 		}
+		r.printSummary(err)
 	}()
 	// A private copy: what Terraform pins (sha256) is then exactly what the
 	// nodes download, even if the binary is rebuilt meanwhile.
@@ -108,10 +119,8 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 
 	r.step("terraform apply on %s", o.Dir)
-	// The provider comes from the local mirror and is rebuilt by every
-	// `make install`, so a lock file from an earlier build would reject it.
-	if err := os.Remove(filepath.Join(o.Dir, ".terraform.lock.hcl")); err == nil {
-		r.say("  removed %s/.terraform.lock.hcl: it pinned an earlier local build of the provider", o.Dir)
+	if err := r.terraformDir(); err != nil {
+		return err
 	}
 	if err := r.terraform(ctx, "init", "-input=false", "-no-color"); err != nil {
 		if os.Getenv("TF_CLI_CONFIG_FILE") == "" {
@@ -119,9 +128,11 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 		return err
 	}
+	applyStart := time.Now()
 	if err := r.terraform(ctx, "apply", "-input=false", "-auto-approve", "-no-color", "-var", "agent_sha256="+sum); err != nil {
 		return err
 	}
+	r.sum.apply = time.Since(applyStart)
 	raw, err := r.terraformOutput(ctx)
 	if err != nil {
 		return err
@@ -191,9 +202,11 @@ func (r *run) preflight() error {
 			return fmt.Errorf("lab: %s is not installed; apt-get install -y iproute2 util-linux iputils-ping iperf3 curl", tool)
 		}
 	}
-	if _, err := exec.LookPath(r.o.Terraform); err != nil {
-		return fmt.Errorf("lab: terraform binary %q: %w", r.o.Terraform, err)
+	tf, err := FindTerraform(r.o.Terraform, r.o.Agent)
+	if err != nil {
+		return err
 	}
+	r.o.Terraform = tf
 	if fi, err := os.Stat(r.o.Dir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("lab: Terraform configuration directory %q not found", r.o.Dir)
 	}
@@ -230,36 +243,91 @@ func fileSHA256(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// terraform runs one command, streaming its output indented.
+// terraform runs one command in the private working directory. Its output
+// goes to the log file; the console gets one line with the time it took
+// and, on failure, the command's whole output.
 func (r *run) terraform(ctx context.Context, args ...string) error {
 	cmd := exec.CommandContext(ctx, r.o.Terraform, args...)
-	cmd.Dir = r.o.Dir
+	cmd.Dir = r.tfDir
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) } // lets it release the state lock
 	cmd.WaitDelay = 15 * time.Second
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start).Round(100 * time.Millisecond)
+	name := filepath.Base(r.o.Terraform) + " " + args[0]
+	fmt.Fprintf(r.tfLog, "$ %s %s   (%v)\n%s\n", filepath.Base(r.o.Terraform), strings.Join(args, " "), took, out.Bytes())
+	if err != nil {
+		r.say("  %-16s failed after %v; its output (also in %s):", name, took, r.tfLog.Name())
+		sc := bufio.NewScanner(&out)
 		for sc.Scan() {
 			if line := strings.TrimRight(sc.Text(), " "); line != "" {
 				r.say("    %s", line)
 			}
 		}
-	}()
-	err := cmd.Run()
-	pw.Close()
-	<-done
-	if err != nil {
-		return fmt.Errorf("lab: %s %s: %w", filepath.Base(r.o.Terraform), args[0], err)
+		return fmt.Errorf("lab: %s: %w (full log: %s)", name, err, r.tfLog.Name())
 	}
+	r.say("  %-16s %6v  %s", name, took, terraformResult(out.Bytes()))
 	return nil
+}
+
+// terraformDir copies the configuration's .tf files into a private
+// working directory, so the state (which holds the cluster secret), the
+// lock file and .terraform/ live there and go away with the run, and the
+// configuration directory stays as it was.
+func (r *run) terraformDir() error {
+	r.tfDir = filepath.Join(r.work, "terraform")
+	if err := os.Mkdir(r.tfDir, 0o700); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	tfs, err := filepath.Glob(filepath.Join(r.o.Dir, "*.tf"))
+	if err != nil || len(tfs) == 0 {
+		return fmt.Errorf("lab: %s has no .tf files", r.o.Dir)
+	}
+	for _, f := range tfs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(r.tfDir, filepath.Base(f)), b, 0o600); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
+	// The provider comes from the local mirror, rebuilt by every `make
+	// install`: a lock file would pin an earlier build, so none is copied.
+	// State an earlier version of the lab left in place is worth a warning.
+	for _, f := range []string{"terraform.tfstate", "terraform.tfstate.backup"} {
+		if _, err := os.Stat(filepath.Join(r.o.Dir, f)); err == nil {
+			r.say("  note: %s is left from an earlier run and holds a cluster secret; the lab no longer uses it: delete it",
+				filepath.Join(r.o.Dir, f))
+		}
+	}
+	if r.tfLog, err = os.OpenFile(filepath.Join(r.work, "terraform.log"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	keep := "removed at teardown; --keep keeps it"
+	if r.o.KeepWork {
+		keep = "kept"
+	}
+	r.say("  working directory and state: %s (mode 0700, %s)", r.tfDir, keep)
+	r.say("  full Terraform log: %s", r.tfLog.Name())
+	return nil
+}
+
+var tfResultRe = regexp.MustCompile(`(?m)^(Apply complete!.*|Terraform has been successfully initialized!|OpenTofu has been successfully initialized!|No changes\..*)$`)
+
+// terraformResult is the line of a command's output that says how it went.
+func terraformResult(out []byte) string {
+	if m := tfResultRe.FindSubmatch(out); m != nil {
+		return strings.TrimSpace(string(m[1]))
+	}
+	return ""
 }
 
 func (r *run) terraformOutput(ctx context.Context) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, r.o.Terraform, "output", "-json")
-	cmd.Dir = r.o.Dir
+	cmd.Dir = r.tfDir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -631,7 +699,8 @@ func (r *run) waitMesh(ctx context.Context) error {
 		}
 		if allUp(views) {
 			show(true)
-			r.say("  mesh fully up: %d nodes, %d peer links, %v after the agents started", len(views), len(views)*(len(views)-1), time.Since(start).Round(100*time.Millisecond))
+			r.sum.meshUp = time.Since(start)
+			r.say("  mesh fully up: %d nodes, %d peer links, %v after the agents started", len(views), len(views)*(len(views)-1), r.sum.meshUp.Round(100*time.Millisecond))
 			for _, v := range views {
 				r.meshAddr[v.Name] = v.Mesh
 			}
@@ -769,10 +838,14 @@ func (r *run) pingMatrix(ctx context.Context) error {
 		r.say("    %s", l)
 	}
 	var failed []string
+	r.sum.pings = len(res)
 	for k, v := range res {
 		if v.Err != nil {
 			failed = append(failed, k[0]+"->"+k[1])
+			continue
 		}
+		r.sum.pingsOK++
+		r.sum.maxRTT = max(r.sum.maxRTT, v.RTT)
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("lab: %d of %d pings over the mesh failed: %s", len(failed), len(res), strings.Join(failed, ", "))
@@ -821,6 +894,7 @@ func (r *run) throughput(ctx context.Context) error {
 	if bps <= 0 {
 		return fmt.Errorf("lab: iperf3 %s -> %s moved no data: %s", client, server, res.Error)
 	}
+	r.sum.bps, r.sum.iperf = bps, client+" -> "+server
 	r.say("  throughput over the mesh %s -> %s: %.2f Gbit/s (iperf3, one TCP stream, %d s)", client, server, bps/1e9, secs)
 	return nil
 }
