@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 
 	"gopkg.in/yaml.v3"
 )
@@ -25,6 +26,12 @@ func Parse(data []byte) (*Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("config: document is empty; write a meshspan/v1 MachineConfig (the provider's machine_config output)")
+		}
+		var doc yaml.Node
+		if yaml.Unmarshal(data, &doc) == nil {
+			if ke := unknownKey(&doc, reflect.TypeFor[Config]()); ke != nil {
+				return nil, ke
+			}
 		}
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -51,7 +58,7 @@ func Load(path string) (*Config, error) {
 	}
 	c, err := Parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, withPath(path, err)
 	}
 	return c, nil
 }

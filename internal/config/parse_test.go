@@ -47,7 +47,7 @@ func TestParseErrors(t *testing.T) {
 		{"empty", "", "document is empty"},
 		{"wrong version", strings.Replace(string(valid), "meshspan/v1", "meshspan/v0", 1), `apiVersion is "meshspan/v0"; set apiVersion: meshspan/v1`},
 		{"no version", "kind: MachineConfig\n", `apiVersion is ""`},
-		{"unknown field", string(valid) + "bogus: 1\n", "field bogus not found"},
+		{"unknown field", string(valid) + "bogus: 1\n", "unknown key bogus; valid keys here: advertisedNetworks"},
 		{"two documents", string(valid) + "---\n" + string(valid), "more than one YAML document"},
 		{"bad duration", strings.Replace(string(valid), "keepalive: 5s", "keepalive: soon", 1), `invalid duration "soon"`},
 		{"too large", string(valid) + "#" + strings.Repeat("x", MaxSize), "larger than the"},
