@@ -57,4 +57,3 @@ func newLabCmd() *cobra.Command {
 	f.StringVar(&live, "live", "auto", "redraw the progress table in place: auto (when stdout is a terminal), always, never")
 	return cmd
 }
-

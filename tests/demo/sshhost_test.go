@@ -90,7 +90,6 @@ func newSSHLab(t *testing.T, subnets ...netip.Prefix) *sshLab {
 	return l
 }
 
-
 // sshHostSetup runs as the host's first process, in the private mount
 // namespace `ip netns exec` gives it, then becomes sshd.
 const sshHostSetup = `set -eu
