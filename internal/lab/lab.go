@@ -311,7 +311,7 @@ func (r *run) terraformDir() error {
 		keep = "kept"
 	}
 	r.say("  working directory and state: %s (mode 0700, %s)", r.tfDir, keep)
-	r.say("  full Terraform log: %s", r.tfLog.Name())
+	r.say("  full Terraform log: %s (a failing step prints its own output here too)", r.tfLog.Name())
 	return nil
 }
 

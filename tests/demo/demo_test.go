@@ -73,6 +73,7 @@ func (e env) cmd(ctx context.Context, args ...string) *exec.Cmd {
 
 var (
 	labIDRe    = regexp.MustCompile(`removing namespaces (demo-[0-9a-f]{6})-\*`)
+	tfDirRe    = regexp.MustCompile(`(?m)^  working directory and state: (\S+) \(mode 0700, `)
 	agentPIDRe = regexp.MustCompile(`(?m)^  \S+\s+pid (\d+)\s`)
 )
 
@@ -119,11 +120,28 @@ func TestDemoShort(t *testing.T) {
 		"throughput over the mesh",
 		"host firewall: outsider",
 		"demo passed",
+		"full Terraform log: ",
+		"==> summary\n  terraform apply  ",
+		"\n  ping matrix      20/20 answered, slowest ",
+		"\n  throughput       ",
+		"\n  result           passed\n",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
+	// One line per Terraform step, with its time; their output is in the log.
+	for _, re := range []string{`(?m)^  \S+ init +\d[\d.]*m?s  `, `(?m)^  \S+ apply +\d[\d.]*m?s  Apply complete! Resources: \d+ added`} {
+		if !regexp.MustCompile(re).MatchString(s) {
+			t.Errorf("no Terraform step line matching %s", re)
+		}
+	}
+	for _, noise := range []string{"Initializing provider plugins", "will be created", ".terraform.lock.hcl"} {
+		if strings.Contains(s, noise) {
+			t.Errorf("output shows Terraform's own output (%q); it belongs in the log", noise)
+		}
+	}
+	checkNoState(t, e.dir, s)
 	if strings.Contains(s, "FAIL") {
 		t.Errorf("a ping failed yet the demo passed:\n%s", s)
 	}
@@ -131,6 +149,24 @@ func TestDemoShort(t *testing.T) {
 		t.Logf("output:\n%s", s)
 	}
 	checkClean(t, s)
+}
+
+// checkNoState asserts the configuration directory has no state, lock file
+// or .terraform, and the private working directory is gone.
+func checkNoState(t *testing.T, dir, out string) {
+	t.Helper()
+	for _, f := range []string{"terraform.tfstate", "terraform.tfstate.backup", ".terraform.lock.hcl", ".terraform"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			t.Errorf("the run left %s in the configuration directory", f)
+		}
+	}
+	m := tfDirRe.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("the output names no Terraform working directory:\n%s", out)
+	}
+	if _, err := os.Stat(m[1]); !os.IsNotExist(err) {
+		t.Errorf("the Terraform working directory %s (state, cluster secret) is still there: %v", m[1], err)
+	}
 }
 
 // TestDemoFailsWhenMeshIsLate: a mesh that is not up in time is a failure,
@@ -146,7 +182,11 @@ func TestDemoFailsWhenMeshIsLate(t *testing.T) {
 	if !strings.Contains(string(out), "the mesh was not fully up after 1ms") {
 		t.Errorf("output does not say why it failed:\n%s", out)
 	}
+	if !strings.Contains(string(out), "\n  mesh up          not reached\n") || !strings.Contains(string(out), "\n  result           FAILED: lab: the mesh was not fully up after 1ms\n") {
+		t.Errorf("the summary does not show where it failed:\n%s", out)
+	}
 	checkClean(t, string(out))
+	checkNoState(t, e.dir, string(out))
 }
 
 // TestDemoInterrupted: Ctrl-C while the agents run tears everything down
@@ -170,6 +210,21 @@ func TestDemoInterrupted(t *testing.T) {
 		line := sc.Text()
 		all.WriteString(line + "\n")
 		if !sent && strings.HasPrefix(line, "==> waiting for the mesh") {
+			// Meanwhile the state lives in the private directory, 0700.
+			if m := tfDirRe.FindStringSubmatch(all.String()); m == nil {
+				t.Errorf("the output names no Terraform working directory")
+			} else {
+				for _, d := range []string{filepath.Dir(m[1]), m[1]} {
+					if fi, err := os.Stat(d); err != nil {
+						t.Errorf("work directory: %v", err)
+					} else if fi.Mode().Perm() != 0o700 {
+						t.Errorf("work directory %s has mode %v, want 0700", d, fi.Mode().Perm())
+					}
+				}
+				if _, err := os.Stat(filepath.Join(m[1], "terraform.tfstate")); err != nil {
+					t.Errorf("no state in the private working directory: %v", err)
+				}
+			}
 			c.Process.Signal(os.Interrupt)
 			sent = true
 		}
@@ -186,4 +241,5 @@ func TestDemoInterrupted(t *testing.T) {
 		t.Errorf("output does not say it was interrupted:\n%s", out)
 	}
 	checkClean(t, out)
+	checkNoState(t, e.dir, out)
 }

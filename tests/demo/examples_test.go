@@ -87,11 +87,12 @@ func TestExamplesValidate(t *testing.T) {
 	for _, c := range []struct {
 		dir        string
 		terragrunt bool
+		node       bool // includes node.hcl, which generates node-variables.tf
 	}{
-		{"local-lab", false},
-		{"discovery-selfhosted", false},
-		{"terragrunt/cluster", true},
-		{"terragrunt/metal", true},
+		{"local-lab", false, false},
+		{"discovery-selfhosted", false, false},
+		{"terragrunt/cluster", true, false},
+		{"terragrunt/metal", true, true},
 	} {
 		t.Run(c.dir, func(t *testing.T) {
 			work := t.TempDir()
@@ -110,6 +111,15 @@ func TestExamplesValidate(t *testing.T) {
 			}
 			if c.terragrunt {
 				if err := os.WriteFile(filepath.Join(work, "meshspan_provider.tf"), []byte(meshspanRequirement), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.node {
+				b, err := os.ReadFile("../../examples/terragrunt/node-variables.tf")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(work, "node_variables.tf"), b, 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}

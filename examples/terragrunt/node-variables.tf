@@ -1,3 +1,6 @@
+# Generated into each node unit by node.hcl: what every unit that makes nodes
+# declares.
+
 variable "cluster_id" {
   type      = string
   sensitive = true
