@@ -240,6 +240,12 @@ func doElems[T any](ctx context.Context, s types.Set, diags *diag.Diagnostics) [
 	return out
 }
 
+// doFullyKnown reports whether v holds no unknown value, however deep.
+func doFullyKnown(ctx context.Context, v attr.Value) bool {
+	tv, err := v.ToTerraformValue(ctx)
+	return err == nil && tv.IsFullyKnown()
+}
+
 // doRulesFrom reads extra inbound or outbound rules: the two models differ
 // only in their attribute names, so one converts to the other.
 func doRulesFrom[M doInboundModel | doOutboundModel](ctx context.Context, set types.Set, diags *diag.Diagnostics) []doRule {
@@ -331,7 +337,9 @@ func (r *digitalOceanFirewallResource) ValidateConfig(ctx context.Context, req r
 			}
 		}
 	}
-	if m.ExtraInbound.IsUnknown() || m.ExtraOutbound.IsUnknown() || resp.Diagnostics.HasError() {
+	// Terraform validates before variables are known: a rule whose
+	// addresses come from a variable is checked at plan time instead.
+	if !doFullyKnown(ctx, m.ExtraInbound) || !doFullyKnown(ctx, m.ExtraOutbound) || resp.Diagnostics.HasError() {
 		return
 	}
 	in := doRulesFrom[doInboundModel](ctx, m.ExtraInbound, &resp.Diagnostics)

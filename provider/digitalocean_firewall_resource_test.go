@@ -609,3 +609,39 @@ data "meshspan_machine_config" "node" {
 		},
 	})
 }
+
+// Terraform validates a configuration before its variables are known:
+// addresses from a variable (the journeys' var.admin_cidrs) are then
+// unknown inside a known rule set, and must not fail validation.
+func TestAccDigitalOceanFirewall_addressesFromVariable(t *testing.T) {
+	s := startDOStandIn(t)
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { testAccPreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             s.checkDestroyed,
+		Steps: []resource.TestStep{{
+			Config: s.config(`
+  name = "var-fw"
+  tags = ["mesh"]
+  extra_inbound_rules = [{ protocol = "tcp", port_range = "6443", source_addresses = var.admin_cidrs }]
+}
+
+variable "admin_cidrs" {
+  type    = list(string)
+  default = ["100.64.0.0/10"]
+`),
+			Check: func(*terraform.State) error {
+				fw, err := s.byName("var-fw")
+				if err != nil {
+					return err
+				}
+				for _, r := range fw.InboundRules {
+					if r.Ports == "6443" && r.Sources != nil && len(r.Sources.Addresses) == 1 && r.Sources.Addresses[0] == "100.64.0.0/10" {
+						return nil
+					}
+				}
+				return fmt.Errorf("no tcp 6443 rule from 100.64.0.0/10 in %+v", fw.InboundRules)
+			},
+		}},
+	})
+}
