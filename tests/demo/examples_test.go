@@ -51,6 +51,14 @@ func TestExamplesFormatted(t *testing.T) {
 			t.Errorf("terraform fmt -check examples/%s: %v\n%s", j, err, out)
 		}
 	}
+	t.Run("terragrunt", func(t *testing.T) {
+		tg := terragruntBin(t)
+		cmd := exec.Command(tg, "hclfmt", "--check")
+		cmd.Dir = "../../examples/terragrunt"
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("terragrunt hclfmt --check in examples/terragrunt: %v\n%s", err, out)
+		}
+	})
 	t.Run("packer", func(t *testing.T) {
 		packer, err := exec.LookPath("packer")
 		if err != nil {
