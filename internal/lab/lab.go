@@ -72,7 +72,9 @@ type run struct {
 	// tfLog receives the full output of every Terraform command.
 	tfDir string
 	tfLog *os.File
-	sum   summary
+	// tfFailed: a Terraform step failed, so its log outlives the run.
+	tfFailed bool
+	sum      summary
 }
 
 // Run executes the demo. It returns nil only when the whole mesh came up and
@@ -102,6 +104,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		if o.KeepWork {
 			r.say("  Terraform state, logs and node files kept in %s (the state holds the cluster secret: remove it when done)", r.work)
 		} else {
+			if r.tfFailed && os.Rename(r.tfLog.Name(), r.keptLog()) == nil {
+				r.say("  Terraform log kept: %s", r.keptLog())
+			}
 			os.RemoveAll(r.work)
 		}
 		r.printSummary(err)
@@ -130,6 +135,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	applyStart := time.Now()
 	if err := r.terraform(ctx, "apply", "-input=false", "-auto-approve", "-no-color", "-var", "agent_sha256="+sum); err != nil {
+		r.sum.applyFailed = true
 		return err
 	}
 	r.sum.apply = time.Since(applyStart)
@@ -259,14 +265,19 @@ func (r *run) terraform(ctx context.Context, args ...string) error {
 	name := filepath.Base(r.o.Terraform) + " " + args[0]
 	fmt.Fprintf(r.tfLog, "$ %s %s   (%v)\n%s\n", filepath.Base(r.o.Terraform), strings.Join(args, " "), took, out.Bytes())
 	if err != nil {
-		r.say("  %-16s failed after %v; its output (also in %s):", name, took, r.tfLog.Name())
+		r.tfFailed = true
+		log := r.tfLog.Name()
+		if !r.o.KeepWork {
+			log = r.keptLog()
+		}
+		r.say("  %-16s failed after %v; its output (the full log is kept: %s):", name, took, log)
 		sc := bufio.NewScanner(&out)
 		for sc.Scan() {
 			if line := strings.TrimRight(sc.Text(), " "); line != "" {
 				r.say("    %s", line)
 			}
 		}
-		return fmt.Errorf("lab: %s: %w (full log: %s)", name, err, r.tfLog.Name())
+		return fmt.Errorf("lab: %s: %w (its output is above; full log: %s)", name, err, log)
 	}
 	r.say("  %-16s %6v  %s", name, took, terraformResult(out.Bytes()))
 	return nil
@@ -311,9 +322,13 @@ func (r *run) terraformDir() error {
 		keep = "kept"
 	}
 	r.say("  working directory and state: %s (mode 0700, %s)", r.tfDir, keep)
-	r.say("  full Terraform log: %s (a failing step prints its own output here too)", r.tfLog.Name())
+	r.say("  full Terraform log: %s (kept if a step fails)", r.tfLog.Name())
 	return nil
 }
+
+// keptLog is where the Terraform log goes when a step failed: next to the
+// work directory, which is removed.
+func (r *run) keptLog() string { return r.work + "-terraform.log" }
 
 var tfResultRe = regexp.MustCompile(`(?m)^(Apply complete!.*|Terraform has been successfully initialized!|OpenTofu has been successfully initialized!|No changes\..*)$`)
 

@@ -8,9 +8,11 @@ import (
 
 // summary collects the figures the run ends with; zero means not reached.
 type summary struct {
-	apply  time.Duration // terraform apply
-	meshUp time.Duration // agents started -> every peer link up
-	pings  int           // pings tried over the mesh
+	apply time.Duration // terraform apply
+	// applyFailed: terraform apply ran and failed.
+	applyFailed bool
+	meshUp      time.Duration // agents started -> every peer link up
+	pings       int           // pings tried over the mesh
 	// pingsOK answered, the slowest taking maxRTT.
 	pingsOK int
 	maxRTT  time.Duration
@@ -24,9 +26,12 @@ func (s summary) write(w io.Writer, err error) {
 	fmt.Fprintln(w, "==> summary")
 	row := func(k, v string) { fmt.Fprintf(w, "  %-16s %s\n", k, v) }
 	notReached := "not reached"
-	if s.apply > 0 {
+	switch {
+	case s.apply > 0:
 		row("terraform apply", s.apply.Round(100*time.Millisecond).String())
-	} else {
+	case s.applyFailed:
+		row("terraform apply", "FAILED")
+	default:
 		row("terraform apply", notReached)
 	}
 	if s.meshUp > 0 {

@@ -243,3 +243,43 @@ func TestDemoInterrupted(t *testing.T) {
 	checkClean(t, out)
 	checkNoState(t, e.dir, out)
 }
+
+// TestDemoTerraformFails: a failing Terraform step prints its output, keeps
+// the full log where it says, and leaves no state behind.
+func TestDemoTerraformFails(t *testing.T) {
+	e := setup(t)
+	broken := "output \"broken\" {\n  value = meshspan_cluster_secrets.nonexistent.cluster_id\n}\n"
+	if err := os.WriteFile(filepath.Join(e.dir, "broken.tf"), []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	b, err := e.cmd(ctx).CombinedOutput()
+	out := string(b)
+	if err == nil {
+		t.Fatalf("lab exited 0 with a broken configuration:\n%s", out)
+	}
+	m := regexp.MustCompile(`(?m)^  Terraform log kept: (\S+)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("the output names no kept Terraform log:\n%s", out)
+	}
+	defer os.Remove(m[1])
+	log, err := os.ReadFile(m[1])
+	if err != nil {
+		t.Fatalf("kept log: %v", err)
+	}
+	for _, want := range []string{"meshspan_cluster_secrets.nonexistent", "failed after"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, want := range []string{"init -input=false", "meshspan_cluster_secrets.nonexistent"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("kept log lacks %q:\n%s", want, log)
+		}
+	}
+	if !strings.Contains(out, "\n  terraform apply  FAILED\n") || !strings.Contains(out, "\n  result           FAILED: lab: ") {
+		t.Errorf("the summary does not show the failure:\n%s", out)
+	}
+	checkNoState(t, e.dir, out)
+}
