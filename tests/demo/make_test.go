@@ -53,8 +53,8 @@ func TestMakeFindsTerraform(t *testing.T) {
 		args       []string
 		want       string
 	}{
-		{"terraform first", both, nil, filepath.Join(both, "terraform") + " fmt -recursive examples"},
-		{"then tofu", onlyTofu, nil, filepath.Join(onlyTofu, "tofu") + " fmt -recursive examples"},
+		{"terraform first", both, nil, "env -u TF_CLI_CONFIG_FILE " + filepath.Join(both, "terraform") + " fmt -recursive examples"},
+		{"then tofu", onlyTofu, nil, "env -u TF_CLI_CONFIG_FILE " + filepath.Join(onlyTofu, "tofu") + " fmt -recursive examples"},
 		{"TERRAFORM wins", both, []string{"TERRAFORM=/opt/tf/terraform"}, "/opt/tf/terraform fmt -recursive examples"},
 	} {
 		out, err := makeIn(c.path, true, append(c.args, "fmt")...)
