@@ -41,7 +41,11 @@ func newLabCmd() *cobra.Command {
 				o.Live = true
 			}
 			o.Out = cmd.OutOrStdout()
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			// A closed stdout (`lab | head`) or terminal must not kill the
+			// lab before its teardown: writes then fail instead, and a hangup
+			// tears down as Ctrl-C does.
+			signal.Ignore(syscall.SIGPIPE)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 			defer stop()
 			return lab.Run(ctx, o)
 		},

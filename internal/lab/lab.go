@@ -72,6 +72,8 @@ type run struct {
 	// tfLog receives the full output of every Terraform command.
 	tfDir string
 	tfLog *os.File
+	// tfrc is the CLI config that finds the provider in the local mirror.
+	tfrc string
 	// tfFailed: a Terraform step failed, so its log outlives the run.
 	tfFailed bool
 	sum      summary
@@ -128,7 +130,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 	if err := r.terraform(ctx, "init", "-input=false", "-no-color"); err != nil {
-		if os.Getenv("TF_CLI_CONFIG_FILE") == "" {
+		if r.tfrc == "" {
 			err = fmt.Errorf("%w (the provider is not in any registry: run `make install` and export TF_CLI_CONFIG_FILE=$PWD/bin/terraformrc, or use `make demo`)", err)
 		}
 		return err
@@ -213,6 +215,7 @@ func (r *run) preflight() error {
 		return err
 	}
 	r.o.Terraform = tf
+	r.tfrc = cliConfig(r.o.Agent)
 	if fi, err := os.Stat(r.o.Dir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("lab: Terraform configuration directory %q not found", r.o.Dir)
 	}
@@ -255,6 +258,7 @@ func fileSHA256(path string) (string, error) {
 func (r *run) terraform(ctx context.Context, args ...string) error {
 	cmd := exec.CommandContext(ctx, r.o.Terraform, args...)
 	cmd.Dir = r.tfDir
+	cmd.Env = r.tfEnv()
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) } // lets it release the state lock
 	cmd.WaitDelay = 15 * time.Second
 	var out bytes.Buffer
@@ -322,6 +326,9 @@ func (r *run) terraformDir() error {
 		keep = "kept"
 	}
 	r.say("  working directory and state: %s (mode 0700, %s)", r.tfDir, keep)
+	if r.tfrc != "" && r.tfrc != os.Getenv("TF_CLI_CONFIG_FILE") {
+		r.say("  provider from the local mirror: TF_CLI_CONFIG_FILE=%s", r.tfrc)
+	}
 	r.say("  full Terraform log: %s (kept if a step fails)", r.tfLog.Name())
 	return nil
 }
@@ -343,6 +350,7 @@ func terraformResult(out []byte) string {
 func (r *run) terraformOutput(ctx context.Context) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, r.o.Terraform, "output", "-json")
 	cmd.Dir = r.tfDir
+	cmd.Env = r.tfEnv()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -68,3 +68,32 @@ func tofuBuilds(agent string) []string {
 	}
 	return c
 }
+
+// cliConfig is the Terraform CLI config that finds the provider: the one
+// TF_CLI_CONFIG_FILE names if it exists, else the bin/terraformrc `make
+// install` writes next to the agent binary (bin/meshspan-agent), so
+// `bin/meshspan-agent lab` works without exporting it. "" if neither.
+func cliConfig(agent string) string {
+	if p := os.Getenv("TF_CLI_CONFIG_FILE"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if agent != "" {
+		p := filepath.Join(filepath.Dir(agent), "terraformrc")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// tfEnv is the environment Terraform runs with: this process's, with the
+// CLI config that finds the provider.
+func (r *run) tfEnv() []string {
+	env := os.Environ()
+	if r.tfrc != "" {
+		env = append(env, "TF_CLI_CONFIG_FILE="+r.tfrc)
+	}
+	return env
+}

@@ -63,3 +63,27 @@ func TestFindTerraform(t *testing.T) {
 		t.Error("FindTerraform accepted a path that does not exist")
 	}
 }
+
+func TestCliConfig(t *testing.T) {
+	bin := t.TempDir()
+	agent := filepath.Join(bin, "meshspan-agent")
+	t.Setenv("TF_CLI_CONFIG_FILE", filepath.Join(bin, "missing"))
+	if got := cliConfig(agent); got != "" {
+		t.Errorf("no config anywhere: %q", got)
+	}
+	rc := filepath.Join(bin, "terraformrc")
+	if err := os.WriteFile(rc, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := cliConfig(agent); got != rc {
+		t.Errorf("TF_CLI_CONFIG_FILE names a missing file: %q, want bin/terraformrc next to the agent %s", got, rc)
+	}
+	other := filepath.Join(t.TempDir(), "rc")
+	if err := os.WriteFile(other, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TF_CLI_CONFIG_FILE", other)
+	if got := cliConfig(agent); got != other {
+		t.Errorf("TF_CLI_CONFIG_FILE exists: %q, want %s", got, other)
+	}
+}
