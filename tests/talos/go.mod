@@ -7,6 +7,7 @@ require (
 	github.com/meshspan/terraform-provider-meshspan v0.0.0
 	github.com/siderolabs/talos/pkg/machinery v1.11.5
 	golang.zx2c4.com/wireguard/wgctrl v0.0.0-20241231184526-a9ab2273dd10
+	gopkg.in/yaml.v3 v3.0.1
 )
 
 require (
@@ -17,7 +18,9 @@ require (
 	github.com/containernetworking/cni v1.2.3 // indirect
 	github.com/cosi-project/runtime v1.10.7 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
+	github.com/evanphx/json-patch v5.9.11+incompatible // indirect
 	github.com/gertd/go-pluralize v0.2.1 // indirect
+	github.com/ghodss/yaml v1.0.0 // indirect
 	github.com/google/cel-go v0.26.0 // indirect
 	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.26.3 // indirect
@@ -53,7 +56,12 @@ require (
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 	google.golang.org/grpc v1.85.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
-	gopkg.in/yaml.v3 v3.0.1 // indirect
+	gopkg.in/yaml.v2 v2.4.0 // indirect
 )
 
 replace github.com/meshspan/terraform-provider-meshspan => ../..
+
+// machinery v1.11.5 was built with gen v0.8.5; v0.8.6 (which the
+// discovery-client wants) moved xyaml to yaml v4. discovery-client only
+// uses gen's channel helpers, which v0.8.5 has.
+replace github.com/siderolabs/gen => github.com/siderolabs/gen v0.8.5
