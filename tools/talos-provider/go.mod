@@ -2,6 +2,12 @@ module github.com/meshspan/terraform-provider-meshspan/tools/talos-provider
 
 go 1.26.0
 
+// As upstream v0.7.1 pins it in its own go.mod (a dependency's replace does
+// not carry over to this module).
+replace google.golang.org/grpc => google.golang.org/grpc v1.66.3
+
+require github.com/siderolabs/terraform-provider-talos v0.7.1
+
 require (
 	cel.dev/expr v0.18.0 // indirect
 	github.com/ProtonMail/go-crypto v1.1.3 // indirect
@@ -132,7 +138,6 @@ require (
 	github.com/siderolabs/protoenc v0.2.1 // indirect
 	github.com/siderolabs/talos v1.9.2 // indirect
 	github.com/siderolabs/talos/pkg/machinery v1.9.2 // indirect
-	github.com/siderolabs/terraform-provider-talos v0.7.1 // indirect
 	github.com/sigstore/cosign/v2 v2.4.1 // indirect
 	github.com/sigstore/protobuf-specs v0.3.2 // indirect
 	github.com/sigstore/rekor v1.3.6 // indirect
