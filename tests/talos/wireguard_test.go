@@ -71,4 +71,3 @@ func TestWireGuardDetails(t *testing.T) {
 		t.Errorf("meshspan keepalive %s: a Talos peer would see meshspan nodes less often than Talos nodes", ourKeepalive)
 	}
 }
-
