@@ -97,7 +97,7 @@ func ParseVersion(v string) (major, minor int, err error) {
 		nums[i] = n
 	}
 	if nums[0] != 1 {
-		return 0, 0, fmt.Errorf("%q: only Talos 1.x is known; the patch forms were checked against Talos 1.10 to 1.13", v)
+		return 0, 0, fmt.Errorf("%q: only Talos 1.x is known (the patch forms were checked against Talos machinery v1.9.2, v1.11.5 and v1.13.0)", v)
 	}
 	return nums[0], nums[1], nil
 }
