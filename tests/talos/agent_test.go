@@ -159,7 +159,9 @@ func TestAgentMeshesWithTalosNode(t *testing.T) {
 			}
 		}
 	}
-	if ours.Nodename != "hetzner-1" || !prefix.Contains(ours.KubeSpan.Address) || !slices.Contains(ours.Addresses, netip.MustParseAddr("203.0.113.31")) {
+	if ours.Nodename != "hetzner-1" || !prefix.Contains(ours.KubeSpan.Address) || !slices.Contains(ours.Addresses, netip.MustParseAddr("203.0.113.31")) ||
+		ours.MachineType != machine.TypeUnknown || ours.OperatingSystem != "meshspan (test)" || ours.Hostname == "" || ours.NodeID == "" ||
+		!slices.Contains(ours.KubeSpan.Endpoints, netip.MustParseAddrPort("203.0.113.31:51820")) {
 		t.Fatalf("the meshspan affiliate as Talos reads it: %+v", ours)
 	}
 	peerKey, err := wgtypes.ParseKey(ours.KubeSpan.PublicKey)
