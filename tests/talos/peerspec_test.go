@@ -80,7 +80,7 @@ func TestAllowedIPsMatchTalosRule(t *testing.T) {
 			key, _ := wgtypes.GeneratePrivateKey()
 			a := prefix.Addr().As16()
 			a[14], a[15] = byte(i), byte(rng.IntN(3)) // sometimes inside another's network
-			p := talosPeer{id: string(rune('a' + rng.IntN(26))) + string(rune('a'+i)), address: netip.AddrFrom16(a)}
+			p := talosPeer{id: string(rune('a'+rng.IntN(26))) + string(rune('a'+i)), address: netip.AddrFrom16(a)}
 			for range rng.IntN(3) {
 				p.addresses = append(p.addresses, netip.AddrFrom4([4]byte{10, 0, byte(rng.IntN(4)), byte(rng.IntN(256))}))
 			}
