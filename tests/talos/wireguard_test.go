@@ -47,6 +47,9 @@ func TestWireGuardDetails(t *testing.T) {
 		{"WireGuard firewall mark", false, constants.KubeSpanDefaultFirewallMark, int(def.Routing.FirewallMark), "per host"},
 		{"force mark", false, constants.KubeSpanDefaultForceFirewallMark, int(def.Routing.ForceMark), "per host"},
 		{"mark mask", false, constants.KubeSpanDefaultFirewallMask, int(def.Routing.MarkMask), "per host"},
+		// Not a machinery constant: Talos's routing_rules.go takes the first
+		// free priority counting down from 32500.
+		{"policy rule priority", false, 32500, def.Routing.RulePriority, "per host"},
 	}
 	for _, r := range rows {
 		equal := fmt.Sprint(r.talos) == fmt.Sprint(r.our)
