@@ -130,6 +130,7 @@ func (p *meshspanProvider) Resources(_ context.Context) []func() resource.Resour
 func (p *meshspanProvider) DataSources(_ context.Context) []func() datasource.DataSource {
 	return []func() datasource.DataSource{
 		NewMachineConfigDataSource,
+		NewTalosPatchDataSource,
 	}
 }
 
