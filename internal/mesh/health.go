@@ -142,7 +142,10 @@ func (tr *track) step(now time.Time, h Health, candidates []netip.AddrPort, o Ob
 	tr.lastStep = now
 
 	activity := o.LastHandshake
-	if tr.lastRx.After(activity) {
+	// Received bytes count only inside a session: a handshake initiation
+	// also grows the counter, and one with a wrong pre-shared key (or from
+	// a stale key) never completes, so it must not make the peer look up.
+	if tr.lastRx.After(activity) && sessionLive(now, o.LastHandshake) {
 		activity = tr.lastRx
 	}
 	recent := !activity.IsZero() && now.Sub(activity) < h.DownAfter
@@ -179,6 +182,14 @@ func (tr *track) step(now time.Time, h Health, candidates []netip.AddrPort, o Ob
 	}
 	st.EndpointChanges = tr.changes
 	return st
+}
+
+// rejectAfter is WireGuard's RejectAfterTime: a session older than this
+// carries no data, so without a newer handshake there is no session.
+const rejectAfter = 180 * time.Second
+
+func sessionLive(now, lastHandshake time.Time) bool {
+	return !lastHandshake.IsZero() && now.Sub(lastHandshake) < rejectAfter
 }
 
 // nextEndpoint picks the candidate after last (wrapping), or the first one

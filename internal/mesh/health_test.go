@@ -194,3 +194,33 @@ func TestWireGuardKeepalive(t *testing.T) {
 		}
 	}
 }
+
+// A peer that only sends handshake initiations (a wrong pre-shared key, so
+// none completes) grows the rx counter but is never up.
+func TestTrackerRxWithoutHandshakeIsNotUp(t *testing.T) {
+	s := newSim(t, "192.0.2.1:51820")
+	for sec := 0.0; sec <= 20; sec++ {
+		s.traffic()
+		if st := s.at(sec); st.State == StateUp {
+			t.Fatalf("t=%v: %+v; want not up without a completed handshake", sec, st)
+		}
+	}
+	// A completed handshake makes it up; rx growth then keeps it up past
+	// the handshake's own age.
+	s.handshake(20.5)
+	for sec := 21.0; sec <= 40; sec++ {
+		s.traffic()
+		if st := s.at(sec); st.State != StateUp {
+			t.Fatalf("t=%v: %+v; want up while traffic flows in a session", sec, st)
+		}
+	}
+	// Past WireGuard's RejectAfterTime with no new handshake, traffic alone
+	// no longer counts.
+	for sec := 41.0; sec <= 20.5+180+10; sec++ {
+		s.traffic()
+		s.at(sec)
+	}
+	if s.last.State == StateUp {
+		t.Fatalf("%+v; want not up once the session expired", s.last)
+	}
+}
