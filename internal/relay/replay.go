@@ -5,8 +5,9 @@ import (
 	"time"
 )
 
-// DefaultWindow is how far a hello's timestamp may be from the receiver's
-// clock. Members run NTP; a minute is generous and keeps the nonce cache small.
+// DefaultWindow is how far a direct probe's timestamp may be from the
+// receiver's clock. (Registrations with relays use per-member counters
+// instead and compare no clocks.)
 const DefaultWindow = time.Minute
 
 var (
