@@ -156,7 +156,9 @@ func TestMachineConfigValidation(t *testing.T) {
 		{"bad cluster id", func(m *machineConfigModel) { m.ClusterID = types.StringValue("abc") }, path.Root("cluster_id"), "must be 32 bytes in padded base64"},
 		{"bad cluster secret", func(m *machineConfigModel) { m.ClusterSecret = types.StringValue("") }, path.Root("cluster_secret"), "is empty; take it from the meshspan_cluster_secrets resource"},
 		{"cluster id with newline", func(m *machineConfigModel) { m.ClusterID = types.StringValue(m.ClusterID.ValueString() + "\n") }, path.Root("cluster_id"), "has whitespace"},
-		{"cluster secret with crlf", func(m *machineConfigModel) { m.ClusterSecret = types.StringValue(m.ClusterSecret.ValueString() + "\r\n") }, path.Root("cluster_secret"), "has whitespace"},
+		{"cluster secret with crlf", func(m *machineConfigModel) {
+			m.ClusterSecret = types.StringValue(m.ClusterSecret.ValueString() + "\r\n")
+		}, path.Root("cluster_secret"), "has whitespace"},
 		{"cluster secret with inner newline", func(m *machineConfigModel) {
 			s := m.ClusterSecret.ValueString()
 			m.ClusterSecret = types.StringValue(s[:20] + "\n" + s[20:])

@@ -181,8 +181,8 @@ type agent struct {
 		lastTotal                       int64 // rx+tx of all peers at lastCheck
 		idle                            bool
 	}
-	peerKeys     map[wgtypes.Key]bool
-	decrypt      struct {
+	peerKeys map[wgtypes.Key]bool
+	decrypt  struct {
 		count uint64    // decrypt failures seen so far
 		at    time.Time // when the count last grew
 	}

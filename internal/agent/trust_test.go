@@ -162,10 +162,13 @@ func TestMetricsListenAndDecryptFailures(t *testing.T) {
 	go func() {
 		done <- Run(ctx, Options{
 			Config: cfg, StateDir: dir, Socket: sock, NoHostPolicy: true, MemoryLimit: -1, MetricsListen: metrics,
-			Discovery:  &fakeDisco{changes: make(chan struct{}), failures: 3},
-			OpenDevice: func(o wg.Options) (*wg.Device, error) { o.Bind = bindtest.NewChannelBinds()[0]; return wg.NewUserspace(tun.TUN(), o) },
-			HostAddrs:  func() ([]netip.Addr, error) { return nil, nil },
-			MAC:        func() (net.HardwareAddr, error) { return randomMAC(), nil },
+			Discovery: &fakeDisco{changes: make(chan struct{}), failures: 3},
+			OpenDevice: func(o wg.Options) (*wg.Device, error) {
+				o.Bind = bindtest.NewChannelBinds()[0]
+				return wg.NewUserspace(tun.TUN(), o)
+			},
+			HostAddrs: func() ([]netip.Addr, error) { return nil, nil },
+			MAC:       func() (net.HardwareAddr, error) { return randomMAC(), nil },
 		})
 	}()
 	defer func() {
