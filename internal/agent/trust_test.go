@@ -2,12 +2,14 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -83,16 +85,49 @@ func TestStatusSocketNeverRemovesAFile(t *testing.T) {
 }
 
 // status without the right to the socket says so, instead of suggesting
-// that no agent runs.
+// that no agent runs. Root passes every permission check, so the client runs
+// as nobody in a child process (this test binary, copied where nobody may
+// run it).
 func TestStatusPermissionDenied(t *testing.T) {
-	// Root passes every permission check, so the error a user gets is
-	// built as the HTTP client returns it.
-	dial := &url.Error{Op: "Get", URL: "http://agent/status", Err: &net.OpError{Op: "dial", Net: "unix",
-		Err: os.NewSyscallError("connect", syscall.EACCES)}}
-	err := statusError("/run/meshspan/agent.sock", dial)
-	if !strings.Contains(err.Error(), "permission denied") || strings.Contains(err.Error(), "is `meshspan-agent run` running") {
-		t.Errorf("got %q; want it to say permission denied", err)
+	if sock := os.Getenv("MESHSPAN_TEST_STATUS_SOCKET"); sock != "" {
+		_, err := FetchStatus(context.Background(), sock)
+		fmt.Println("status error:", err)
+		return
 	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the client as another user")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("needs setpriv (util-linux)")
+	}
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755) // nobody may reach the socket and the binary
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	l, err := listenSocket(sock) // mode 0660, root's
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "agent.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "-test.run=^TestStatusPermissionDenied$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "MESHSPAN_TEST_STATUS_SOCKET="+sock)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "permission denied") || strings.Contains(string(out), "is `meshspan-agent run` running") {
+		t.Errorf("status as nobody said:\n%s\nwant it to say permission denied", out)
+	}
+	// Nobody listening: that message stays.
 	refused := &url.Error{Op: "Get", URL: "http://agent/status", Err: &net.OpError{Op: "dial", Net: "unix",
 		Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
 	if err := statusError("/x.sock", refused); !strings.Contains(err.Error(), "no agent answers") {
