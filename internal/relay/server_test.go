@@ -172,10 +172,12 @@ func TestServerIDConflict(t *testing.T) {
 func TestServerIgnoresNonFrames(t *testing.T) {
 	s := testServer(t, testKey(t))
 	out := &fakeOut{}
-	for _, p := range [][]byte{{}, {1, 0, 0, 0, 5}, {Marker}, {Marker, 99, 1, 2}, {0x45, 0, 0}} {
+	v1 := make([]byte, registerLen) // a v1 registration (type 1, cluster key only)
+	v1[0], v1[1] = Marker, 1
+	for _, p := range [][]byte{{}, {1, 0, 0, 0, 5}, {Marker}, {Marker, 99, 1, 2}, {0x45, 0, 0}, v1} {
 		s.Handle(p, netip.MustParseAddrPort("192.0.2.1:1"), out)
 	}
-	if len(out.sent) != 0 || s.Dropped(DropMalformed) != 5 {
+	if len(out.sent) != 0 || s.Dropped(DropMalformed) != 6 {
 		t.Errorf("sent %d, malformed %d", len(out.sent), s.Dropped(DropMalformed))
 	}
 }
