@@ -244,22 +244,30 @@ func (s *Server) route(frame []byte, from netip.AddrPort, now time.Time) (netip.
 		return netip.AddrPort{}, false
 	}
 	dst := ID(frame[2 : 2+idLen])
+	// Registrations change under the write lock: read what is needed here.
 	s.mu.RLock()
 	src, okSrc := s.byAddr[from]
+	okSrc = okSrc && now.Sub(src.seen) <= s.ttl
 	to, okDst := s.byID[dst]
+	okDst = okDst && now.Sub(to.seen) <= s.ttl
+	var srcID ID
+	var toAddr netip.AddrPort
+	if okSrc && okDst {
+		srcID, toAddr = src.id, to.addr
+	}
 	s.mu.RUnlock()
-	if !okSrc || now.Sub(src.seen) > s.ttl {
+	if !okSrc {
 		s.drop(DropStranger)
 		return netip.AddrPort{}, false
 	}
-	if !okDst || now.Sub(to.seen) > s.ttl {
+	if !okDst {
 		s.drop(DropUnknownPeer)
 		return netip.AddrPort{}, false
 	}
-	putDataHeader(frame, typeDeliver, src.id)
+	putDataHeader(frame, typeDeliver, srcID)
 	s.forwardedPackets.Inc()
 	s.forwardedBytes.Add(float64(len(frame) - DataOverhead))
-	return to.addr, true
+	return toAddr, true
 }
 
 func (s *Server) register(frame []byte, from netip.AddrPort, out Transport) {
