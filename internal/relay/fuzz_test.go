@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
 )
 
 // FuzzServerFrame feeds arbitrary datagrams from arbitrary sources to a relay
@@ -115,6 +117,60 @@ func FuzzParseFrames(f *testing.F) {
 		}
 		if len(b) >= addrLen {
 			_ = getAddr(b)
+		}
+	})
+}
+
+// FuzzBindReceive feeds arbitrary datagrams from a relay's address or a
+// stranger's to a member's Bind (which also relays). WireGuard messages pass
+// untouched; anything else is consumed, except a Deliver frame from a
+// configured relay, which becomes its payload from that relay's virtual
+// endpoint.
+func FuzzBindReceive(f *testing.F) {
+	k, _ := DeriveKey([32]byte{7})
+	relayAddr := netip.MustParseAddrPort("203.0.113.21:51820")
+	deliver := make([]byte, DataOverhead+8)
+	putDataHeader(deliver, typeDeliver, ID{1})
+	deliver[DataOverhead] = 4
+	f.Add(deliver, true)
+	f.Add(deliver, false)
+	f.Add([]byte{4, 0, 0, 0, 1, 2, 3}, false)
+	f.Add(reply{Kind: typeRegistered, Observed: relayAddr}.marshal(k), true)
+	f.Add(RegisterFrame(k, [32]byte{1}, 5), false)
+	f.Add([]byte{Marker, typePing}, true)
+	f.Fuzz(func(t *testing.T, frame []byte, fromRelay bool) {
+		b, err := NewBind(conn.NewDefaultBind(), BindConfig{Key: k, PrivateKey: [32]byte{0, 1}, Server: NewServer(k, [32]byte{0, 2})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.SetRelays([]Target{{Addr: relayAddr, Key: [32]byte{0, 3}}}) // not open: nothing is sent
+		from := netip.MustParseAddrPort("198.51.100.66:4444")
+		if fromRelay {
+			from = relayAddr
+		}
+		buf := make([]byte, len(frame)+16)
+		copy(buf, frame)
+		recv := b.receive(func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+			sizes[0] = copy(bufs[0], frame)
+			eps[0] = &conn.StdNetEndpoint{AddrPort: from}
+			return 1, nil
+		})
+		sizes, eps := []int{0}, []conn.Endpoint{nil}
+		n, err := recv([][]byte{buf}, sizes, eps)
+		if n != 1 || err != nil {
+			t.Fatalf("receive = %d, %v", n, err)
+		}
+		switch {
+		case len(frame) == 0:
+		case IsWireGuard(frame):
+			if sizes[0] != len(frame) || !bytes.Equal(buf[:sizes[0]], frame) {
+				t.Fatal("a WireGuard message was changed")
+			}
+		case sizes[0] != 0:
+			ep, ok := eps[0].(*Endpoint)
+			if !fromRelay || frame[1] != typeDeliver || !ok || ep.Relay != relayAddr || !bytes.Equal(buf[:sizes[0]], frame[DataOverhead:]) {
+				t.Fatalf("frame %x from %s passed to WireGuard as %x from %v", frame, from, buf[:sizes[0]], eps[0])
+			}
 		}
 	})
 }
