@@ -7,13 +7,16 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/agent"
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
 	"github.com/meshspan/terraform-provider-meshspan/internal/natpath/drive"
 	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
@@ -28,6 +31,33 @@ type traversal struct {
 	paths      agent.PathChooser
 	collectors []prometheus.Collector
 	closers    []func()
+	server     *relay.Server // when relaying: only current peers may register
+}
+
+// admitting wraps c so that the relay server, if any, admits exactly the
+// agent's current peers before every path choice.
+func (t *traversal) admitting(c *drive.Chooser) agent.PathChooser {
+	if t.server == nil {
+		return c
+	}
+	return admitter{c, t.server}
+}
+
+// admitter keeps a relay server's members equal to the agent's peers.
+type admitter struct {
+	*drive.Chooser // Choose and Traverse
+	srv            *relay.Server
+}
+
+var _ agent.Traverser = admitter{}
+
+func (a admitter) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]agent.PathChoice {
+	keys := make([][32]byte, 0, len(peers))
+	for _, p := range peers {
+		keys = append(keys, p.PublicKey)
+	}
+	a.srv.SetMembers(keys)
+	return a.Chooser.Choose(now, peers, obs)
 }
 
 func (t *traversal) close() {
@@ -64,7 +94,7 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 	if err != nil {
 		return nil, err
 	}
-	pub := id.PublicKey()
+	priv := [32]byte(id.PrivateKey)
 	t := &traversal{}
 	timing := natpath.Timing{Probe: cfg.Health.EndpointProbe.D(), DownAfter: cfg.Health.DownAfter.D()}
 	fresh := 3 * relay.DefaultRegisterInterval
@@ -73,8 +103,9 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 	var relayPort uint16 // published: where members reach this node's relay
 	if cfg.Relay.Enabled {
 		relayPort = uint16(cmp.Or(cfg.Relay.Port, cfg.WireGuard.ListenPort))
-		srv = relay.NewServer(key, relay.WithMark(mark))
+		srv = relay.NewServer(key, priv, relay.WithMark(mark))
 		t.collectors = srv.Collectors()
+		t.server = srv
 	}
 	ownPort := cfg.Relay.Port != 0 && cfg.Relay.Port != cfg.WireGuard.ListenPort
 	kernel := kernelWireGuard(mode)
@@ -98,7 +129,7 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 		// The kernel cannot take a Bind: relayed peers point at a loopback
 		// proxy. Untested end to end here (no WireGuard module on the build
 		// machines); the proxy itself is tested on loopback.
-		p, err := relay.NewProxy(key, pub, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(cfg.WireGuard.ListenPort)), ":0", 0)
+		p, err := relay.NewProxy(key, priv, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(cfg.WireGuard.ListenPort)), ":0", 0)
 		if err != nil {
 			return nil, err
 		}
@@ -109,10 +140,10 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 				return nil, err
 			}
 		}
-		t.paths = &drive.Chooser{Driver: drive.New(p, timing, fresh), RelayPort: relayPort, MTU: cfg.WireGuard.MTU}
+		t.paths = t.admitting(&drive.Chooser{Driver: drive.New(p, timing, fresh), RelayPort: relayPort, MTU: cfg.WireGuard.MTU})
 		return t, nil
 	}
-	b, err := relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: key, PublicKey: pub, Server: srv})
+	b, err := relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: key, PrivateKey: priv, Server: srv})
 	if err != nil {
 		return nil, err
 	}
@@ -120,8 +151,8 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 		log.Info("relaying for members on the WireGuard port", "port", cfg.WireGuard.ListenPort)
 	}
 	t.bind = b
-	t.paths = &drive.Chooser{Driver: drive.New(b, timing, fresh), RelayPort: relayPort, MTU: cfg.WireGuard.MTU,
-		Rendezvous: natpath.NewRendezvous(pub, 0, 0, 0)}
+	t.paths = t.admitting(&drive.Chooser{Driver: drive.New(b, timing, fresh), RelayPort: relayPort, MTU: cfg.WireGuard.MTU,
+		Rendezvous: natpath.NewRendezvous(id.PublicKey(), 0, 0, 0)})
 	t.collectors = append(t.collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "meshspan_nat_punches_total",
 		Help: "Rendezvous this node took part in (asked or joined): bursts of direct probes sent to a peer at an agreed time.",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"os"
@@ -44,7 +45,10 @@ func newRunCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "# %s is valid; with defaults filled in:\n%s", configPath, out)
+				// The secret is 44 base64 characters, which YAML prints as
+				// they are; no other value can contain them.
+				out = bytes.ReplaceAll(out, []byte(cfg.Cluster.Secret), []byte("<redacted>"))
+				fmt.Fprintf(cmd.OutOrStdout(), "# %s is valid; with defaults filled in (cluster.secret redacted):\n%s", configPath, out)
 				return nil
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))

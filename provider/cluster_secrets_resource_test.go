@@ -35,6 +35,18 @@ func TestParseSecretsImportID(t *testing.T) {
 			t.Errorf("import %q: %v, want %q", tc.id, err, tc.want)
 		}
 	}
+	// A trailing line break (from a file, echo or $(cat ...)) would derive
+	// another mesh prefix: refused, in either variable.
+	for _, tail := range []string{"\n", "\r\n", " "} {
+		env[envClusterID], env[envSecret] = testClusterID+tail, testClusterSecret
+		if _, err := parseSecretsImportID("env", getenv); err == nil || !strings.Contains(err.Error(), "cluster_id has whitespace") {
+			t.Errorf("env cluster id with %q: %v", tail, err)
+		}
+		env[envClusterID], env[envSecret] = testClusterID, testClusterSecret+tail
+		if _, err := parseSecretsImportID("env", getenv); err == nil || !strings.Contains(err.Error(), "cluster_secret has whitespace") {
+			t.Errorf("env cluster secret with %q: %v", tail, err)
+		}
+	}
 	delete(env, envSecret)
 	if _, err := parseSecretsImportID("env", getenv); err == nil || !strings.Contains(err.Error(), "MESHSPAN_CLUSTER_SECRET") {
 		t.Errorf("env without the secret: %v", err)

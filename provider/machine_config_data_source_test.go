@@ -155,6 +155,14 @@ func TestMachineConfigValidation(t *testing.T) {
 		}, path.Root("labels").AtMapKey("example.com/role"), `label value "a b" is invalid`},
 		{"bad cluster id", func(m *machineConfigModel) { m.ClusterID = types.StringValue("abc") }, path.Root("cluster_id"), "must be 32 bytes in padded base64"},
 		{"bad cluster secret", func(m *machineConfigModel) { m.ClusterSecret = types.StringValue("") }, path.Root("cluster_secret"), "is empty; take it from the meshspan_cluster_secrets resource"},
+		{"cluster id with newline", func(m *machineConfigModel) { m.ClusterID = types.StringValue(m.ClusterID.ValueString() + "\n") }, path.Root("cluster_id"), "has whitespace"},
+		{"cluster secret with crlf", func(m *machineConfigModel) {
+			m.ClusterSecret = types.StringValue(m.ClusterSecret.ValueString() + "\r\n")
+		}, path.Root("cluster_secret"), "has whitespace"},
+		{"cluster secret with inner newline", func(m *machineConfigModel) {
+			s := m.ClusterSecret.ValueString()
+			m.ClusterSecret = types.StringValue(s[:20] + "\n" + s[20:])
+		}, path.Root("cluster_secret"), "exactly 44 characters"},
 		{"bad discovery url", func(m *machineConfigModel) {
 			m.DiscoveryEndpoints = mcStrs("https://ok.example.com", "discovery.example.com")
 		}, path.Root("discovery_endpoints").AtListIndex(1), "is not a discovery URL; write https://"},

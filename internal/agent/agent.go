@@ -181,7 +181,11 @@ type agent struct {
 		lastTotal                       int64 // rx+tx of all peers at lastCheck
 		idle                            bool
 	}
-	peerKeys     map[wgtypes.Key]bool
+	peerKeys map[wgtypes.Key]bool
+	decrypt  struct {
+		count uint64    // decrypt failures seen so far
+		at    time.Time // when the count last grew
+	}
 	fastUntil    time.Time
 	lastObserved map[string][]netip.AddrPort
 	policyErr    string
@@ -216,7 +220,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	cleanups = append(cleanups, func() { l.Close(); os.Remove(a.opts.Socket) })
+	cleanups = append(cleanups, func() { l.Close(); removeSocket(a.opts.Socket) })
 
 	a.dev, err = a.opts.OpenDevice(wg.Options{
 		Name:         a.cfg.WireGuard.Interface,
@@ -256,7 +260,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		})
 	}
 
-	srv := a.httpServer()
+	socketHandler, metricsHandler := a.handlers()
+	srv := &http.Server{Handler: socketHandler, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(l)
 	cleanups = append(cleanups, func() { srv.Close() })
 	if a.opts.MetricsListen != "" {
@@ -264,7 +269,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		if err != nil {
 			return fmt.Errorf("agent: metrics: listen on %s: %w (choose a free --metrics-listen address)", a.opts.MetricsListen, err)
 		}
-		msrv := &http.Server{Handler: srv.Handler, ReadHeaderTimeout: 5 * time.Second}
+		msrv := &http.Server{Handler: metricsHandler, ReadHeaderTimeout: 5 * time.Second}
 		go msrv.Serve(ml)
 		cleanups = append(cleanups, func() { msrv.Close() })
 	}
@@ -478,6 +483,9 @@ func (a *agent) reconcile(ctx context.Context) {
 		byKey[s.PublicKey] = s
 	}
 	if w := netpolicy.MTUWarning(a.underlayMTU(now, stats), a.cfg.WireGuard.MTU); w != "" {
+		warnings = append(warnings, w)
+	}
+	if w := a.decryptWarning(now); w != "" {
 		warnings = append(warnings, w)
 	}
 	observed := make(map[wgtypes.Key][]netip.AddrPort, len(a.live))
@@ -749,13 +757,25 @@ func (a *agent) snapshot() *Status {
 	return a.status
 }
 
-func (a *agent) httpServer() *http.Server {
+// handlers returns what the status socket serves (/status and /metrics) and
+// what --metrics-listen serves: /metrics alone, since /status lists keys,
+// endpoints and AllowedIPs that only those who may open the socket may see.
+func (a *agent) handlers() (socket, metricsOnly http.Handler) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&collector{snapshot: a.snapshot, now: time.Now})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(a.opts.Collectors...)
+	if d, ok := a.disco.(decryptCounter); ok {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "meshspan_discovery_decrypt_failures_total",
+			Help: "Affiliate records from the discovery service that did not decrypt with this cluster's secret.",
+		}, func() float64 { return float64(d.DecryptFailures()) }))
+	}
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	only := http.NewServeMux()
+	only.Handle("GET /metrics", metrics)
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		s := a.snapshot()
 		if s == nil {
@@ -768,8 +788,34 @@ func (a *agent) httpServer() *http.Server {
 		enc.SetIndent("", "  ")
 		enc.Encode(s)
 	})
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return mux, only
 }
+
+// decryptCounter is implemented by discovery clients that count affiliate
+// records they could not open (*discovery.Client).
+type decryptCounter interface{ DecryptFailures() uint64 }
+
+// decryptWarning says so when affiliate records failed to decrypt within
+// the last decryptWarnFor: a node with the same cluster ID but another
+// secret, or someone who knows the cluster ID writing to it.
+func (a *agent) decryptWarning(now time.Time) string {
+	d, ok := a.disco.(decryptCounter)
+	if !ok {
+		return ""
+	}
+	n := d.DecryptFailures()
+	if n > a.decrypt.count {
+		a.decrypt.count, a.decrypt.at = n, now
+	}
+	if n == 0 || now.Sub(a.decrypt.at) > decryptWarnFor {
+		return ""
+	}
+	return fmt.Sprintf("discovery: %d affiliate records did not decrypt with this cluster's secret (last %s ago); a node with this cluster.id but another cluster.secret, or someone else writing under this cluster ID (see meshspan_discovery_decrypt_failures_total)",
+		n, now.Sub(a.decrypt.at).Round(time.Second))
+}
+
+// decryptWarnFor is how long status keeps warning after the last failure.
+const decryptWarnFor = 10 * time.Minute
 
 // withLiveCounters copies s with traffic, handshake and endpoint read from
 // the device now, so status is never a tick behind on counters.

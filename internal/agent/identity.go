@@ -4,12 +4,14 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"gopkg.in/yaml.v3"
@@ -47,7 +49,7 @@ type identityFile struct {
 func LoadIdentity(stateDir, clusterID string, mac func() (net.HardwareAddr, error)) (Identity, error) {
 	path := filepath.Join(stateDir, IdentityFile)
 	var f identityFile
-	data, err := os.ReadFile(path)
+	data, err := readIdentity(path)
 	switch {
 	case err == nil:
 		if err := yaml.Unmarshal(data, &f); err != nil {
@@ -97,6 +99,30 @@ func LoadIdentity(stateDir, clusterID string, mac func() (net.HardwareAddr, erro
 		}
 	}
 	return id, nil
+}
+
+// readIdentity reads the identity file, a regular file of at most 64 KiB,
+// and tightens it to 0600 if group or others may access it (copied in with
+// the wrong mode, say): it holds the node's private key.
+func readIdentity(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file; move it away to start as a new node", path)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := f.Chmod(0o600); err != nil {
+			return nil, fmt.Errorf("%s holds the private key but is mode %#o, and chmod 600 failed: %w", path, fi.Mode().Perm(), err)
+		}
+	}
+	return io.ReadAll(io.LimitReader(f, 64<<10))
 }
 
 func writeIdentity(dir, path string, id Identity) error {

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -70,11 +72,14 @@ func listenSocket(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("agent: status socket: create %s: %w (set --socket to a writable path)", filepath.Dir(path), err)
 	}
+	if exists, sock := isSocket(path); exists && !sock {
+		return nil, fmt.Errorf("agent: status socket: %s exists and is not a socket; give --socket a path of its own (it is never removed)", path)
+	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("agent: status socket %s answers: another agent is running; stop it or give this one another --socket", path)
 	}
-	os.Remove(path) // stale, from an agent that did not shut down cleanly
+	removeSocket(path) // stale, from an agent that did not shut down cleanly
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("agent: status socket: listen on %s: %w (set --socket to a writable path)", path, err)
@@ -100,10 +105,7 @@ func FetchStatus(ctx context.Context, socket string) (*Status, error) {
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "no such file") {
-			return nil, fmt.Errorf("agent: no agent answers on %s; is `meshspan-agent run` running (and is --socket the same)?", socket)
-		}
-		return nil, fmt.Errorf("agent: status from %s: %w", socket, err)
+		return nil, statusError(socket, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -118,6 +120,35 @@ func FetchStatus(ctx context.Context, socket string) (*Status, error) {
 		return nil, fmt.Errorf("agent: status from %s: decode: %w", socket, err)
 	}
 	return &s, nil
+}
+
+// statusError explains why the status socket did not answer.
+func statusError(socket string, err error) error {
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("agent: permission denied on the status socket %s; run status as root or as a member of the socket's group (it is mode 0660)", socket)
+	case errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("agent: no agent answers on %s; is `meshspan-agent run` running (and is --socket the same)?", socket)
+	}
+	return fmt.Errorf("agent: status from %s: %w", socket, err)
+}
+
+// isSocket reports whether path exists and is a unix socket (not following
+// a symlink).
+func isSocket(path string) (exists, socket bool) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return false, false
+	}
+	return true, fi.Mode().Type() == fs.ModeSocket
+}
+
+// removeSocket removes the status socket at path, and never anything else:
+// --socket may name a file that is not ours.
+func removeSocket(path string) {
+	if _, ok := isSocket(path); ok {
+		os.Remove(path)
+	}
 }
 
 // WriteTable prints s like KubeSpan's peer status table, with a header

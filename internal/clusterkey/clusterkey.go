@@ -8,9 +8,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -42,15 +44,55 @@ func Generate() (Secrets, error) {
 	}, nil
 }
 
-// Key decodes the cluster secret into the 32 raw bytes used both as the
-// AES-256 discovery key and as the WireGuard pre-shared key.
-func Key(secret string) ([Size]byte, error) {
+// EncodedLen is the length of a cluster ID or secret as text: Size bytes in
+// padded base64.
+const EncodedLen = 44
+
+// Errors of CheckID and Key. Callers add the field name and where to take
+// the value from.
+var (
+	ErrWhitespace = errors.New("has whitespace at the start or end (a line break from a file, echo or $(cat ...)?); remove it: the value is exactly 44 characters of padded base64")
+	ErrEncoding   = errors.New("must be exactly 44 characters of padded base64 (32 bytes), as Talos generates it, with no line breaks or spaces")
+)
+
+// decode decodes exactly EncodedLen characters of enc into Size bytes. Go's
+// base64 decoder skips \r and \n anywhere in its input, so "ID\n" would
+// decode to the bytes of "ID", while the mesh prefix (a hash of the ID's
+// text) would come out different: the node would join another mesh. The
+// length and alphabet are checked before decoding.
+func decode(s string, enc *base64.Encoding) ([Size]byte, error) {
 	var k [Size]byte
-	b, err := base64.StdEncoding.DecodeString(secret)
-	if err != nil || len(b) != Size {
-		return k, fmt.Errorf("clusterkey: cluster secret must be %d bytes in standard base64", Size)
+	if strings.TrimSpace(s) != s {
+		return k, ErrWhitespace
 	}
-	copy(k[:], b)
+	if len(s) != EncodedLen || strings.ContainsAny(s, "\r\n") {
+		return k, ErrEncoding
+	}
+	n, err := enc.Strict().Decode(k[:], []byte(s))
+	if err != nil || n != Size {
+		return [Size]byte{}, ErrEncoding
+	}
+	return k, nil
+}
+
+// CheckID accepts what Talos generates as a cluster ID: exactly 44
+// characters of padded base64, std or (before Talos 1.14) URL-safe alphabet.
+func CheckID(id string) error {
+	if _, err := decode(id, base64.StdEncoding); err == nil {
+		return nil
+	}
+	_, err := decode(id, base64.URLEncoding)
+	return err
+}
+
+// Key decodes the cluster secret, exactly 44 characters of padded std
+// base64, into the 32 raw bytes used both as the AES-256 discovery key and
+// as the WireGuard pre-shared key.
+func Key(secret string) ([Size]byte, error) {
+	k, err := decode(secret, base64.StdEncoding)
+	if err != nil {
+		return k, fmt.Errorf("clusterkey: cluster secret %w", err)
+	}
 	return k, nil
 }
 

@@ -53,4 +53,21 @@ func TestGenerate(t *testing.T) {
 	if _, err := Key("c2hvcnQ="); err == nil {
 		t.Fatal("short secret accepted")
 	}
+	// Go's base64 decoder skips line breaks, so these decode to the same
+	// bytes; but they are other strings, and the ID's text derives the mesh
+	// prefix. Exactly 44 characters, nothing else.
+	for _, s := range []string{a.Secret + "\n", a.Secret + "\r\n", a.Secret[:10] + "\n" + a.Secret[10:], " " + a.Secret} {
+		if _, err := Key(s); err == nil {
+			t.Errorf("secret %q accepted", s)
+		}
+		if err := CheckID(s); err == nil {
+			t.Errorf("id %q accepted", s)
+		}
+	}
+	if err := CheckID(a.ID); err != nil {
+		t.Error(err)
+	}
+	if err := CheckID("8XuV9TZHW08DOk3bVxQjH9ih_TBKjnh-j44tsCLSBzo="); err != nil {
+		t.Errorf("URL-safe ID (Talos before 1.14): %v", err)
+	}
 }

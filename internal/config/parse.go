@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"reflect"
 
 	"gopkg.in/yaml.v3"
@@ -48,19 +47,6 @@ func Parse(data []byte) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
-}
-
-// Load reads and parses the config file at path.
-func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: read %s: %w; write the machine_config output of the meshspan Terraform provider there (mode 0600) or pass its path with --config", path, err)
-	}
-	c, err := Parse(data)
-	if err != nil {
-		return nil, withPath(path, err)
-	}
-	return c, nil
 }
 
 // Render writes the config as YAML, defaults filled in, after validating it.

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 )
 
 // FieldError is one validation failure. Field is the YAML path
@@ -151,29 +152,32 @@ func (v *validator) cluster(c *Cluster) {
 }
 
 // ValidateClusterID accepts what Talos generates: 32 random bytes in padded
-// base64, std or (before Talos 1.14) URL-safe alphabet.
+// base64 (exactly 44 characters), std or (before Talos 1.14) URL-safe
+// alphabet.
 func ValidateClusterID(id string) error {
 	if id == "" {
 		return errors.New("is empty; take it from the meshspan_cluster_secrets resource (or an existing Talos cluster's cluster.id)")
 	}
-	b, err := base64.StdEncoding.DecodeString(id)
-	if err != nil {
-		b, err = base64.URLEncoding.DecodeString(id)
-	}
-	if err != nil || len(b) != 32 {
-		return errors.New("must be 32 bytes in padded base64 (44 characters), as Talos generates it; take it from the meshspan_cluster_secrets resource")
+	switch err := clusterkey.CheckID(id); {
+	case errors.Is(err, clusterkey.ErrWhitespace):
+		return err
+	case err != nil:
+		return errors.New("must be 32 bytes in padded base64 (exactly 44 characters), as Talos generates it; take it from the meshspan_cluster_secrets resource")
 	}
 	return nil
 }
 
-// ValidateClusterSecret requires 32 bytes in std base64, as Talos does.
+// ValidateClusterSecret requires 32 bytes in std base64 (exactly 44
+// characters), as Talos does.
 func ValidateClusterSecret(s string) error {
 	if s == "" {
 		return errors.New("is empty; take it from the meshspan_cluster_secrets resource (or an existing Talos cluster's cluster.secret)")
 	}
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil || len(b) != 32 {
-		return errors.New("must be 32 bytes in standard padded base64 (44 characters); take it from the meshspan_cluster_secrets resource")
+	switch _, err := clusterkey.Key(s); {
+	case errors.Is(err, clusterkey.ErrWhitespace):
+		return clusterkey.ErrWhitespace
+	case err != nil:
+		return errors.New("must be 32 bytes in standard padded base64 (exactly 44 characters); take it from the meshspan_cluster_secrets resource")
 	}
 	return nil
 }

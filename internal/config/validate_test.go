@@ -71,6 +71,8 @@ func TestValidateErrors(t *testing.T) {
 		{"short cluster id", func(c *Config) { c.Cluster.ID = "YWJj" }, "cluster.id", `must be 32 bytes in padded base64`},
 		{"unpadded cluster id", func(c *Config) { c.Cluster.ID = strings.TrimSuffix(testID, "=") }, "cluster.id", `must be 32 bytes in padded base64`},
 		{"empty secret", func(c *Config) { c.Cluster.Secret = "" }, "cluster.secret", `is empty; take it from the meshspan_cluster_secrets resource`},
+		{"cluster id with newline", func(c *Config) { c.Cluster.ID = testID + "\n" }, "cluster.id", `has whitespace`},
+		{"secret with crlf", func(c *Config) { c.Cluster.Secret = testSecret + "\r\n" }, "cluster.secret", `has whitespace`},
 		{"url-safe secret", func(c *Config) { c.Cluster.Secret = "_-" + testSecret[2:] }, "cluster.secret", `must be 32 bytes in standard padded base64`},
 		{"no peers at all", func(c *Config) { c.Discovery.Endpoints = nil; c.StaticPeers = nil }, "discovery.endpoints", `set at least one discovery endpoint URL or one static peer`},
 		{"discovery scheme", func(c *Config) { c.Discovery.Endpoints = []string{"grpc://d.example.com"} }, "discovery.endpoints[0]", `is not a discovery URL; write https://`},

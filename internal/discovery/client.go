@@ -38,7 +38,8 @@ type ClientOptions struct {
 	AffiliateID   string
 	// TTL of what we publish; 0: 30 min (Talos). Re-published every TTL/2.
 	TTL time.Duration
-	// CACertificatePEM, if set, replaces the system roots for https endpoints.
+	// CACertificatePEM, if set, is trusted in addition to the system roots
+	// for https endpoints.
 	CACertificatePEM string
 	// ClientVersion is sent in Hello (metrics only); default "meshspan".
 	ClientVersion string
@@ -103,9 +104,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	var roots *x509.CertPool
+	var roots *x509.CertPool // nil: the system roots
 	if opts.CACertificatePEM != "" {
-		roots = x509.NewCertPool()
+		// In addition to the system roots, not instead: a node may move
+		// from a private discovery service to a public one.
+		if roots, err = x509.SystemCertPool(); err != nil {
+			roots = x509.NewCertPool() // no system roots on this host
+		}
 		if !roots.AppendCertsFromPEM([]byte(opts.CACertificatePEM)) {
 			return nil, errors.New("discovery: client: CA certificate holds no PEM certificate")
 		}

@@ -24,8 +24,11 @@ const (
 
 // BindConfig configures a Bind.
 type BindConfig struct {
-	Key       *Key
-	PublicKey [32]byte // this node's WireGuard public key
+	Key *Key
+	// PrivateKey is this node's WireGuard private key: registrations with
+	// relays prove it is held (Key.Pair). PublicKey is derived from it.
+	PrivateKey [32]byte
+	PublicKey  [32]byte
 	// Server, when set, relays frames that other members send to this node's
 	// WireGuard port (relay.enabled with relay.port 0, userspace WireGuard).
 	Server           *Server
@@ -52,6 +55,8 @@ type relayLink struct {
 	RelayState
 	slot  uint16
 	inner conn.Endpoint
+	key   [32]byte // the relay's WireGuard public key
+	pair  *Key     // signs registrations with it (Key.Pair)
 }
 
 type probe struct {
@@ -92,6 +97,7 @@ type Bind struct {
 	pending  map[[nonceLen]byte]pending
 	guard    *replayGuard
 	punching map[ID]time.Time // end of the punch scheduled per peer
+	counter  registrationCounter
 
 	stop chan struct{}
 	done sync.WaitGroup
@@ -109,6 +115,11 @@ func NewBind(inner conn.Bind, cfg BindConfig) (*Bind, error) {
 	if cfg.Key == nil {
 		return nil, fmt.Errorf("relay: bind needs the relay key (DeriveKey of the cluster secret)")
 	}
+	pub, err := publicKey(cfg.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	cfg.PublicKey = pub
 	if cfg.RegisterInterval <= 0 {
 		cfg.RegisterInterval = DefaultRegisterInterval
 	}
@@ -197,16 +208,27 @@ func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 
 // SetRelays sets the relays this node registers with. A relay keeps its slot
 // (and so its peers' virtual addresses) as long as it stays in the list.
-func (b *Bind) SetRelays(addrs []netip.AddrPort) {
+func (b *Bind) SetRelays(relays []Target) {
 	b.mu.Lock()
-	keep := make(map[netip.AddrPort]bool, len(addrs))
+	keep := make(map[netip.AddrPort]bool, len(relays))
 	var added []netip.AddrPort
-	for _, a := range addrs {
-		a = unmap(a)
-		keep[a] = true
-		if _, ok := b.relays[a]; ok {
+	for _, t := range relays {
+		a := unmap(t.Addr)
+		if r, ok := b.relays[a]; ok {
+			keep[a] = true
+			if r.key != t.Key { // another node took the address: register anew
+				if pair, err := b.cfg.Key.Pair(b.cfg.PrivateKey, t.Key, RoleMember); err == nil {
+					r.key, r.pair, r.Registered = t.Key, pair, time.Time{}
+					added = append(added, a)
+				}
+			}
 			continue
 		}
+		pair, err := b.cfg.Key.Pair(b.cfg.PrivateKey, t.Key, RoleMember)
+		if err != nil {
+			continue // a low-order key: no member has one
+		}
+		keep[a] = true
 		if len(b.bySlot) >= 1<<16-1 {
 			continue // every slot taken: a relay list this long is a bug upstream
 		}
@@ -216,7 +238,7 @@ func (b *Bind) SetRelays(addrs []netip.AddrPort) {
 				break
 			}
 		}
-		r := &relayLink{RelayState: RelayState{Addr: a}, slot: b.nextSlot}
+		r := &relayLink{RelayState: RelayState{Addr: a}, slot: b.nextSlot, key: t.Key, pair: pair}
 		b.relays[a] = r
 		b.bySlot[r.slot] = r
 		added = append(added, a)
@@ -530,12 +552,23 @@ func (b *Bind) track(nonce [nonceLen]byte, p pending) {
 }
 
 func (b *Bind) register(relay netip.AddrPort) {
-	h, err := newHello(typeRegister, b.cfg.PublicKey, b.now())
+	b.mu.RLock()
+	link, ok := b.relays[relay]
+	var pair *Key
+	if ok {
+		pair = link.pair
+	}
+	b.mu.RUnlock()
+	if pair == nil {
+		return
+	}
+	now := b.now()
+	r, err := newRegistration(b.cfg.PublicKey, b.counter.next(now))
 	if err != nil {
 		return
 	}
-	b.track(h.Nonce, pending{relay: relay, to: relay, sent: h.Time})
-	_ = b.sendTo(h.marshal(b.cfg.Key), relay) // retried every RegisterInterval
+	b.track(r.Nonce, pending{relay: relay, to: relay, sent: now})
+	_ = b.sendTo(r.marshal(pair), relay) // retried every RegisterInterval
 }
 
 func (b *Bind) ping(peer ID) {
@@ -575,7 +608,20 @@ func (b *Bind) onPing(frame []byte, from netip.AddrPort, ep conn.Endpoint) {
 }
 
 func (b *Bind) onReply(frame []byte, from netip.AddrPort) {
-	r, err := parseReply(frame, b.cfg.Key)
+	k := b.cfg.Key
+	if frame[1] == typeRegistered { // signed by the relay with the pair key
+		b.mu.RLock()
+		link, ok := b.relays[from]
+		if ok {
+			k = link.pair
+		}
+		b.mu.RUnlock()
+		if !ok {
+			b.strangers.Add(1)
+			return
+		}
+	}
+	r, err := parseReply(frame, k)
 	if err != nil {
 		b.strangers.Add(1)
 		return

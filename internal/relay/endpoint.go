@@ -66,3 +66,10 @@ func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
 
 // String describes the endpoint for status output.
 func (e *Endpoint) String() string { return fmt.Sprintf("relayed via %s to %s", e.Relay, e.Peer) }
+
+// Target is a relay to register with: its underlay address and its
+// WireGuard public key, which registrations are bound to (Key.Pair).
+type Target struct {
+	Addr netip.AddrPort
+	Key  [32]byte
+}

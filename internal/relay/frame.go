@@ -9,6 +9,13 @@
 // a little-endian uint32 type of 1 to 4, so their first byte is 1..4; every
 // relay frame starts with Marker, which is none of those, so one byte tells
 // the two apart.
+//
+// A member registers with a relay by proving it holds the WireGuard private
+// key it registers: the frame is signed with a pair key (Key.Pair) that takes
+// the X25519 exchange of the member's and the relay's WireGuard keys, and the
+// relay accepts only the keys of its current peers. Replays and late frames
+// are refused by a counter per key, which the relay compares only with the
+// same member's earlier counters, never with its own clock.
 package relay
 
 import (
@@ -17,6 +24,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -25,9 +33,11 @@ import (
 const Marker = 0xEC
 
 // Frame types, the second byte.
+// Types 1 and 2 were the registrations of v1, signed with the cluster key
+// alone: any member could register any key. They are refused (malformed).
 const (
-	typeRegister   = 1 // member -> relay: "forward to me at this source address"
-	typeRegistered = 2 // relay -> member: registration accepted, your observed address
+	typeRegister   = 7 // member -> relay: "forward to me at this source address"
+	typeRegistered = 8 // relay -> member: registration accepted, your observed address
 	typeSend       = 3 // member -> relay: forward payload to member ID
 	typeDeliver    = 4 // relay -> member: payload from member ID
 	typePing       = 5 // member -> member, direct: path probe
@@ -45,7 +55,7 @@ const (
 
 	registerLen   = 2 + keyLen + 8 + nonceLen + macLen
 	registeredLen = 2 + nonceLen + addrLen + macLen
-	pingLen       = registerLen
+	pingLen       = 2 + keyLen + 8 + nonceLen + macLen
 	pongLen       = 2 + keyLen + nonceLen + addrLen + macLen
 )
 
@@ -87,21 +97,21 @@ func newHello(kind byte, publicKey [32]byte, now time.Time) (hello, error) {
 }
 
 func (h hello) marshal(k *Key) []byte {
-	b := make([]byte, registerLen)
+	b := make([]byte, pingLen)
 	b[0], b[1] = Marker, h.Kind
 	copy(b[2:], h.Key[:])
 	binary.BigEndian.PutUint64(b[2+keyLen:], uint64(h.Time.UnixNano()))
 	copy(b[2+keyLen+8:], h.Nonce[:])
-	k.sign(b[:registerLen-macLen], b[registerLen-macLen:])
+	k.sign(b[:pingLen-macLen], b[pingLen-macLen:])
 	return b
 }
 
 func parseHello(b []byte, k *Key) (hello, error) {
 	var h hello
-	if len(b) != registerLen {
+	if len(b) != pingLen {
 		return h, errMalformed
 	}
-	if !k.verify(b[:registerLen-macLen], b[registerLen-macLen:]) {
+	if !k.verify(b[:pingLen-macLen], b[pingLen-macLen:]) {
 		return h, errBadMAC
 	}
 	h.Kind = b[1]
@@ -109,6 +119,76 @@ func parseHello(b []byte, k *Key) (hello, error) {
 	h.Time = time.Unix(0, int64(binary.BigEndian.Uint64(b[2+keyLen:])))
 	copy(h.Nonce[:], b[2+keyLen+8:])
 	return h, nil
+}
+
+// registration is the body of Register: the key registered, a counter and
+// a nonce that the answer echoes. The counter is strictly increasing per
+// member (registrationCounter); the relay keeps the last one it accepted per
+// key, which refuses replays and late frames without a clock of its own.
+type registration struct {
+	Key     [keyLen]byte
+	Counter uint64
+	Nonce   [nonceLen]byte
+}
+
+func newRegistration(publicKey [32]byte, counter uint64) (registration, error) {
+	r := registration{Key: publicKey, Counter: counter}
+	if _, err := rand.Read(r.Nonce[:]); err != nil {
+		return r, fmt.Errorf("relay: make nonce: %w", err)
+	}
+	return r, nil
+}
+
+func (r registration) marshal(pair *Key) []byte {
+	b := make([]byte, registerLen)
+	b[0], b[1] = Marker, typeRegister
+	copy(b[2:], r.Key[:])
+	binary.BigEndian.PutUint64(b[2+keyLen:], r.Counter)
+	copy(b[2+keyLen+8:], r.Nonce[:])
+	pair.sign(b[:registerLen-macLen], b[registerLen-macLen:])
+	return b
+}
+
+// registrant returns the key a Register frame claims, unverified: the relay
+// needs it to pick the pair key that verifies the frame.
+func registrant(b []byte) ([keyLen]byte, bool) {
+	if len(b) != registerLen || b[0] != Marker || b[1] != typeRegister {
+		return [keyLen]byte{}, false
+	}
+	return [keyLen]byte(b[2 : 2+keyLen]), true
+}
+
+func parseRegistration(b []byte, pair *Key) (registration, error) {
+	var r registration
+	if _, ok := registrant(b); !ok {
+		return r, errMalformed
+	}
+	if !pair.verify(b[:registerLen-macLen], b[registerLen-macLen:]) {
+		return r, errBadMAC
+	}
+	copy(r.Key[:], b[2:])
+	r.Counter = binary.BigEndian.Uint64(b[2+keyLen:])
+	copy(r.Nonce[:], b[2+keyLen+8:])
+	return r, nil
+}
+
+// registrationCounter issues registration counters: strictly increasing in
+// one process, and starting from the wall clock in nanoseconds so that a
+// restarted member continues above its earlier counters. Only the relay's
+// memory of this member's last counter is compared with it, so clocks of
+// different hosts never meet. (A member whose clock was set back across a
+// restart is refused until its old registration expires on the relay, one
+// TTL.)
+type registrationCounter struct {
+	mu   sync.Mutex
+	last uint64
+}
+
+func (c *registrationCounter) next(now time.Time) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last = max(c.last+1, uint64(max(now.UnixNano(), 0)))
+	return c.last
 }
 
 // reply is the body of Registered and Pong: the nonce it answers and the
@@ -184,12 +264,14 @@ func putDataHeader(b []byte, kind byte, id ID) {
 	copy(b[2:2+idLen], id[:])
 }
 
-// RegisterFrame builds a registration for publicKey signed with k. Members'
-// binds make their own; this is for tools and tests that speak the protocol.
-func RegisterFrame(k *Key, publicKey [32]byte, now time.Time) []byte {
-	h, err := newHello(typeRegister, publicKey, now)
+// RegisterFrame builds a registration of publicKey with the given counter,
+// signed with pair (Key.Pair of the member's private key and the relay's
+// public key). Members' binds make their own; this is for tools and tests
+// that speak the protocol.
+func RegisterFrame(pair *Key, publicKey [32]byte, counter uint64) []byte {
+	r, err := newRegistration(publicKey, counter)
 	if err != nil {
 		return nil
 	}
-	return h.marshal(k)
+	return r.marshal(pair)
 }

@@ -15,17 +15,25 @@ import (
 type bareMember struct {
 	c   *net.UDPConn
 	pub [32]byte
+	tag byte
 }
 
-func newBareMember(t *testing.T, k *Key, relay netip.AddrPort, tag byte) *bareMember {
+func newBareMember(t *testing.T, k *Key, s *Server, relay netip.AddrPort, tag byte) *bareMember {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	m := &bareMember{c: c, pub: [32]byte{tag, tag, tag}}
-	if _, err := c.WriteToUDPAddrPort(RegisterFrame(k, m.pub, time.Now()), relay); err != nil {
+	priv := testPrivate(t)
+	pub, _ := publicKey(priv)
+	m := &bareMember{c: c, pub: pub, tag: tag}
+	admit(s, pub)
+	pair, err := k.Pair(priv, s.PublicKey(), RoleMember)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteToUDPAddrPort(RegisterFrame(pair, m.pub, 1), relay); err != nil {
 		t.Fatal(err)
 	}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -51,14 +59,14 @@ func frame(dst ID, i byte, size int) []byte {
 // own, rewrite each header, and drop only the bad one.
 func TestListenerForwardsCoalescedBurstsFrameByFrame(t *testing.T) {
 	k := testKey(t)
-	s := NewServer(k)
+	s := testServer(t, k)
 	l, err := s.ListenUDP(0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	relay := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), l.Port())
-	a, b, c := newBareMember(t, k, relay, 1), newBareMember(t, k, relay, 2), newBareMember(t, k, relay, 3)
+	a, b, c := newBareMember(t, k, s, relay, 1), newBareMember(t, k, s, relay, 2), newBareMember(t, k, s, relay, 3)
 	idB, idC := IDOf(b.pub), IDOf(c.pub)
 
 	const seg = 100
@@ -87,7 +95,7 @@ func TestListenerForwardsCoalescedBurstsFrameByFrame(t *testing.T) {
 			m.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			n, err := m.c.Read(buf)
 			if err != nil {
-				t.Fatalf("bareMember %d: frame %d did not arrive: %v", m.pub[0], i, err)
+				t.Fatalf("bareMember %d: frame %d did not arrive: %v", m.tag, i, err)
 			}
 			size := seg
 			if i == 7 {
@@ -96,7 +104,7 @@ func TestListenerForwardsCoalescedBurstsFrameByFrame(t *testing.T) {
 			exp := frame(IDOf(a.pub), i, size)
 			exp[1] = typeDeliver
 			if !bytes.Equal(buf[:n], exp) {
-				t.Errorf("bareMember %d: got %x\nwant frame %d %x", m.pub[0], buf[:min(n, 24)], i, exp[:24])
+				t.Errorf("bareMember %d: got %x\nwant frame %d %x", m.tag, buf[:min(n, 24)], i, exp[:24])
 			}
 		}
 	}
@@ -112,7 +120,7 @@ func TestListenerMarksItsSockets(t *testing.T) {
 	if unix.Geteuid() != 0 {
 		t.Skip("SO_MARK needs CAP_NET_ADMIN")
 	}
-	l, err := NewServer(testKey(t), WithMark(0x20)).ListenUDP(0)
+	l, err := testServer(t, testKey(t), WithMark(0x20)).ListenUDP(0)
 	if err != nil {
 		t.Fatal(err)
 	}

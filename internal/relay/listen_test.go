@@ -12,7 +12,7 @@ import (
 func listenPair(t *testing.T) (a, b *node, s *Server, l *Listener) {
 	t.Helper()
 	k := testKey(t)
-	s = NewServer(k)
+	s = testServer(t, k)
 	l, err := s.ListenUDP(0)
 	if err != nil {
 		t.Fatal(err)
@@ -22,7 +22,7 @@ func listenPair(t *testing.T) (a, b *node, s *Server, l *Listener) {
 			t.Error(err)
 		}
 	})
-	a, b = pairVia(t, k, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), l.Port()))
+	a, b = pairVia(t, k, s, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), l.Port()))
 	return a, b, s, l
 }
 
@@ -50,7 +50,7 @@ func TestListenerCarriesWireGuardBetweenMembers(t *testing.T) {
 }
 
 func TestListenerCloseWithoutTraffic(t *testing.T) {
-	l, err := NewServer(testKey(t)).ListenUDP(0)
+	l, err := testServer(t, testKey(t)).ListenUDP(0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func TestServeMarksItsSocket(t *testing.T) {
 		t.Skip("SO_MARK needs CAP_NET_ADMIN")
 	}
 	b := &markBind{Bind: conn.NewDefaultBind()}
-	_, wait, err := NewServer(testKey(t), WithMark(0x20)).Serve(b, 0)
+	_, wait, err := testServer(t, testKey(t), WithMark(0x20)).Serve(b, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,19 +22,27 @@ const maxProxyPeers = 1024
 // moves ciphertext.
 type Proxy struct {
 	key    *Key
+	priv   [32]byte
 	pub    [32]byte
 	wg     netip.AddrPort // the kernel WireGuard listen address, e.g. 127.0.0.1:51820
 	uplink *net.UDPConn
 	every  time.Duration
 
 	mu      sync.Mutex
-	relays  map[netip.AddrPort]*RelayState
+	relays  map[netip.AddrPort]*proxyRelay
 	pending map[[nonceLen]byte]pending
+	counter registrationCounter
 	peers   map[proxyKey]*proxyPeer
 	closed  bool
 
 	stop chan struct{}
 	done sync.WaitGroup
+}
+
+type proxyRelay struct {
+	RelayState
+	key  [32]byte // the relay's WireGuard public key
+	pair *Key     // signs registrations with it
 }
 
 type proxyKey struct {
@@ -48,10 +56,15 @@ type proxyPeer struct {
 }
 
 // NewProxy starts a proxy whose uplink listens on uplink (":0" picks a
-// port) and which delivers to kernel WireGuard at wg.
-func NewProxy(k *Key, publicKey [32]byte, wg netip.AddrPort, uplink string, registerEvery time.Duration) (*Proxy, error) {
+// port) and which delivers to kernel WireGuard at wg. privateKey is the
+// node's WireGuard private key, which registrations prove (Key.Pair).
+func NewProxy(k *Key, privateKey [32]byte, wg netip.AddrPort, uplink string, registerEvery time.Duration) (*Proxy, error) {
 	if k == nil {
 		return nil, fmt.Errorf("relay: proxy needs the relay key")
+	}
+	pub, err := publicKey(privateKey)
+	if err != nil {
+		return nil, err
 	}
 	ua, err := net.ResolveUDPAddr("udp", uplink)
 	if err != nil {
@@ -65,8 +78,8 @@ func NewProxy(k *Key, publicKey [32]byte, wg netip.AddrPort, uplink string, regi
 		registerEvery = DefaultRegisterInterval
 	}
 	p := &Proxy{
-		key: k, pub: publicKey, wg: wg, uplink: c, every: registerEvery,
-		relays:  map[netip.AddrPort]*RelayState{},
+		key: k, priv: privateKey, pub: pub, wg: wg, uplink: c, every: registerEvery,
+		relays:  map[netip.AddrPort]*proxyRelay{},
 		pending: map[[nonceLen]byte]pending{},
 		peers:   map[proxyKey]*proxyPeer{},
 		stop:    make(chan struct{}),
@@ -89,17 +102,23 @@ func (p *Proxy) SetMark(mark uint32) error {
 }
 
 // SetRelays sets the relays to register with; new ones are registered at once.
-func (p *Proxy) SetRelays(addrs []netip.AddrPort) {
+func (p *Proxy) SetRelays(relays []Target) {
 	p.mu.Lock()
 	keep := map[netip.AddrPort]bool{}
 	var added []netip.AddrPort
-	for _, a := range addrs {
-		a = unmap(a)
-		keep[a] = true
-		if _, ok := p.relays[a]; !ok {
-			p.relays[a] = &RelayState{Addr: a}
-			added = append(added, a)
+	for _, t := range relays {
+		a := unmap(t.Addr)
+		if r, ok := p.relays[a]; ok && r.key == t.Key {
+			keep[a] = true
+			continue
 		}
+		pair, err := p.key.Pair(p.priv, t.Key, RoleMember)
+		if err != nil {
+			continue // a low-order key: no member has one
+		}
+		keep[a] = true
+		p.relays[a] = &proxyRelay{RelayState: RelayState{Addr: a}, key: t.Key, pair: pair}
+		added = append(added, a)
 	}
 	for a := range p.relays {
 		if !keep[a] {
@@ -124,7 +143,7 @@ func (p *Proxy) Relays() []RelayState {
 	defer p.mu.Unlock()
 	out := make([]RelayState, 0, len(p.relays))
 	for _, r := range p.relays {
-		out = append(out, *r)
+		out = append(out, r.RelayState)
 	}
 	return out
 }
@@ -213,7 +232,13 @@ func (p *Proxy) readUplink() {
 			}
 			_, _ = pp.conn.WriteToUDPAddrPort(f[DataOverhead:], p.wg)
 		case typeRegistered:
-			r, err := parseReply(f, p.key)
+			p.mu.Lock()
+			st, ok := p.relays[from]
+			p.mu.Unlock()
+			if !ok {
+				continue
+			}
+			r, err := parseReply(f, st.pair) // only that relay can sign it
 			if err != nil {
 				continue
 			}
@@ -231,17 +256,24 @@ func (p *Proxy) readUplink() {
 }
 
 func (p *Proxy) register(relay netip.AddrPort) {
-	h, err := newHello(typeRegister, p.pub, time.Now())
+	now := time.Now()
+	r, err := newRegistration(p.pub, p.counter.next(now))
 	if err != nil {
 		return
 	}
 	p.mu.Lock()
+	st, ok := p.relays[relay]
+	if !ok {
+		p.mu.Unlock()
+		return
+	}
 	if len(p.pending) > 1024 {
 		clear(p.pending)
 	}
-	p.pending[h.Nonce] = pending{relay: relay, to: relay, sent: h.Time}
+	p.pending[r.Nonce] = pending{relay: relay, to: relay, sent: now}
+	frame := r.marshal(st.pair)
 	p.mu.Unlock()
-	_, _ = p.uplink.WriteToUDPAddrPort(h.marshal(p.key), relay)
+	_, _ = p.uplink.WriteToUDPAddrPort(frame, relay)
 }
 
 func (p *Proxy) maintain() {

@@ -30,18 +30,19 @@ func TestProxyCarriesKernelTrafficThroughRelay(t *testing.T) {
 	kb, kbAddr := fakeKernel(t)
 	keyA, _ := wgtypes.GeneratePrivateKey()
 	keyB, _ := wgtypes.GeneratePrivateKey()
-	pa, err := NewProxy(k, keyA.PublicKey(), kaAddr, "127.0.0.1:0", time.Second)
+	admit(srv, keyA.PublicKey(), keyB.PublicKey())
+	pa, err := NewProxy(k, keyA, kaAddr, "127.0.0.1:0", time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pa.Close() })
-	pb, err := NewProxy(k, keyB.PublicKey(), kbAddr, "127.0.0.1:0", time.Second)
+	pb, err := NewProxy(k, keyB, kbAddr, "127.0.0.1:0", time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pb.Close() })
-	pa.SetRelays([]netip.AddrPort{relay})
-	pb.SetRelays([]netip.AddrPort{relay})
+	pa.SetRelays(at(srv, relay))
+	pb.SetRelays(at(srv, relay))
 	waitFor(t, "proxies registered", 5*time.Second, func() bool {
 		return !pa.Relays()[0].Registered.IsZero() && !pb.Relays()[0].Registered.IsZero()
 	})

@@ -54,7 +54,7 @@ func (s *pingSink) times() []time.Time {
 // openBind opens a Bind that knows sink as peer's candidate; its first
 // maintenance pass probes it once.
 func openBind(t *testing.T, peer [32]byte, sink *pingSink) *Bind {
-	b, err := NewBind(conn.NewDefaultBind(), BindConfig{Key: testKey(t), PublicKey: [32]byte{'p'}})
+	b, err := NewBind(conn.NewDefaultBind(), BindConfig{Key: testKey(t), PrivateKey: testPrivate(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,37 @@ import (
 
 var marker = []byte("MESHSPAN-PLAINTEXT-MARKER-7f3a")
 
+// testPrivate returns a fresh WireGuard private key.
+func testPrivate(t testing.TB) [32]byte {
+	t.Helper()
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// testServer returns a relay server with a fresh identity.
+func testServer(t testing.TB, k *Key, opts ...ServerOption) *Server {
+	return NewServer(k, testPrivate(t), opts...)
+}
+
+// admit adds keys to the server's peers (SetMembers replaces the set).
+func admit(s *Server, keys ...[32]byte) {
+	s.mu.RLock()
+	all := append([][32]byte(nil), keys...)
+	for k := range s.peers {
+		all = append(all, k)
+	}
+	s.mu.RUnlock()
+	s.SetMembers(all)
+}
+
+// at names the relay served by s at addr, for SetRelays.
+func at(s *Server, addr netip.AddrPort) []Target {
+	return []Target{{Addr: addr, Key: s.PublicKey()}}
+}
+
 func testKey(t testing.TB) *Key {
 	t.Helper()
 	var secret [32]byte
@@ -62,7 +93,7 @@ func startRelay(t testing.TB, k *Key) (*Server, netip.AddrPort, *recorder) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewServer(k)
+	s := testServer(t, k)
 	rec := &recorder{out: UDPTransport{Conn: c}}
 	done := make(chan struct{})
 	go func() {
@@ -90,11 +121,12 @@ type node struct {
 
 func newNode(t testing.TB, k *Key, ip string, server *Server) *node {
 	t.Helper()
-	priv, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := NewBind(conn.NewDefaultBind(), BindConfig{Key: k, PublicKey: priv.PublicKey(), Server: server})
+	return newNodeWithKey(t, k, testPrivate(t), ip, server)
+}
+
+func newNodeWithKey(t testing.TB, k *Key, priv wgtypes.Key, ip string, server *Server) *node {
+	t.Helper()
+	b, err := NewBind(conn.NewDefaultBind(), BindConfig{Key: k, PrivateKey: priv, Server: server})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,17 +224,18 @@ func registered(b *Bind) bool {
 func relayedPair(t testing.TB) (a, b *node, s *Server, relay netip.AddrPort, rec *recorder) {
 	k := testKey(t)
 	s, relay, rec = startRelay(t, k)
-	a, b = pairVia(t, k, relay)
+	a, b = pairVia(t, k, s, relay)
 	return a, b, s, relay, rec
 }
 
 // pairVia builds two wireguard-go devices that reach each other through
 // the relay at relay only.
-func pairVia(t testing.TB, k *Key, relay netip.AddrPort) (a, b *node) {
+func pairVia(t testing.TB, k *Key, s *Server, relay netip.AddrPort) (a, b *node) {
 	a = newNode(t, k, "10.99.0.1", nil)
 	b = newNode(t, k, "10.99.0.2", nil)
+	admit(s, a.key.PublicKey(), b.key.PublicKey())
 	for _, n := range []*node{a, b} {
-		n.bind.SetRelays([]netip.AddrPort{relay})
+		n.bind.SetRelays(at(s, relay))
 	}
 	waitFor(t, "both nodes registered with the relay", 5*time.Second, func() bool { return registered(a.bind) && registered(b.bind) })
 	va, err := a.bind.RelayEndpoint(relay, b.key.PublicKey())
@@ -287,12 +320,12 @@ func TestRelayDropsStrangers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A registration signed with another cluster's key.
-	other := testKey(t)
-	var pub [32]byte
-	rand.Read(pub[:])
-	h, _ := newHello(typeRegister, pub, time.Now())
-	stranger.WriteToUDPAddrPort(h.marshal(other), relay)
+	// A registration of a member's key signed with another cluster's key.
+	other, err := testKey(t).Pair(testPrivate(t), s.PublicKey(), RoleMember)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger.WriteToUDPAddrPort(RegisterFrame(other, b.key.PublicKey(), uint64(time.Now().UnixNano())), relay)
 
 	waitFor(t, "stranger frames counted", 5*time.Second, func() bool {
 		return s.Dropped(DropStranger) >= 5 && s.Dropped(DropBadMAC) >= 1
@@ -343,13 +376,15 @@ func TestRelayOnWireGuardPort(t *testing.T) {
 	// r relays on its own WireGuard port and is a WireGuard peer of a at the
 	// same time; a and b reach each other only through r.
 	k := testKey(t)
-	srv := NewServer(k)
-	r := newNode(t, k, "10.99.0.9", srv)
+	rkey := testPrivate(t)
+	srv := NewServer(k, rkey)
+	r := newNodeWithKey(t, k, rkey, "10.99.0.9", srv)
 	a := newNode(t, k, "10.99.0.1", nil)
 	b := newNode(t, k, "10.99.0.2", nil)
+	admit(srv, a.key.PublicKey(), b.key.PublicKey())
 	rp := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), r.port(t))
 	for _, n := range []*node{a, b} {
-		n.bind.SetRelays([]netip.AddrPort{rp})
+		n.bind.SetRelays(at(srv, rp))
 	}
 	waitFor(t, "registered", 5*time.Second, func() bool { return registered(a.bind) && registered(b.bind) })
 	va, _ := a.bind.RelayEndpoint(rp, b.key.PublicKey())
@@ -374,7 +409,7 @@ func TestVirtualEndpointRoundTrip(t *testing.T) {
 	k := testKey(t)
 	b, _ := NewBind(conn.NewDefaultBind(), BindConfig{Key: k})
 	relay := netip.MustParseAddrPort("198.51.100.7:51820")
-	b.SetRelays([]netip.AddrPort{relay})
+	b.SetRelays([]Target{{Addr: relay, Key: testPrivate(t)}})
 	var peer [32]byte
 	copy(peer[:], "0123456789abcdef0123456789abcdef")
 	v, err := b.RelayEndpoint(relay, peer)
@@ -410,10 +445,11 @@ func logLevel() int {
 func TestRelaySlotsStayUniqueAcrossChurn(t *testing.T) {
 	b, _ := NewBind(conn.NewDefaultBind(), BindConfig{Key: testKey(t)})
 	keep := netip.MustParseAddrPort("198.51.100.1:51820")
+	rkey := testPrivate(t) // a stand-in public key: any 32 bytes but low-order ones will do
 	var peer [32]byte
 	for i := range 70000 { // more additions than there are slots
 		churn := netip.AddrPortFrom(netip.MustParseAddr("203.0.113.9"), uint16(i%60000+1))
-		b.SetRelays([]netip.AddrPort{keep, churn})
+		b.SetRelays([]Target{{Addr: keep, Key: rkey}, {Addr: churn, Key: rkey}})
 	}
 	v1, _ := b.RelayEndpoint(keep, peer)
 	ep, err := b.ParseEndpoint(v1.String())

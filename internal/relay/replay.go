@@ -5,27 +5,32 @@ import (
 	"time"
 )
 
-// DefaultWindow is how far a hello's timestamp may be from the receiver's
-// clock. Members run NTP; a minute is generous and keeps the nonce cache small.
+// DefaultWindow is how far a direct probe's timestamp may be from the
+// receiver's clock. (Registrations with relays use per-member counters
+// instead and compare no clocks.)
 const DefaultWindow = time.Minute
 
 var (
 	errStale  = errors.New("timestamp outside window")
 	errReplay = errors.New("nonce already seen")
-	errFull   = errors.New("nonce cache full")
 )
 
-// replayGuard rejects hellos whose timestamp is outside the window and
-// those whose nonce was already seen inside it. Nonces are forgotten once
-// their timestamp leaves the window, since the time check then rejects them.
+// replayGuard rejects probes whose timestamp is outside the window and those
+// whose nonce was already seen inside it. It holds at most max nonces: when
+// full it forgets the oldest, so that a member flooding valid probes cannot
+// make this node refuse everyone else's. (A replayed probe only earns an
+// answer to where it came from, which a member can have by asking; the
+// cache keeps strangers from replaying probes they captured.)
 type replayGuard struct {
 	window time.Duration
 	max    int
 	seen   map[[nonceLen]byte]time.Time
+	order  [][nonceLen]byte // nonces in arrival order, a ring of max entries
+	next   int              // where the next nonce goes in order
 }
 
 func newReplayGuard(window time.Duration, max int) *replayGuard {
-	return &replayGuard{window: window, max: max, seen: make(map[[nonceLen]byte]time.Time)}
+	return &replayGuard{window: window, max: max, seen: make(map[[nonceLen]byte]time.Time), order: make([][nonceLen]byte, 0, max)}
 }
 
 func (g *replayGuard) check(h hello, now time.Time) error {
@@ -35,15 +40,12 @@ func (g *replayGuard) check(h hello, now time.Time) error {
 	if _, ok := g.seen[h.Nonce]; ok {
 		return errReplay
 	}
-	if len(g.seen) >= g.max {
-		for n, t := range g.seen {
-			if now.Sub(t) > g.window {
-				delete(g.seen, n)
-			}
-		}
-		if len(g.seen) >= g.max {
-			return errFull
-		}
+	if len(g.order) < g.max {
+		g.order = append(g.order, h.Nonce)
+	} else {
+		delete(g.seen, g.order[g.next]) // the oldest
+		g.order[g.next] = h.Nonce
+		g.next = (g.next + 1) % g.max
 	}
 	g.seen[h.Nonce] = h.Time
 	return nil

@@ -21,15 +21,16 @@ const DefaultTTL = 30 * time.Second
 // Drop reasons, the "reason" label of meshspan_relay_dropped_packets_total.
 const (
 	DropStranger    = "stranger"     // data from an address no member registered
-	DropBadMAC      = "bad_mac"      // control frame not signed with the cluster's relay key
-	DropReplay      = "replay"       // control frame nonce seen before
-	DropStale       = "stale"        // control frame timestamp outside the window
+	DropBadMAC      = "bad_mac"      // registration not signed with the key pair of member and relay
+	DropReplay      = "replay"       // registration counter not above the member's last one
+	DropNotMember   = "not_member"   // registration of a key that is not one of this node's peers
+	DropAddrInUse   = "addr_in_use"  // registration from an address another live member holds
 	DropUnknownPeer = "unknown_peer" // destination member not registered here
 	DropMalformed   = "malformed"    // too short, unknown type, not a relay frame
 	DropIDConflict  = "id_conflict"  // another key holds this relay ID
 )
 
-var dropReasons = []string{DropStranger, DropBadMAC, DropReplay, DropStale, DropUnknownPeer, DropMalformed, DropIDConflict}
+var dropReasons = []string{DropStranger, DropBadMAC, DropReplay, DropNotMember, DropAddrInUse, DropUnknownPeer, DropMalformed, DropIDConflict}
 
 // Transport sends a frame to an underlay address. *net.UDPConn does, through
 // UDPTransport; the userspace Bind does through WireGuard's own socket.
@@ -46,25 +47,39 @@ func (t UDPTransport) WriteTo(frame []byte, to netip.AddrPort) error {
 	return err
 }
 
+// member is one of the relay's peers (SetMembers): the only keys that may
+// register. Its registration fields are guarded by Server.mu.
 type member struct {
-	key  [keyLen]byte
-	id   ID
-	addr netip.AddrPort
-	seen time.Time // last accepted registration
+	key [keyLen]byte
+	id  ID
+
+	pairOnce sync.Once
+	pair     *Key // registrations' key (Key.Pair); nil if the exchange failed
+
+	addr    netip.AddrPort // registered source address; zero: not registered
+	seen    time.Time      // last accepted registration, on the relay's clock
+	counter uint64         // of the last accepted registration
+}
+
+func (m *member) pairKey(s *Server) *Key {
+	m.pairOnce.Do(func() { m.pair, _ = s.key.Pair(s.private, m.key, RoleRelay) })
+	return m.pair
 }
 
 // Server forwards WireGuard packets between registered members. It is safe
 // for concurrent use; Handle may be called from several receive goroutines.
 type Server struct {
-	key  *Key
-	now  func() time.Time
-	ttl  time.Duration
-	mark uint32
+	key     *Key
+	private [32]byte // this node's WireGuard private key
+	now     func() time.Time
+	ttl     time.Duration
+	mark    uint32
 
-	mu     sync.RWMutex
-	byAddr map[netip.AddrPort]*member
-	byID   map[ID]*member
-	guard  *replayGuard
+	mu         sync.RWMutex
+	peers      map[[keyLen]byte]*member // who may register
+	byAddr     map[netip.AddrPort]*member
+	byID       map[ID]*member
+	lastExpire time.Time
 
 	forwardedPackets prometheus.Counter
 	forwardedBytes   prometheus.Counter
@@ -88,15 +103,18 @@ func WithMark(mark uint32) ServerOption { return func(s *Server) { s.mark = mark
 // WithTTL sets how long a registration lasts.
 func WithTTL(d time.Duration) ServerOption { return func(s *Server) { s.ttl = d } }
 
-// NewServer returns a relay server for the cluster whose relay key is k.
-func NewServer(k *Key, opts ...ServerOption) *Server {
+// NewServer returns a relay server for the cluster whose relay key is k, on
+// the node whose WireGuard private key is private. Nobody may register until
+// SetMembers names the node's peers.
+func NewServer(k *Key, private [32]byte, opts ...ServerOption) *Server {
 	s := &Server{
-		key:    k,
-		now:    time.Now,
-		ttl:    DefaultTTL,
-		byAddr: make(map[netip.AddrPort]*member),
-		byID:   make(map[ID]*member),
-		guard:  newReplayGuard(DefaultWindow, 1<<16),
+		key:     k,
+		private: private,
+		now:     time.Now,
+		ttl:     DefaultTTL,
+		peers:   make(map[[keyLen]byte]*member),
+		byAddr:  make(map[netip.AddrPort]*member),
+		byID:    make(map[ID]*member),
 		forwardedPackets: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshspan_relay_forwarded_packets_total",
 			Help: "WireGuard packets this node relayed between members.",
@@ -107,7 +125,7 @@ func NewServer(k *Key, opts ...ServerOption) *Server {
 		}),
 		droppedVec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshspan_relay_dropped_packets_total",
-			Help: "Packets the relay refused, by reason (stranger, bad_mac, replay, stale, unknown_peer, malformed, id_conflict).",
+			Help: "Packets the relay refused, by reason (stranger, bad_mac, replay, not_member, addr_in_use, unknown_peer, malformed, id_conflict).",
 		}, []string{"reason"}),
 		dropped: make(map[string]prometheus.Counter),
 	}
@@ -123,6 +141,13 @@ func NewServer(k *Key, opts ...ServerOption) *Server {
 		o(s)
 	}
 	return s
+}
+
+// PublicKey is the relay's WireGuard public key, which members register with
+// (Target.Key).
+func (s *Server) PublicKey() [32]byte {
+	pub, _ := publicKey(s.private) // X25519 takes any 32 bytes
+	return pub
 }
 
 // Collectors returns the server's metrics for the caller to register.
@@ -154,6 +179,28 @@ func (s *Server) Members() int {
 		}
 	}
 	return n
+}
+
+// SetMembers sets the WireGuard public keys that may register: this node's
+// current peers. A key that leaves the set loses its registration at once.
+func (s *Server) SetMembers(keys [][32]byte) {
+	want := make(map[[keyLen]byte]bool, len(keys))
+	for _, k := range keys {
+		want[k] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, m := range s.peers {
+		if !want[k] {
+			s.unregisterLocked(m)
+			delete(s.peers, k)
+		}
+	}
+	for k := range want {
+		if _, ok := s.peers[k]; !ok {
+			s.peers[k] = &member{key: k, id: IDOf(k)}
+		}
+	}
 }
 
 // Handle processes one frame received from from, replying or forwarding
@@ -197,80 +244,127 @@ func (s *Server) route(frame []byte, from netip.AddrPort, now time.Time) (netip.
 		return netip.AddrPort{}, false
 	}
 	dst := ID(frame[2 : 2+idLen])
+	// Registrations change under the write lock: read what is needed here.
 	s.mu.RLock()
 	src, okSrc := s.byAddr[from]
+	okSrc = okSrc && now.Sub(src.seen) <= s.ttl
 	to, okDst := s.byID[dst]
+	okDst = okDst && now.Sub(to.seen) <= s.ttl
+	var srcID ID
+	var toAddr netip.AddrPort
+	if okSrc && okDst {
+		srcID, toAddr = src.id, to.addr
+	}
 	s.mu.RUnlock()
-	if !okSrc || now.Sub(src.seen) > s.ttl {
+	if !okSrc {
 		s.drop(DropStranger)
 		return netip.AddrPort{}, false
 	}
-	if !okDst || now.Sub(to.seen) > s.ttl {
+	if !okDst {
 		s.drop(DropUnknownPeer)
 		return netip.AddrPort{}, false
 	}
-	putDataHeader(frame, typeDeliver, src.id)
+	putDataHeader(frame, typeDeliver, srcID)
 	s.forwardedPackets.Inc()
 	s.forwardedBytes.Add(float64(len(frame) - DataOverhead))
-	return to.addr, true
+	return toAddr, true
 }
 
 func (s *Server) register(frame []byte, from netip.AddrPort, out Transport) {
-	h, err := parseHello(frame, s.key)
-	if err != nil || h.Kind != typeRegister {
+	key, ok := registrant(frame)
+	if !ok {
+		s.drop(DropMalformed)
+		return
+	}
+	s.mu.RLock()
+	m := s.peers[key]
+	s.mu.RUnlock()
+	if m == nil {
+		s.drop(DropNotMember)
+		return
+	}
+	pair := m.pairKey(s) // one X25519 per peer, cached: a flood costs HMACs only
+	if pair == nil {
+		s.drop(DropBadMAC)
+		return
+	}
+	r, err := parseRegistration(frame, pair)
+	if err != nil {
 		s.dropErr(err)
 		return
 	}
 	now := s.now()
-	id := IDOf(h.Key)
 	s.mu.Lock()
-	if err := s.guard.check(h, now); err != nil {
+	if reason := s.acceptLocked(m, r, from, now); reason != "" {
 		s.mu.Unlock()
-		s.dropErr(err)
+		s.drop(reason)
 		return
 	}
-	m, ok := s.byID[id]
-	if ok && m.key != h.Key && now.Sub(m.seen) <= s.ttl {
-		s.mu.Unlock()
-		s.drop(DropIDConflict)
-		return
+	s.mu.Unlock()
+
+	ack := reply{Kind: typeRegistered, Nonce: r.Nonce, Observed: from}
+	_ = out.WriteTo(ack.marshal(pair), from) // lost acks are retried by the member
+}
+
+// acceptLocked records m's registration r from from, or returns why not.
+func (s *Server) acceptLocked(m *member, r registration, from netip.AddrPort, now time.Time) string {
+	if s.peers[m.key] != m {
+		return DropNotMember // left the peer set since it was looked up
 	}
-	if ok && h.Time.Before(m.seen) && m.addr != from && now.Sub(m.seen) <= s.ttl {
-		// An older registration arriving late must not move a member back.
-		s.mu.Unlock()
-		s.drop(DropStale)
-		return
+	live := func(x *member) bool { return x.addr.IsValid() && now.Sub(x.seen) <= s.ttl }
+	// Only this member's own counters are compared: a replayed or late frame
+	// is refused whatever the two clocks say. Once the registration has
+	// expired any counter is taken, so a member whose clock was set back
+	// across a restart is refused for one TTL at most.
+	if live(m) && r.Counter <= m.counter {
+		return DropReplay
 	}
-	if !ok || m.key != h.Key {
-		m = &member{key: h.Key, id: id}
-		s.byID[id] = m
+	if other := s.byID[m.id]; other != nil && other != m {
+		if live(other) {
+			return DropIDConflict
+		}
+		s.unregisterLocked(other)
+	}
+	if other := s.byAddr[from]; other != nil && other != m {
+		if live(other) {
+			// Never take a live member's address: a registration with a
+			// spoofed source would otherwise cut that member off.
+			return DropAddrInUse
+		}
+		s.unregisterLocked(other)
 	}
 	if m.addr != from {
-		if old, ok := s.byAddr[m.addr]; ok && old == m {
+		if s.byAddr[m.addr] == m {
 			delete(s.byAddr, m.addr)
-		}
-		if prev, ok := s.byAddr[from]; ok && prev != m {
-			delete(s.byID, prev.id) // that address now belongs to someone else
 		}
 		m.addr = from
 		s.byAddr[from] = m
 	}
-	m.seen = now
-	s.expireLocked(now)
-	s.mu.Unlock()
+	s.byID[m.id] = m
+	m.seen, m.counter = now, r.Counter
+	if now.Sub(s.lastExpire) >= time.Second {
+		s.lastExpire = now
+		s.expireLocked(now)
+	}
+	return ""
+}
 
-	ack := reply{Kind: typeRegistered, Nonce: h.Nonce, Observed: from}
-	_ = out.WriteTo(ack.marshal(s.key), from) // lost acks are retried by the member
+// unregisterLocked forgets m's registration (it stays a peer).
+func (s *Server) unregisterLocked(m *member) {
+	if s.byAddr[m.addr] == m {
+		delete(s.byAddr, m.addr)
+	}
+	if s.byID[m.id] == m {
+		delete(s.byID, m.id)
+	}
+	m.addr = netip.AddrPort{}
 }
 
 // expireLocked forgets registrations older than the TTL.
 func (s *Server) expireLocked(now time.Time) {
-	for id, m := range s.byID {
+	for _, m := range s.byID {
 		if now.Sub(m.seen) > 3*s.ttl {
-			delete(s.byID, id)
-			if s.byAddr[m.addr] == m {
-				delete(s.byAddr, m.addr)
-			}
+			s.unregisterLocked(m)
 		}
 	}
 }
@@ -281,10 +375,6 @@ func (s *Server) dropErr(err error) {
 	switch {
 	case errors.Is(err, errBadMAC):
 		s.drop(DropBadMAC)
-	case errors.Is(err, errReplay):
-		s.drop(DropReplay)
-	case errors.Is(err, errStale), errors.Is(err, errFull):
-		s.drop(DropStale)
 	default:
 		s.drop(DropMalformed)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
+	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
 )
 
@@ -92,9 +93,10 @@ func benchRelayedVsDirect(b *testing.B, mode string) {
 	if err := w.wan.Attach(r3, "eth0", pfx("203.0.113.23/24")); err != nil {
 		b.Fatal(err)
 	}
-	rel, proc := w.relayProcess(r3, ip("203.0.113.23"), wgPort, mode)
+	relT, proc := w.relayProcess(r3, ip("203.0.113.23"), wgPort, mode)
+	rel := relT.Addr
 	for _, n := range []*node{w.a, w.b} {
-		n.bind.SetRelays([]netip.AddrPort{w.r1.endpoint(), w.r2.endpoint(), rel})
+		n.bind.SetRelays([]relay.Target{{Addr: w.r1.endpoint(), Key: w.r1.key.PublicKey()}, {Addr: w.r2.endpoint(), Key: w.r2.key.PublicKey()}, relT})
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !registeredWith(w.a, rel) || !registeredWith(w.b, rel) {

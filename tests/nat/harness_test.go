@@ -86,12 +86,16 @@ type world struct {
 }
 
 // relayProcess runs a standalone relay (this test binary, see TestMain) in
-// ns on port: a relay on another machine, with its own scheduler.
-func (w *world) relayProcess(ns *netlab.NS, addr netip.Addr, port uint16, mode string) (netip.AddrPort, *netlab.Proc) {
+// ns on port: a relay on another machine, with its own scheduler. a and b
+// may register; it returns where and with which key.
+func (w *world) relayProcess(ns *netlab.NS, addr netip.Addr, port uint16, mode string) (relay.Target, *netlab.Proc) {
 	w.t.Helper()
+	key, _ := wgtypes.GeneratePrivateKey()
+	pa, pb := w.a.key.PublicKey(), w.b.key.PublicKey()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), fmt.Sprintf("NAT_RELAY_PORT=%d", port), "NAT_RELAY_SECRET="+hex.EncodeToString(w.secret[:]),
-		"NAT_RELAY_MODE="+mode)
+		"NAT_RELAY_MODE="+mode, "NAT_RELAY_KEY="+hex.EncodeToString(key[:]),
+		"NAT_RELAY_MEMBERS="+hex.EncodeToString(pa[:])+","+hex.EncodeToString(pb[:]))
 	p, err := ns.Start(cmd)
 	if err != nil {
 		w.t.Fatal(err)
@@ -104,7 +108,7 @@ func (w *world) relayProcess(ns *netlab.NS, addr netip.Addr, port uint16, mode s
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return netip.AddrPortFrom(addr, port), p
+	return relay.Target{Addr: netip.AddrPortFrom(addr, port), Key: key.PublicKey()}, p
 }
 
 // cpuTime is the user+system CPU time a process has used.
@@ -172,17 +176,20 @@ func newWorldProbing(t testing.TB, mode netlab.NATMode, gateway bool, probeEvery
 		must(gatewayFirewall(rb))
 	}
 
-	w.a = w.host("a", w.lanA, "192.0.2.10", "192.0.2.1", "203.0.113.1", nil)
-	w.b = w.host("b", w.lanB, "198.51.100.10", "198.51.100.1", "203.0.113.2", nil)
-	w.r1 = w.host("r1", w.wan, "203.0.113.21", "", "203.0.113.21", relay.NewServer(w.key))
-	w.r2 = w.host("r2", w.wan, "203.0.113.22", "", "203.0.113.22", relay.NewServer(w.key))
+	w.a = w.host("a", w.lanA, "192.0.2.10", "192.0.2.1", "203.0.113.1", false)
+	w.b = w.host("b", w.lanB, "198.51.100.10", "198.51.100.1", "203.0.113.2", false)
+	w.r1 = w.host("r1", w.wan, "203.0.113.21", "", "203.0.113.21", true)
+	w.r2 = w.host("r2", w.wan, "203.0.113.22", "", "203.0.113.22", true)
+	for _, r := range []*node{w.r1, w.r2} { // as the agent does: its peers may register
+		r.server.SetMembers([][32]byte{w.a.key.PublicKey(), w.b.key.PublicKey(), w.r1.key.PublicKey(), w.r2.key.PublicKey()})
+	}
 	w.stranger, err = lab.Host("strgr")
 	must(err)
 	must(w.wan.Attach(w.stranger, "eth0", pfx("203.0.113.66/24")))
 	return w
 }
 
-func (w *world) host(name string, sw *netlab.Switch, addr, gw, public string, srv *relay.Server) *node {
+func (w *world) host(name string, sw *netlab.Switch, addr, gw, public string, relaying bool) *node {
 	t := w.t
 	t.Helper()
 	ns, err := w.lab.Host(name)
@@ -198,12 +205,16 @@ func (w *world) host(name string, sw *netlab.Switch, addr, gw, public string, sr
 		}
 	}
 	key, _ := wgtypes.GeneratePrivateKey()
+	var srv *relay.Server
+	if relaying {
+		srv = relay.NewServer(w.key, key)
+	}
 	n := &node{name: name, ns: ns, key: key, lan: ip(addr), public: ip(public), server: srv, status: map[wgtypes.Key]natpath.Status{}}
 	n.mesh = meshPrefix.Addr().Next()
 	for range len(name) + int(name[len(name)-1]) {
 		n.mesh = n.mesh.Next() // distinct per name, deterministic
 	}
-	n.bind, err = relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: w.key, PublicKey: key.PublicKey(), Server: srv,
+	n.bind, err = relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: w.key, PrivateKey: key, Server: srv,
 		RegisterInterval: time.Second, ProbeInterval: w.probeEvery})
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +294,7 @@ func (w *world) kernelStyle(n *node) {
 		if err != nil {
 			return err
 		}
-		n.proxy, err = relay.NewProxy(w.key, n.key.PublicKey(), netip.AddrPortFrom(ip("127.0.0.1"), wgPort), ":0", time.Second)
+		n.proxy, err = relay.NewProxy(w.key, n.key, netip.AddrPortFrom(ip("127.0.0.1"), wgPort), ":0", time.Second)
 		return err
 	})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -43,7 +44,19 @@ func serveRelay(port, secret string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	srv := relay.NewServer(k)
+	priv, err := hex.DecodeString(os.Getenv("NAT_RELAY_KEY"))
+	if err != nil || len(priv) != 32 {
+		fmt.Fprintln(os.Stderr, "relay helper: bad NAT_RELAY_KEY (the relay's private key in hex)")
+		return 2
+	}
+	srv := relay.NewServer(k, [32]byte(priv))
+	var members [][32]byte
+	for _, m := range strings.Split(os.Getenv("NAT_RELAY_MEMBERS"), ",") {
+		if b, err := hex.DecodeString(m); err == nil && len(b) == 32 {
+			members = append(members, [32]byte(b))
+		}
+	}
+	srv.SetMembers(members)
 	if f := os.Getenv("NAT_RELAY_CPUPROFILE"); f != "" {
 		out, err := os.Create(f)
 		if err == nil {
@@ -56,8 +69,8 @@ func serveRelay(port, secret string) int {
 	if os.Getenv("NAT_RELAY_MODE") == "shared" {
 		// A member relaying on its WireGuard port: wireguard-go with the
 		// relay Bind, as `meshspan-agent run` does with relay.enabled.
-		key, _ := wgtypes.GeneratePrivateKey()
-		b, err := relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: k, PublicKey: key.PublicKey(), Server: srv})
+		key := wgtypes.Key(priv)
+		b, err := relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: k, PrivateKey: key, Server: srv})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

@@ -219,7 +219,11 @@ func TestStrangerCannotUseRelay(t *testing.T) {
 	}
 	// A registration made with a key from another cluster.
 	other, _ := relay.DeriveKey([32]byte{1})
-	reg := relay.RegisterFrame(other, w.b.key.PublicKey(), time.Now())
+	otherPair, err := other.Pair(w.b.key, w.r1.key.PublicKey(), relay.RoleMember) // even with b's own key
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := relay.RegisterFrame(otherPair, w.b.key.PublicKey(), uint64(time.Now().UnixNano()))
 	c.WriteToUDPAddrPort(reg, r1)
 
 	deadline := time.Now().Add(5 * time.Second)

@@ -16,16 +16,16 @@ import (
 
 // fakeBind is a userspace Bind without sockets: it records relays and punches.
 type fakeBind struct {
-	relays     []netip.AddrPort
+	relays     []relay.Target
 	punches    []natpath.Meeting
 	registered time.Time // every relay answered then
 }
 
-func (f *fakeBind) SetRelays(addrs []netip.AddrPort) { f.relays = addrs }
+func (f *fakeBind) SetRelays(relays []relay.Target) { f.relays = relays }
 func (f *fakeBind) Relays() []relay.RelayState {
 	var out []relay.RelayState
-	for _, a := range f.relays {
-		out = append(out, relay.RelayState{Addr: a, Registered: f.registered})
+	for _, r := range f.relays {
+		out = append(out, relay.RelayState{Addr: r.Addr, Registered: f.registered})
 	}
 	return out
 }

@@ -18,7 +18,7 @@ import (
 // Bind is what the driver needs of a relay.Bind (or a relay.Proxy for
 // kernel WireGuard, which has no probes).
 type Bind interface {
-	SetRelays(addrs []netip.AddrPort)
+	SetRelays(relays []relay.Target)
 	Relays() []relay.RelayState
 	RelayEndpoint(relay netip.AddrPort, peer [32]byte) (netip.AddrPort, error)
 }
@@ -77,11 +77,11 @@ func (d *Driver) Relaying() bool { return d.relaying }
 
 // Step decides every peer's path at now.
 func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map[wgtypes.Key]Observation) map[wgtypes.Key]natpath.Status {
-	addrs := make([]netip.AddrPort, 0, len(relays))
+	targets := make([]relay.Target, 0, len(relays))
 	for _, r := range relays {
-		addrs = append(addrs, r.Addr)
+		targets = append(targets, relay.Target{Addr: r.Addr, Key: r.Key})
 	}
-	d.bind.SetRelays(addrs)
+	d.bind.SetRelays(targets)
 	registered := map[netip.AddrPort]bool{}
 	for _, st := range d.bind.Relays() {
 		if !st.Registered.IsZero() && now.Sub(st.Registered) < d.fresh {

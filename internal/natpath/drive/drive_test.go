@@ -34,7 +34,12 @@ var fast = natpath.Timing{Probe: 300 * time.Millisecond, DirectBudget: 900 * tim
 func newMember(t *testing.T, k *relay.Key, name, ip string, srv *relay.Server) *member {
 	t.Helper()
 	key, _ := wgtypes.GeneratePrivateKey()
-	b, err := relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: k, PublicKey: key.PublicKey(), Server: srv,
+	return newMemberKey(t, k, key, name, ip, srv)
+}
+
+func newMemberKey(t *testing.T, k *relay.Key, key wgtypes.Key, name, ip string, srv *relay.Server) *member {
+	t.Helper()
+	b, err := relay.NewBind(conn.NewDefaultBind(), relay.BindConfig{Key: k, PrivateKey: key, Server: srv,
 		RegisterInterval: 200 * time.Millisecond, ProbeInterval: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -139,9 +144,12 @@ func ping(t *testing.T, from, to *member) {
 func TestRelayedWhenDirectFailsThenDirectWhenItWorks(t *testing.T) {
 	k := testKey(t)
 	// r relays on its WireGuard port; it is a member but not a's or b's peer here.
-	r := newMember(t, k, "r", "10.0.0.9", relay.NewServer(k))
+	rkey, _ := wgtypes.GeneratePrivateKey()
+	srv := relay.NewServer(k, rkey)
+	r := newMemberKey(t, k, rkey, "r", "10.0.0.9", srv)
 	a := newMember(t, k, "a", "10.0.0.1", nil)
 	b := newMember(t, k, "b", "10.0.0.2", nil)
+	srv.SetMembers([][32]byte{a.key.PublicKey(), b.key.PublicKey()})
 	rAddr := listenPortOf(t, r)
 	relays := []RelayMember{{Key: r.key.PublicKey(), Name: "r", Addr: rAddr}}
 
