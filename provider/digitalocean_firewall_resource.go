@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/digitalocean/godo"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -15,7 +16,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/setdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 )
 
@@ -24,6 +27,7 @@ var (
 	_ resource.ResourceWithConfigure      = (*digitalOceanFirewallResource)(nil)
 	_ resource.ResourceWithImportState    = (*digitalOceanFirewallResource)(nil)
 	_ resource.ResourceWithValidateConfig = (*digitalOceanFirewallResource)(nil)
+	_ resource.ResourceWithModifyPlan     = (*digitalOceanFirewallResource)(nil)
 )
 
 var (
@@ -37,6 +41,7 @@ const (
 	doMaxRules    = 50
 	doMaxDroplets = 10
 	doMaxTags     = 5
+	doMaxTargets  = 1000 // sources or destinations of one rule
 	doDefaultPort = 51820
 )
 
@@ -65,28 +70,37 @@ type doFirewallModel struct {
 }
 
 type doInboundModel struct {
-	Protocol   types.String `tfsdk:"protocol"`
-	PortRange  types.String `tfsdk:"port_range"`
-	Addresses  types.Set    `tfsdk:"source_addresses"`
-	Tags       types.Set    `tfsdk:"source_tags"`
-	DropletIDs types.Set    `tfsdk:"source_droplet_ids"`
+	Protocol         types.String `tfsdk:"protocol"`
+	PortRange        types.String `tfsdk:"port_range"`
+	Action           types.String `tfsdk:"action"`
+	Addresses        types.Set    `tfsdk:"source_addresses"`
+	Tags             types.Set    `tfsdk:"source_tags"`
+	DropletIDs       types.Set    `tfsdk:"source_droplet_ids"`
+	LoadBalancerUIDs types.Set    `tfsdk:"source_load_balancer_uids"`
+	KubernetesIDs    types.Set    `tfsdk:"source_kubernetes_ids"`
 }
 
 type doOutboundModel struct {
-	Protocol   types.String `tfsdk:"protocol"`
-	PortRange  types.String `tfsdk:"port_range"`
-	Addresses  types.Set    `tfsdk:"destination_addresses"`
-	Tags       types.Set    `tfsdk:"destination_tags"`
-	DropletIDs types.Set    `tfsdk:"destination_droplet_ids"`
+	Protocol         types.String `tfsdk:"protocol"`
+	PortRange        types.String `tfsdk:"port_range"`
+	Action           types.String `tfsdk:"action"`
+	Addresses        types.Set    `tfsdk:"destination_addresses"`
+	Tags             types.Set    `tfsdk:"destination_tags"`
+	DropletIDs       types.Set    `tfsdk:"destination_droplet_ids"`
+	LoadBalancerUIDs types.Set    `tfsdk:"destination_load_balancer_uids"`
+	KubernetesIDs    types.Set    `tfsdk:"destination_kubernetes_ids"`
 }
 
 func doRuleAttrTypes(targets string) map[string]attr.Type {
 	return map[string]attr.Type{
-		"protocol":               types.StringType,
-		"port_range":             types.StringType,
-		targets + "_addresses":   types.SetType{ElemType: types.StringType},
-		targets + "_tags":        types.SetType{ElemType: types.StringType},
-		targets + "_droplet_ids": types.SetType{ElemType: types.Int64Type},
+		"protocol":                      types.StringType,
+		"port_range":                    types.StringType,
+		"action":                        types.StringType,
+		targets + "_addresses":          types.SetType{ElemType: types.StringType},
+		targets + "_tags":               types.SetType{ElemType: types.StringType},
+		targets + "_droplet_ids":        types.SetType{ElemType: types.Int64Type},
+		targets + "_load_balancer_uids": types.SetType{ElemType: types.StringType},
+		targets + "_kubernetes_ids":     types.SetType{ElemType: types.StringType},
 	}
 }
 
@@ -98,6 +112,8 @@ func doRuleSchema(dir, targets, example string) schema.SetNestedAttribute {
 	return schema.SetNestedAttribute{
 		MarkdownDescription: fmt.Sprintf("Extra %s rules, compared as a set (order never matters). %s", dir, example),
 		Optional:            true,
+		Computed:            true,
+		Default:             setdefault.StaticValue(types.SetValueMust(types.ObjectType{AttrTypes: doRuleAttrTypes(targets)}, []attr.Value{})),
 		NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
 			"protocol": schema.StringAttribute{
 				MarkdownDescription: "`tcp`, `udp` or `icmp`.",
@@ -110,6 +126,21 @@ func doRuleSchema(dir, targets, example string) schema.SetNestedAttribute {
 			},
 			targets + "_addresses": schema.SetAttribute{
 				MarkdownDescription: fmt.Sprintf("IPv4/IPv6 addresses or CIDRs the rule %s (host bits must be zero; `0.0.0.0/0` and `::/0` for anywhere).", map[string]string{"source": "admits traffic from", "destination": "allows traffic to"}[targets]),
+				ElementType:         types.StringType,
+				Optional:            true,
+			},
+			"action": schema.StringAttribute{
+				MarkdownDescription: "`allow` (the default when unset) or `deny`. A rule switched in the console shows in the next plan.",
+				Optional:            true,
+				Validators:          []validator.String{stringvalidator.OneOf("allow", "deny")},
+			},
+			targets + "_load_balancer_uids": schema.SetAttribute{
+				MarkdownDescription: fmt.Sprintf("UUIDs of load balancers that are %ss of the rule.", targets),
+				ElementType:         types.StringType,
+				Optional:            true,
+			},
+			targets + "_kubernetes_ids": schema.SetAttribute{
+				MarkdownDescription: fmt.Sprintf("IDs of Kubernetes clusters whose nodes are %ss of the rule.", targets),
 				ElementType:         types.StringType,
 				Optional:            true,
 			},
@@ -160,12 +191,16 @@ func (r *digitalOceanFirewallResource) Schema(_ context.Context, _ resource.Sche
 				MarkdownDescription: fmt.Sprintf("IDs of droplets the firewall applies to (at most %d; use `tags` for more).", doMaxDroplets),
 				ElementType:         types.Int64Type,
 				Optional:            true,
+				Computed:            true,
+				Default:             setdefault.StaticValue(types.SetValueMust(types.Int64Type, []attr.Value{})),
 			},
 			"tags": schema.SetAttribute{
 				MarkdownDescription: fmt.Sprintf("Tags whose droplets the firewall applies to (at most %d). The tags must exist "+
 					"(e.g. `digitalocean_tag`). Not to be confused with `source_tags` inside a rule.", doMaxTags),
 				ElementType: types.StringType,
 				Optional:    true,
+				Computed:    true,
+				Default:     setdefault.StaticValue(types.SetValueMust(types.StringType, []attr.Value{})),
 			},
 			"status": schema.StringAttribute{
 				MarkdownDescription: "`waiting` while DigitalOcean applies a change, then `succeeded` (or `failed`). The provider waits for it after each change.",
@@ -247,9 +282,11 @@ func doRulesFrom[M doInboundModel | doOutboundModel](ctx context.Context, set ty
 	out := make([]doRule, 0, len(ms))
 	for _, m := range ms {
 		m := doInboundModel(m)
-		out = append(out, doRule{Protocol: m.Protocol.ValueString(), Ports: m.PortRange.ValueString(),
+		out = append(out, doRule{Protocol: m.Protocol.ValueString(), Ports: m.PortRange.ValueString(), Action: m.Action.ValueString(),
 			Addresses: doElems[string](ctx, m.Addresses, diags), Tags: doElems[string](ctx, m.Tags, diags),
-			DropletIDs: doElems[int64](ctx, m.DropletIDs, diags)})
+			DropletIDs:       doElems[int64](ctx, m.DropletIDs, diags),
+			LoadBalancerUIDs: doElems[string](ctx, m.LoadBalancerUIDs, diags),
+			KubernetesIDs:    doElems[string](ctx, m.KubernetesIDs, diags)})
 	}
 	return out
 }
@@ -265,23 +302,36 @@ func doSetOf[T any](ctx context.Context, elem attr.Type, v []T, diags *diag.Diag
 	return s
 }
 
-func doRuleSet(ctx context.Context, targets string, rules []doRule, emptyIsNull bool, diags *diag.Diagnostics) types.Set {
-	objType := types.ObjectType{AttrTypes: doRuleAttrTypes(targets)}
-	if rules == nil || (emptyIsNull && len(rules) == 0) {
-		return types.SetNull(objType)
+// doRuleSet is rules as a set value; none is the empty set.
+// doEmptySetOf is v as a set, the empty set when v is empty.
+func doEmptySetOf[T any](ctx context.Context, elem attr.Type, v []T, diags *diag.Diagnostics) types.Set {
+	if len(v) == 0 {
+		return types.SetValueMust(elem, []attr.Value{})
 	}
+	return doSetOf(ctx, elem, v, diags)
+}
+
+func doRuleSet(ctx context.Context, targets string, rules []doRule, diags *diag.Diagnostics) types.Set {
+	objType := types.ObjectType{AttrTypes: doRuleAttrTypes(targets)}
 	elems := make([]attr.Value, 0, len(rules))
 	for _, r := range rules {
 		ports := types.StringNull()
 		if r.Ports != "" {
 			ports = types.StringValue(r.Ports)
 		}
+		action := types.StringNull()
+		if r.Action != "" {
+			action = types.StringValue(r.Action)
+		}
 		obj, d := types.ObjectValue(objType.AttrTypes, map[string]attr.Value{
-			"protocol":               types.StringValue(r.Protocol),
-			"port_range":             ports,
-			targets + "_addresses":   doSetOf(ctx, types.StringType, r.Addresses, diags),
-			targets + "_tags":        doSetOf(ctx, types.StringType, r.Tags, diags),
-			targets + "_droplet_ids": doSetOf(ctx, types.Int64Type, r.DropletIDs, diags),
+			"protocol":                      types.StringValue(r.Protocol),
+			"port_range":                    ports,
+			"action":                        action,
+			targets + "_addresses":          doSetOf(ctx, types.StringType, r.Addresses, diags),
+			targets + "_tags":               doSetOf(ctx, types.StringType, r.Tags, diags),
+			targets + "_droplet_ids":        doSetOf(ctx, types.Int64Type, r.DropletIDs, diags),
+			targets + "_load_balancer_uids": doSetOf(ctx, types.StringType, r.LoadBalancerUIDs, diags),
+			targets + "_kubernetes_ids":     doSetOf(ctx, types.StringType, r.KubernetesIDs, diags),
 		})
 		diags.Append(d...)
 		elems = append(elems, obj)
@@ -316,9 +366,7 @@ func (r *digitalOceanFirewallResource) ValidateConfig(ctx context.Context, req r
 		if s.set.IsNull() || s.set.IsUnknown() {
 			continue
 		}
-		if n := len(s.set.Elements()); n == 0 {
-			resp.Diagnostics.AddAttributeError(path.Root(s.name), "Empty set", s.name+" is an empty set; remove the attribute instead")
-		} else if n > s.max {
+		if n := len(s.set.Elements()); n > s.max {
 			resp.Diagnostics.AddAttributeError(path.Root(s.name), "Too many entries",
 				fmt.Sprintf("%s has %d entries; DigitalOcean allows at most %d here", s.name, n, s.max))
 		}
@@ -481,6 +529,44 @@ func (r *digitalOceanFirewallResource) Delete(ctx context.Context, req resource.
 	}
 }
 
+// ModifyPlan keeps the state's spelling of the extra rules when the
+// configured ones mean the same ("1-65535" for all ports, a source_tags = []
+// the API leaves out): after an import the state holds only the API's
+// spelling. Terraform accepts a planned value equal to the prior state.
+func (r *digitalOceanFirewallResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+		return
+	}
+	var plan, state doFirewallModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	keep := func(name string, p, s types.Set, read func(types.Set, *diag.Diagnostics) []doRule) {
+		if p.IsUnknown() || p.IsNull() || s.IsNull() || p.Equal(s) || len(p.Elements()) != len(s.Elements()) {
+			return
+		}
+		for _, e := range p.Elements() {
+			if obj, ok := e.(types.Object); !ok || hasUnknown(obj.Attributes()) {
+				return
+			}
+		}
+		var d diag.Diagnostics
+		want, have := read(p, &d), read(s, &d)
+		if d.HasError() || !doSameRules(want, have) {
+			return
+		}
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root(name), s)...)
+	}
+	keep("extra_inbound_rules", plan.ExtraInbound, state.ExtraInbound, func(s types.Set, d *diag.Diagnostics) []doRule {
+		return doRulesFrom[doInboundModel](ctx, s, d)
+	})
+	keep("extra_outbound_rules", plan.ExtraOutbound, state.ExtraOutbound, func(s types.Set, d *diag.Diagnostics) []doRule {
+		return doRulesFrom[doOutboundModel](ctx, s, d)
+	})
+}
+
 func (r *digitalOceanFirewallResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	if !doUUIDRE.MatchString(req.ID) {
 		resp.Diagnostics.AddError("Invalid import ID",
@@ -545,8 +631,18 @@ func (r *digitalOceanFirewallResource) setState(ctx context.Context, fw *godo.Fi
 		// the plan shows the rule being put back.
 		m.WireGuardPort = types.Int64Null()
 	}
-	m.ExtraInbound = doRuleSet(ctx, "source", obs.ExtraIn, true, diags)
-	m.ExtraOutbound = doRuleSet(ctx, "destination", obs.ExtraOut, false, diags)
-	m.DropletIDs = doSetOf(ctx, types.Int64Type, doInt64s(fw.DropletIDs), diags)
-	m.Tags = doSetOf(ctx, types.StringType, fw.Tags, diags)
+	// Empty is the empty set, as `[]`, null and omitted all plan (the
+	// schema defaults). The one null: a firewall with no outbound rule at
+	// all, which no configuration plans, so the drift shows.
+	m.ExtraInbound = doRuleSet(ctx, "source", obs.ExtraIn, diags)
+	switch {
+	case obs.ExtraOut == nil:
+		m.ExtraOutbound = doRuleSet(ctx, "destination", nil, diags)
+	case len(obs.ExtraOut) == 0:
+		m.ExtraOutbound = types.SetNull(types.ObjectType{AttrTypes: doRuleAttrTypes("destination")})
+	default:
+		m.ExtraOutbound = doRuleSet(ctx, "destination", obs.ExtraOut, diags)
+	}
+	m.DropletIDs = doEmptySetOf(ctx, types.Int64Type, doInt64s(fw.DropletIDs), diags)
+	m.Tags = doEmptySetOf(ctx, types.StringType, fw.Tags, diags)
 }

@@ -84,12 +84,16 @@ func (s *doStandIn) byName(name string) (dofake.Firewall, error) {
 
 func doFakeRules(fw dofake.Firewall) (in, out []doRule) {
 	for _, r := range fw.InboundRules {
-		in = append(in, doRuleFromAPI(r.Protocol, r.Ports, r.Sources.Addresses, r.Sources.Tags, r.Sources.DropletIDs))
+		in = append(in, doRuleFromAPI(r.Protocol, r.Ports, godo.FirewallRuleAction(r.Action), fakeTargets(r.Sources)))
 	}
 	for _, r := range fw.OutboundRules {
-		out = append(out, doRuleFromAPI(r.Protocol, r.Ports, r.Destinations.Addresses, r.Destinations.Tags, r.Destinations.DropletIDs))
+		out = append(out, doRuleFromAPI(r.Protocol, r.Ports, godo.FirewallRuleAction(r.Action), fakeTargets(r.Destinations)))
 	}
 	return in, out
+}
+
+func fakeTargets(t *dofake.Targets) godo.Sources {
+	return godo.Sources{Addresses: t.Addresses, Tags: t.Tags, DropletIDs: t.DropletIDs, LoadBalancerUIDs: t.LoadBalancerUIDs, KubernetesIDs: t.KubernetesIDs}
 }
 
 // checkStored asserts the API holds exactly these rules and attachments.
@@ -195,7 +199,7 @@ func TestAccDigitalOceanFirewall_lifecycle(t *testing.T) {
 					resource.TestCheckResourceAttr(doTestRes, "status", "succeeded"),
 					resource.TestCheckResourceAttr(doTestRes, "wireguard_port", "51821"),
 					resource.TestCheckResourceAttr(doTestRes, "extra_inbound_rules.#", "2"),
-					resource.TestCheckNoResourceAttr(doTestRes, "extra_outbound_rules"),
+					resource.TestCheckResourceAttr(doTestRes, "extra_outbound_rules.#", "0"),
 					resource.TestMatchResourceAttr(doTestRes, "id", doUUIDRE),
 					resource.TestCheckResourceAttrSet(doTestRes, "created_at"),
 					s.checkStored("mesh-fw", v1In, doAllowAllOutbound(), []int{101}, []string{"mesh"}),
@@ -338,10 +342,10 @@ func (s *doStandIn) sentRules() (bodies []godo.FirewallRequest) {
 
 func doRequestRules(b godo.FirewallRequest) (in, out []doRule) {
 	for _, r := range b.InboundRules {
-		in = append(in, doRuleFromAPI(r.Protocol, r.PortRange, r.Sources.Addresses, r.Sources.Tags, r.Sources.DropletIDs))
+		in = append(in, doRuleFromAPI(r.Protocol, r.PortRange, r.Action, *r.Sources))
 	}
 	for _, r := range b.OutboundRules {
-		out = append(out, doRuleFromAPI(r.Protocol, r.PortRange, r.Destinations.Addresses, r.Destinations.Tags, r.Destinations.DropletIDs))
+		out = append(out, doRuleFromAPI(r.Protocol, r.PortRange, r.Action, godo.Sources(*r.Destinations)))
 	}
 	return in, out
 }
@@ -552,7 +556,7 @@ func TestAccDigitalOceanFirewall_validation(t *testing.T) {
 		{`name = "v6"
   wireguard_port = 70000`, `wireguard_port`},
 		{`name = "v7"
-  droplet_ids = []`, `empty set`},
+  extra_inbound_rules = [{ protocol = "tcp", port_range = "22", source_tags = ["mesh"], action = "drop" }]`, `action`},
 	}
 	var steps []resource.TestStep
 	for _, c := range cases {

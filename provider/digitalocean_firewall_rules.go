@@ -17,11 +17,22 @@ import (
 // and godo. Targets are the sources of an inbound rule or the destinations
 // of an outbound one. Strings keep the user's spelling; key() compares.
 type doRule struct {
-	Protocol   string
-	Ports      string // "" when not set (icmp)
-	Addresses  []string
-	Tags       []string
-	DropletIDs []int64
+	Protocol         string
+	Ports            string // "" when not set (icmp)
+	Action           string // "allow" or "deny"; "" is the API's default, allow
+	Addresses        []string
+	Tags             []string
+	DropletIDs       []int64
+	LoadBalancerUIDs []string
+	KubernetesIDs    []string
+}
+
+// doAction is the action as the API means it.
+func doAction(a string) string {
+	if a == "" {
+		return string(godo.FirewallRuleActionAllow)
+	}
+	return a
 }
 
 // doProtocols are the protocols DigitalOcean firewalls support (spec D).
@@ -94,8 +105,10 @@ func (r doRule) key() string {
 	ids := slices.Clone(r.DropletIDs)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	return fmt.Sprintf("%s|%s|%s|%s|%v", r.Protocol, doCanonicalPorts(r.Protocol, r.Ports),
-		strings.Join(addrs, ","), strings.Join(tags, ","), ids)
+	lbs := slices.Sorted(slices.Values(r.LoadBalancerUIDs))
+	k8s := slices.Sorted(slices.Values(r.KubernetesIDs))
+	return fmt.Sprintf("%s|%s|%s|%s|%s|%v|%s|%s", doAction(r.Action), r.Protocol, doCanonicalPorts(r.Protocol, r.Ports),
+		strings.Join(addrs, ","), strings.Join(tags, ","), ids, strings.Join(slices.Compact(lbs), ","), strings.Join(slices.Compact(k8s), ","))
 }
 
 // doSameRules compares two rule lists as sets.
@@ -128,9 +141,12 @@ func (r doRule) validate(field, targets string) error {
 			return fmt.Errorf("%s: port_range: %w (or \"all\")", field, err)
 		}
 	}
-	if len(r.Addresses)+len(r.Tags)+len(r.DropletIDs) == 0 {
-		return fmt.Errorf("%s: a %s rule needs at least one of %s_addresses, %s_tags or %s_droplet_ids (0.0.0.0/0 and ::/0 for anywhere)",
-			field, r.Protocol, targets, targets, targets)
+	if len(r.Addresses)+len(r.Tags)+len(r.DropletIDs)+len(r.LoadBalancerUIDs)+len(r.KubernetesIDs) == 0 {
+		return fmt.Errorf("%s: a %s rule needs at least one of %s_addresses, %s_tags, %s_droplet_ids, %s_load_balancer_uids or %s_kubernetes_ids (0.0.0.0/0 and ::/0 for anywhere)",
+			field, r.Protocol, targets, targets, targets, targets, targets)
+	}
+	if n := len(r.Addresses) + len(r.Tags) + len(r.DropletIDs) + len(r.LoadBalancerUIDs) + len(r.KubernetesIDs); n > doMaxTargets {
+		return fmt.Errorf("%s: a rule has %d %ss; DigitalOcean allows at most %d per rule, split the rule", field, n, targets, doMaxTargets)
 	}
 	if _, err := cloudfw.ParseCIDRs(r.Addresses); err != nil {
 		return fmt.Errorf("%s: %s_addresses: %w", field, targets, err)
@@ -188,19 +204,27 @@ func doFirewallRequest(name string, wgPort int64, extraIn, extraOut []doRule, dr
 	}
 	for _, r := range in {
 		req.InboundRules = append(req.InboundRules, godo.InboundRule{Protocol: r.Protocol, PortRange: r.apiPorts(),
-			Sources: &godo.Sources{Addresses: r.Addresses, Tags: r.Tags, DropletIDs: doInts(r.DropletIDs)}})
+			Action: godo.FirewallRuleAction(r.Action),
+			Sources: &godo.Sources{Addresses: r.Addresses, Tags: r.Tags, DropletIDs: doInts(r.DropletIDs),
+				LoadBalancerUIDs: r.LoadBalancerUIDs, KubernetesIDs: r.KubernetesIDs}})
 	}
 	for _, r := range extraOut {
 		req.OutboundRules = append(req.OutboundRules, godo.OutboundRule{Protocol: r.Protocol, PortRange: r.apiPorts(),
-			Destinations: &godo.Destinations{Addresses: r.Addresses, Tags: r.Tags, DropletIDs: doInts(r.DropletIDs)}})
+			Action: godo.FirewallRuleAction(r.Action),
+			Destinations: &godo.Destinations{Addresses: r.Addresses, Tags: r.Tags, DropletIDs: doInts(r.DropletIDs),
+				LoadBalancerUIDs: r.LoadBalancerUIDs, KubernetesIDs: r.KubernetesIDs}})
 	}
 	return req
 }
 
-// fromAPI converts a rule the API returned. Ports "0" mean all ports for
-// tcp/udp and nothing for icmp.
-func doRuleFromAPI(protocol, ports string, addrs, tags []string, ids []int) doRule {
-	r := doRule{Protocol: protocol, Addresses: slices.Clone(addrs), Tags: slices.Clone(tags), DropletIDs: doInt64s(ids)}
+// doRuleFromAPI converts a rule the API returned. Ports "0" mean all ports
+// for tcp/udp and nothing for icmp; action allow, the default, reads as unset.
+func doRuleFromAPI(protocol, ports string, action godo.FirewallRuleAction, t godo.Sources) doRule {
+	r := doRule{Protocol: protocol, Addresses: slices.Clone(t.Addresses), Tags: slices.Clone(t.Tags), DropletIDs: doInt64s(t.DropletIDs),
+		LoadBalancerUIDs: slices.Clone(t.LoadBalancerUIDs), KubernetesIDs: slices.Clone(t.KubernetesIDs)}
+	if action != godo.FirewallRuleActionAllow {
+		r.Action = string(action)
+	}
 	switch {
 	case protocol == "icmp":
 	case ports == "0" || ports == "":
@@ -231,14 +255,14 @@ func doSplitRules(fw *godo.Firewall, priorPort *int64, priorIn, priorOut []doRul
 		if s == nil {
 			s = &godo.Sources{}
 		}
-		in = append(in, doRuleFromAPI(r.Protocol, r.PortRange, s.Addresses, s.Tags, s.DropletIDs))
+		in = append(in, doRuleFromAPI(r.Protocol, r.PortRange, r.Action, *s))
 	}
 	for _, r := range fw.OutboundRules {
 		d := r.Destinations
 		if d == nil {
 			d = &godo.Destinations{}
 		}
-		out = append(out, doRuleFromAPI(r.Protocol, r.PortRange, d.Addresses, d.Tags, d.DropletIDs))
+		out = append(out, doRuleFromAPI(r.Protocol, r.PortRange, r.Action, godo.Sources(*d)))
 	}
 
 	var obs doObserved

@@ -12,7 +12,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/mapdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/setdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
@@ -27,6 +29,7 @@ var (
 	_ resource.ResourceWithConfigure      = (*hcloudFirewallResource)(nil)
 	_ resource.ResourceWithImportState    = (*hcloudFirewallResource)(nil)
 	_ resource.ResourceWithValidateConfig = (*hcloudFirewallResource)(nil)
+	_ resource.ResourceWithModifyPlan     = (*hcloudFirewallResource)(nil)
 )
 
 // Default timeouts per operation; actions on a busy project can take minutes.
@@ -82,6 +85,8 @@ func (r *hcloudFirewallResource) Schema(_ context.Context, _ resource.SchemaRequ
 			"labels": schema.MapAttribute{
 				ElementType:         types.StringType,
 				Optional:            true,
+				Computed:            true,
+				Default:             mapdefault.StaticValue(types.MapValueMust(types.StringType, map[string]attr.Value{})),
 				MarkdownDescription: "Labels on the firewall (Hetzner label syntax; the `hetzner.cloud/` prefix is reserved). Replaces all labels on change.",
 			},
 			"wireguard_port": schema.Int64Attribute{
@@ -93,6 +98,8 @@ func (r *hcloudFirewallResource) Schema(_ context.Context, _ resource.SchemaRequ
 			},
 			"extra_rules": schema.SetNestedAttribute{
 				Optional: true,
+				Computed: true,
+				Default:  setdefault.StaticValue(types.SetValueMust(hcloudRuleType, []attr.Value{})),
 				MarkdownDescription: "Rules besides the WireGuard one, e.g. TCP 6443 and 50000 from `100.64.0.0/10` only. " +
 					"Without `out` rules all outbound traffic is allowed; with one, only what the `out` rules allow. At most 49.",
 				NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
@@ -120,11 +127,15 @@ func (r *hcloudFirewallResource) Schema(_ context.Context, _ resource.SchemaRequ
 			"server_ids": schema.SetAttribute{
 				ElementType:         types.Int64Type,
 				Optional:            true,
+				Computed:            true,
+				Default:             setdefault.StaticValue(types.SetValueMust(types.Int64Type, []attr.Value{})),
 				MarkdownDescription: "IDs of servers the firewall is applied to directly (e.g. `hcloud_server.node.id`).",
 			},
 			"label_selectors": schema.SetAttribute{
 				ElementType: types.StringType,
 				Optional:    true,
+				Computed:    true,
+				Default:     setdefault.StaticValue(types.SetValueMust(types.StringType, []attr.Value{})),
 				MarkdownDescription: "Label selectors (`role=worker`, `env in (prod,staging)`); the firewall applies to every " +
 					"server whose labels match, including servers created later.",
 			},
@@ -361,11 +372,13 @@ func (m *hcloudFirewallModel) refresh(ctx context.Context, fw *hcloud.Firewall) 
 	var diags diag.Diagnostics
 	m.ID = types.StringValue(strconv.FormatInt(fw.ID, 10))
 	m.Name = types.StringValue(fw.Name)
-	if len(fw.Labels) > 0 || !m.Labels.IsNull() {
-		v, d := types.MapValueFrom(ctx, types.StringType, fw.Labels)
-		diags.Append(d...)
-		m.Labels = v
+	// Empty is written as an empty collection, never null: `[]`, `{}`, null
+	// and an omitted attribute all plan as empty (the schema defaults).
+	labels := map[string]attr.Value{}
+	for k, v := range fw.Labels {
+		labels[k] = types.StringValue(v)
 	}
+	m.Labels = types.MapValueMust(types.StringType, labels)
 
 	api := rulesFromHcloud(fw.Rules)
 	desired, d := m.desiredRules(ctx)
@@ -379,17 +392,13 @@ func (m *hcloudFirewallModel) refresh(ctx context.Context, fw *hcloud.Firewall) 
 		if found > 0 {
 			m.WireGuardPort = types.Int64Value(found)
 		}
-		if len(rest) == 0 && m.ExtraRules.IsNull() {
-			m.ExtraRules = types.SetNull(hcloudRuleType)
-		} else {
-			models := make([]hcloudRuleModel, len(rest))
-			for i, r := range rest {
-				models[i] = ruleToModel(r)
-			}
-			v, d := types.SetValueFrom(ctx, hcloudRuleType, models)
-			diags.Append(d...)
-			m.ExtraRules = v
+		models := make([]hcloudRuleModel, len(rest))
+		for i, r := range rest {
+			models[i] = ruleToModel(r)
 		}
+		v, d := types.SetValueFrom(ctx, hcloudRuleType, models)
+		diags.Append(d...)
+		m.ExtraRules = v
 	}
 
 	var ids []int64
@@ -402,16 +411,16 @@ func (m *hcloudFirewallModel) refresh(ctx context.Context, fw *hcloud.Firewall) 
 			sels = append(sels, t.LabelSelector.Selector)
 		}
 	}
-	if len(ids) > 0 || !m.ServerIDs.IsNull() {
-		v, d := types.SetValueFrom(ctx, types.Int64Type, ids)
-		diags.Append(d...)
-		m.ServerIDs = v
+	idVals := make([]attr.Value, len(ids))
+	for i, id := range ids {
+		idVals[i] = types.Int64Value(id)
 	}
-	if len(sels) > 0 || !m.LabelSelectors.IsNull() {
-		v, d := types.SetValueFrom(ctx, types.StringType, sels)
-		diags.Append(d...)
-		m.LabelSelectors = v
+	selVals := make([]attr.Value, len(sels))
+	for i, s := range sels {
+		selVals[i] = types.StringValue(s)
 	}
+	m.ServerIDs = types.SetValueMust(types.Int64Type, idVals)
+	m.LabelSelectors = types.SetValueMust(types.StringType, selVals)
 	return diags
 }
 
@@ -552,6 +561,38 @@ func (r *hcloudFirewallResource) Delete(ctx context.Context, req resource.Delete
 			return
 		}
 	}
+}
+
+// ModifyPlan keeps the state's spelling of extra_rules when the configured
+// rules mean the same (a bare IP, upper-case IPv6, `any` or `1-65535`): the
+// API stores the canonical form, and after an import the state holds only
+// that. Terraform accepts a planned value equal to the prior state.
+func (r *hcloudFirewallResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+		return
+	}
+	var plan, state hcloudFirewallModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || plan.ExtraRules.IsUnknown() || plan.ExtraRules.Equal(state.ExtraRules) ||
+		plan.ExtraRules.IsNull() || state.ExtraRules.IsNull() || !plan.WireGuardPort.Equal(state.WireGuardPort) ||
+		len(plan.ExtraRules.Elements()) != len(state.ExtraRules.Elements()) {
+		return
+	}
+	for _, e := range plan.ExtraRules.Elements() {
+		if obj, ok := e.(types.Object); !ok || hasUnknown(obj.Attributes()) {
+			return
+		}
+	}
+	var d diag.Diagnostics
+	want, d1 := plan.extraRules(ctx)
+	have, d2 := state.extraRules(ctx)
+	d.Append(d1...)
+	d.Append(d2...)
+	if d.HasError() || !sameRules(want, have) {
+		return
+	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("extra_rules"), state.ExtraRules)...)
 }
 
 func (r *hcloudFirewallResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
