@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"testing"
 
 	"github.com/digitalocean/godo"
@@ -235,4 +236,37 @@ func TestAccDigitalOceanFirewall_importedSpellingNoDiff(t *testing.T) {
 		}, append(reimport(doTestRes, s.providerBlock(), cfg, s.idOf("spell-fw")),
 			resource.TestStep{Config: cfg, ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}}})...),
 	})
+}
+
+// Values the APIs would refuse (or, worse, accept) are errors at plan that
+// name the attribute and the fix; nothing reaches the API.
+func TestAccCloudFirewalls_planValidation(t *testing.T) {
+	r, _ := startHcloudFake(t)
+	s := startDOStandIn(t)
+	hc := func(body string) string {
+		return "resource \"meshspan_hcloud_firewall\" \"mesh\" {\n  name = \"a\"\n" + body + "\n}"
+	}
+	step := func(cfg, re string) resource.TestStep {
+		return resource.TestStep{Config: cfg, PlanOnly: true, ExpectError: regexp.MustCompile(re)}
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			step(hc(`extra_rules = [{ direction = "in", protocol = "tcp", port = "+80", source_ips = ["10.0.0.0/8"] }]`), `(?s)extra_rules.*"\+80" is not a port`),
+			step(hc(`extra_rules = [{ direction = "in", protocol = "tcp", port = "+1-+65535", source_ips = ["10.0.0.0/8"] }]`), `(?s)extra_rules.*is not a port or range`),
+			step(hc(`labels = { "hetzner.cloud/owner" = "me" }`), `(?s)Invalid label.*"hetzner.cloud/owner" uses the prefix`),
+			step(hc(`labels = { team = "a\nb" }`), `(?s)Invalid label.*label value "a\\nb" is invalid`),
+			step(hc(`label_selectors = ["role=worker,,env=prod"]`), `(?s)Invalid label selector.*requirement is empty`),
+			step(hc(`label_selectors = ["env in prod"]`), `(?s)Invalid label selector.*parentheses`),
+			step(hc(`label_selectors = ["role=work er"]`), `(?s)Invalid label selector.*label value`),
+			step(s.config(`  name = "v1"
+  extra_inbound_rules = [{ protocol = "tcp", port_range = "+24", source_addresses = ["10.0.0.0/8"] }]`), `(?s)extra_inbound_rules.*"\+24" is not a port`),
+		},
+	})
+	if n := len(r.Requests()); n != 0 {
+		t.Errorf("invalid configs reached the Hetzner stand-in %d times", n)
+	}
+	if n := len(s.Requests()); n != 0 {
+		t.Errorf("invalid configs reached the DigitalOcean stand-in %d times", n)
+	}
 }

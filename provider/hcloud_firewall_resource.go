@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -16,6 +17,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/setdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
@@ -87,6 +89,7 @@ func (r *hcloudFirewallResource) Schema(_ context.Context, _ resource.SchemaRequ
 				Optional:            true,
 				Computed:            true,
 				Default:             mapdefault.StaticValue(types.MapValueMust(types.StringType, map[string]attr.Value{})),
+				Validators:          []validator.Map{hcloudLabelsValidator{}},
 				MarkdownDescription: "Labels on the firewall (Hetzner label syntax; the `hetzner.cloud/` prefix is reserved). Replaces all labels on change.",
 			},
 			"wireguard_port": schema.Int64Attribute{
@@ -136,6 +139,7 @@ func (r *hcloudFirewallResource) Schema(_ context.Context, _ resource.SchemaRequ
 				Optional:    true,
 				Computed:    true,
 				Default:     setdefault.StaticValue(types.SetValueMust(types.StringType, []attr.Value{})),
+				Validators:  []validator.Set{setvalidator.ValueStringsAre(hcloudSelectorValidator{})},
 				MarkdownDescription: "Label selectors (`role=worker`, `env in (prod,staging)`); the firewall applies to every " +
 					"server whose labels match, including servers created later.",
 			},
@@ -220,14 +224,6 @@ func (r *hcloudFirewallResource) ValidateConfig(ctx context.Context, req resourc
 			if v, ok := e.(types.Int64); ok && !v.IsUnknown() && !v.IsNull() && v.ValueInt64() < 1 {
 				resp.Diagnostics.AddAttributeError(path.Root("server_ids").AtSetValue(e), "Invalid server ID",
 					fmt.Sprintf("%d is not a Hetzner Cloud server ID (they are positive integers, e.g. hcloud_server.node.id)", v.ValueInt64()))
-			}
-		}
-	}
-	if !m.LabelSelectors.IsNull() && !m.LabelSelectors.IsUnknown() {
-		for _, e := range m.LabelSelectors.Elements() {
-			if v, ok := e.(types.String); ok && !v.IsUnknown() && !v.IsNull() && v.ValueString() == "" {
-				resp.Diagnostics.AddAttributeError(path.Root("label_selectors").AtSetValue(e), "Empty label selector",
-					"write a selector such as role=worker, or remove the entry")
 			}
 		}
 	}

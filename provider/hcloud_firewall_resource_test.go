@@ -405,7 +405,7 @@ func TestAccHcloudFirewall_errors(t *testing.T) {
 			step(`provider "meshspan" { hcloud_token = "wrong" }`+"\n"+one(`name = "a"`), `(?s)token is invalid or lacks write.*hcloud_token`),
 			step(one(`name = "taken"`), `(?s)already exists in the Hetzner Cloud.*project`),
 			step(one(`name = "a"
-labels = { "bad key!" = "x" }`), `(?s)rejected field "labels".*invalid`),
+labels = { "bad key!" = "x" }`), `(?s)Invalid label.*label key "bad key!" is invalid`),
 			step(one(`name = "a"
 server_ids = [424242]`), `(?s)server in server_ids does not exist`),
 			// Caught at plan, before any request:
