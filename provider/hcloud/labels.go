@@ -1,4 +1,4 @@
-package provider
+package hcloud
 
 import (
 	"context"
@@ -11,23 +11,23 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 )
 
-// hcloudReservedLabelPrefix is Hetzner's own label namespace; the API
+// reservedLabelPrefix is Hetzner's own label namespace; the API
 // refuses it on create and update.
-const hcloudReservedLabelPrefix = "hetzner.cloud/"
+const reservedLabelPrefix = "hetzner.cloud/"
 
-// hcloudLabelError checks one label as the Hetzner API does: Kubernetes
+// labelError checks one label as the Hetzner API does: Kubernetes
 // label syntax, and not in the reserved namespace.
-func hcloudLabelError(key, value string) error {
-	if strings.HasPrefix(key, hcloudReservedLabelPrefix) {
-		return fmt.Errorf("label key %q uses the prefix %s, which Hetzner Cloud reserves; choose another prefix such as example.com/", key, hcloudReservedLabelPrefix)
+func labelError(key, value string) error {
+	if strings.HasPrefix(key, reservedLabelPrefix) {
+		return fmt.Errorf("label key %q uses the prefix %s, which Hetzner Cloud reserves; choose another prefix such as example.com/", key, reservedLabelPrefix)
 	}
 	return config.ValidateLabel(key, value)
 }
 
-// hcloudSelectorError checks a label selector: requirements joined by
+// selectorError checks a label selector: requirements joined by
 // commas, each `k`, `!k`, `k=v`, `k==v`, `k!=v`, `k in (a,b)` or
 // `k notin (a,b)`, with keys and values in label syntax.
-func hcloudSelectorError(s string) error {
+func selectorError(s string) error {
 	bad := func(why string) error {
 		return fmt.Errorf("label selector %q: %s; write e.g. role=worker, env in (prod,staging) or !draining", s, why)
 	}
@@ -97,46 +97,46 @@ func hcloudSelectorError(s string) error {
 	return nil
 }
 
-// hcloudLabelsValidator refuses, at plan, labels the API would refuse at
+// labelsValidator refuses, at plan, labels the API would refuse at
 // apply.
-type hcloudLabelsValidator struct{}
+type labelsValidator struct{}
 
-func (hcloudLabelsValidator) Description(context.Context) string {
+func (labelsValidator) Description(context.Context) string {
 	return "Hetzner label syntax, without the reserved hetzner.cloud/ prefix"
 }
 
-func (v hcloudLabelsValidator) MarkdownDescription(ctx context.Context) string {
+func (v labelsValidator) MarkdownDescription(ctx context.Context) string {
 	return v.Description(ctx)
 }
 
-func (hcloudLabelsValidator) ValidateMap(_ context.Context, req validator.MapRequest, resp *validator.MapResponse) {
+func (labelsValidator) ValidateMap(_ context.Context, req validator.MapRequest, resp *validator.MapResponse) {
 	for k, e := range req.ConfigValue.Elements() {
 		s, ok := e.(types.String)
 		if !ok || s.IsUnknown() || s.IsNull() {
 			continue
 		}
-		if err := hcloudLabelError(k, s.ValueString()); err != nil {
+		if err := labelError(k, s.ValueString()); err != nil {
 			resp.Diagnostics.AddAttributeError(req.Path.AtMapKey(k), "Invalid label", err.Error())
 		}
 	}
 }
 
-// hcloudSelectorValidator refuses malformed label selectors at plan.
-type hcloudSelectorValidator struct{}
+// selectorValidator refuses malformed label selectors at plan.
+type selectorValidator struct{}
 
-func (hcloudSelectorValidator) Description(context.Context) string {
+func (selectorValidator) Description(context.Context) string {
 	return "a Hetzner label selector"
 }
 
-func (v hcloudSelectorValidator) MarkdownDescription(ctx context.Context) string {
+func (v selectorValidator) MarkdownDescription(ctx context.Context) string {
 	return v.Description(ctx)
 }
 
-func (hcloudSelectorValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+func (selectorValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
 	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
 		return
 	}
-	if err := hcloudSelectorError(req.ConfigValue.ValueString()); err != nil {
+	if err := selectorError(req.ConfigValue.ValueString()); err != nil {
 		resp.Diagnostics.AddAttributeError(req.Path, "Invalid label selector", err.Error())
 	}
 }
