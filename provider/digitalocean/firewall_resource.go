@@ -265,7 +265,12 @@ func (r *firewallResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 			},
 		},
 		Blocks: map[string]schema.Block{
-			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Read: true, Update: true, Delete: true}),
+			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Read: true, Update: true, Delete: true,
+				CreateDescription: fmt.Sprintf("How long creating the firewall may take, %s, as a Go duration (`30s`, `5m`). Default `%s`.", "waiting until DigitalOcean has applied the change", defaultCreateTimeout),
+				ReadDescription:   fmt.Sprintf("How long reading the firewall may take, as a Go duration. Default `%s`.", defaultReadTimeout),
+				UpdateDescription: fmt.Sprintf("How long updating the firewall may take, %s, as a Go duration. Default `%s`.", "waiting until DigitalOcean has applied the change", defaultUpdateTimeout),
+				DeleteDescription: fmt.Sprintf("How long detaching and deleting the firewall may take, as a Go duration. Default `%s`.", defaultDeleteTimeout),
+			}),
 		},
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/cloudfw"
@@ -71,8 +72,9 @@ func (r *firewallResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 		MarkdownDescription: "A Hetzner Cloud firewall that admits only WireGuard: one inbound rule for the mesh's " +
 			"WireGuard port over UDP from `0.0.0.0/0` and `::/0`, plus any `extra_rules` you add (for example the " +
 			"Kubernetes API from a management range). Outbound traffic is unrestricted unless you add `out` rules. " +
-			"Rules are compared as a set, so their order never causes a diff; rules changed outside Terraform show " +
-			"up in the next plan and are put back on apply.",
+			"Rules are compared as a set, so their order or spelling (a bare IP, `::0/0`, `any`) never causes a diff, " +
+			"after an import too; rules changed outside Terraform show up in the next plan and are put back on apply. " +
+			"`[]`, `null` and an omitted attribute mean the same.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				Computed:            true,
@@ -153,7 +155,12 @@ func (r *firewallResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 			},
 		},
 		Blocks: map[string]schema.Block{
-			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Read: true, Update: true, Delete: true}),
+			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Read: true, Update: true, Delete: true,
+				CreateDescription: fmt.Sprintf("How long creating the firewall may take, %s, as a Go duration (`30s`, `5m`). Default `%s`.", "waiting for Hetzner Cloud actions", defaultCreateTimeout),
+				ReadDescription:   fmt.Sprintf("How long reading the firewall may take, as a Go duration. Default `%s`.", defaultReadTimeout),
+				UpdateDescription: fmt.Sprintf("How long updating the firewall may take, %s, as a Go duration. Default `%s`.", "waiting for Hetzner Cloud actions", defaultUpdateTimeout),
+				DeleteDescription: fmt.Sprintf("How long detaching and deleting the firewall may take, as a Go duration. Default `%s`.", defaultDeleteTimeout),
+			}),
 		},
 	}
 }
@@ -520,6 +527,7 @@ func (r *firewallResource) Delete(ctx context.Context, req resource.DeleteReques
 			addError(&resp.Diagnostics, step, "delete", err)
 			return
 		}
+		tflog.Debug(ctx, "firewall still in use after detaching; retrying delete", map[string]any{"id": id, "error": err.Error(), "wait": poll.String()})
 		if serr := cloudhttp.Sleep(ctx, poll); serr != nil {
 			addError(&resp.Diagnostics, step+" (still in use)", "delete", fmt.Errorf("%w; last answer: %v", serr, err))
 			return
