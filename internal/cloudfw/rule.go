@@ -225,26 +225,6 @@ func keys(rules []Rule, key func(Rule) string) []string {
 	return slices.Compact(k)
 }
 
-// KeepSpelling returns got with each rule equal in meaning to one of prior
-// replaced by that prior rule, and duplicates dropped: what the API holds,
-// written as the configuration wrote it.
-func KeepSpelling(got, prior []Rule, same func(a, b Rule) bool) []Rule {
-	var out []Rule
-	seen := map[string]bool{}
-	for _, r := range got {
-		k := r.Identity()
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		if i := slices.IndexFunc(prior, func(p Rule) bool { return same(p, r) }); i >= 0 {
-			r = prior[i]
-		}
-		out = append(out, r)
-	}
-	return out
-}
-
 // FindWireGuard finds the WireGuard rule among rules read from an API: the
 // one for port (if known, > 0), else (after import) a UDP single-port rule
 // from anywhere, preferring the one meshspan labelled, then the default
