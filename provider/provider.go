@@ -13,6 +13,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/provider/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/meshspan/terraform-provider-meshspan/provider/digitalocean"
+	"github.com/meshspan/terraform-provider-meshspan/provider/hcloud"
 )
 
 var (
@@ -122,8 +125,8 @@ func (p *meshspanProvider) Resources(_ context.Context) []func() resource.Resour
 	return []func() resource.Resource{
 		// Each helper registers its resources here.
 		NewClusterSecretsResource,
-		NewDigitalOceanFirewallResource,
-		NewHcloudFirewallResource,
+		digitalocean.NewFirewallResource,
+		hcloud.NewFirewallResource,
 	}
 }
 

@@ -1,12 +1,15 @@
-// Package cloudfw is the cloud firewall rule model shared by the Hetzner Cloud
-// and DigitalOcean resources: the WireGuard-only default, user rules, and a
-// canonical form so rule sets compare equal whatever their order or spelling.
+// Package cloudfw is the one cloud firewall rule model of the Hetzner Cloud
+// and DigitalOcean resources: the WireGuard-only default, user rules, a
+// canonical form so rule sets compare equal whatever their order or
+// spelling, and the port and CIDR checks both clouds share. Each cloud's
+// resource only translates this model to its SDK.
 package cloudfw
 
 import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
@@ -18,15 +21,28 @@ const (
 	Out = "out"
 )
 
+// Actions. Hetzner rules always allow; DigitalOcean rules allow or deny.
+const (
+	Allow = "allow"
+	Deny  = "deny"
+)
+
 // Rule is one cloud firewall rule in provider-neutral form.
 type Rule struct {
 	Direction string // In or Out
 	Protocol  string // tcp, udp, icmp (Hetzner also esp, gre)
 	// Port is "" (all ports, or none for icmp/esp/gre), "51820" or "30000-32767".
 	Port string
+	// Action is Allow or Deny; "" means Allow.
+	Action string
 	// CIDRs are the sources of an In rule or the destinations of an Out rule.
-	CIDRs       []netip.Prefix
-	Description string
+	CIDRs []netip.Prefix
+	// Targets other than addresses (DigitalOcean only).
+	Tags             []string
+	DropletIDs       []int64
+	LoadBalancerUIDs []string
+	KubernetesIDs    []string
+	Description      string
 }
 
 // Anywhere is every IPv4 and IPv6 address.
@@ -42,11 +58,25 @@ func WireGuard(port int) Rule {
 	return Rule{
 		Direction:   In,
 		Protocol:    "udp",
-		Port:        fmt.Sprint(port),
+		Port:        strconv.Itoa(port),
 		CIDRs:       slices.Clone(Anywhere),
 		Description: WireGuardDescription,
 	}
 }
+
+// AllowAllOutbound is what "outbound unrestricted" means on a cloud whose
+// firewall blocks all traffic no rule permits, outbound included
+// (DigitalOcean): leaving outbound rules out would cut the node off.
+func AllowAllOutbound() []Rule {
+	return []Rule{
+		{Direction: Out, Protocol: "tcp", CIDRs: slices.Clone(Anywhere)},
+		{Direction: Out, Protocol: "udp", CIDRs: slices.Clone(Anywhere)},
+		{Direction: Out, Protocol: "icmp", CIDRs: slices.Clone(Anywhere)},
+	}
+}
+
+// HasPorts reports whether the protocol has ports.
+func HasPorts(protocol string) bool { return protocol == "tcp" || protocol == "udp" }
 
 // Validate checks a rule against what both clouds accept; protocols lists
 // the protocols the target cloud supports.
@@ -57,29 +87,52 @@ func (r Rule) Validate(protocols ...string) error {
 	if !slices.Contains(protocols, r.Protocol) {
 		return fmt.Errorf("protocol %q is not supported here; use one of %s", r.Protocol, strings.Join(protocols, ", "))
 	}
-	switch r.Protocol {
-	case "tcp", "udp":
-		if r.Port != "" {
-			if _, _, err := config.ParsePortRange(r.Port); err != nil {
-				return err
-			}
+	if HasPorts(r.Protocol) {
+		if err := ValidatePort(r.Port); err != nil {
+			return err
 		}
-	default:
-		if r.Port != "" {
-			return fmt.Errorf("port %q is set but %s has no ports; remove it", r.Port, r.Protocol)
-		}
+	} else if r.Port != "" {
+		return fmt.Errorf("port %q is set but %s has no ports; remove it", r.Port, r.Protocol)
 	}
-	if len(r.CIDRs) == 0 {
+	if r.Action != "" && r.Action != Allow && r.Action != Deny {
+		return fmt.Errorf("action %q is invalid; use %q or %q", r.Action, Allow, Deny)
+	}
+	if len(r.CIDRs)+len(r.Tags)+len(r.DropletIDs)+len(r.LoadBalancerUIDs)+len(r.KubernetesIDs) == 0 {
 		return fmt.Errorf("no addresses: an %s rule needs at least one CIDR (0.0.0.0/0 and ::/0 for anywhere)", r.Direction)
 	}
 	return nil
 }
 
+// allPorts are the spellings of "every port" across the clouds: omitted,
+// Hetzner's "any", DigitalOcean's "all" (sent) and "0" (returned), and the
+// full range.
+var allPorts = []string{"", "any", "all", "0", "1-65535"}
+
+// IsAllPorts reports whether port is a spelling of every port.
+func IsAllPorts(port string) bool { return slices.Contains(allPorts, port) }
+
+// ValidatePort is the one port check: a port ("6443"), an inclusive range
+// ("30000-32767", digits only, so "+80" is refused) or a spelling of all
+// ports ("", "any", "all", "1-65535").
+func ValidatePort(port string) error {
+	if IsAllPorts(port) && port != "0" {
+		return nil
+	}
+	if _, _, err := config.ParsePortRange(port); err != nil {
+		return fmt.Errorf("%w (or omit it for all ports)", err)
+	}
+	return nil
+}
+
+// ParseCIDR is the one CIDR check: a CIDR or a bare IP (as /32 or /128);
+// host bits are refused with the network meant ("did you mean 10.0.0.0/8?").
+func ParseCIDR(s string) (netip.Prefix, error) { return config.ParsePrefix(s) }
+
 // ParseCIDRs reads CIDRs or bare IPs (as /32 or /128), rejecting host bits.
 func ParseCIDRs(list []string) ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(list))
 	for _, s := range list {
-		p, err := config.ParsePrefix(s)
+		p, err := ParseCIDR(s)
 		if err != nil {
 			return nil, err
 		}
@@ -88,8 +141,9 @@ func ParseCIDRs(list []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// Canonical returns the rule with its CIDRs sorted and deduplicated and a
-// full port range written as "" (all ports), so equal rules compare equal.
+// Canonical returns the rule with its targets sorted and deduplicated, a
+// full port range written as "" (all ports), a single-port range as the
+// port, and the default action as "", so equal rules compare equal.
 func (r Rule) Canonical() Rule {
 	c := r
 	c.CIDRs = slices.Clone(r.CIDRs)
@@ -98,10 +152,31 @@ func (r Rule) Canonical() Rule {
 	}
 	slices.SortFunc(c.CIDRs, comparePrefix)
 	c.CIDRs = slices.Compact(c.CIDRs)
-	if c.Port == "1-65535" || c.Port == "any" || c.Port == "all" || c.Port == "0" {
+	c.Tags = sortedUnique(r.Tags, strings.ToLower) // DigitalOcean tags are case-insensitive
+	c.DropletIDs = slices.Compact(slices.Sorted(slices.Values(r.DropletIDs)))
+	c.LoadBalancerUIDs = sortedUnique(r.LoadBalancerUIDs, strings.ToLower)
+	c.KubernetesIDs = sortedUnique(r.KubernetesIDs, strings.ToLower)
+	switch {
+	case !HasPorts(c.Protocol) || IsAllPorts(c.Port):
 		c.Port = ""
+	default:
+		if lo, hi, ok := strings.Cut(c.Port, "-"); ok && lo == hi {
+			c.Port = lo
+		}
+	}
+	if c.Action == Allow {
+		c.Action = ""
 	}
 	return c
+}
+
+func sortedUnique(in []string, norm func(string) string) []string {
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = norm(s)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Key identifies a rule by everything but its description.
@@ -111,22 +186,68 @@ func (r Rule) Key() string {
 	for i, p := range c.CIDRs {
 		cidrs[i] = p.String()
 	}
-	return c.Direction + "|" + c.Protocol + "|" + c.Port + "|" + strings.Join(cidrs, ",")
+	ids := make([]string, len(c.DropletIDs))
+	for i, id := range c.DropletIDs {
+		ids[i] = strconv.FormatInt(id, 10)
+	}
+	action := c.Action
+	if action == "" {
+		action = Allow
+	}
+	return strings.Join([]string{c.Direction, action, c.Protocol, c.Port, strings.Join(cidrs, ","), strings.Join(c.Tags, ","),
+		strings.Join(ids, ","), strings.Join(c.LoadBalancerUIDs, ","), strings.Join(c.KubernetesIDs, ",")}, "|")
 }
 
-// SameSet reports whether two rule lists hold the same rules, in any order.
+// Identity is Key plus the description, for clouds that store one (a
+// description changed outside Terraform is drift there).
+func (r Rule) Identity() string { return r.Key() + "|" + r.Description }
+
+// SameSet reports whether two rule lists hold the same rules, in any order,
+// ignoring descriptions.
 func SameSet(a, b []Rule) bool {
-	ka, kb := keys(a), keys(b)
-	return slices.Equal(ka, kb)
+	return slices.Equal(keys(a, Rule.Key), keys(b, Rule.Key))
 }
 
-func keys(rules []Rule) []string {
+// SameSetWithDescriptions is SameSet comparing descriptions too.
+func SameSetWithDescriptions(a, b []Rule) bool {
+	return slices.Equal(keys(a, Rule.Identity), keys(b, Rule.Identity))
+}
+
+// Keys are the rules' keys, sorted and deduplicated.
+func Keys(rules []Rule) []string { return keys(rules, Rule.Key) }
+
+func keys(rules []Rule, key func(Rule) string) []string {
 	k := make([]string, len(rules))
 	for i, r := range rules {
-		k[i] = r.Key()
+		k[i] = key(r)
 	}
 	slices.Sort(k)
 	return slices.Compact(k)
+}
+
+// FindWireGuard finds the WireGuard rule among rules read from an API: the
+// one for port (if known, > 0), else (after import) a UDP single-port rule
+// from anywhere, preferring the one meshspan labelled, then the default
+// port, then the lowest. It returns the port found (0: none) and the other
+// rules.
+func FindWireGuard(rules []Rule, port int) (int, []Rule) {
+	idx, best := -1, 0
+	for i, r := range rules {
+		p, err := strconv.Atoi(r.Port)
+		if err != nil || (port > 0 && p != port) || r.Key() != WireGuard(p).Key() {
+			continue
+		}
+		switch {
+		case idx < 0,
+			r.Description == WireGuardDescription && rules[idx].Description != WireGuardDescription,
+			rules[idx].Description != WireGuardDescription && best != config.DefaultListenPort && (p == config.DefaultListenPort || p < best):
+			idx, best = i, p
+		}
+	}
+	if idx < 0 {
+		return 0, rules
+	}
+	return best, append(slices.Clone(rules[:idx]), rules[idx+1:]...)
 }
 
 func comparePrefix(a, b netip.Prefix) int {

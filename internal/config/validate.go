@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -205,6 +206,9 @@ func ValidateDiscoveryURL(s string) error {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" {
 		return fmt.Errorf("%q is not a discovery URL; write https://discovery.example.com/ (or http://host:port/ for plaintext)", s)
 	}
+	if strings.Contains(s, "#") {
+		return fmt.Errorf("%q has a #fragment, which the discovery client would drop; remove it, e.g. https://discovery.example.com:443/", s)
+	}
 	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
 		return fmt.Errorf("%q has a path, query or credentials; write only scheme, host and port, e.g. https://discovery.example.com:443/", s)
 	}
@@ -285,9 +289,11 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 func ParseEndpointFilter(s string) (p netip.Prefix, negate bool, err error) {
 	negate = strings.HasPrefix(s, "!")
 	body := strings.TrimPrefix(s, "!")
+	if q, err := netip.ParsePrefix(body); err == nil && q.Masked() != q {
+		return netip.Prefix{}, false, fmt.Errorf("%q has host bits set; did you mean %s%s?", s, strings.TrimSuffix(s, body), q.Masked())
+	}
 	if strings.Contains(body, "/") {
 		p, err = netip.ParsePrefix(body)
-		p = p.Masked()
 	} else {
 		var a netip.Addr
 		a, err = netip.ParseAddr(body)
@@ -329,9 +335,16 @@ func (v *validator) firewall(f *Firewall) {
 	if len(f.Rules) > 0 && f.DefaultAction == "" {
 		v.add("firewall.defaultAction", "is empty but rules are set; set \"block\" (rules admit traffic) or \"accept\"")
 	}
+	if len(f.Rules) > MaxFirewallRules {
+		v.add("firewall.rules", "has %d rules; at most %d are allowed: merge rules (a port range, several sources per rule)", len(f.Rules), MaxFirewallRules)
+		return
+	}
 	for i := range f.Rules {
 		r := &f.Rules[i]
 		field := fmt.Sprintf("firewall.rules[%d]", i)
+		if len(r.Name) > MaxFirewallRuleName || strings.IndexFunc(r.Name, func(c rune) bool { return !unicode.IsPrint(c) }) >= 0 {
+			v.add(field+".name", "%q must be at most %d printable characters (no newlines or control characters); it becomes an nftables comment", r.Name, MaxFirewallRuleName)
+		}
 		switch r.Protocol {
 		case "tcp", "udp":
 			if r.Port != "" {
@@ -355,17 +368,32 @@ func (v *validator) firewall(f *Firewall) {
 	}
 }
 
-// ParsePortRange reads "6443" or "30000-32767".
+// Host firewall limits: the agent applies the rules as one nftables
+// transaction, and a rule's name becomes an nftables comment (128 bytes).
+const (
+	MaxFirewallRules    = 1000
+	MaxFirewallRuleName = 128
+)
+
+// ParsePortRange reads "6443" or "30000-32767": digits only, so "+80" (which
+// strconv accepts) is refused rather than sent to a cloud API.
 func ParsePortRange(s string) (lo, hi int, err error) {
 	a, b, isRange := strings.Cut(s, "-")
-	lo, err1 := strconv.Atoi(a)
+	lo, err1 := parsePort(a)
 	hi = lo
 	var err2 error
 	if isRange {
-		hi, err2 = strconv.Atoi(b)
+		hi, err2 = parsePort(b)
 	}
 	if err1 != nil || err2 != nil || lo < 1 || hi > 65535 || lo > hi {
 		return 0, 0, fmt.Errorf("%q is not a port or range; write \"6443\" or \"30000-32767\" (1..65535, low-high)", s)
 	}
 	return lo, hi, nil
+}
+
+func parsePort(s string) (int, error) {
+	if s == "" || len(s) > 5 || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, strconv.ErrSyntax
+	}
+	return strconv.Atoi(s)
 }

@@ -57,6 +57,17 @@ func TestValidateErrors(t *testing.T) {
 		msg    string
 	}{
 		{"apiVersion", func(c *Config) { c.APIVersion = "meshspan/v2" }, "apiVersion", `is "meshspan/v2"; set it to "meshspan/v1"`},
+		{"discovery url fragment", func(c *Config) { c.Discovery.Endpoints = []string{"https://discovery.example.com/#x"} }, "discovery.endpoints[0]", `#fragment`},
+		{"endpoint filter host bits", func(c *Config) { c.EndpointFilters = []string{"10.0.0.1/8"} }, "endpointFilters[0]", `did you mean 10.0.0.0/8?`},
+		{"rule name of blank lines", func(c *Config) { c.Firewall.Rules[0].Name = "\n\n" }, "firewall.rules[0].name", `printable characters`},
+		{"rule name too long", func(c *Config) { c.Firewall.Rules[0].Name = strings.Repeat("n", 129) }, "firewall.rules[0].name", `at most 128`},
+		{"rule port with plus", func(c *Config) { c.Firewall.Rules[1].Port = "+6443" }, "firewall.rules[1].port", `"+6443" is not a port`},
+		{"too many rules", func(c *Config) {
+			c.Firewall.Rules = make([]FirewallRule, 10000)
+			for i := range c.Firewall.Rules {
+				c.Firewall.Rules[i] = FirewallRule{Protocol: "tcp", Port: "22", Action: "accept"}
+			}
+		}, "firewall.rules", `has 10000 rules; at most 1000`},
 		{"kind", func(c *Config) { c.Kind = "Node" }, "kind", `is "Node"; set it to "MachineConfig"`},
 		{"empty node name", func(c *Config) { c.Node.Name = "" }, "node.name", `is empty; set a node name`},
 		{"upper case node name", func(c *Config) { c.Node.Name = "Worker" }, "node.name", `"Worker" is not a valid node name`},
@@ -154,7 +165,7 @@ func TestParsePortRange(t *testing.T) {
 			t.Errorf("ParsePortRange(%q) = %d, %d, %v; want %v", in, lo, hi, err, want)
 		}
 	}
-	for _, in := range []string{"", "0", "65536", "a", "10-", "-10", "5-4", "1-2-3"} {
+	for _, in := range []string{"", "0", "65536", "a", "10-", "-10", "5-4", "1-2-3", "+80", "+1-+65535", "1-+2", " 80", "0x50", "080000"} {
 		if _, _, err := ParsePortRange(in); err == nil {
 			t.Errorf("ParsePortRange(%q) accepted a bad port", in)
 		}
@@ -172,6 +183,12 @@ func TestParseEndpointFilter(t *testing.T) {
 		p, neg, err := ParseEndpointFilter(in)
 		if err != nil || p.String() != want.p || neg != want.neg {
 			t.Errorf("ParseEndpointFilter(%q) = %s, %v, %v; want %s, %v", in, p, neg, err, want.p, want.neg)
+		}
+	}
+	// Host bits are refused as everywhere else, not masked silently.
+	for in, hint := range map[string]string{"10.0.0.1/8": "10.0.0.0/8", "!2001:db8::1/32": "!2001:db8::/32"} {
+		if _, _, err := ParseEndpointFilter(in); err == nil || !strings.Contains(err.Error(), "did you mean "+hint) {
+			t.Errorf("ParseEndpointFilter(%q) = %v; want an error suggesting %s", in, err, hint)
 		}
 	}
 }

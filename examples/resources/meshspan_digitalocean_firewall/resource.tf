@@ -36,5 +36,11 @@ resource "meshspan_digitalocean_firewall" "mesh" {
   extra_inbound_rules = [
     { protocol = "tcp", port_range = "6443", source_addresses = ["100.64.0.0/10"] },
     { protocol = "tcp", port_range = "50000", source_addresses = ["100.64.0.0/10"] },
+    # Rules allow by default; a deny rule carves out an exception.
+    { protocol = "tcp", port_range = "22", source_addresses = ["198.51.100.0/24"], action = "deny" },
   ]
+
+  timeouts {
+    create = "5m"
+  }
 }

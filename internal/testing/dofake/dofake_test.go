@@ -158,7 +158,7 @@ func TestDigitalOceanFakeErrors(t *testing.T) {
 			_, _, err := client(t, ts.URL, "ro").Firewalls.Create(ctx, wgRequest("ro-fw"))
 			return err
 		}, 403, "access"},
-		{"unknown id", func() error { _, _, err := c.Firewalls.Get(ctx, "0d7d9d4c-0000-4000-8000-000000000000"); return err }, 404, "could not be found"},
+		{"unknown id", func() error { _, _, err := c.Firewalls.Get(ctx, "0d7d9d4c-0000-4000-8000-000000000000"); return err }, 404, "The resource you were accessing could not be found."},
 		{"duplicate name", func() error { _, _, err := c.Firewalls.Create(ctx, wgRequest("taken")); return err }, 409, "duplicate name"},
 		{"bad name", func() error {
 			_, _, err := c.Firewalls.Create(ctx, bad(func(r *godo.FirewallRequest) { r.Name = "-x y" }))
@@ -181,6 +181,23 @@ func TestDigitalOceanFakeErrors(t *testing.T) {
 			return err
 		}, 422, "ghost"},
 		{"unknown droplet", func() error { _, err := c.Firewalls.AddDroplets(ctx, fw.ID, 999); return err }, 422, "999"},
+		{"rule source names an unknown tag", func() error {
+			_, _, err := c.Firewalls.Create(ctx, bad(func(r *godo.FirewallRequest) { r.InboundRules[0].Sources.Tags = []string{"ghost-src"} }))
+			return err
+		}, 422, "ghost-src"},
+		{"rule destination names an unknown droplet", func() error {
+			_, _, err := c.Firewalls.Create(ctx, bad(func(r *godo.FirewallRequest) { r.OutboundRules[0].Destinations.DropletIDs = []int{4242} }))
+			return err
+		}, 422, "4242"},
+		{"rule added with an unknown source droplet", func() error {
+			_, err := c.Firewalls.AddRules(ctx, fw.ID, &godo.FirewallRulesRequest{InboundRules: []godo.InboundRule{
+				{Protocol: "tcp", PortRange: "22", Sources: &godo.Sources{DropletIDs: []int{4343}}}}})
+			return err
+		}, 422, "4343"},
+		{"bad action", func() error {
+			_, _, err := c.Firewalls.Create(ctx, bad(func(r *godo.FirewallRequest) { r.InboundRules[0].Action = "drop" }))
+			return err
+		}, 422, "allow or deny"},
 		{"no droplets", func() error { _, err := c.Firewalls.AddDroplets(ctx, fw.ID); return err }, 422, "at least one droplet id"},
 		{"too many droplets", func() error { _, err := c.Firewalls.AddDroplets(ctx, fw.ID, eleven...); return err }, 422, "at most 10 droplets"},
 		{"no tags", func() error { _, err := c.Firewalls.RemoveTags(ctx, fw.ID); return err }, 422, "at least one tag"},
@@ -425,5 +442,41 @@ func TestDigitalOceanFakeDoctlStyleListing(t *testing.T) {
 	}
 	if total != n {
 		t.Fatalf("listed %d firewalls, want %d", total, n)
+	}
+}
+
+// TestRuleActionKept: a rule's action is stored and returned (allow when the
+// request names none), so a rule switched to deny is visible to clients.
+func TestRuleActionKept(t *testing.T) {
+	_, c, _ := start(t, Options{})
+	ctx := context.Background()
+	req := wgRequest("act")
+	req.InboundRules = append(req.InboundRules, godo.InboundRule{Protocol: "tcp", PortRange: "22", Sources: anywhere(), Action: godo.FirewallRuleActionDeny})
+	fw, _, err := c.Firewalls.Create(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := c.Firewalls.Get(ctx, fw.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, r := range got.InboundRules {
+		actions = append(actions, r.PortRange+":"+string(r.Action))
+	}
+	for _, r := range got.OutboundRules {
+		actions = append(actions, r.Protocol+":"+string(r.Action))
+	}
+	want := []string{"51820:allow", "22:deny", "tcp:allow", "icmp:allow"}
+	if !slices.Equal(actions, want) {
+		t.Fatalf("actions read back %v, want %v", actions, want)
+	}
+	// Removing a rule matches its action too: the deny rule is not an allow rule.
+	if _, err := c.Firewalls.RemoveRules(ctx, fw.ID, &godo.FirewallRulesRequest{InboundRules: []godo.InboundRule{
+		{Protocol: "tcp", PortRange: "22", Sources: anywhere()}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ = c.Firewalls.Get(ctx, fw.ID); len(got.InboundRules) != 2 {
+		t.Fatalf("removing the allow spelling took the deny rule away: %+v", got.InboundRules)
 	}
 }

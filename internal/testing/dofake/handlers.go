@@ -160,7 +160,7 @@ func (s *Server) routes() {
 }
 
 // errNotFound is the API's 404 for any unknown resource or path.
-var errNotFound = &apiError{404, "not_found", "The resource you requested could not be found."}
+var errNotFound = &apiError{404, "not_found", "The resource you were accessing could not be found."}
 
 func decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(r.Body)
@@ -276,7 +276,7 @@ func (s *Server) validate(req firewallRequest, selfID string) (Firewall, error) 
 	if len(req.InboundRules)+len(req.OutboundRules) == 0 {
 		return fw, unprocessable("You must specify at least one inbound or outbound rule.")
 	}
-	in, out, err := normalizeRules(req.InboundRules, req.OutboundRules)
+	in, out, err := s.normalizeRules(req.InboundRules, req.OutboundRules)
 	if err != nil {
 		return fw, err
 	}
@@ -298,7 +298,10 @@ func (s *Server) validate(req firewallRequest, selfID string) (Firewall, error) 
 	return fw, nil
 }
 
-func normalizeRules(inbound []InboundRule, outbound []OutboundRule) ([]InboundRule, []OutboundRule, error) {
+// normalizeRules validates rules as the API does and returns them as it
+// stores them. The caller holds s.mu: targets naming a droplet or tag that
+// does not exist are refused with 422, as the real API does.
+func (s *Server) normalizeRules(inbound []InboundRule, outbound []OutboundRule) ([]InboundRule, []OutboundRule, error) {
 	if len(inbound)+len(outbound) > maxRules {
 		return nil, nil, unprocessable("A firewall may have at most %d rules.", maxRules)
 	}
@@ -308,7 +311,14 @@ func normalizeRules(inbound []InboundRule, outbound []OutboundRule) ([]InboundRu
 		if err != nil {
 			return nil, nil, err
 		}
-		in = append(in, InboundRule{Protocol: rule.Protocol, Ports: ports, Sources: rule.Sources.clone()})
+		if err := s.checkRuleTargets("sources", rule.Sources); err != nil {
+			return nil, nil, err
+		}
+		action, err := normalizeAction("inbound", rule.Action)
+		if err != nil {
+			return nil, nil, err
+		}
+		in = append(in, InboundRule{Protocol: rule.Protocol, Ports: ports, Sources: rule.Sources.clone(), Action: action})
 	}
 	out := make([]OutboundRule, 0, len(outbound))
 	for _, rule := range outbound {
@@ -316,9 +326,35 @@ func normalizeRules(inbound []InboundRule, outbound []OutboundRule) ([]InboundRu
 		if err != nil {
 			return nil, nil, err
 		}
-		out = append(out, OutboundRule{Protocol: rule.Protocol, Ports: ports, Destinations: rule.Destinations.clone()})
+		if err := s.checkRuleTargets("destinations", rule.Destinations); err != nil {
+			return nil, nil, err
+		}
+		action, err := normalizeAction("outbound", rule.Action)
+		if err != nil {
+			return nil, nil, err
+		}
+		out = append(out, OutboundRule{Protocol: rule.Protocol, Ports: ports, Destinations: rule.Destinations.clone(), Action: action})
 	}
 	return in, out, nil
+}
+
+// checkRuleTargets refuses rule targets naming droplets or tags the account
+// does not have (422, as the API answers).
+func (s *Server) checkRuleTargets(kind string, t *Targets) error {
+	if t == nil {
+		return nil
+	}
+	for _, id := range t.DropletIDs {
+		if _, ok := s.droplets[id]; !ok {
+			return unprocessable("droplet %d in %s does not exist.", id, kind)
+		}
+	}
+	for _, tag := range t.Tags {
+		if !s.tags[tag] {
+			return unprocessable("tag %q in %s does not exist; create it first.", tag, kind)
+		}
+	}
+	return nil
 }
 
 func (s *Server) checkDroplets(ids []int) error {
@@ -489,12 +525,12 @@ func (s *Server) changeRules(add bool) func(*http.Request) (int, any, error) {
 		if len(req.InboundRules)+len(req.OutboundRules) == 0 {
 			return 0, nil, unprocessable("You must specify at least one inbound or outbound rule.")
 		}
-		in, out, err := normalizeRules(req.InboundRules, req.OutboundRules)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		in, out, err := s.normalizeRules(req.InboundRules, req.OutboundRules)
 		if err != nil {
 			return 0, nil, err
 		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
 		st, err := s.lookup(r)
 		if err != nil {
 			return 0, nil, err
@@ -508,12 +544,12 @@ func (s *Server) changeRules(add bool) func(*http.Request) (int, any, error) {
 		} else {
 			st.fw.InboundRules = slices.DeleteFunc(st.fw.InboundRules, func(have InboundRule) bool {
 				return slices.ContainsFunc(in, func(del InboundRule) bool {
-					return have.Protocol == del.Protocol && have.Ports == del.Ports && sameTargets(have.Sources, del.Sources)
+					return have.Protocol == del.Protocol && have.Ports == del.Ports && have.Action == del.Action && sameTargets(have.Sources, del.Sources)
 				})
 			})
 			st.fw.OutboundRules = slices.DeleteFunc(st.fw.OutboundRules, func(have OutboundRule) bool {
 				return slices.ContainsFunc(out, func(del OutboundRule) bool {
-					return have.Protocol == del.Protocol && have.Ports == del.Ports && sameTargets(have.Destinations, del.Destinations)
+					return have.Protocol == del.Protocol && have.Ports == del.Ports && have.Action == del.Action && sameTargets(have.Destinations, del.Destinations)
 				})
 			})
 		}

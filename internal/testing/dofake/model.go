@@ -54,6 +54,7 @@ type InboundRule struct {
 	Protocol string   `json:"protocol"`
 	Ports    string   `json:"ports"`
 	Sources  *Targets `json:"sources"`
+	Action   string   `json:"action,omitempty"` // allow (default) or deny; always emitted in replies
 }
 
 // OutboundRule is one outbound rule (spec B4).
@@ -61,6 +62,7 @@ type OutboundRule struct {
 	Protocol     string   `json:"protocol"`
 	Ports        string   `json:"ports"`
 	Destinations *Targets `json:"destinations"`
+	Action       string   `json:"action,omitempty"` // allow (default) or deny; always emitted in replies
 }
 
 // firewallRequest is the body of POST /v2/firewalls and PUT
@@ -107,6 +109,18 @@ var (
 	nameRE    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9\.-]+$`)
 	tagNameRE = regexp.MustCompile(`^[a-zA-Z0-9:\-_]{1,255}$`)
 )
+
+// normalizeAction checks a rule's action; the API's default is allow (godo
+// v1.237.0 FirewallRuleAction), and replies name it.
+func normalizeAction(dir, action string) (string, error) {
+	switch action {
+	case "", "allow":
+		return "allow", nil
+	case "deny":
+		return "deny", nil
+	}
+	return "", unprocessable("%q is not a valid action for an %s rule; use allow or deny.", action, dir)
+}
 
 // normalizeRule validates one rule and returns its ports as the API stores
 // them: "all" and icmp become "0", anything else is echoed unchanged.

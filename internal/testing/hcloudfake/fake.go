@@ -33,7 +33,7 @@ import (
 type Options struct {
 	// Token is the bearer token every /v1 request must carry ("test-token").
 	Token string
-	// ReadOnlyToken, if set, is accepted for GET requests only; writes get 403 forbidden.
+	// ReadOnlyToken, if set, is accepted for GET requests only; writes get 401 token_readonly.
 	ReadOnlyToken string
 	// ActionDelay is how long actions stay "running" (0: they finish at once).
 	ActionDelay time.Duration

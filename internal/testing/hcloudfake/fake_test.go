@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -202,8 +203,107 @@ func TestHcloudFakeErrors(t *testing.T) {
 	if _, err := ro.Firewall.All(ctx(t)); err != nil {
 		t.Errorf("read-only token, GET: %v", err)
 	}
-	if _, _, err := ro.Firewall.Create(ctx(t), hcloud.FirewallCreateOpts{Name: "x"}); !hcloud.IsError(err, hcloud.ErrorCodeForbidden) {
-		t.Errorf("read-only token, POST: %v", err)
+	// The API answers a write with a read-only token 401 token_readonly
+	// (hcloud-go's ErrorCodeTokenReadonly is a deprecated alias of forbidden).
+	_, resp, err := ro.Firewall.Create(ctx(t), hcloud.FirewallCreateOpts{Name: "x"})
+	if !hcloud.IsError(err, "token_readonly") || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("read-only token, POST: %v (response %v)", err, resp)
+	}
+}
+
+// An unsupported method on a known path is 405 method_not_allowed; an
+// unknown path stays 404 not_found.
+func TestHcloudFakeMethodNotAllowed(t *testing.T) {
+	r, c := start(t, Options{})
+	fw, _, err := c.Firewall.Create(ctx(t), hcloud.FirewallCreateOpts{Name: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{http.MethodDelete, "/firewalls", 405, "method_not_allowed"},
+		{http.MethodPatch, fmt.Sprintf("/firewalls/%d", fw.Firewall.ID), 405, "method_not_allowed"},
+		{http.MethodGet, fmt.Sprintf("/firewalls/%d/actions/set_rules", fw.Firewall.ID), 405, "method_not_allowed"},
+		{http.MethodPut, fmt.Sprintf("/firewalls/%d/actions/set_rules", fw.Firewall.ID), 405, "method_not_allowed"},
+		{http.MethodPost, "/actions", 405, "method_not_allowed"},
+		{http.MethodGet, "/nothing", 404, "not_found"},
+	} {
+		req, _ := http.NewRequest(tc.method, r.Endpoint+tc.path, strings.NewReader("{}"))
+		req.Header.Set("Authorization", "Bearer "+r.Token())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Error struct{ Code string } `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != tc.status || body.Error.Code != tc.code {
+			t.Errorf("%s %s: %d %q, want %d %q", tc.method, tc.path, resp.StatusCode, body.Error.Code, tc.status, tc.code)
+		}
+	}
+}
+
+// set_rules returns set_firewall_rules plus one apply_firewall per server
+// the firewall is applied to, directly or by selector.
+func TestHcloudFakeSetRulesActions(t *testing.T) {
+	r, c := start(t, Options{})
+	s1 := r.AddServer("a", nil)
+	r.AddServer("b", map[string]string{"role": "web"})
+	r.AddServer("c", map[string]string{"role": "web"})
+	fw, _, err := c.Firewall.Create(ctx(t), hcloud.FirewallCreateOpts{Name: "r", ApplyTo: []hcloud.FirewallResource{
+		{Type: hcloud.FirewallResourceTypeServer, Server: &hcloud.FirewallResourceServer{ID: s1}},
+		{Type: hcloud.FirewallResourceTypeLabelSelector, LabelSelector: &hcloud.FirewallResourceLabelSelector{Selector: "role=web"}},
+	}})
+	if err != nil || c.Action.WaitFor(ctx(t), fw.Actions...) != nil {
+		t.Fatal(err)
+	}
+	acts, _, err := c.Firewall.SetRules(ctx(t), fw.Firewall, hcloud.FirewallSetRulesOpts{Rules: []hcloud.FirewallRule{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmds []string
+	for _, a := range acts {
+		cmds = append(cmds, a.Command)
+	}
+	want := []string{"set_firewall_rules", "apply_firewall", "apply_firewall", "apply_firewall"}
+	if !slices.Equal(cmds, want) {
+		t.Fatalf("set_rules actions %v, want %v", cmds, want)
+	}
+	if err := c.Action.WaitFor(ctx(t), acts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A server takes at most five firewalls, selector-applied ones included.
+func TestHcloudFakeFirewallsPerServer(t *testing.T) {
+	r, c := start(t, Options{})
+	s := r.AddServer("busy", map[string]string{"role": "web"})
+	onServer := []hcloud.FirewallResource{{Type: hcloud.FirewallResourceTypeServer, Server: &hcloud.FirewallResourceServer{ID: s}}}
+	bySelector := []hcloud.FirewallResource{{Type: hcloud.FirewallResourceTypeLabelSelector, LabelSelector: &hcloud.FirewallResourceLabelSelector{Selector: "role=web"}}}
+	for i := range 5 {
+		to := onServer
+		if i%2 == 1 {
+			to = bySelector
+		}
+		if _, _, err := c.Firewall.Create(ctx(t), hcloud.FirewallCreateOpts{Name: fmt.Sprint("fw", i), ApplyTo: to}); err != nil {
+			t.Fatalf("firewall %d: %v", i, err)
+		}
+	}
+	_, _, err := c.Firewall.Create(ctx(t), hcloud.FirewallCreateOpts{Name: "sixth", ApplyTo: bySelector})
+	if !hcloud.IsError(err, hcloud.ErrorCodeResourceLimitExceeded) {
+		t.Fatalf("sixth firewall on a server by selector: %v; want resource_limit_exceeded", err)
+	}
+	sixth, _, err := c.Firewall.Create(ctx(t), hcloud.FirewallCreateOpts{Name: "sixth"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Firewall.ApplyResources(ctx(t), sixth.Firewall, onServer); !hcloud.IsError(err, hcloud.ErrorCodeResourceLimitExceeded) {
+		t.Fatalf("sixth firewall applied to the server: %v; want resource_limit_exceeded", err)
 	}
 }
 

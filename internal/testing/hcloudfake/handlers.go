@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -118,7 +119,7 @@ func (f *Fake) handle(r *http.Request, rel string, body []byte) (reply, rateHead
 	case !hasBearer || (token != f.opts.Token && (f.opts.ReadOnlyToken == "" || token != f.opts.ReadOnlyToken)):
 		rep = errReply(http.StatusUnauthorized, "unauthorized", "unable to authenticate", nil)
 	case token == f.opts.ReadOnlyToken && r.Method != http.MethodGet:
-		rep = errReply(http.StatusForbidden, "forbidden", "insufficient permissions for this request: the token is read-only", nil)
+		rep = errReply(http.StatusUnauthorized, "token_readonly", "the token is read-only; use a Read & Write token for this request", nil)
 	default:
 		if ft, ok := f.takeFault(r.Method, rel); ok {
 			code := ft.Code
@@ -163,11 +164,38 @@ func (f *Fake) takeFault(method, rel string) (Fault, bool) {
 	return Fault{}, false
 }
 
+// allowedMethods is what a known path takes (nil: no such path). A known
+// path asked with another method is 405 method_not_allowed, as the API says.
+func allowedMethods(seg []string) []string {
+	get := []string{http.MethodGet}
+	switch {
+	case len(seg) == 1 && seg[0] == "firewalls":
+		return []string{http.MethodGet, http.MethodPost}
+	case len(seg) == 2 && seg[0] == "firewalls" && seg[1] == "actions",
+		len(seg) == 3 && seg[0] == "firewalls" && seg[1] == "actions",
+		len(seg) == 3 && seg[0] == "firewalls" && seg[2] == "actions",
+		len(seg) <= 2 && (seg[0] == "actions" || seg[0] == "servers"):
+		return get
+	case len(seg) == 2 && seg[0] == "firewalls":
+		return []string{http.MethodGet, http.MethodPut, http.MethodDelete}
+	case len(seg) == 4 && seg[0] == "firewalls" && seg[2] == "actions":
+		switch seg[3] {
+		case "set_rules", "apply_to_resources", "remove_from_resources":
+			return []string{http.MethodPost}
+		}
+		return get
+	}
+	return nil
+}
+
 // route dispatches /v1 paths by segment (f.mu held).
 func (f *Fake) route(r *http.Request, rel string, body []byte) reply {
 	seg := strings.Split(strings.Trim(rel, "/"), "/")
 	m := r.Method
 	q := r.URL.Query()
+	if ms := allowedMethods(seg); ms != nil && !slices.Contains(ms, m) {
+		return errReply(http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("method %s is not allowed on %s", m, rel), nil)
+	}
 	switch {
 	case len(seg) == 1 && seg[0] == "firewalls":
 		switch m {
@@ -323,6 +351,9 @@ func (f *Fake) createFirewall(body []byte) reply {
 	if !ok {
 		return rep
 	}
+	if rep, ok := f.checkFirewallsPerServer(0, targets); !ok {
+		return rep
+	}
 	f.nextID++
 	labels := req.Labels
 	if labels == nil {
@@ -401,8 +432,13 @@ func (f *Fake) setRules(fw *firewall, body []byte) reply {
 		return invalidInput("rules", msgs...)
 	}
 	fw.Rules = rules
-	a := f.newAction("set_firewall_rules", resourceRef{ID: fw.ID, Type: "firewall"})
-	return reply{status: http.StatusCreated, body: map[string]any{"actions": []jsonAction{f.actionJSON(a)}}}
+	actions := []jsonAction{f.actionJSON(f.newAction("set_firewall_rules", resourceRef{ID: fw.ID, Type: "firewall"}))}
+	// Besides set_firewall_rules, one apply_firewall per server the
+	// firewall is applied to, directly or through a selector.
+	for _, id := range f.serversOf(fw.AppliedTo) {
+		actions = append(actions, f.actionJSON(f.applyAction(fw, target{Server: id})))
+	}
+	return reply{status: http.StatusCreated, body: map[string]any{"actions": actions}}
 }
 
 // resolveTargets checks apply_to / remove_from entries. Unknown servers
@@ -472,6 +508,9 @@ func (f *Fake) applyTo(fw *firewall, body []byte) reply {
 			return errReply(http.StatusUnprocessableEntity, "firewall_already_applied", "firewall is already applied to this resource", nil)
 		}
 	}
+	if rep, ok := f.checkFirewallsPerServer(fw.ID, targets); !ok {
+		return rep
+	}
 	actions := []jsonAction{}
 	for _, t := range targets {
 		fw.AppliedTo = append(fw.AppliedTo, t)
@@ -526,6 +565,53 @@ func (f *Fake) removeFrom(fw *firewall, body []byte) reply {
 	}
 	f.settle()
 	return reply{status: http.StatusCreated, body: map[string]any{"actions": actions}}
+}
+
+// maxFirewallsPerServer counts firewalls applied directly and through
+// label selectors (spec A10).
+const maxFirewallsPerServer = 5
+
+// serversOf is every server the targets reach, directly or by selector,
+// in ID order.
+func (f *Fake) serversOf(targets []target) []int64 {
+	var ids []int64
+	for _, t := range targets {
+		if t.Server != 0 {
+			ids = append(ids, t.Server)
+			continue
+		}
+		sel, err := parseSelector(t.Selector)
+		if err != nil {
+			continue
+		}
+		for id, s := range f.servers {
+			if sel.matches(s.Labels) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// checkFirewallsPerServer refuses to apply firewall self (0: one being
+// created) where a server would end up with more than five firewalls. The
+// real error code is undocumented; resource_limit_exceeded (403) is the
+// closest documented one.
+func (f *Fake) checkFirewallsPerServer(self int64, targets []target) (reply, bool) {
+	for _, id := range f.serversOf(targets) {
+		n := 1
+		for _, other := range f.firewalls {
+			if other.ID != self && slices.Contains(f.serversOf(other.AppliedTo), id) {
+				n++
+			}
+		}
+		if n > maxFirewallsPerServer {
+			return errReply(http.StatusForbidden, "resource_limit_exceeded",
+				fmt.Sprintf("server with ID %d would have %d firewalls; at most %d can be applied to a server", id, n, maxFirewallsPerServer), nil), false
+		}
+	}
+	return reply{}, true
 }
 
 func (f *Fake) matchedBySelector(fw *firewall, serverID int64) bool {

@@ -1,4 +1,4 @@
-package provider
+package hcloud
 
 import (
 	"bytes"
@@ -16,46 +16,56 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+
+	"github.com/meshspan/terraform-provider-meshspan/provider/cloudhttp"
 )
 
-// hcloudPollIntervalEnv shortens action polling (default 500ms), for tests.
-const hcloudPollIntervalEnv = "MESHSPAN_HCLOUD_POLL_INTERVAL"
+// PollIntervalEnv shortens action polling (default 500ms), for tests.
+const PollIntervalEnv = "MESHSPAN_HCLOUD_POLL_INTERVAL"
 
-// newHcloudClient builds a client from the provider configuration. Retries
-// are done by retryTransport with hcloudRetryPolicy (which honours
+// Config is what the provider block (or the environment) says about
+// Hetzner Cloud.
+type Config struct {
+	Token, Endpoint, Version string
+}
+
+// ConfigSource is implemented by the provider data handed to Configure.
+type ConfigSource interface {
+	HcloudConfig() Config
+}
+
+// newClient builds a client from the provider configuration. Retries are
+// done by cloudhttp.Transport with retryPolicy (which honours
 // RateLimit-Reset; the transport bounds the total wait), so hcloud-go's own
 // retry loop is switched off.
-func newHcloudClient(data *providerData) (*hcloud.Client, time.Duration, error) {
-	if data == nil || data.HcloudToken == "" {
+func newClient(data *Config) (*hcloud.Client, time.Duration, error) {
+	if data == nil || data.Token == "" {
 		return nil, 0, errors.New("no Hetzner Cloud token: set hcloud_token in the provider block or the HCLOUD_TOKEN environment variable (a Read & Write API token from the Cloud Console, Security -> API Tokens)")
 	}
 	poll := 500 * time.Millisecond
-	if s := os.Getenv(hcloudPollIntervalEnv); s != "" {
+	if s := os.Getenv(PollIntervalEnv); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
-			return nil, 0, fmt.Errorf("%s=%q is not a positive duration; write e.g. 200ms", hcloudPollIntervalEnv, s)
+			return nil, 0, fmt.Errorf("%s=%q is not a positive duration; write e.g. 200ms", PollIntervalEnv, s)
 		}
 		poll = d
 	}
 	// Each attempt is bounded by ResponseHeaderTimeout, the whole call by
-	// the resource's timeout (the context); see retryTransport.
-	base := http.DefaultTransport.(*http.Transport).Clone()
-	base.ResponseHeaderTimeout = 60 * time.Second
-	transport := &retryTransport{
-		cloud:       "hcloud",
-		base:        base,
-		maxAttempts: 7,
-		budget:      90 * time.Second,
-		policy: &hcloudRetryPolicy{
+	// the resource's timeout (the context).
+	transport := &cloudhttp.Transport{
+		Cloud:       "hcloud",
+		Base:        cloudhttp.NewBase(),
+		MaxAttempts: 7,
+		Budget:      90 * time.Second,
+		Policy: &retryPolicy{
 			maxWait: 15 * time.Second,
 			backoff: func(n int) time.Duration { return min(250*time.Millisecond<<n, 8*time.Second) },
 			now:     time.Now,
 		},
-		sleep: sleepCtx,
 	}
 	c := hcloud.NewClient(
-		hcloud.WithToken(data.HcloudToken),
-		hcloud.WithEndpoint(data.HcloudEndpoint),
+		hcloud.WithToken(data.Token),
+		hcloud.WithEndpoint(data.Endpoint),
 		hcloud.WithApplication("terraform-provider-meshspan", data.Version),
 		hcloud.WithHTTPClient(&http.Client{Transport: transport}),
 		hcloud.WithRetryOpts(hcloud.RetryOpts{MaxRetries: 0}),
@@ -64,17 +74,17 @@ func newHcloudClient(data *providerData) (*hcloud.Client, time.Duration, error) 
 	return c, poll, nil
 }
 
-// hcloudRetryPolicy retries what the Hetzner API says is worth retrying
+// retryPolicy retries what the Hetzner API says is worth retrying
 // (429 rate_limit_exceeded, 409 conflict, 502, 504). A 429 waits until
 // RateLimit-Reset: at least the backoff, at most maxWait.
-type hcloudRetryPolicy struct {
+type retryPolicy struct {
 	maxWait time.Duration
 	backoff func(retry int) time.Duration
 	now     func() time.Time
 }
 
-// retryAfter decides whether resp is retried and how long to wait first.
-func (t *hcloudRetryPolicy) retryAfter(_ *http.Request, resp *http.Response, retry int) (time.Duration, bool) {
+// RetryAfter decides whether resp is retried and how long to wait first.
+func (t *retryPolicy) RetryAfter(_ *http.Request, resp *http.Response, retry int) (time.Duration, bool) {
 	wait := t.backoff(retry)
 	switch resp.StatusCode {
 	case http.StatusTooManyRequests:
@@ -101,9 +111,9 @@ func (t *hcloudRetryPolicy) retryAfter(_ *http.Request, resp *http.Response, ret
 	return 0, false
 }
 
-// hcloudAttributeFor maps an invalid_input field name to the resource
+// attributeFor maps an invalid_input field name to the resource
 // attribute it concerns.
-func hcloudAttributeFor(field string, messages []string) (path.Path, bool) {
+func attributeFor(field string, messages []string) (path.Path, bool) {
 	switch {
 	case field == "name":
 		return path.Root("name"), true
@@ -120,11 +130,11 @@ func hcloudAttributeFor(field string, messages []string) (path.Path, bool) {
 	return path.Empty(), false
 }
 
-// addHcloudError turns any error from an hcloud-go call into diagnostics:
+// addError turns any error from an hcloud-go call into diagnostics:
 // the one place that knows what each API error means for the user. step says
 // what was being done, e.g. `create firewall "mesh"`; timeoutAttr names the
 // timeouts attribute that bounds it.
-func addHcloudError(diags *diag.Diagnostics, step, timeoutAttr string, err error) {
+func addError(diags *diag.Diagnostics, step, timeoutAttr string, err error) {
 	summary := "Hetzner Cloud: " + step + " failed"
 	var herr hcloud.Error
 	var aerr hcloud.ActionError
@@ -139,13 +149,15 @@ func addHcloudError(diags *diag.Diagnostics, step, timeoutAttr string, err error
 		status, attempts := 0, ""
 		if resp := herr.Response(); resp != nil && resp.Response != nil {
 			status = resp.StatusCode
-			attempts = resp.Header.Get(attemptsHeader)
+			attempts = resp.Header.Get(cloudhttp.AttemptsHeader)
 		}
 		if status != 0 {
 			summary += fmt.Sprintf(" (HTTP %d %s)", status, herr.Code)
 		}
 		said := fmt.Sprintf("API said: %s", herr.Error())
 		switch herr.Code {
+		// hcloud-go's ErrorCodeTokenReadonly is a deprecated alias of
+		// forbidden; the API answers token_readonly.
 		case hcloud.ErrorCodeUnauthorized, hcloud.ErrorCodeForbidden, "token_readonly":
 			diags.AddError(summary, "The Hetzner Cloud token is invalid or lacks write scope. Set hcloud_token in the provider "+
 				"block (or HCLOUD_TOKEN) to an API token with Read & Write permission for this project. "+said)
@@ -156,7 +168,7 @@ func addHcloudError(diags *diag.Diagnostics, step, timeoutAttr string, err error
 			}
 			for _, f := range det.Fields {
 				detail := fmt.Sprintf("The API rejected field %q: %s. %s", f.Name, strings.Join(f.Messages, "; "), said)
-				if p, ok := hcloudAttributeFor(f.Name, f.Messages); ok {
+				if p, ok := attributeFor(f.Name, f.Messages); ok {
 					diags.AddAttributeError(p, summary, detail)
 				} else {
 					diags.AddError(summary, detail)

@@ -1,4 +1,4 @@
-package provider
+package hcloud_test
 
 import (
 	"context"
@@ -16,7 +16,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
 
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/acctest"
 	"github.com/meshspan/terraform-provider-meshspan/internal/testing/hcloudfake"
+	meshhcloud "github.com/meshspan/terraform-provider-meshspan/provider/hcloud"
 )
 
 const hcloudResName = "meshspan_hcloud_firewall.mesh"
@@ -26,7 +28,7 @@ const hcloudResName = "meshspan_hcloud_firewall.mesh"
 // client at it.
 func startHcloudFake(t *testing.T) (*hcloudfake.Running, *hcloud.Client) {
 	t.Helper()
-	testAccPreCheck(t)
+	acctest.PreCheck(t)
 	r, err := hcloudfake.Start(hcloudfake.New(hcloudfake.Options{}), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +36,7 @@ func startHcloudFake(t *testing.T) (*hcloudfake.Running, *hcloud.Client) {
 	t.Cleanup(func() { _ = r.Close() })
 	t.Setenv("HCLOUD_ENDPOINT", r.Endpoint)
 	t.Setenv("HCLOUD_TOKEN", r.Token())
-	t.Setenv(hcloudPollIntervalEnv, "20ms")
+	t.Setenv(meshhcloud.PollIntervalEnv, "20ms")
 	c := hcloud.NewClient(hcloud.WithEndpoint(r.Endpoint), hcloud.WithToken(r.Token()),
 		hcloud.WithPollOpts(hcloud.PollOpts{BackoffFunc: hcloud.ConstantBackoff(10 * time.Millisecond)}))
 	return r, c
@@ -146,7 +148,7 @@ resource "meshspan_hcloud_firewall" "mesh" {
 	}
 
 	resource.Test(t, resource.TestCase{
-		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		ProtoV6ProviderFactories: acctest.ProviderFactories,
 		CheckDestroy:             checkHcloudDestroyed(r),
 		Steps: []resource.TestStep{
 			{
@@ -263,7 +265,7 @@ resource "meshspan_hcloud_firewall" "mesh" {
 }`, s1)
 	var firstID string
 	resource.Test(t, resource.TestCase{
-		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		ProtoV6ProviderFactories: acctest.ProviderFactories,
 		CheckDestroy:             checkHcloudDestroyed(r),
 		Steps: []resource.TestStep{
 			{Config: cfg, Check: func(s *terraform.State) error {
@@ -276,7 +278,11 @@ resource "meshspan_hcloud_firewall" "mesh" {
 					fw, _, err := c.Firewall.GetByID(ctx, r.Firewalls()[0].ID)
 					if err == nil {
 						var acts []*hcloud.Action
-						acts, _, err = c.Firewall.RemoveResources(ctx, fw, directTargets(fw.AppliedTo))
+						var direct []hcloud.FirewallResource
+						for _, a := range fw.AppliedTo {
+							direct = append(direct, hcloud.FirewallResource{Type: a.Type, Server: a.Server, LabelSelector: a.LabelSelector})
+						}
+						acts, _, err = c.Firewall.RemoveResources(ctx, fw, direct)
 						if err == nil {
 							err = c.Action.WaitFor(ctx, acts...)
 						}
@@ -314,7 +320,7 @@ resource "meshspan_hcloud_firewall" "mesh" {
 	}
 	var started time.Time
 	resource.Test(t, resource.TestCase{
-		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		ProtoV6ProviderFactories: acctest.ProviderFactories,
 		CheckDestroy:             checkHcloudDestroyed(r),
 		Steps: []resource.TestStep{
 			{
@@ -400,12 +406,12 @@ func TestAccHcloudFirewall_errors(t *testing.T) {
 		return resource.TestStep{Config: cfg, ExpectError: regexp.MustCompile(re)}
 	}
 	resource.Test(t, resource.TestCase{
-		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		ProtoV6ProviderFactories: acctest.ProviderFactories,
 		Steps: []resource.TestStep{
 			step(`provider "meshspan" { hcloud_token = "wrong" }`+"\n"+one(`name = "a"`), `(?s)token is invalid or lacks write.*hcloud_token`),
 			step(one(`name = "taken"`), `(?s)already exists in the Hetzner Cloud.*project`),
 			step(one(`name = "a"
-labels = { "bad key!" = "x" }`), `(?s)rejected field "labels".*invalid`),
+labels = { "bad key!" = "x" }`), `(?s)Invalid label.*label key "bad key!" is invalid`),
 			step(one(`name = "a"
 server_ids = [424242]`), `(?s)server in server_ids does not exist`),
 			// Caught at plan, before any request:
@@ -418,7 +424,7 @@ extra_rules = [{ direction = "in", protocol = "tcp", port = "22", destination_ip
 			step(one(`name = "a"
 extra_rules = [{ direction = "in", protocol = "udp", port = "51820", source_ips = ["::/0", "0.0.0.0/0"] }]`), `(?s)Duplicate of the WireGuard rule`),
 			step(one(`name = "a"
-wireguard_port = 70000`), `(?s)70000 is not a port`),
+wireguard_port = 70000`), `(?s)wireguard_port value must be between 1 and 65535, got: 70000`),
 		},
 	})
 	for _, q := range r.Requests() {
@@ -434,7 +440,7 @@ wireguard_port = 70000`), `(?s)70000 is not a port`),
 func TestAccHcloudFirewall_portFromMachineConfig(t *testing.T) {
 	r, _ := startHcloudFake(t)
 	resource.Test(t, resource.TestCase{
-		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		ProtoV6ProviderFactories: acctest.ProviderFactories,
 		CheckDestroy:             checkHcloudDestroyed(r),
 		Steps: []resource.TestStep{{
 			Config: `

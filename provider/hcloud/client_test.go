@@ -1,4 +1,4 @@
-package provider
+package hcloud
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/cloudfw"
 	"github.com/meshspan/terraform-provider-meshspan/internal/testing/hcloudfake"
+	"github.com/meshspan/terraform-provider-meshspan/provider/cloudhttp"
 )
 
 // A 429 waits until RateLimit-Reset (capped), bodies are resent, and the
@@ -38,14 +39,14 @@ func TestHcloudRetryTransportHonoursRateLimitReset(t *testing.T) {
 	}))
 	defer srv.Close()
 	var waits []time.Duration
-	tr := &retryTransport{
-		cloud: "hcloud", base: http.DefaultTransport, maxAttempts: 6, budget: time.Minute,
-		policy: &hcloudRetryPolicy{
+	tr := &cloudhttp.Transport{
+		Cloud: "hcloud", Base: http.DefaultTransport, MaxAttempts: 6, Budget: time.Minute,
+		Policy: &retryPolicy{
 			maxWait: 10 * time.Second,
 			backoff: func(int) time.Duration { return time.Second },
 			now:     func() time.Time { return now },
 		},
-		sleep: func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil },
+		Sleep: func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil },
 	}
 	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(`{"name":"x"}`))
 	resp, err := tr.RoundTrip(req)
@@ -58,13 +59,13 @@ func TestHcloudRetryTransportHonoursRateLimitReset(t *testing.T) {
 	if len(bodies) != 3 || bodies[2] != `{"name":"x"}` {
 		t.Errorf("bodies = %q, want the body resent each time", bodies)
 	}
-	if got := resp.Header.Get(attemptsHeader); got != "3" {
+	if got := resp.Header.Get(cloudhttp.AttemptsHeader); got != "3" {
 		t.Errorf("attempts header = %q", got)
 	}
 
 	// Bounded: a server that always answers 429 is given up on within the budget.
 	fails, waits = 1000, nil
-	tr.budget = 7 * time.Second
+	tr.Budget = 7 * time.Second
 	resp, err = tr.RoundTrip(req)
 	if err != nil || resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("RoundTrip = %v, %v", resp, err)
@@ -73,8 +74,8 @@ func TestHcloudRetryTransportHonoursRateLimitReset(t *testing.T) {
 	for _, w := range waits {
 		total += w
 	}
-	if total > tr.budget || len(waits) != 2 {
-		t.Errorf("waited %v in %d sleeps, budget %v", total, len(waits), tr.budget)
+	if total > tr.Budget || len(waits) != 2 {
+		t.Errorf("waited %v in %d sleeps, budget %v", total, len(waits), tr.Budget)
 	}
 }
 
@@ -87,9 +88,8 @@ func TestHcloudRetryTransportSkipsUniqueness(t *testing.T) {
 		_, _ = io.WriteString(w, `{"error":{"code":"uniqueness_error","message":"name is already used"}}`)
 	}))
 	defer srv.Close()
-	tr := &retryTransport{cloud: "hcloud", base: http.DefaultTransport, maxAttempts: 6, budget: time.Minute,
-		policy: &hcloudRetryPolicy{maxWait: time.Second, backoff: func(int) time.Duration { return time.Millisecond }, now: time.Now},
-		sleep:  sleepCtx}
+	tr := &cloudhttp.Transport{Cloud: "hcloud", Base: http.DefaultTransport, MaxAttempts: 6, Budget: time.Minute,
+		Policy: &retryPolicy{maxWait: time.Second, backoff: func(int) time.Duration { return time.Millisecond }, now: time.Now}}
 	req, _ := http.NewRequest(http.MethodPost, srv.URL, nil)
 	resp, err := tr.RoundTrip(req)
 	if err != nil || calls != 1 {
@@ -107,7 +107,7 @@ func TestHcloudErrorDiagnostics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	c, _, err := newHcloudClient(&providerData{HcloudToken: r.Token(), HcloudEndpoint: r.Endpoint})
+	c, _, err := newClient(&Config{Token: r.Token(), Endpoint: r.Endpoint})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestHcloudErrorDiagnostics(t *testing.T) {
 	check := func(name string, err error, wantPath path.Path, want string) {
 		t.Helper()
 		var d diag.Diagnostics
-		addHcloudError(&d, "test", "create", err)
+		addError(&d, "test", "create", err)
 		if len(d) == 0 {
 			t.Fatalf("%s: no diagnostics", name)
 		}
@@ -137,7 +137,7 @@ func TestHcloudErrorDiagnostics(t *testing.T) {
 	r.Inject(hcloudfake.Fault{Status: 500, Count: 1})
 	_, err = c.Firewall.All(ctx)
 	check("500", err, path.Empty(), "HTTP 500 server_error")
-	bad, _, _ := newHcloudClient(&providerData{HcloudToken: "nope", HcloudEndpoint: r.Endpoint})
+	bad, _, _ := newClient(&Config{Token: "nope", Endpoint: r.Endpoint})
 	_, err = bad.Firewall.All(ctx)
 	check("401", err, path.Empty(), "token is invalid or lacks write scope")
 	short, cancel := context.WithTimeout(ctx, time.Nanosecond)
@@ -146,7 +146,7 @@ func TestHcloudErrorDiagnostics(t *testing.T) {
 	_, err = c.Firewall.All(short)
 	check("timeout", err, path.Empty(), "timeouts.create")
 
-	if _, _, err := newHcloudClient(&providerData{}); err == nil || !strings.Contains(err.Error(), "HCLOUD_TOKEN") {
+	if _, _, err := newClient(&Config{}); err == nil || !strings.Contains(err.Error(), "HCLOUD_TOKEN") {
 		t.Errorf("missing token: %v", err)
 	}
 }
@@ -158,38 +158,19 @@ func TestHcloudRuleConversionRoundTrip(t *testing.T) {
 		{Direction: "out", Protocol: "tcp", CIDRs: []netip.Prefix{netip.MustParsePrefix("2001:db8::1/128")}},
 		{Direction: "in", Protocol: "icmp", CIDRs: cloudfw.Anywhere},
 	}
-	api := hcloudRulesFrom(rules)
+	api := toAPIRules(rules)
 	if p := api[2].Port; p == nil || *p != "any" {
 		t.Errorf("all ports sent as %v, want any", p)
 	}
 	if api[3].Port != nil {
 		t.Errorf("icmp sent with port %q", *api[3].Port)
 	}
-	back := rulesFromHcloud(api)
+	back := fromAPIRules(api)
 	if !sameRules(rules, back) {
 		t.Fatalf("round trip changed rules:\n%+v\n%+v", rules, back)
 	}
 	back[1].Description = "changed"
 	if sameRules(rules, back) {
 		t.Error("a changed description must count as drift")
-	}
-}
-
-func TestHcloudSplitWireGuard(t *testing.T) {
-	k8s := cloudfw.Rule{Direction: "in", Protocol: "tcp", Port: "6443", CIDRs: cloudfw.Anywhere}
-	other := cloudfw.WireGuard(51999)
-	other.Description = "someone else's"
-	rules := []cloudfw.Rule{k8s, other, cloudfw.WireGuard(51821)}
-	for i := range rules {
-		rules[i] = rules[i].Canonical()
-	}
-	if port, rest := splitWireGuard(rules, 51821); port != 51821 || len(rest) != 2 {
-		t.Errorf("known port: %d, %d left", port, len(rest))
-	}
-	if port, rest := splitWireGuard(rules, 0); port != 51821 || len(rest) != 2 {
-		t.Errorf("import picks the meshspan-labelled rule: got %d, %d left", port, len(rest))
-	}
-	if port, rest := splitWireGuard(rules[:1], 51820); port != 0 || len(rest) != 1 {
-		t.Errorf("missing WireGuard rule: %d, %d left", port, len(rest))
 	}
 }

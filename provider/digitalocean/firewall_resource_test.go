@@ -1,4 +1,4 @@
-package provider
+package digitalocean_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -16,7 +17,10 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
+	"github.com/meshspan/terraform-provider-meshspan/internal/cloudfw"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/acctest"
 	"github.com/meshspan/terraform-provider-meshspan/internal/testing/dofake"
+	"github.com/meshspan/terraform-provider-meshspan/provider/digitalocean"
 )
 
 const (
@@ -50,7 +54,7 @@ func startDOStandIn(t *testing.T) *doStandIn {
 
 // godo is an out-of-band client: someone changing the firewall by hand.
 func (s *doStandIn) godo() *godo.Client {
-	c, err := newDigitalOceanClient(&providerData{DigitalOceanToken: doTestToken, DigitalOceanEndpoint: s.url, Version: "test"})
+	c, err := digitalocean.NewClient(digitalocean.Config{Token: doTestToken, Endpoint: s.url, Version: "test"})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -82,15 +86,83 @@ func (s *doStandIn) byName(name string) (dofake.Firewall, error) {
 	return dofake.Firewall{}, fmt.Errorf("stand-in holds no firewall named %q", name)
 }
 
+// doRule is a rule as the tests write it; model turns it into the shared
+// rule model, which decides what counts as equal.
+type doRule struct {
+	Protocol, Ports, Action string
+	Addresses, Tags         []string
+	DropletIDs              []int64
+}
+
+func (r doRule) model(dir string) cloudfw.Rule {
+	m := cloudfw.Rule{Direction: dir, Protocol: r.Protocol, Port: r.Ports, Action: r.Action, Tags: r.Tags, DropletIDs: r.DropletIDs}
+	for _, a := range r.Addresses {
+		p, err := cloudfw.ParseCIDR(a)
+		if err != nil {
+			panic(err)
+		}
+		m.CIDRs = append(m.CIDRs, p)
+	}
+	return m
+}
+
+func models(dir string, rules []doRule) []cloudfw.Rule {
+	out := make([]cloudfw.Rule, len(rules))
+	for i, r := range rules {
+		out[i] = r.model(dir)
+	}
+	return out
+}
+
+func wireGuardDORule(port int) doRule {
+	return doRule{Protocol: "udp", Ports: strconv.Itoa(port), Addresses: []string{doAnyV4, doV6}}
+}
+
+func doAllowAllOutbound() []doRule {
+	return []doRule{
+		{Protocol: "tcp", Ports: "all", Addresses: []string{doAnyV4, doV6}},
+		{Protocol: "udp", Ports: "all", Addresses: []string{doAnyV4, doV6}},
+		{Protocol: "icmp", Addresses: []string{doAnyV4, doV6}},
+	}
+}
+
+// godoAllowAllOutbound is the default outbound rules as a client sends them.
+func godoAllowAllOutbound() []godo.OutboundRule {
+	var out []godo.OutboundRule
+	for _, r := range doAllowAllOutbound() {
+		out = append(out, godo.OutboundRule{Protocol: r.Protocol, PortRange: r.Ports, Destinations: &godo.Destinations{Addresses: r.Addresses}})
+	}
+	return out
+}
+
+func fakeRule(protocol, ports, action string, t *dofake.Targets) doRule {
+	return doRule{Protocol: protocol, Ports: ports, Action: action, Addresses: t.Addresses, Tags: t.Tags, DropletIDs: ints64(t.DropletIDs)}
+}
+
+func ints64(in []int) []int64 {
+	out := make([]int64, len(in))
+	for i, v := range in {
+		out[i] = int64(v)
+	}
+	return out
+}
+
 func doFakeRules(fw dofake.Firewall) (in, out []doRule) {
 	for _, r := range fw.InboundRules {
-		in = append(in, doRuleFromAPI(r.Protocol, r.Ports, r.Sources.Addresses, r.Sources.Tags, r.Sources.DropletIDs))
+		in = append(in, fakeRule(r.Protocol, r.Ports, r.Action, r.Sources))
 	}
 	for _, r := range fw.OutboundRules {
-		out = append(out, doRuleFromAPI(r.Protocol, r.Ports, r.Destinations.Addresses, r.Destinations.Tags, r.Destinations.DropletIDs))
+		out = append(out, fakeRule(r.Protocol, r.Ports, r.Action, r.Destinations))
 	}
 	return in, out
 }
+
+// sameRules reports whether got holds exactly want's rules (no duplicates).
+func sameRules(dir string, got, want []doRule) bool {
+	return len(got) == len(want) && cloudfw.SameSet(models(dir, got), models(dir, want))
+}
+
+func ruleKeys(dir string, rules []doRule) []string { return cloudfw.Keys(models(dir, rules)) }
 
 // checkStored asserts the API holds exactly these rules and attachments.
 func (s *doStandIn) checkStored(name string, wantIn, wantOut []doRule, droplets []int, tags []string) resource.TestCheckFunc {
@@ -100,11 +172,11 @@ func (s *doStandIn) checkStored(name string, wantIn, wantOut []doRule, droplets 
 			return err
 		}
 		in, out := doFakeRules(fw)
-		if len(in) != len(wantIn) || !doSameRules(in, wantIn) {
-			return fmt.Errorf("inbound rules held by the API:\n  %v\nwant exactly:\n  %v", doRuleKeys(in), doRuleKeys(wantIn))
+		if !sameRules(cloudfw.In, in, wantIn) {
+			return fmt.Errorf("inbound rules held by the API:\n  %v\nwant exactly:\n  %v", ruleKeys(cloudfw.In, in), ruleKeys(cloudfw.In, wantIn))
 		}
-		if len(out) != len(wantOut) || !doSameRules(out, wantOut) {
-			return fmt.Errorf("outbound rules held by the API:\n  %v\nwant exactly:\n  %v", doRuleKeys(out), doRuleKeys(wantOut))
+		if !sameRules(cloudfw.Out, out, wantOut) {
+			return fmt.Errorf("outbound rules held by the API:\n  %v\nwant exactly:\n  %v", ruleKeys(cloudfw.Out, out), ruleKeys(cloudfw.Out, wantOut))
 		}
 		gotD, gotT := slices.Sorted(slices.Values(fw.DropletIDs)), slices.Sorted(slices.Values(fw.Tags))
 		if !slices.Equal(gotD, droplets) || !slices.Equal(gotT, tags) {
@@ -185,8 +257,8 @@ func TestAccDigitalOceanFirewall_lifecycle(t *testing.T) {
 		return nil
 	}
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { testAccPreCheck(t) },
-		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		PreCheck:                 func() { acctest.PreCheck(t) },
+		ProtoV6ProviderFactories: acctest.ProviderFactories,
 		CheckDestroy:             detachedFirst,
 		Steps: []resource.TestStep{
 			{ // create
@@ -195,8 +267,8 @@ func TestAccDigitalOceanFirewall_lifecycle(t *testing.T) {
 					resource.TestCheckResourceAttr(doTestRes, "status", "succeeded"),
 					resource.TestCheckResourceAttr(doTestRes, "wireguard_port", "51821"),
 					resource.TestCheckResourceAttr(doTestRes, "extra_inbound_rules.#", "2"),
-					resource.TestCheckNoResourceAttr(doTestRes, "extra_outbound_rules"),
-					resource.TestMatchResourceAttr(doTestRes, "id", doUUIDRE),
+					resource.TestCheckResourceAttr(doTestRes, "extra_outbound_rules.#", "0"),
+					resource.TestMatchResourceAttr(doTestRes, "id", regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)),
 					resource.TestCheckResourceAttrSet(doTestRes, "created_at"),
 					s.checkStored("mesh-fw", v1In, doAllowAllOutbound(), []int{101}, []string{"mesh"}),
 					func(st *terraform.State) error {
@@ -232,7 +304,7 @@ func TestAccDigitalOceanFirewall_lifecycle(t *testing.T) {
 					c, ctx := s.godo(), context.Background()
 					_, err := c.Firewalls.RemoveRules(ctx, firstID, &godo.FirewallRulesRequest{
 						InboundRules:  []godo.InboundRule{{Protocol: "udp", PortRange: "51821", Sources: &godo.Sources{Addresses: []string{doAnyV4, doV6}}}},
-						OutboundRules: doFirewallRequest("x", 1, nil, nil, nil, nil).OutboundRules,
+						OutboundRules: godoAllowAllOutbound(),
 					})
 					if err == nil {
 						_, err = c.Firewalls.RemoveDroplets(ctx, firstID, 101)
@@ -287,8 +359,8 @@ func TestAccDigitalOceanFirewall_deletedOutside(t *testing.T) {
 	var firstID string
 	body := `  name = "gone-fw"`
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { testAccPreCheck(t) },
-		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		PreCheck:                 func() { acctest.PreCheck(t) },
+		ProtoV6ProviderFactories: acctest.ProviderFactories,
 		CheckDestroy:             s.checkDestroyed,
 		Steps: []resource.TestStep{
 			{
@@ -338,10 +410,11 @@ func (s *doStandIn) sentRules() (bodies []godo.FirewallRequest) {
 
 func doRequestRules(b godo.FirewallRequest) (in, out []doRule) {
 	for _, r := range b.InboundRules {
-		in = append(in, doRuleFromAPI(r.Protocol, r.PortRange, r.Sources.Addresses, r.Sources.Tags, r.Sources.DropletIDs))
+		in = append(in, doRule{Protocol: r.Protocol, Ports: r.PortRange, Action: string(r.Action), Addresses: r.Sources.Addresses, Tags: r.Sources.Tags, DropletIDs: ints64(r.Sources.DropletIDs)})
 	}
 	for _, r := range b.OutboundRules {
-		out = append(out, doRuleFromAPI(r.Protocol, r.PortRange, r.Destinations.Addresses, r.Destinations.Tags, r.Destinations.DropletIDs))
+		d := r.Destinations
+		out = append(out, doRule{Protocol: r.Protocol, Ports: r.PortRange, Action: string(r.Action), Addresses: d.Addresses, Tags: d.Tags, DropletIDs: ints64(d.DropletIDs)})
 	}
 	return in, out
 }
@@ -373,19 +446,19 @@ locals {
 				return fmt.Errorf("%d create/update requests, want %d", len(bodies), n)
 			}
 			in, out := doRequestRules(bodies[n-1])
-			if len(in) != len(wantIn) || !doSameRules(in, wantIn) {
-				return fmt.Errorf("sent inbound %v, want exactly %v", doRuleKeys(in), doRuleKeys(wantIn))
+			if !sameRules(cloudfw.In, in, wantIn) {
+				return fmt.Errorf("sent inbound %v, want exactly %v", ruleKeys(cloudfw.In, in), ruleKeys(cloudfw.In, wantIn))
 			}
-			if len(out) != len(wantOut) || !doSameRules(out, wantOut) {
-				return fmt.Errorf("sent outbound %v, want exactly %v", doRuleKeys(out), doRuleKeys(wantOut))
+			if !sameRules(cloudfw.Out, out, wantOut) {
+				return fmt.Errorf("sent outbound %v, want exactly %v", ruleKeys(cloudfw.Out, out), ruleKeys(cloudfw.Out, wantOut))
 			}
 			return nil
 		}
 	}
 	dns := []doRule{{Protocol: "udp", Ports: "53", Addresses: []string{"203.0.113.53"}}}
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { testAccPreCheck(t) },
-		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		PreCheck:                 func() { acctest.PreCheck(t) },
+		ProtoV6ProviderFactories: acctest.ProviderFactories,
 		CheckDestroy:             s.checkDestroyed,
 		Steps: []resource.TestStep{
 			{
@@ -422,8 +495,8 @@ func TestAccDigitalOceanFirewall_faults(t *testing.T) {
 	}
 	run := func(t *testing.T, s *doStandIn, steps ...resource.TestStep) {
 		resource.Test(t, resource.TestCase{
-			PreCheck:                 func() { testAccPreCheck(t) },
-			ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+			PreCheck:                 func() { acctest.PreCheck(t) },
+			ProtoV6ProviderFactories: acctest.ProviderFactories,
 			CheckDestroy:             s.checkDestroyed,
 			Steps:                    steps,
 		})
@@ -502,14 +575,15 @@ func TestAccDigitalOceanFirewall_faults(t *testing.T) {
 	t.Run("409 name taken", func(t *testing.T) {
 		s := startDOStandIn(t)
 		c := s.godo()
-		fw, _, err := c.Firewalls.Create(context.Background(), doFirewallRequest("taken-fw", 51820, nil, nil, nil, nil))
+		fw, _, err := c.Firewalls.Create(context.Background(), &godo.FirewallRequest{Name: "taken-fw",
+			InboundRules: []godo.InboundRule{{Protocol: "udp", PortRange: "51820", Sources: &godo.Sources{Addresses: []string{doAnyV4, doV6}}}}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _, _ = c.Firewalls.Delete(context.Background(), fw.ID) })
 		resource.Test(t, resource.TestCase{
-			PreCheck:                 func() { testAccPreCheck(t) },
-			ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+			PreCheck:                 func() { acctest.PreCheck(t) },
+			ProtoV6ProviderFactories: acctest.ProviderFactories,
 			CheckDestroy: func(*terraform.State) error {
 				if fws := s.Firewalls(); len(fws) != 1 || fws[0].ID != fw.ID {
 					return fmt.Errorf("stand-in holds %d firewalls, want only the pre-existing one", len(fws))
@@ -543,24 +617,24 @@ func TestAccDigitalOceanFirewall_validation(t *testing.T) {
 		{`name = "v2"
   extra_inbound_rules = [{ protocol = "tcp", port_range = "22", source_addresses = ["10.0.0.1/8"] }]`, `host bits`},
 		{`name = "v3"
-  extra_inbound_rules = [{ protocol = "gre", port_range = "22", source_addresses = ["10.0.0.0/8"] }]`, `tcp, udp or icmp`},
+  extra_inbound_rules = [{ protocol = "gre", port_range = "22", source_addresses = ["10.0.0.0/8"] }]`, `value must be one of: \["tcp" "udp" "icmp"\], got: "gre"`},
 		{`name = "v4"
   extra_inbound_rules = [{ protocol = "udp", port_range = "51820", source_addresses = ["::/0", "0.0.0.0/0"] }]`, `repeats the WireGuard`},
 		{`name = "v5"
   extra_outbound_rules = [{ protocol = "tcp", port_range = "443" }]`, `at least one of`},
-		{`name = "bad name"`, `Invalid firewall name`},
+		{`name = "bad name"`, `(?s)name must be at least two letters.*got: bad name`},
 		{`name = "v6"
   wireguard_port = 70000`, `wireguard_port`},
 		{`name = "v7"
-  droplet_ids = []`, `empty set`},
+  extra_inbound_rules = [{ protocol = "tcp", port_range = "22", source_tags = ["mesh"], action = "drop" }]`, `action`},
 	}
 	var steps []resource.TestStep
 	for _, c := range cases {
 		steps = append(steps, resource.TestStep{Config: s.config("  " + c.body), PlanOnly: true, ExpectError: regexp.MustCompile(c.want)})
 	}
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { testAccPreCheck(t) },
-		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		PreCheck:                 func() { acctest.PreCheck(t) },
+		ProtoV6ProviderFactories: acctest.ProviderFactories,
 		Steps:                    steps,
 	})
 	if n := len(s.Requests()); n != 0 {
@@ -588,8 +662,8 @@ data "meshspan_machine_config" "node" {
 ` + listenPort
 	}
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { testAccPreCheck(t) },
-		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		PreCheck:                 func() { acctest.PreCheck(t) },
+		ProtoV6ProviderFactories: acctest.ProviderFactories,
 		CheckDestroy:             s.checkDestroyed,
 		Steps: []resource.TestStep{
 			{
@@ -616,8 +690,8 @@ data "meshspan_machine_config" "node" {
 func TestAccDigitalOceanFirewall_addressesFromVariable(t *testing.T) {
 	s := startDOStandIn(t)
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { testAccPreCheck(t) },
-		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		PreCheck:                 func() { acctest.PreCheck(t) },
+		ProtoV6ProviderFactories: acctest.ProviderFactories,
 		CheckDestroy:             s.checkDestroyed,
 		Steps: []resource.TestStep{{
 			Config: s.config(`

@@ -1,4 +1,4 @@
-package provider
+package hcloud
 
 import (
 	"context"
@@ -6,69 +6,75 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/mapdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/setdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/cloudfw"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/provider/cloudhttp"
 )
 
 var (
-	_ resource.Resource                   = (*hcloudFirewallResource)(nil)
-	_ resource.ResourceWithConfigure      = (*hcloudFirewallResource)(nil)
-	_ resource.ResourceWithImportState    = (*hcloudFirewallResource)(nil)
-	_ resource.ResourceWithValidateConfig = (*hcloudFirewallResource)(nil)
+	_ resource.Resource                   = (*firewallResource)(nil)
+	_ resource.ResourceWithConfigure      = (*firewallResource)(nil)
+	_ resource.ResourceWithImportState    = (*firewallResource)(nil)
+	_ resource.ResourceWithValidateConfig = (*firewallResource)(nil)
+	_ resource.ResourceWithModifyPlan     = (*firewallResource)(nil)
 )
 
 // Default timeouts per operation; actions on a busy project can take minutes.
 const (
-	hcloudDefaultCreateTimeout = 10 * time.Minute
-	hcloudDefaultReadTimeout   = 5 * time.Minute
-	hcloudDefaultUpdateTimeout = 10 * time.Minute
-	hcloudDefaultDeleteTimeout = 10 * time.Minute
+	defaultCreateTimeout = 10 * time.Minute
+	defaultReadTimeout   = 5 * time.Minute
+	defaultUpdateTimeout = 10 * time.Minute
+	defaultDeleteTimeout = 10 * time.Minute
 )
 
-// NewHcloudFirewallResource returns the meshspan_hcloud_firewall resource.
-func NewHcloudFirewallResource() resource.Resource { return &hcloudFirewallResource{} }
+// NewFirewallResource returns the meshspan_hcloud_firewall resource.
+func NewFirewallResource() resource.Resource { return &firewallResource{} }
 
-type hcloudFirewallResource struct {
-	data *providerData
+type firewallResource struct {
+	data *Config
 }
 
-func (r *hcloudFirewallResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+func (r *firewallResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
 	resp.TypeName = req.ProviderTypeName + "_hcloud_firewall"
 }
 
-func (r *hcloudFirewallResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+func (r *firewallResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	cidrSet := func(what string) schema.SetAttribute {
 		return schema.SetAttribute{
 			ElementType: types.StringType,
 			Optional:    true,
+			Validators:  []validator.Set{setvalidator.SizeAtMost(100), setvalidator.ValueStringsAre(cloudfw.CIDRValidator())},
 			MarkdownDescription: "CIDRs " + what + ". A bare IP means one host (`/32` or `/128`); host bits " +
 				"(`10.0.0.1/8`) are rejected at plan; IPv6 is compared canonically, so `::0/0` equals `::/0`. At most 100.",
-		}
-	}
-	timeout := func(op string, def time.Duration) schema.StringAttribute {
-		return schema.StringAttribute{
-			Optional:            true,
-			MarkdownDescription: fmt.Sprintf("How long %s may take, including waiting for Hetzner Cloud actions, as a Go duration (`30s`, `5m`). Default `%s`.", op, def),
 		}
 	}
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A Hetzner Cloud firewall that admits only WireGuard: one inbound rule for the mesh's " +
 			"WireGuard port over UDP from `0.0.0.0/0` and `::/0`, plus any `extra_rules` you add (for example the " +
 			"Kubernetes API from a management range). Outbound traffic is unrestricted unless you add `out` rules. " +
-			"Rules are compared as a set, so their order never causes a diff; rules changed outside Terraform show " +
-			"up in the next plan and are put back on apply.",
+			"Rules are compared as a set, so their order or spelling (a bare IP, `::0/0`, `any`) never causes a diff, " +
+			"after an import too; rules changed outside Terraform show up in the next plan and are put back on apply. " +
+			"`[]`, `null` and an omitted attribute mean the same.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				Computed:            true,
@@ -77,35 +83,47 @@ func (r *hcloudFirewallResource) Schema(_ context.Context, _ resource.SchemaRequ
 			},
 			"name": schema.StringAttribute{
 				Required:            true,
+				Validators:          []validator.String{stringvalidator.LengthBetween(1, 128)},
 				MarkdownDescription: "Firewall name, 1 to 128 characters, unique within the Hetzner Cloud project. Changing it renames the firewall in place.",
 			},
 			"labels": schema.MapAttribute{
 				ElementType:         types.StringType,
 				Optional:            true,
+				Computed:            true,
+				Default:             mapdefault.StaticValue(types.MapValueMust(types.StringType, map[string]attr.Value{})),
+				Validators:          []validator.Map{labelsValidator{}},
 				MarkdownDescription: "Labels on the firewall (Hetzner label syntax; the `hetzner.cloud/` prefix is reserved). Replaces all labels on change.",
 			},
 			"wireguard_port": schema.Int64Attribute{
-				Optional: true,
-				Computed: true,
-				Default:  int64default.StaticInt64(config.DefaultListenPort),
+				Optional:   true,
+				Computed:   true,
+				Default:    int64default.StaticInt64(config.DefaultListenPort),
+				Validators: []validator.Int64{int64validator.Between(1, 65535)},
 				MarkdownDescription: fmt.Sprintf("UDP port WireGuard listens on; the firewall admits it from anywhere. "+
 					"Pass the cluster's value, e.g. `data.meshspan_machine_config.node.listen_port`. Default `%d`.", config.DefaultListenPort),
 			},
 			"extra_rules": schema.SetNestedAttribute{
 				Optional: true,
+				Computed: true,
+				Default:  setdefault.StaticValue(types.SetValueMust(ruleType, []attr.Value{})),
+				// 50 rules per firewall, one of them the WireGuard rule.
+				Validators: []validator.Set{setvalidator.SizeAtMost(49)},
 				MarkdownDescription: "Rules besides the WireGuard one, e.g. TCP 6443 and 50000 from `100.64.0.0/10` only. " +
 					"Without `out` rules all outbound traffic is allowed; with one, only what the `out` rules allow. At most 49.",
 				NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
 					"direction": schema.StringAttribute{
 						Required:            true,
+						Validators:          []validator.String{stringvalidator.OneOf(cloudfw.In, cloudfw.Out)},
 						MarkdownDescription: "`in` (traffic to the servers, matched on `source_ips`) or `out` (from them, matched on `destination_ips`).",
 					},
 					"protocol": schema.StringAttribute{
 						Required:            true,
+						Validators:          []validator.String{stringvalidator.OneOf(protocols...)},
 						MarkdownDescription: "One of `tcp`, `udp`, `icmp`, `esp`, `gre`.",
 					},
 					"port": schema.StringAttribute{
-						Optional: true,
+						Optional:   true,
+						Validators: []validator.String{cloudfw.PortValidator()},
 						MarkdownDescription: "For `tcp` and `udp`: a port (`6443`) or an inclusive range (`30000-32767`); " +
 							"omit it (or write `any`) for all ports. Must be omitted for `icmp`, `esp` and `gre`.",
 					},
@@ -113,6 +131,7 @@ func (r *hcloudFirewallResource) Schema(_ context.Context, _ resource.SchemaRequ
 					"destination_ips": cidrSet("the `out` rule allows traffic to"),
 					"description": schema.StringAttribute{
 						Optional:            true,
+						Validators:          []validator.String{stringvalidator.LengthAtMost(255)},
 						MarkdownDescription: "Free text shown in the Cloud Console, at most 255 characters.",
 					},
 				}},
@@ -120,77 +139,67 @@ func (r *hcloudFirewallResource) Schema(_ context.Context, _ resource.SchemaRequ
 			"server_ids": schema.SetAttribute{
 				ElementType:         types.Int64Type,
 				Optional:            true,
+				Computed:            true,
+				Default:             setdefault.StaticValue(types.SetValueMust(types.Int64Type, []attr.Value{})),
+				Validators:          []validator.Set{setvalidator.ValueInt64sAre(int64validator.AtLeast(1))},
 				MarkdownDescription: "IDs of servers the firewall is applied to directly (e.g. `hcloud_server.node.id`).",
 			},
 			"label_selectors": schema.SetAttribute{
 				ElementType: types.StringType,
 				Optional:    true,
+				Computed:    true,
+				Default:     setdefault.StaticValue(types.SetValueMust(types.StringType, []attr.Value{})),
+				Validators:  []validator.Set{setvalidator.ValueStringsAre(selectorValidator{})},
 				MarkdownDescription: "Label selectors (`role=worker`, `env in (prod,staging)`); the firewall applies to every " +
 					"server whose labels match, including servers created later.",
 			},
 		},
 		Blocks: map[string]schema.Block{
-			"timeouts": schema.SingleNestedBlock{
-				MarkdownDescription: "Per-operation time limits.",
-				Attributes: map[string]schema.Attribute{
-					"create": timeout("creating the firewall", hcloudDefaultCreateTimeout),
-					"read":   timeout("reading the firewall", hcloudDefaultReadTimeout),
-					"update": timeout("updating the firewall", hcloudDefaultUpdateTimeout),
-					"delete": timeout("detaching and deleting the firewall", hcloudDefaultDeleteTimeout),
-				},
-			},
+			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Read: true, Update: true, Delete: true,
+				CreateDescription: fmt.Sprintf("How long creating the firewall may take, %s, as a Go duration (`30s`, `5m`). Default `%s`.", "waiting for Hetzner Cloud actions", defaultCreateTimeout),
+				ReadDescription:   fmt.Sprintf("How long reading the firewall may take, as a Go duration. Default `%s`.", defaultReadTimeout),
+				UpdateDescription: fmt.Sprintf("How long updating the firewall may take, %s, as a Go duration. Default `%s`.", "waiting for Hetzner Cloud actions", defaultUpdateTimeout),
+				DeleteDescription: fmt.Sprintf("How long detaching and deleting the firewall may take, as a Go duration. Default `%s`.", defaultDeleteTimeout),
+			}),
 		},
 	}
 }
 
-func (r *hcloudFirewallResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+func (r *firewallResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
 	if req.ProviderData == nil {
 		return
 	}
-	data, ok := req.ProviderData.(*providerData)
+	src, ok := req.ProviderData.(ConfigSource)
 	if !ok {
 		resp.Diagnostics.AddError("Provider bug", fmt.Sprintf("meshspan_hcloud_firewall got provider data of type %T; please report this", req.ProviderData))
 		return
 	}
-	r.data = data
+	cfg := src.HcloudConfig()
+	r.data = &cfg
 }
 
-func (r *hcloudFirewallResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
-	var m hcloudFirewallModel
+func (r *firewallResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var m firewallModel
 	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	if !m.Name.IsNull() && !m.Name.IsUnknown() {
-		if n := len(m.Name.ValueString()); n < 1 || n > 128 {
-			resp.Diagnostics.AddAttributeError(path.Root("name"), "Invalid firewall name",
-				fmt.Sprintf("name is %d characters; Hetzner Cloud wants 1 to 128", n))
-		}
-	}
+	// Single attributes are checked by their validators; this checks how
+	// they fit together.
 	port := int64(0)
 	if m.WireGuardPort.IsNull() {
 		port = config.DefaultListenPort // the schema default, applied after validation
 	}
 	if !m.WireGuardPort.IsNull() && !m.WireGuardPort.IsUnknown() {
 		port = m.WireGuardPort.ValueInt64()
-		if port < 1 || port > 65535 {
-			resp.Diagnostics.AddAttributeError(path.Root("wireguard_port"), "Invalid WireGuard port",
-				fmt.Sprintf("%d is not a port; use 1..65535 (the cluster's listen_port, default %d)", port, config.DefaultListenPort))
-			port = 0
-		}
 	}
 	if !m.ExtraRules.IsNull() && !m.ExtraRules.IsUnknown() {
-		elems := m.ExtraRules.Elements()
-		if len(elems) > 49 {
-			resp.Diagnostics.AddAttributeError(path.Root("extra_rules"), "Too many rules",
-				fmt.Sprintf("%d extra rules plus the WireGuard rule exceed Hetzner Cloud's 50 rules per firewall; merge rules or use a second firewall", len(elems)))
-		}
-		for _, e := range elems {
+		for _, e := range m.ExtraRules.Elements() {
 			obj, ok := e.(types.Object)
 			if !ok || obj.IsUnknown() || hasUnknown(obj.Attributes()) {
 				continue
 			}
-			var rm hcloudRuleModel
+			var rm ruleModel
 			resp.Diagnostics.Append(obj.As(ctx, &rm, basetypes.ObjectAsOptions{})...)
 			rule, attrName, err := rm.toRule(ctx)
 			at := path.Root("extra_rules").AtSetValue(e)
@@ -202,27 +211,6 @@ func (r *hcloudFirewallResource) ValidateConfig(ctx context.Context, req resourc
 				resp.Diagnostics.AddAttributeError(at, "Duplicate of the WireGuard rule",
 					"this rule is the WireGuard rule the resource always adds (UDP wireguard_port from 0.0.0.0/0 and ::/0); remove it from extra_rules")
 			}
-		}
-	}
-	if !m.ServerIDs.IsNull() && !m.ServerIDs.IsUnknown() {
-		for _, e := range m.ServerIDs.Elements() {
-			if v, ok := e.(types.Int64); ok && !v.IsUnknown() && !v.IsNull() && v.ValueInt64() < 1 {
-				resp.Diagnostics.AddAttributeError(path.Root("server_ids").AtSetValue(e), "Invalid server ID",
-					fmt.Sprintf("%d is not a Hetzner Cloud server ID (they are positive integers, e.g. hcloud_server.node.id)", v.ValueInt64()))
-			}
-		}
-	}
-	if !m.LabelSelectors.IsNull() && !m.LabelSelectors.IsUnknown() {
-		for _, e := range m.LabelSelectors.Elements() {
-			if v, ok := e.(types.String); ok && !v.IsUnknown() && !v.IsNull() && v.ValueString() == "" {
-				resp.Diagnostics.AddAttributeError(path.Root("label_selectors").AtSetValue(e), "Empty label selector",
-					"write a selector such as role=worker, or remove the entry")
-			}
-		}
-	}
-	for _, op := range []string{"create", "read", "update", "delete"} {
-		if _, err := hcloudTimeout(m.Timeouts, op, time.Minute); err != nil {
-			resp.Diagnostics.AddAttributeError(path.Root("timeouts").AtName(op), "Invalid timeout", err.Error())
 		}
 	}
 }
@@ -243,32 +231,26 @@ func hasUnknown(attrs map[string]attr.Value) bool {
 	return false
 }
 
-// hcloudTimeout reads timeouts.<op>, falling back to def.
-func hcloudTimeout(obj types.Object, op string, def time.Duration) (time.Duration, error) {
-	if obj.IsNull() || obj.IsUnknown() {
-		return def, nil
-	}
-	v, ok := obj.Attributes()[op].(types.String)
-	if !ok || v.IsNull() || v.IsUnknown() {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v.ValueString())
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("timeouts.%s = %q is not a positive duration; write e.g. \"30s\" or \"10m\"", op, v.ValueString())
-	}
-	return d, nil
-}
-
 // begin builds the client and a context bounded by the operation's timeout.
-func (r *hcloudFirewallResource) begin(ctx context.Context, m hcloudFirewallModel, op string, def time.Duration, diags *diag.Diagnostics) (*hcloud.Client, time.Duration, context.Context, context.CancelFunc) {
-	c, poll, err := newHcloudClient(r.data)
+func (r *firewallResource) begin(ctx context.Context, m firewallModel, op string, def time.Duration, diags *diag.Diagnostics) (*hcloud.Client, time.Duration, context.Context, context.CancelFunc) {
+	c, poll, err := newClient(r.data)
 	if err != nil {
 		diags.AddError("Hetzner Cloud client", err.Error())
 		return nil, 0, ctx, func() {}
 	}
-	d, err := hcloudTimeout(m.Timeouts, op, def)
-	if err != nil {
-		diags.AddAttributeError(path.Root("timeouts").AtName(op), "Invalid timeout", err.Error())
+	var d time.Duration
+	var dd diag.Diagnostics
+	switch op {
+	case "create":
+		d, dd = m.Timeouts.Create(ctx, def)
+	case "read":
+		d, dd = m.Timeouts.Read(ctx, def)
+	case "update":
+		d, dd = m.Timeouts.Update(ctx, def)
+	default:
+		d, dd = m.Timeouts.Delete(ctx, def)
+	}
+	if diags.Append(dd...); dd.HasError() {
 		return nil, 0, ctx, func() {}
 	}
 	ctx, cancel := context.WithTimeout(ctx, d)
@@ -291,17 +273,17 @@ func labelsOf(ctx context.Context, m types.Map, diags *diag.Diagnostics) map[str
 	return out
 }
 
-func (r *hcloudFirewallResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	var plan hcloudFirewallModel
+func (r *firewallResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan firewallModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	c, _, ctx, cancel := r.begin(ctx, plan, "create", hcloudDefaultCreateTimeout, &resp.Diagnostics)
+	c, _, ctx, cancel := r.begin(ctx, plan, "create", defaultCreateTimeout, &resp.Diagnostics)
 	defer cancel()
 	rules, d := plan.desiredRules(ctx)
 	resp.Diagnostics.Append(d...)
-	targets, d := hcloudTargets(ctx, plan)
+	targets, d := targetsOf(ctx, plan)
 	resp.Diagnostics.Append(d...)
 	labels := labelsOf(ctx, plan.Labels, &resp.Diagnostics)
 	if resp.Diagnostics.HasError() {
@@ -309,10 +291,10 @@ func (r *hcloudFirewallResource) Create(ctx context.Context, req resource.Create
 	}
 	step := fmt.Sprintf("create firewall %q", plan.Name.ValueString())
 	res, _, err := c.Firewall.Create(ctx, hcloud.FirewallCreateOpts{
-		Name: plan.Name.ValueString(), Labels: labels, Rules: hcloudRulesFrom(rules), ApplyTo: targets,
+		Name: plan.Name.ValueString(), Labels: labels, Rules: toAPIRules(rules), ApplyTo: targets,
 	})
 	if err != nil {
-		addHcloudError(&resp.Diagnostics, step, "create", err)
+		addError(&resp.Diagnostics, step, "create", err)
 		return
 	}
 	// Record the ID before waiting: if an action fails, Terraform keeps the
@@ -320,12 +302,12 @@ func (r *hcloudFirewallResource) Create(ctx context.Context, req resource.Create
 	plan.ID = types.StringValue(strconv.FormatInt(res.Firewall.ID, 10))
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 	if err := c.Action.WaitFor(ctx, res.Actions...); err != nil {
-		addHcloudError(&resp.Diagnostics, step+": wait for actions", "create", err)
+		addError(&resp.Diagnostics, step+": wait for actions", "create", err)
 	}
 }
 
-func (r *hcloudFirewallResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
-	var state hcloudFirewallModel
+func (r *firewallResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state firewallModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	if resp.Diagnostics.HasError() {
 		return
@@ -335,14 +317,14 @@ func (r *hcloudFirewallResource) Read(ctx context.Context, req resource.ReadRequ
 		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid firewall ID", err.Error())
 		return
 	}
-	c, _, ctx, cancel := r.begin(ctx, state, "read", hcloudDefaultReadTimeout, &resp.Diagnostics)
+	c, _, ctx, cancel := r.begin(ctx, state, "read", defaultReadTimeout, &resp.Diagnostics)
 	defer cancel()
 	if resp.Diagnostics.HasError() {
 		return
 	}
 	fw, _, err := c.Firewall.GetByID(ctx, id)
 	if err != nil {
-		addHcloudError(&resp.Diagnostics, fmt.Sprintf("read firewall %d", id), "read", err)
+		addError(&resp.Diagnostics, fmt.Sprintf("read firewall %d", id), "read", err)
 		return
 	}
 	if fw == nil {
@@ -357,39 +339,37 @@ func (r *hcloudFirewallResource) Read(ctx context.Context, req resource.ReadRequ
 // refresh folds what the API holds into m. Values the API holds equally
 // (same rule set, same attachments) keep the user's spelling, so only real
 // drift makes a diff.
-func (m *hcloudFirewallModel) refresh(ctx context.Context, fw *hcloud.Firewall) diag.Diagnostics {
+func (m *firewallModel) refresh(ctx context.Context, fw *hcloud.Firewall) diag.Diagnostics {
 	var diags diag.Diagnostics
 	m.ID = types.StringValue(strconv.FormatInt(fw.ID, 10))
 	m.Name = types.StringValue(fw.Name)
-	if len(fw.Labels) > 0 || !m.Labels.IsNull() {
-		v, d := types.MapValueFrom(ctx, types.StringType, fw.Labels)
-		diags.Append(d...)
-		m.Labels = v
+	// Empty is written as an empty collection, never null: `[]`, `{}`, null
+	// and an omitted attribute all plan as empty (the schema defaults).
+	labels := map[string]attr.Value{}
+	for k, v := range fw.Labels {
+		labels[k] = types.StringValue(v)
 	}
+	m.Labels = types.MapValueMust(types.StringType, labels)
 
-	api := rulesFromHcloud(fw.Rules)
+	api := fromAPIRules(fw.Rules)
 	desired, d := m.desiredRules(ctx)
 	if d.HasError() || !sameRules(desired, api) {
 		port := int64(0)
 		if !m.WireGuardPort.IsNull() && !m.WireGuardPort.IsUnknown() {
 			port = m.WireGuardPort.ValueInt64()
 		}
-		found, rest := splitWireGuard(api, port)
+		found, rest := cloudfw.FindWireGuard(api, int(port))
 		m.WireGuardPort = types.Int64Null()
 		if found > 0 {
-			m.WireGuardPort = types.Int64Value(found)
+			m.WireGuardPort = types.Int64Value(int64(found))
 		}
-		if len(rest) == 0 && m.ExtraRules.IsNull() {
-			m.ExtraRules = types.SetNull(hcloudRuleType)
-		} else {
-			models := make([]hcloudRuleModel, len(rest))
-			for i, r := range rest {
-				models[i] = ruleToModel(r)
-			}
-			v, d := types.SetValueFrom(ctx, hcloudRuleType, models)
-			diags.Append(d...)
-			m.ExtraRules = v
+		models := make([]ruleModel, len(rest))
+		for i, r := range rest {
+			models[i] = ruleToModel(r)
 		}
+		v, d := types.SetValueFrom(ctx, ruleType, models)
+		diags.Append(d...)
+		m.ExtraRules = v
 	}
 
 	var ids []int64
@@ -402,21 +382,21 @@ func (m *hcloudFirewallModel) refresh(ctx context.Context, fw *hcloud.Firewall) 
 			sels = append(sels, t.LabelSelector.Selector)
 		}
 	}
-	if len(ids) > 0 || !m.ServerIDs.IsNull() {
-		v, d := types.SetValueFrom(ctx, types.Int64Type, ids)
-		diags.Append(d...)
-		m.ServerIDs = v
+	idVals := make([]attr.Value, len(ids))
+	for i, id := range ids {
+		idVals[i] = types.Int64Value(id)
 	}
-	if len(sels) > 0 || !m.LabelSelectors.IsNull() {
-		v, d := types.SetValueFrom(ctx, types.StringType, sels)
-		diags.Append(d...)
-		m.LabelSelectors = v
+	selVals := make([]attr.Value, len(sels))
+	for i, s := range sels {
+		selVals[i] = types.StringValue(s)
 	}
+	m.ServerIDs = types.SetValueMust(types.Int64Type, idVals)
+	m.LabelSelectors = types.SetValueMust(types.StringType, selVals)
 	return diags
 }
 
-func (r *hcloudFirewallResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
-	var plan, state hcloudFirewallModel
+func (r *firewallResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state firewallModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	if resp.Diagnostics.HasError() {
@@ -427,7 +407,7 @@ func (r *hcloudFirewallResource) Update(ctx context.Context, req resource.Update
 		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid firewall ID", err.Error())
 		return
 	}
-	c, _, ctx, cancel := r.begin(ctx, plan, "update", hcloudDefaultUpdateTimeout, &resp.Diagnostics)
+	c, _, ctx, cancel := r.begin(ctx, plan, "update", defaultUpdateTimeout, &resp.Diagnostics)
 	defer cancel()
 	if resp.Diagnostics.HasError() {
 		return
@@ -439,7 +419,7 @@ func (r *hcloudFirewallResource) Update(ctx context.Context, req resource.Update
 			err = c.Action.WaitFor(ctx, actions...)
 		}
 		if err != nil {
-			addHcloudError(&resp.Diagnostics, step+": "+what, "update", err)
+			addError(&resp.Diagnostics, step+": "+what, "update", err)
 			return false
 		}
 		return true
@@ -448,7 +428,7 @@ func (r *hcloudFirewallResource) Update(ctx context.Context, req resource.Update
 	if !plan.Name.Equal(state.Name) || !plan.Labels.Equal(state.Labels) {
 		labels := labelsOf(ctx, plan.Labels, &resp.Diagnostics)
 		if _, _, err := c.Firewall.Update(ctx, fw, hcloud.FirewallUpdateOpts{Name: plan.Name.ValueString(), Labels: labels}); err != nil {
-			addHcloudError(&resp.Diagnostics, step+": rename/relabel", "update", err)
+			addError(&resp.Diagnostics, step+": rename/relabel", "update", err)
 			return
 		}
 	}
@@ -460,15 +440,15 @@ func (r *hcloudFirewallResource) Update(ctx context.Context, req resource.Update
 		return
 	}
 	if !sameRules(want, have) || plan.WireGuardPort.IsNull() != state.WireGuardPort.IsNull() {
-		actions, _, err := c.Firewall.SetRules(ctx, fw, hcloud.FirewallSetRulesOpts{Rules: hcloudRulesFrom(want)})
+		actions, _, err := c.Firewall.SetRules(ctx, fw, hcloud.FirewallSetRulesOpts{Rules: toAPIRules(want)})
 		if !wait("set rules", actions, err) {
 			return
 		}
 	}
 
-	wantT, d := hcloudTargets(ctx, plan)
+	wantT, d := targetsOf(ctx, plan)
 	resp.Diagnostics.Append(d...)
-	haveT, d := hcloudTargets(ctx, state)
+	haveT, d := targetsOf(ctx, state)
 	resp.Diagnostics.Append(d...)
 	if resp.Diagnostics.HasError() {
 		return
@@ -501,8 +481,8 @@ func (r *hcloudFirewallResource) Update(ctx context.Context, req resource.Update
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 
-func (r *hcloudFirewallResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
-	var state hcloudFirewallModel
+func (r *firewallResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state firewallModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	if resp.Diagnostics.HasError() {
 		return
@@ -512,7 +492,7 @@ func (r *hcloudFirewallResource) Delete(ctx context.Context, req resource.Delete
 		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid firewall ID", err.Error())
 		return
 	}
-	c, poll, ctx, cancel := r.begin(ctx, state, "delete", hcloudDefaultDeleteTimeout, &resp.Diagnostics)
+	c, poll, ctx, cancel := r.begin(ctx, state, "delete", defaultDeleteTimeout, &resp.Diagnostics)
 	defer cancel()
 	if resp.Diagnostics.HasError() {
 		return
@@ -520,7 +500,7 @@ func (r *hcloudFirewallResource) Delete(ctx context.Context, req resource.Delete
 	step := fmt.Sprintf("delete firewall %d", id)
 	fw, _, err := c.Firewall.GetByID(ctx, id)
 	if err != nil {
-		addHcloudError(&resp.Diagnostics, step, "delete", err)
+		addError(&resp.Diagnostics, step, "delete", err)
 		return
 	}
 	if fw == nil {
@@ -533,7 +513,7 @@ func (r *hcloudFirewallResource) Delete(ctx context.Context, req resource.Delete
 			err = c.Action.WaitFor(ctx, actions...)
 		}
 		if err != nil {
-			addHcloudError(&resp.Diagnostics, step+": detach from servers", "delete", err)
+			addError(&resp.Diagnostics, step+": detach from servers", "delete", err)
 			return
 		}
 	}
@@ -544,17 +524,50 @@ func (r *hcloudFirewallResource) Delete(ctx context.Context, req resource.Delete
 			return
 		}
 		if !hcloud.IsError(err, hcloud.ErrorCodeResourceInUse, hcloud.ErrorCodeConflict) {
-			addHcloudError(&resp.Diagnostics, step, "delete", err)
+			addError(&resp.Diagnostics, step, "delete", err)
 			return
 		}
-		if serr := sleepCtx(ctx, poll); serr != nil {
-			addHcloudError(&resp.Diagnostics, step+" (still in use)", "delete", fmt.Errorf("%w; last answer: %v", serr, err))
+		tflog.Debug(ctx, "firewall still in use after detaching; retrying delete", map[string]any{"id": id, "error": err.Error(), "wait": poll.String()})
+		if serr := cloudhttp.Sleep(ctx, poll); serr != nil {
+			addError(&resp.Diagnostics, step+" (still in use)", "delete", fmt.Errorf("%w; last answer: %v", serr, err))
 			return
 		}
 	}
 }
 
-func (r *hcloudFirewallResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+// ModifyPlan keeps the state's spelling of extra_rules when the configured
+// rules mean the same (a bare IP, upper-case IPv6, `any` or `1-65535`): the
+// API stores the canonical form, and after an import the state holds only
+// that. Terraform accepts a planned value equal to the prior state.
+func (r *firewallResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+		return
+	}
+	var plan, state firewallModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || plan.ExtraRules.IsUnknown() || plan.ExtraRules.Equal(state.ExtraRules) ||
+		plan.ExtraRules.IsNull() || state.ExtraRules.IsNull() || !plan.WireGuardPort.Equal(state.WireGuardPort) ||
+		len(plan.ExtraRules.Elements()) != len(state.ExtraRules.Elements()) {
+		return
+	}
+	for _, e := range plan.ExtraRules.Elements() {
+		if obj, ok := e.(types.Object); !ok || hasUnknown(obj.Attributes()) {
+			return
+		}
+	}
+	var d diag.Diagnostics
+	want, d1 := plan.extraRules(ctx)
+	have, d2 := state.extraRules(ctx)
+	d.Append(d1...)
+	d.Append(d2...)
+	if d.HasError() || !sameRules(want, have) {
+		return
+	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("extra_rules"), state.ExtraRules)...)
+}
+
+func (r *firewallResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	if _, err := parseFirewallID(req.ID); err != nil {
 		resp.Diagnostics.AddError("Invalid import ID", "terraform import meshspan_hcloud_firewall.<name> <id>: "+err.Error())
 		return

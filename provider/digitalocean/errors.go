@@ -1,4 +1,4 @@
-package provider
+package digitalocean
 
 import (
 	"errors"
@@ -10,18 +10,20 @@ import (
 	"github.com/digitalocean/godo"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
+
+	"github.com/meshspan/terraform-provider-meshspan/provider/cloudhttp"
 )
 
-// isDigitalOceanNotFound reports whether err is the API's 404.
-func isDigitalOceanNotFound(err error) bool {
+// isNotFound reports whether err is the API's 404.
+func isNotFound(err error) bool {
 	var er *godo.ErrorResponse
 	return errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == http.StatusNotFound
 }
 
-// addDigitalOceanError turns any error from a godo call into diagnostics:
+// addError turns any error from a godo call into diagnostics:
 // the one place that knows what each status means for the user. step says
 // what was being done, e.g. "create firewall \"mesh\"".
-func addDigitalOceanError(diags *diag.Diagnostics, step string, err error) {
+func addError(diags *diag.Diagnostics, step string, err error) {
 	var er *godo.ErrorResponse
 	if !errors.As(err, &er) || er.Response == nil {
 		diags.AddError("DigitalOcean: "+step+" failed", err.Error())
@@ -42,14 +44,14 @@ func addDigitalOceanError(diags *diag.Diagnostics, step string, err error) {
 		diags.AddAttributeError(path.Root("name"), summary,
 			fmt.Sprintf("A firewall with this name already exists in the account; choose another name or import the existing one (terraform import ... <uuid>). API said: %s", msg))
 	case status == http.StatusUnprocessableEntity || status == http.StatusBadRequest:
-		if p := doAttributeFor(er.Message); !p.Equal(path.Empty()) {
+		if p := attributeFor(er.Message); !p.Equal(path.Empty()) {
 			diags.AddAttributeError(p, summary, "The API refused the request: "+msg)
 		} else {
 			diags.AddError(summary, "The API refused the request: "+msg)
 		}
 	case status == http.StatusTooManyRequests:
 		detail := "The DigitalOcean API rate limit (5000 requests/hour, 250/minute per token) is exhausted"
-		if n := er.Response.Header.Get(attemptsHeader); n != "" {
+		if n := er.Response.Header.Get(cloudhttp.AttemptsHeader); n != "" {
 			detail += "; gave up after " + n + " attempt(s)"
 		}
 		if reset := er.Response.Header.Get("ratelimit-reset"); reset != "" {
@@ -61,7 +63,7 @@ func addDigitalOceanError(diags *diag.Diagnostics, step string, err error) {
 		diags.AddError(summary, detail+". Run terraform again later. API said: "+msg)
 	default:
 		detail := msg
-		if n := er.Response.Header.Get(attemptsHeader); n != "" {
+		if n := er.Response.Header.Get(cloudhttp.AttemptsHeader); n != "" {
 			detail += "; gave up after " + n + " attempt(s)"
 		}
 		diags.AddError(summary, detail)
@@ -70,7 +72,7 @@ func addDigitalOceanError(diags *diag.Diagnostics, step string, err error) {
 
 // attributeFor guesses which attribute a 422 message concerns, so the
 // diagnostic points at the right line of the configuration.
-func doAttributeFor(msg string) path.Path {
+func attributeFor(msg string) path.Path {
 	m := strings.ToLower(msg)
 	switch {
 	case strings.Contains(m, "destination") || strings.Contains(m, "outbound"):

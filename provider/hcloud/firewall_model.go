@@ -1,4 +1,4 @@
-package provider
+package hcloud
 
 import (
 	"context"
@@ -6,9 +6,9 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sort"
 	"strconv"
 
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/types"
@@ -17,21 +17,21 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/cloudfw"
 )
 
-// hcloudProtocols are the protocols Hetzner Cloud firewalls accept.
-var hcloudProtocols = []string{"tcp", "udp", "icmp", "esp", "gre"}
+// protocols are the protocols Hetzner Cloud firewalls accept.
+var protocols = []string{"tcp", "udp", "icmp", "esp", "gre"}
 
-type hcloudFirewallModel struct {
-	ID             types.String `tfsdk:"id"`
-	Name           types.String `tfsdk:"name"`
-	Labels         types.Map    `tfsdk:"labels"`
-	WireGuardPort  types.Int64  `tfsdk:"wireguard_port"`
-	ExtraRules     types.Set    `tfsdk:"extra_rules"`
-	ServerIDs      types.Set    `tfsdk:"server_ids"`
-	LabelSelectors types.Set    `tfsdk:"label_selectors"`
-	Timeouts       types.Object `tfsdk:"timeouts"`
+type firewallModel struct {
+	ID             types.String   `tfsdk:"id"`
+	Name           types.String   `tfsdk:"name"`
+	Labels         types.Map      `tfsdk:"labels"`
+	WireGuardPort  types.Int64    `tfsdk:"wireguard_port"`
+	ExtraRules     types.Set      `tfsdk:"extra_rules"`
+	ServerIDs      types.Set      `tfsdk:"server_ids"`
+	LabelSelectors types.Set      `tfsdk:"label_selectors"`
+	Timeouts       timeouts.Value `tfsdk:"timeouts"`
 }
 
-type hcloudRuleModel struct {
+type ruleModel struct {
 	Direction      types.String `tfsdk:"direction"`
 	Protocol       types.String `tfsdk:"protocol"`
 	Port           types.String `tfsdk:"port"`
@@ -40,7 +40,7 @@ type hcloudRuleModel struct {
 	Description    types.String `tfsdk:"description"`
 }
 
-var hcloudRuleAttrTypes = map[string]attr.Type{
+var ruleAttrTypes = map[string]attr.Type{
 	"direction":       types.StringType,
 	"protocol":        types.StringType,
 	"port":            types.StringType,
@@ -49,19 +49,18 @@ var hcloudRuleAttrTypes = map[string]attr.Type{
 	"description":     types.StringType,
 }
 
-var hcloudRuleType = types.ObjectType{AttrTypes: hcloudRuleAttrTypes}
+var ruleType = types.ObjectType{AttrTypes: ruleAttrTypes}
 
-// toRule converts a configured rule to the shared model; the error names the
-// offending attribute and says how to fix it.
-func (m hcloudRuleModel) toRule(ctx context.Context) (cloudfw.Rule, string, error) {
+// toRule converts a configured rule to the shared model and checks what
+// the attribute validators cannot: how the attributes fit together. The
+// error names the offending attribute and says how to fix it. Addresses the
+// CIDR validator refuses are left out here (it reports them).
+func (m ruleModel) toRule(ctx context.Context) (cloudfw.Rule, string, error) {
 	r := cloudfw.Rule{
 		Direction:   m.Direction.ValueString(),
 		Protocol:    m.Protocol.ValueString(),
 		Port:        m.Port.ValueString(),
 		Description: m.Description.ValueString(),
-	}
-	if r.Port == "any" {
-		r.Port = ""
 	}
 	var src, dst []string
 	if d := m.SourceIPs.ElementsAs(ctx, &src, false); d.HasError() {
@@ -74,37 +73,24 @@ func (m hcloudRuleModel) toRule(ctx context.Context) (cloudfw.Rule, string, erro
 	if r.Direction == cloudfw.Out {
 		own, other, ownName, otherName = dst, src, "destination_ips", "source_ips"
 	}
-	if len(other) > 0 && (r.Direction == cloudfw.In || r.Direction == cloudfw.Out) {
-		return r, otherName, fmt.Errorf("%s is set on an %q rule; an %q rule takes %s only", otherName, r.Direction, r.Direction, ownName)
-	}
-	if len(own) > 100 {
-		return r, ownName, fmt.Errorf("%s has %d entries; Hetzner Cloud allows at most 100 per rule, split the rule", ownName, len(own))
-	}
-	cidrs, err := cloudfw.ParseCIDRs(own)
-	if err != nil {
-		return r, ownName, fmt.Errorf("%s: %w", ownName, err)
-	}
-	r.CIDRs = cidrs
-	if len(r.Description) > 255 {
-		return r, "description", fmt.Errorf("description is %d characters; Hetzner Cloud allows at most 255", len(r.Description))
-	}
-	if err := r.Validate(hcloudProtocols...); err != nil {
-		attr := "protocol"
-		switch {
-		case r.Direction != cloudfw.In && r.Direction != cloudfw.Out:
-			attr = "direction"
-		case len(r.CIDRs) == 0:
-			attr = ownName
-		case r.Port != "" && slices.Contains(hcloudProtocols, r.Protocol):
-			attr = "port"
+	for _, s := range own {
+		if p, err := cloudfw.ParseCIDR(s); err == nil {
+			r.CIDRs = append(r.CIDRs, p)
 		}
-		return r, attr, err
+	}
+	switch {
+	case len(other) > 0 && (r.Direction == cloudfw.In || r.Direction == cloudfw.Out):
+		return r, otherName, fmt.Errorf("%s is set on an %q rule; an %q rule takes %s only", otherName, r.Direction, r.Direction, ownName)
+	case !cloudfw.HasPorts(r.Protocol) && r.Port != "":
+		return r, "port", fmt.Errorf("port %q is set but %s has no ports; remove it", r.Port, r.Protocol)
+	case len(own) == 0:
+		return r, ownName, fmt.Errorf("no addresses: an %s rule needs at least one entry in %s (0.0.0.0/0 and ::/0 for anywhere)", r.Direction, ownName)
 	}
 	return r, "", nil
 }
 
 // ruleToModel is the inverse of toRule, in canonical spelling.
-func ruleToModel(r cloudfw.Rule) hcloudRuleModel {
+func ruleToModel(r cloudfw.Rule) ruleModel {
 	c := r.Canonical()
 	cidrs := make([]attr.Value, len(c.CIDRs))
 	for i, p := range c.CIDRs {
@@ -112,7 +98,7 @@ func ruleToModel(r cloudfw.Rule) hcloudRuleModel {
 	}
 	set := types.SetValueMust(types.StringType, cidrs)
 	null := types.SetNull(types.StringType)
-	m := hcloudRuleModel{
+	m := ruleModel{
 		Direction: types.StringValue(c.Direction), Protocol: types.StringValue(c.Protocol),
 		Port: types.StringNull(), SourceIPs: null, DestinationIPs: null, Description: types.StringNull(),
 	}
@@ -131,12 +117,12 @@ func ruleToModel(r cloudfw.Rule) hcloudRuleModel {
 }
 
 // extraRules reads the extra_rules set.
-func (m hcloudFirewallModel) extraRules(ctx context.Context) ([]cloudfw.Rule, diag.Diagnostics) {
+func (m firewallModel) extraRules(ctx context.Context) ([]cloudfw.Rule, diag.Diagnostics) {
 	var diags diag.Diagnostics
 	if m.ExtraRules.IsNull() || m.ExtraRules.IsUnknown() {
 		return nil, diags
 	}
-	var models []hcloudRuleModel
+	var models []ruleModel
 	diags.Append(m.ExtraRules.ElementsAs(ctx, &models, false)...)
 	var out []cloudfw.Rule
 	for _, rm := range models {
@@ -152,7 +138,7 @@ func (m hcloudFirewallModel) extraRules(ctx context.Context) ([]cloudfw.Rule, di
 
 // desiredRules is every rule the firewall must hold: the WireGuard rule
 // first, then the extras.
-func (m hcloudFirewallModel) desiredRules(ctx context.Context) ([]cloudfw.Rule, diag.Diagnostics) {
+func (m firewallModel) desiredRules(ctx context.Context) ([]cloudfw.Rule, diag.Diagnostics) {
 	extras, diags := m.extraRules(ctx)
 	if m.WireGuardPort.IsNull() || m.WireGuardPort.IsUnknown() {
 		return extras, diags
@@ -160,30 +146,16 @@ func (m hcloudFirewallModel) desiredRules(ctx context.Context) ([]cloudfw.Rule, 
 	return append([]cloudfw.Rule{cloudfw.WireGuard(int(m.WireGuardPort.ValueInt64()))}, extras...), diags
 }
 
-// ruleIdentity compares rules as sets: canonical CIDRs and ports, plus the
+// sameRules compares rules as sets: canonical CIDRs and ports, plus the
 // description (so a description changed outside shows as drift too).
-func ruleIdentity(r cloudfw.Rule) string { return r.Key() + "|" + r.Description }
+func sameRules(a, b []cloudfw.Rule) bool { return cloudfw.SameSetWithDescriptions(a, b) }
 
-func sameRules(a, b []cloudfw.Rule) bool {
-	ids := func(rules []cloudfw.Rule) []string {
-		out := make([]string, len(rules))
-		for i, r := range rules {
-			out[i] = ruleIdentity(r)
-		}
-		sort.Strings(out)
-		return slices.Compact(out)
-	}
-	return slices.Equal(ids(a), ids(b))
-}
-
-// hcloudRulesFrom converts rules for the API: bare IPs already became /32 or
-// /128, IPv6 is written canonically, "all ports" is "any".
-func hcloudRulesFrom(rules []cloudfw.Rule) []hcloud.FirewallRule {
+func toAPIRules(rules []cloudfw.Rule) []hcloud.FirewallRule {
 	out := make([]hcloud.FirewallRule, 0, len(rules))
 	for _, r := range rules {
 		c := r.Canonical()
 		fr := hcloud.FirewallRule{Direction: hcloud.FirewallRuleDirection(c.Direction), Protocol: hcloud.FirewallRuleProtocol(c.Protocol)}
-		if c.Protocol == "tcp" || c.Protocol == "udp" {
+		if cloudfw.HasPorts(c.Protocol) {
 			port := c.Port
 			if port == "" {
 				port = "any"
@@ -208,8 +180,8 @@ func hcloudRulesFrom(rules []cloudfw.Rule) []hcloud.FirewallRule {
 	return out
 }
 
-// rulesFromHcloud converts rules read from the API.
-func rulesFromHcloud(in []hcloud.FirewallRule) []cloudfw.Rule {
+// fromAPIRules converts rules read from the API.
+func fromAPIRules(in []hcloud.FirewallRule) []cloudfw.Rule {
 	out := make([]cloudfw.Rule, 0, len(in))
 	for _, fr := range in {
 		r := cloudfw.Rule{Direction: string(fr.Direction), Protocol: string(fr.Protocol)}
@@ -237,44 +209,7 @@ func rulesFromHcloud(in []hcloud.FirewallRule) []cloudfw.Rule {
 	return out
 }
 
-// splitWireGuard finds the WireGuard rule among rules read from the API: the
-// one for port (if known), else (after import) the UDP single-port rule from
-// anywhere, preferring the one meshspan labelled. It returns the port found
-// (0: none) and the remaining rules.
-func splitWireGuard(rules []cloudfw.Rule, port int64) (int64, []cloudfw.Rule) {
-	idx := -1
-	if port > 0 {
-		want := cloudfw.WireGuard(int(port)).Key()
-		for i, r := range rules {
-			if r.Key() == want {
-				idx = i
-				break
-			}
-		}
-	} else {
-		anywhere := cloudfw.Rule{CIDRs: cloudfw.Anywhere}.Canonical().CIDRs
-		for i, r := range rules {
-			if r.Direction != cloudfw.In || r.Protocol != "udp" || !slices.Equal(r.CIDRs, anywhere) {
-				continue
-			}
-			if _, err := strconv.Atoi(r.Port); err != nil {
-				continue
-			}
-			if idx < 0 || r.Description == cloudfw.WireGuardDescription {
-				idx = i
-			}
-		}
-	}
-	if idx < 0 {
-		return 0, rules
-	}
-	p, _ := strconv.ParseInt(rules[idx].Port, 10, 64)
-	rest := append(slices.Clone(rules[:idx]), rules[idx+1:]...)
-	return p, rest
-}
-
-// hcloudTargets converts server_ids and label_selectors to apply_to entries.
-func hcloudTargets(ctx context.Context, m hcloudFirewallModel) ([]hcloud.FirewallResource, diag.Diagnostics) {
+func targetsOf(ctx context.Context, m firewallModel) ([]hcloud.FirewallResource, diag.Diagnostics) {
 	var diags diag.Diagnostics
 	var ids []int64
 	var sels []string

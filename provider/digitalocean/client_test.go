@@ -1,4 +1,4 @@
-package provider
+package digitalocean
 
 import (
 	"context"
@@ -13,29 +13,41 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 
+	"github.com/meshspan/terraform-provider-meshspan/internal/cloudfw"
 	"github.com/meshspan/terraform-provider-meshspan/internal/testing/dofake"
+	"github.com/meshspan/terraform-provider-meshspan/provider/cloudhttp"
 )
+
+const (
+	testToken = "dop_v1_unit"
+	testROnly = "dop_v1_unit_readonly"
+)
+
+func withInbound(req *godo.FirewallRequest, r godo.InboundRule) *godo.FirewallRequest {
+	req.InboundRules = append(req.InboundRules, r)
+	return req
+}
 
 // retryClient is a godo client on the stand-in whose retry transport
 // records the waits instead of sleeping.
 func retryClient(t *testing.T, now time.Time) (*dofake.Server, *godo.Client, *[]time.Duration) {
 	t.Helper()
-	srv := dofake.New(dofake.Options{Token: doTestToken, Now: func() time.Time { return now }})
+	srv := dofake.New(dofake.Options{Token: testToken, Now: func() time.Time { return now }})
 	srv.AddDroplet(5, "n5")
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
-	c, err := newDigitalOceanClient(&providerData{DigitalOceanToken: doTestToken, DigitalOceanEndpoint: ts.URL})
+	c, err := NewClient(Config{Token: testToken, Endpoint: ts.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var waits []time.Duration
-	tr := c.HTTPClient.Transport.(*retryTransport)
+	tr := c.HTTPClient.Transport.(*cloudhttp.Transport)
 	// A client-wide timeout would cut the waits below short.
-	if c.HTTPClient.Timeout != 0 || tr.base.(*http.Transport).ResponseHeaderTimeout == 0 {
-		t.Fatalf("timeouts must be per attempt: client %v, transport %v", c.HTTPClient.Timeout, tr.base.(*http.Transport).ResponseHeaderTimeout)
+	if c.HTTPClient.Timeout != 0 || tr.Base.(*http.Transport).ResponseHeaderTimeout == 0 {
+		t.Fatalf("timeouts must be per attempt: client %v, transport %v", c.HTTPClient.Timeout, tr.Base.(*http.Transport).ResponseHeaderTimeout)
 	}
-	tr.policy.(*doRetryPolicy).now = func() time.Time { return now }
-	tr.sleep = func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }
+	tr.Policy.(*retryPolicy).now = func() time.Time { return now }
+	tr.Sleep = func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }
 	return srv, c, &waits
 }
 
@@ -46,7 +58,7 @@ func TestDigitalOceanRetryTransport(t *testing.T) {
 
 	// Burst 429s: the retry-after header decides the wait.
 	srv.InjectFault(dofake.Fault{Status: 429, Count: 2, RetryAfter: 3})
-	fw, _, err := c.Firewalls.Create(ctx, doFirewallRequest("retry-fw", 51820, nil, nil, nil, nil))
+	fw, _, err := c.Firewalls.Create(ctx, firewallRequest("retry-fw", 51820, nil, nil, nil, nil))
 	if err != nil {
 		t.Fatalf("create through two 429s: %v", err)
 	}
@@ -81,7 +93,7 @@ func TestDigitalOceanRetryTransport(t *testing.T) {
 	// 5xx on create is not retried: it might have created the firewall.
 	*waits = nil
 	srv.InjectFault(dofake.Fault{Status: 500, Count: 1, Method: http.MethodPost, Path: "/v2/firewalls"})
-	if _, _, err := c.Firewalls.Create(ctx, doFirewallRequest("second", 51820, nil, nil, nil, nil)); err == nil || len(*waits) != 0 {
+	if _, _, err := c.Firewalls.Create(ctx, firewallRequest("second", 51820, nil, nil, nil, nil)); err == nil || len(*waits) != 0 {
 		t.Fatalf("create after a 500: err %v, waits %v; want the 500 and no retry", err, *waits)
 	}
 
@@ -91,8 +103,8 @@ func TestDigitalOceanRetryTransport(t *testing.T) {
 		*waits = nil
 		srv.InjectFault(f)
 		_, resp, err := c.Firewalls.List(ctx, nil)
-		if err == nil || resp.Header.Get(attemptsHeader) == "" {
-			t.Fatalf("fault %+v: err %v, attempts header %q", f, err, resp.Header.Get(attemptsHeader))
+		if err == nil || resp.Header.Get(cloudhttp.AttemptsHeader) == "" {
+			t.Fatalf("fault %+v: err %v, attempts header %q", f, err, resp.Header.Get(cloudhttp.AttemptsHeader))
 		}
 		if srv.PendingFaults() != 0 {
 			t.Fatalf("fault %+v: %d failures left unconsumed", f, srv.PendingFaults())
@@ -104,19 +116,19 @@ func TestDigitalOceanRetryTransport(t *testing.T) {
 }
 
 func TestDigitalOceanErrorDiagnostics(t *testing.T) {
-	srv := dofake.New(dofake.Options{Token: doTestToken, ReadOnlyToken: doTestROnly})
+	srv := dofake.New(dofake.Options{Token: testToken, ReadOnlyToken: testROnly})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	ctx := context.Background()
 	cl := func(tok string) *godo.Client {
-		c, err := newDigitalOceanClient(&providerData{DigitalOceanToken: tok, DigitalOceanEndpoint: ts.URL})
+		c, err := NewClient(Config{Token: tok, Endpoint: ts.URL})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	c := cl(doTestToken)
-	if _, _, err := c.Firewalls.Create(ctx, doFirewallRequest("dup", 51820, nil, nil, nil, nil)); err != nil {
+	c := cl(testToken)
+	if _, _, err := c.Firewalls.Create(ctx, firewallRequest("dup", 51820, nil, nil, nil, nil)); err != nil {
 		t.Fatal(err)
 	}
 	errOf := func(_ any, _ *godo.Response, err error) error { return err }
@@ -128,19 +140,19 @@ func TestDigitalOceanErrorDiagnostics(t *testing.T) {
 		detailHas string
 	}{
 		{"401", errOf(cl("bad").Firewalls.List(ctx, nil)), path.Empty(), "HTTP 401", "digitalocean_token"},
-		{"403", errOf(cl(doTestROnly).Firewalls.Create(ctx, doFirewallRequest("x1", 51820, nil, nil, nil, nil))), path.Empty(), "HTTP 403", "write scope"},
-		{"409", errOf(c.Firewalls.Create(ctx, doFirewallRequest("dup", 51820, nil, nil, nil, nil))), path.Root("name"), "HTTP 409", "already exists"},
-		{"422 tag", errOf(c.Firewalls.Create(ctx, doFirewallRequest("t1", 51820, nil, nil, nil, []string{"ghost"}))), path.Root("tags"), "HTTP 422", "ghost"},
-		{"422 droplet", errOf(c.Firewalls.Create(ctx, doFirewallRequest("d1", 51820, nil, nil, []int64{9}, nil))), path.Root("droplet_ids"), "HTTP 422", "droplet 9"},
-		{"422 address", errOf(c.Firewalls.Create(ctx, doFirewallRequest("a1", 51820,
-			[]doRule{{Protocol: "tcp", Ports: "22", Addresses: []string{"not-an-ip"}}}, nil, nil, nil))), path.Root("extra_inbound_rules"), "HTTP 422", "invalid address"},
-		{"422 outbound", errOf(c.Firewalls.Create(ctx, doFirewallRequest("o1", 51820, nil,
-			[]doRule{{Protocol: "tcp", Ports: "22"}}, nil, nil))), path.Root("extra_outbound_rules"), "HTTP 422", "destinations"},
-		{"422 name", errOf(c.Firewalls.Create(ctx, doFirewallRequest("-bad", 51820, nil, nil, nil, nil))), path.Root("name"), "HTTP 422", "Name"},
+		{"403", errOf(cl(testROnly).Firewalls.Create(ctx, firewallRequest("x1", 51820, nil, nil, nil, nil))), path.Empty(), "HTTP 403", "write scope"},
+		{"409", errOf(c.Firewalls.Create(ctx, firewallRequest("dup", 51820, nil, nil, nil, nil))), path.Root("name"), "HTTP 409", "already exists"},
+		{"422 tag", errOf(c.Firewalls.Create(ctx, firewallRequest("t1", 51820, nil, nil, nil, []string{"ghost"}))), path.Root("tags"), "HTTP 422", "ghost"},
+		{"422 droplet", errOf(c.Firewalls.Create(ctx, firewallRequest("d1", 51820, nil, nil, []int64{9}, nil))), path.Root("droplet_ids"), "HTTP 422", "droplet 9"},
+		{"422 address", errOf(c.Firewalls.Create(ctx, withInbound(firewallRequest("a1", 51820, nil, nil, nil, nil),
+			godo.InboundRule{Protocol: "tcp", PortRange: "22", Sources: &godo.Sources{Addresses: []string{"not-an-ip"}}}))), path.Root("extra_inbound_rules"), "HTTP 422", "invalid address"},
+		{"422 outbound", errOf(c.Firewalls.Create(ctx, firewallRequest("o1", 51820, nil,
+			[]cloudfw.Rule{{Direction: cloudfw.Out, Protocol: "tcp", Port: "22"}}, nil, nil))), path.Root("extra_outbound_rules"), "HTTP 422", "destinations"},
+		{"422 name", errOf(c.Firewalls.Create(ctx, firewallRequest("-bad", 51820, nil, nil, nil, nil))), path.Root("name"), "HTTP 422", "Name"},
 	}
 	for _, tc := range cases {
 		var diags diag.Diagnostics
-		addDigitalOceanError(&diags, "create firewall", tc.err)
+		addError(&diags, "create firewall", tc.err)
 		if len(diags) != 1 {
 			t.Fatalf("%s: %d diagnostics", tc.name, len(diags))
 		}
@@ -156,7 +168,7 @@ func TestDigitalOceanErrorDiagnostics(t *testing.T) {
 			t.Errorf("%s: request id missing from %q", tc.name, d.Detail())
 		}
 	}
-	if _, _, err := c.Firewalls.Get(ctx, "0d7d9d4c-0000-4000-8000-000000000000"); !isDigitalOceanNotFound(err) {
+	if _, _, err := c.Firewalls.Get(ctx, "0d7d9d4c-0000-4000-8000-000000000000"); !isNotFound(err) {
 		t.Fatalf("404 not recognised: %v", err)
 	}
 }
@@ -166,15 +178,15 @@ func TestDigitalOceanErrorDiagnostics(t *testing.T) {
 func TestDigitalOceanCreateNotRetriedBehindPathPrefix(t *testing.T) {
 	for _, u := range []string{"https://api.digitalocean.com/v2/firewalls", "https://proxy.example.com/do/v2/firewalls/"} {
 		req, _ := http.NewRequest(http.MethodPost, u, nil)
-		if doRetryable(req, http.StatusBadGateway) {
+		if retryable(req, http.StatusBadGateway) {
 			t.Errorf("POST %s: a 502 is retried", u)
 		}
-		if !doRetryable(req, http.StatusTooManyRequests) {
+		if !retryable(req, http.StatusTooManyRequests) {
 			t.Errorf("POST %s: a 429 is not retried", u)
 		}
 	}
 	req, _ := http.NewRequest(http.MethodPost, "https://proxy.example.com/do/v2/firewalls/abc/droplets", nil)
-	if !doRetryable(req, http.StatusBadGateway) {
+	if !retryable(req, http.StatusBadGateway) {
 		t.Error("POST to a firewall's droplets: a 502 is not retried")
 	}
 }

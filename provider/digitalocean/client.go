@@ -1,4 +1,4 @@
-package provider
+package digitalocean
 
 import (
 	"fmt"
@@ -8,50 +8,60 @@ import (
 	"time"
 
 	"github.com/digitalocean/godo"
+
+	"github.com/meshspan/terraform-provider-meshspan/provider/cloudhttp"
 )
 
-// newDigitalOceanClient builds the godo client for the configured token and
-// endpoint. Retries are done by retryTransport with doRetryPolicy rather
-// than godo's own retry option: godo's needs an oauth2 transport (a plain
+// Config is what the provider block (or the environment) says about
+// DigitalOcean.
+type Config struct {
+	Token, Endpoint, Version string
+}
+
+// ConfigSource is implemented by the provider data handed to Configure.
+type ConfigSource interface {
+	DigitalOceanConfig() Config
+}
+
+// NewClient builds the godo client for the configured token and endpoint.
+// Retries are done by cloudhttp.Transport with retryPolicy rather than
+// godo's own retry option: godo's needs an oauth2 transport (a plain
 // client panics, see spec B7), ignores ratelimit-reset and would retry a
 // create after a 5xx, which can leave a duplicate firewall.
-func newDigitalOceanClient(data *providerData) (*godo.Client, error) {
-	if data.DigitalOceanToken == "" {
+func NewClient(data Config) (*godo.Client, error) {
+	if data.Token == "" {
 		return nil, fmt.Errorf("no DigitalOcean token: set digitalocean_token in the provider block or the DIGITALOCEAN_TOKEN environment variable")
 	}
-	base := http.DefaultTransport.(*http.Transport).Clone()
-	base.ResponseHeaderTimeout = 60 * time.Second
 	hc := &http.Client{
-		Transport: &retryTransport{
-			cloud:       "digitalocean",
-			base:        base,
-			bearer:      strings.TrimSpace(data.DigitalOceanToken),
-			maxAttempts: 6,
-			maxWait:     90 * time.Second,
-			policy:      &doRetryPolicy{minBackoff: 250 * time.Millisecond, now: time.Now},
-			sleep:       sleepCtx,
+		Transport: &cloudhttp.Transport{
+			Cloud:       "digitalocean",
+			Base:        cloudhttp.NewBase(),
+			Bearer:      strings.TrimSpace(data.Token),
+			MaxAttempts: 6,
+			MaxWait:     90 * time.Second,
+			Policy:      &retryPolicy{minBackoff: 250 * time.Millisecond, now: time.Now},
 		},
 	}
 	c, err := godo.New(hc,
-		godo.SetBaseURL(data.DigitalOceanEndpoint),
+		godo.SetBaseURL(data.Endpoint),
 		godo.SetUserAgent("terraform-provider-meshspan/"+data.Version))
 	if err != nil {
-		return nil, fmt.Errorf("digitalocean client: endpoint %q: %w", data.DigitalOceanEndpoint, err)
+		return nil, fmt.Errorf("digitalocean client: endpoint %q: %w", data.Endpoint, err)
 	}
 	return c, nil
 }
 
-// doRetryPolicy retries requests the API refused for rate limiting (429)
+// retryPolicy retries requests the API refused for rate limiting (429)
 // or failed with a transient server error. A 429 waits as the API says:
 // retry-after seconds (burst limit) or until ratelimit-reset when the hourly
 // window is spent; otherwise it backs off exponentially from minBackoff.
-type doRetryPolicy struct {
+type retryPolicy struct {
 	minBackoff time.Duration
 	now        func() time.Time
 }
 
-func (p *doRetryPolicy) retryAfter(req *http.Request, resp *http.Response, retry int) (time.Duration, bool) {
-	if !doRetryable(req, resp.StatusCode) {
+func (p *retryPolicy) RetryAfter(req *http.Request, resp *http.Response, retry int) (time.Duration, bool) {
+	if !retryable(req, resp.StatusCode) {
 		return 0, false
 	}
 	return p.delay(resp, retry), true
@@ -60,7 +70,7 @@ func (p *doRetryPolicy) retryAfter(req *http.Request, resp *http.Response, retry
 // retryable: 429 always (the request was not processed); 5xx except 501
 // only when repeating the request cannot create a second firewall (the
 // endpoint may sit under a path, so the create is matched by suffix).
-func doRetryable(req *http.Request, status int) bool {
+func retryable(req *http.Request, status int) bool {
 	switch {
 	case status == http.StatusTooManyRequests:
 		return true
@@ -71,7 +81,7 @@ func doRetryable(req *http.Request, status int) bool {
 }
 
 // delay is how long to wait before the next attempt.
-func (p *doRetryPolicy) delay(resp *http.Response, retry int) time.Duration {
+func (p *retryPolicy) delay(resp *http.Response, retry int) time.Duration {
 	backoff := p.minBackoff << retry
 	if resp.StatusCode != http.StatusTooManyRequests {
 		return backoff
