@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 )
 
 // Everything a peer announces through discovery is untrusted: any member
@@ -16,15 +18,6 @@ import (
 // tried; the rest are ignored. A node has a few addresses per family plus
 // what NATs showed of it; the discovery service allows 64.
 const MaxCandidates = 8
-
-// Wide routes need this node's approval (filters.approvedRoutes): an IPv4
-// prefix shorter than /WideIPv4Bits or an IPv6 one shorter than
-// /WideIPv6Bits. 0.0.0.0/1 and 128.0.0.0/1 together are a default route
-// too, so the line is drawn well below it.
-const (
-	WideIPv4Bits = 8
-	WideIPv6Bits = 32
-)
 
 // ApprovedRoute lets one peer, named by public key (node names and
 // affiliate IDs are chosen by the peer itself), route networks this node
@@ -64,14 +57,9 @@ var special = []netip.Prefix{
 	netip.MustParsePrefix("ff00::/8"),
 }
 
-// IsWide reports whether p needs approval to be routed to a peer (and, in
-// a node's own config, allowWideAdvertisedNetworks).
-func IsWide(p netip.Prefix) bool {
-	if p.Addr().Is4() {
-		return p.Bits() < WideIPv4Bits
-	}
-	return p.Bits() < WideIPv6Bits
-}
+// IsWide reports whether p needs approval to be routed to a peer: the
+// same line a node's own config draws (config.IsWide).
+func IsWide(p netip.Prefix) bool { return config.IsWide(p) }
 
 // routePolicy decides what of a peer's adverts it may route.
 type routePolicy struct {
@@ -113,7 +101,7 @@ func (rp *routePolicy) network(key wgtypes.Key, n netip.Prefix) ([]netip.Prefix,
 		case n.Bits() == 0:
 			return nil, "a default route; approve it for this peer in filters.approvedRoutes if it is an exit node"
 		case IsWide(n):
-			return nil, fmt.Sprintf("wider than /%d (IPv4) or /%d (IPv6); approve it for this peer in filters.approvedRoutes", WideIPv4Bits, WideIPv6Bits)
+			return nil, fmt.Sprintf("wider than /%d (IPv4) or /%d (IPv6); approve it for this peer in filters.approvedRoutes", config.WideIPv4Bits, config.WideIPv6Bits)
 		case n.Overlaps(rp.prefix):
 			return nil, fmt.Sprintf("covers the mesh prefix %s", rp.prefix)
 		}
