@@ -166,6 +166,11 @@ type agent struct {
 	filter mesh.Filter
 	extra  []netip.AddrPort
 	nets   []netip.Prefix
+	// trust: what is taken from peers and what this node announces.
+	peerFilter mesh.Filter
+	approved   []mesh.ApprovedRoute
+	exclude    []netip.Prefix
+	refused    refusedAdverts
 	// policyBase is the host policy's config part, from netpolicy.FromConfig.
 	policyBase netpolicy.State
 	dev        *wg.Device
@@ -390,6 +395,9 @@ func newAgent(opts Options) (*agent, error) {
 		}
 		a.nets = append(a.nets, p)
 	}
+	if err := a.trustFromConfig(); err != nil {
+		return nil, err
+	}
 	if a.policyBase, err = netpolicy.FromConfig(cfg); err != nil {
 		return nil, fmt.Errorf("agent: config: %w", err)
 	}
@@ -411,6 +419,44 @@ func newAgent(opts Options) (*agent, error) {
 		a.disco = c
 	}
 	return a, nil
+}
+
+// trustFromConfig reads the filters: which peer endpoints are taken
+// (filters.peerEndpoints, else endpointFilters), which wide routes are
+// approved for which peer, what this node leaves out of its announcement.
+func (a *agent) trustFromConfig() error {
+	f := a.cfg.Filters
+	a.peerFilter = a.filter
+	if len(f.PeerEndpoints) > 0 {
+		pf, err := mesh.ParseFilter(f.PeerEndpoints)
+		if err != nil {
+			return fmt.Errorf("agent: config filters.peerEndpoints: %w", err)
+		}
+		a.peerFilter = pf
+	}
+	for i, r := range f.ApprovedRoutes {
+		k, err := wgtypes.ParseKey(r.PublicKey)
+		if err != nil {
+			return fmt.Errorf("agent: config filters.approvedRoutes[%d].publicKey: not a WireGuard public key; paste the key `meshspan-agent identity` prints on the peer", i)
+		}
+		ar := mesh.ApprovedRoute{PublicKey: k}
+		for j, s := range r.Networks {
+			p, err := config.ParsePrefix(s)
+			if err != nil {
+				return fmt.Errorf("agent: config filters.approvedRoutes[%d].networks[%d]: %w", i, j, err)
+			}
+			ar.Networks = append(ar.Networks, p)
+		}
+		a.approved = append(a.approved, ar)
+	}
+	for i, s := range f.ExcludeAdvertisedNetworks {
+		p, err := config.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("agent: config filters.excludeAdvertisedNetworks[%d]: %w", i, err)
+		}
+		a.exclude = append(a.exclude, p)
+	}
+	return nil
 }
 
 // discoveryOptions configures the discovery client. With host policy on, its
@@ -485,11 +531,13 @@ func (a *agent) reconcile(ctx context.Context) {
 		observed[k] = []netip.AddrPort{ep}
 	}
 
-	peers, pw := mesh.Peers(mesh.Input{
-		Self: a.id.PublicKey(), Prefix: a.prefix, Static: a.cfg.StaticPeers, Affiliates: affs,
-		Filter: a.filter, Observed: observed,
+	set := mesh.Build(mesh.Input{
+		Self: a.id.PublicKey(), Prefix: a.prefix, Own: append(slices.Clone(addrs), a.id.Address), Static: a.cfg.StaticPeers,
+		Affiliates: affs, Filter: a.peerFilter, Observed: observed, Approved: a.approved,
 	})
-	warnings = append(warnings, pw...)
+	peers := set.Peers
+	warnings = append(warnings, set.Warnings...)
+	a.refused.observe(set.Refused)
 	keys := make(map[wgtypes.Key]bool, len(peers))
 	for _, p := range peers {
 		keys[p.PublicKey] = true
@@ -545,7 +593,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	a.live = live
 
 	if a.policy != nil {
-		if err := a.policy.Apply(ctx, a.policyState(peers, verdicts)); err != nil {
+		if err := a.policy.Apply(ctx, a.policyState(peers, verdicts, set.Contested)); err != nil {
 			if msg := err.Error(); msg != a.policyErr {
 				a.log.Warn("host policy", "err", err)
 				a.policyErr = msg
@@ -557,6 +605,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	}
 
 	if a.disco != nil {
+		nets, routed := mesh.Exclude(a.nets, mesh.Routed(addrs, a.prefix), a.exclude)
 		self := discovery.Affiliate{
 			ID:              a.id.AffiliateID,
 			NodeName:        a.nodeName(),
@@ -565,8 +614,9 @@ func (a *agent) reconcile(ctx context.Context) {
 			OperatingSystem: "meshspan (" + a.opts.Version + ")",
 			PublicKey:       a.id.PublicKey().String(),
 			Address:         a.id.Address,
-			Addresses:       mesh.Routed(addrs, a.prefix),
-			Networks:        a.nets,
+			Addresses:       routed,
+			Networks:        nets,
+			ExcludeNetworks: a.exclude,
 			Endpoints:       localEps,
 			Traversal:       traversal,
 		}
@@ -631,11 +681,20 @@ func withStaticRelays(remote map[wgtypes.Key]discovery.Traversal, peers []config
 // (netpolicy.FromConfig: firewall, relay port, LAN bypass, marks) with the
 // live device's name and port; members' AllowedIPs are
 // routed through the mesh (the mesh prefix itself is on the link already);
-// those of peers that are not up are marked unreachable.
-func (a *agent) policyState(peers []mesh.Peer, verdicts map[wgtypes.Key]mesh.Status) netpolicy.State {
+// those of peers that are not up are marked unreachable, and so are ranges
+// two members claim (contested), which no peer gets: they stay in the mesh
+// and are dropped rather than leaving in plaintext.
+func (a *agent) policyState(peers []mesh.Peer, verdicts map[wgtypes.Key]mesh.Status, contested []netip.Prefix) netpolicy.State {
 	s := a.policyBase
 	s.Interface, s.ListenPort = a.dev.Name(), a.dev.ListenPort()
 	s.Routed, s.Unreachable = nil, nil
+	for _, n := range contested {
+		if a.prefix.Overlaps(n) {
+			continue // the mesh prefix is on the link already
+		}
+		s.Routed = append(s.Routed, n)
+		s.Unreachable = append(s.Unreachable, n)
+	}
 	for _, p := range peers {
 		up := verdicts[p.PublicKey].State == mesh.StateUp
 		for _, n := range p.AllowedIPs {
@@ -754,6 +813,7 @@ func (a *agent) httpServer() *http.Server {
 	reg.MustRegister(&collector{snapshot: a.snapshot, now: time.Now})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(a.opts.Collectors...)
+	reg.MustRegister(a.refused.counter())
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {

@@ -38,7 +38,7 @@ type Refusal struct {
 }
 
 func (r Refusal) String() string {
-	return fmt.Sprintf("peer %s: advertised %s refused: %s", r.Peer, r.Prefix, r.Reason)
+	return fmt.Sprintf("peer %s (%s): advertised %s refused: %s", r.Peer, r.PublicKey, r.Prefix, r.Reason)
 }
 
 // special are ranges never routed to a peer: they name this host or its
@@ -171,4 +171,23 @@ func usableEndpoint(ap netip.AddrPort, own []netip.Addr, prefix netip.Prefix) bo
 	// A zone means nothing off link-local, and IPv4-compatible IPv6
 	// (::a.b.c.d) is obsolete.
 	return a.Zone() == "" && !(a.Is6() && v4compat.Contains(a))
+}
+
+// Exclude returns nets and addrs without what exclude covers: what this
+// node announces after filters.excludeAdvertisedNetworks.
+func Exclude(nets []netip.Prefix, addrs []netip.Addr, exclude []netip.Prefix) ([]netip.Prefix, []netip.Addr) {
+	if len(exclude) == 0 {
+		return nets, addrs
+	}
+	var outNets []netip.Prefix
+	for _, n := range nets {
+		outNets = append(outNets, subtractPrefixes(n, exclude)...)
+	}
+	var outAddrs []netip.Addr
+	for _, a := range addrs {
+		if !slices.ContainsFunc(exclude, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			outAddrs = append(outAddrs, a)
+		}
+	}
+	return outNets, outAddrs
 }
