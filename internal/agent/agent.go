@@ -171,6 +171,9 @@ type agent struct {
 	approved   []mesh.ApprovedRoute
 	exclude    []netip.Prefix
 	refused    refusedAdverts
+	// ownNets are the host's addresses with their subnets, as of the last
+	// HostAddrs call (nil when a test replaces HostAddrs).
+	ownNets []netip.Prefix
 	// policyBase is the host policy's config part, from netpolicy.FromConfig.
 	policyBase netpolicy.State
 	dev        *wg.Device
@@ -353,10 +356,7 @@ func newAgent(opts Options) (*agent, error) {
 	if opts.OpenDevice == nil {
 		opts.OpenDevice = wg.Open
 	}
-	if opts.HostAddrs == nil {
-		iface := cfg.WireGuard.Interface
-		opts.HostAddrs = func() ([]netip.Addr, error) { return hostAddrs(iface) }
-	}
+	hostNets := opts.HostAddrs == nil
 	if opts.MAC == nil {
 		opts.MAC = FirstPhysicalMAC
 	}
@@ -376,6 +376,18 @@ func newAgent(opts Options) (*agent, error) {
 		}
 	}
 	a := &agent{opts: opts, cfg: cfg, log: opts.Logger, live: map[wgtypes.Key]netip.AddrPort{}}
+	if hostNets {
+		iface := cfg.WireGuard.Interface
+		a.opts.HostAddrs = func() ([]netip.Addr, error) {
+			ps, err := hostPrefixes(iface)
+			a.ownNets = ps
+			out := make([]netip.Addr, 0, len(ps))
+			for _, p := range ps {
+				out = append(out, p.Addr())
+			}
+			return out, err
+		}
+	}
 
 	var err error
 	if a.filter, err = mesh.ParseFilter(cfg.EndpointFilters); err != nil {
@@ -532,7 +544,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	}
 
 	set := mesh.Build(mesh.Input{
-		Self: a.id.PublicKey(), Prefix: a.prefix, Own: append(slices.Clone(addrs), a.id.Address), Static: a.cfg.StaticPeers,
+		Self: a.id.PublicKey(), Prefix: a.prefix, Own: append(slices.Clone(addrs), a.id.Address), OwnNets: a.ownNets, Static: a.cfg.StaticPeers,
 		Affiliates: affs, Filter: a.peerFilter, Observed: observed, Approved: a.approved,
 	})
 	peers := set.Peers

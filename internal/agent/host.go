@@ -28,11 +28,22 @@ func FirstPhysicalMAC() (net.HardwareAddr, error) {
 // addresses are not reachable underlay endpoints, and a bridge without
 // carrier (an empty docker0) is not either.
 func hostAddrs(skip string) ([]netip.Addr, error) {
+	ps, err := hostPrefixes(skip)
+	out := make([]netip.Addr, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Addr())
+	}
+	return out, err
+}
+
+// hostPrefixes is hostAddrs with each address's prefix length (its subnet:
+// a peer's endpoint at its broadcast address is refused).
+func hostPrefixes(skip string) ([]netip.Prefix, error) {
 	ls, err := netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("agent: list links: %w", err)
 	}
-	var out []netip.Addr
+	var out []netip.Prefix
 	for _, l := range ls {
 		a := l.Attrs()
 		if a.Name == skip || a.Flags&net.FlagUp == 0 || (a.OperState != netlink.OperUp && a.OperState != netlink.OperUnknown) {
@@ -47,7 +58,11 @@ func hostAddrs(skip string) ([]netip.Addr, error) {
 		}
 		for _, ad := range addrs {
 			if ip, ok := netip.AddrFromSlice(ad.IP); ok {
-				out = append(out, ip.Unmap())
+				bits, _ := ad.Mask.Size()
+				if ip.Unmap().Is4() && bits > 32 {
+					bits -= 96
+				}
+				out = append(out, netip.PrefixFrom(ip.Unmap(), bits))
 			}
 		}
 	}

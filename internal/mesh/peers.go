@@ -71,7 +71,10 @@ type Input struct {
 	Prefix netip.Prefix
 	// Own are this node's addresses (underlay and mesh): never routed to a
 	// peer, never a peer's endpoint.
-	Own        []netip.Addr
+	Own []netip.Addr
+	// OwnNets are this node's subnets: a peer endpoint at one's network or
+	// broadcast address is refused.
+	OwnNets    []netip.Prefix
 	Static     []config.StaticPeer
 	Affiliates []Affiliate
 	// Filter restricts candidate endpoints to usable underlay addresses
@@ -136,6 +139,9 @@ type entry struct {
 func Build(in Input) Result {
 	var r Result
 	rp := &routePolicy{prefix: in.Prefix, own: unmapAll(in.Own), approved: in.Approved}
+	usable := func(ap netip.AddrPort) bool {
+		return usableEndpoint(ap, rp.own, in.Prefix) && !subnetBroadcast(ap.Addr(), in.OwnNets)
+	}
 	var entries []*entry
 	index := map[wgtypes.Key]*entry{}
 	add := func(e *entry) {
@@ -248,7 +254,7 @@ func Build(in Input) Result {
 		}
 		var eps []netip.AddrPort
 		for _, ap := range a.Endpoints {
-			if usableEndpoint(ap, rp.own, in.Prefix) {
+			if usable(ap) {
 				eps = appendNew(eps, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 			}
 		}
@@ -268,7 +274,7 @@ func Build(in Input) Result {
 	for _, e := range entries {
 		var obs []netip.AddrPort
 		for _, ap := range in.Observed[e.PublicKey] {
-			if usableEndpoint(ap, rp.own, in.Prefix) {
+			if usable(ap) {
 				obs = append(obs, ap)
 				e.proven = append(e.proven, ap.Addr().Unmap())
 			}

@@ -191,3 +191,20 @@ func Exclude(nets []netip.Prefix, addrs []netip.Addr, exclude []netip.Prefix) ([
 	}
 	return outNets, outAddrs
 }
+
+// subnetBroadcast reports whether a is the network or broadcast address of
+// one of this node's IPv4 subnets (/30 and wider): sending there reaches
+// every host on the link.
+func subnetBroadcast(a netip.Addr, nets []netip.Prefix) bool {
+	a = a.Unmap()
+	for _, n := range nets {
+		if !a.Is4() || !n.Addr().Unmap().Is4() || n.Bits() > 30 {
+			continue
+		}
+		m := netip.PrefixFrom(n.Addr().Unmap(), n.Bits()).Masked()
+		if a == m.Addr() || a == lastAddr(m) {
+			return true
+		}
+	}
+	return false
+}

@@ -162,7 +162,8 @@ func TestAttackUnusableEndpoints(t *testing.T) {
 	}
 	good := netip.MustParseAddrPort("192.0.2.12:51820")
 	eps = append(eps, good)
-	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn,
+	eps = append(eps, netip.MustParseAddrPort("192.0.2.255:51820"), netip.MustParseAddrPort("192.0.2.0:51820"))
+	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, OwnNets: prefixes("192.0.2.10/24", "2001:db8::10/64"),
 		Affiliates: []Affiliate{{ID: "a", NodeName: "a", PublicKey: k.String(), Address: netip.MustParseAddr("fd7f:175a:b97c:5602::a"), Endpoints: eps}}})
 	if got := res.Peers[0].Endpoints; !slices.Equal(got, []netip.AddrPort{good}) {
 		t.Errorf("candidates = %v; want only %v", got, good)
