@@ -189,6 +189,13 @@ func startCapture(t *testing.T, ns *netlab.NS, iface, filter string) *capture {
 
 // stop ends the capture and returns the packets' times.
 func (c *capture) stop(t *testing.T) []time.Time {
+	times, _ := c.stopKinds(t)
+	return times
+}
+
+// stopKinds is stop plus a count of the UDP payloads by kind: WireGuard
+// message types, relay frames by type (0xEC, type), other.
+func (c *capture) stopKinds(t *testing.T) ([]time.Time, map[string]int) {
 	t.Helper()
 	_ = c.proc.Signal(syscall.SIGINT)
 	select {
@@ -200,7 +207,37 @@ func (c *capture) stop(t *testing.T) []time.Time {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pcapTimes(data)
+	return pcapTimes(data), pcapKinds(data)
+}
+
+// pcapKinds counts the UDP payloads of an Ethernet pcap by kind.
+func pcapKinds(b []byte) map[string]int {
+	kinds := map[string]int{}
+	if len(b) < 24 || binary.LittleEndian.Uint32(b) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(b[20:]) != 1 {
+		return kinds
+	}
+	for off := 24; off+16 <= len(b); {
+		incl := int(binary.LittleEndian.Uint32(b[off+8:]))
+		rec := b[off+16 : min(off+16+incl, len(b))]
+		off += 16 + incl
+		if len(rec) < 14+20+8+2 || binary.BigEndian.Uint16(rec[12:]) != 0x0800 {
+			kinds["other"]++
+			continue
+		}
+		ip := rec[14:]
+		p := ip[int(ip[0]&0x0f)*4+8:]
+		switch {
+		case len(p) < 2:
+			kinds["other"]++
+		case p[0] == 0xEC:
+			kinds[fmt.Sprintf("relay frame %d", p[1])]++
+		case p[0] >= 1 && p[0] <= 4 && len(p) >= 4 && p[1] == 0 && p[2] == 0 && p[3] == 0:
+			kinds[[]string{"", "wireguard initiation", "wireguard response", "wireguard cookie", "wireguard data"}[p[0]]]++
+		default:
+			kinds["other"]++
+		}
+	}
+	return kinds
 }
 
 // pcapTimes returns the timestamps of a little-endian microsecond pcap.
