@@ -24,6 +24,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -138,7 +139,7 @@ type entry struct {
 // over affiliates.
 func Build(in Input) Result {
 	var r Result
-	rp := &routePolicy{prefix: in.Prefix, own: unmapAll(in.Own), approved: in.Approved}
+	rp := newRoutePolicy(in.Prefix, unmapAll(in.Own), in.Approved)
 	usable := func(ap netip.AddrPort) bool {
 		return usableEndpoint(ap, rp.own, in.Prefix) && !subnetBroadcast(ap.Addr(), in.OwnNets)
 	}
@@ -216,10 +217,10 @@ func Build(in Input) Result {
 		if label == "" {
 			label = a.ID
 		}
+		var refused []string
 		refuse := func(p netip.Prefix, why string) {
-			ref := Refusal{Peer: label, PublicKey: key, Prefix: p, Reason: why}
-			r.Refused = append(r.Refused, ref)
-			r.Warnings = append(r.Warnings, ref.String())
+			r.Refused = append(r.Refused, Refusal{Peer: label, PublicKey: key, Prefix: p, Reason: why})
+			refused = append(refused, p.String()+" ("+why+")")
 		}
 		nets := a.Networks
 		if len(nets) > MaxNetworks {
@@ -252,18 +253,24 @@ func Build(in Input) Result {
 			e.addrs = append(e.addrs, ip)
 			e.claims = append(e.claims, ip)
 		}
+		// The first MaxCandidates usable endpoints the filter admits, in
+		// the peer's order; the rest is not even looked at.
 		var eps []netip.AddrPort
 		for _, ap := range a.Endpoints {
-			if usable(ap) {
-				eps = appendNew(eps, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+			if len(eps) == MaxCandidates {
+				break
 			}
-		}
-		eps = in.Filter.AddrPorts(eps)
-		if len(eps) > MaxCandidates {
-			eps = eps[:MaxCandidates]
+			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			if usable(ap) && in.Filter.Admits(ap.Addr()) && !slices.Contains(eps, ap) {
+				eps = append(eps, ap)
+			}
 		}
 		for _, ap := range eps {
 			e.claims = append(e.claims, ap.Addr())
+		}
+		if len(refused) > 0 {
+			// One warning per peer: a hostile one must not flood status.
+			r.Warnings = append(r.Warnings, fmt.Sprintf("peer %s (%s): advertised %s refused", label, key, strings.Join(refused, ", ")))
 		}
 		e.Endpoints = eps
 		add(e)

@@ -66,7 +66,17 @@ type routePolicy struct {
 	prefix   netip.Prefix
 	own      []netip.Addr
 	approved []ApprovedRoute
+	// reasons formatted once per Build, not once per advert
+	inMesh, coversMesh string
 }
+
+func newRoutePolicy(prefix netip.Prefix, own []netip.Addr, approved []ApprovedRoute) *routePolicy {
+	return &routePolicy{prefix: prefix, own: own, approved: approved,
+		inMesh:     fmt.Sprintf("inside the mesh prefix %s, whose addresses belong to their members", prefix),
+		coversMesh: fmt.Sprintf("covers the mesh prefix %s", prefix)}
+}
+
+var reasonWide = fmt.Sprintf("wider than /%d (IPv4) or /%d (IPv6); approve it for this peer in filters.approvedRoutes", config.WideIPv4Bits, config.WideIPv6Bits)
 
 func (rp *routePolicy) isApproved(key wgtypes.Key, n netip.Prefix) bool {
 	for _, a := range rp.approved {
@@ -93,7 +103,7 @@ func (rp *routePolicy) network(key wgtypes.Key, n netip.Prefix) ([]netip.Prefix,
 		return nil, "not a valid prefix"
 	}
 	if rp.prefix.Bits() <= n.Bits() && rp.prefix.Contains(n.Addr()) {
-		return nil, fmt.Sprintf("inside the mesh prefix %s, whose addresses belong to their members", rp.prefix)
+		return nil, rp.inMesh
 	}
 	approved := rp.isApproved(key, n)
 	if !approved {
@@ -101,9 +111,9 @@ func (rp *routePolicy) network(key wgtypes.Key, n netip.Prefix) ([]netip.Prefix,
 		case n.Bits() == 0:
 			return nil, "a default route; approve it for this peer in filters.approvedRoutes if it is an exit node"
 		case IsWide(n):
-			return nil, fmt.Sprintf("wider than /%d (IPv4) or /%d (IPv6); approve it for this peer in filters.approvedRoutes", config.WideIPv4Bits, config.WideIPv6Bits)
+			return nil, reasonWide
 		case n.Overlaps(rp.prefix):
-			return nil, fmt.Sprintf("covers the mesh prefix %s", rp.prefix)
+			return nil, rp.coversMesh
 		}
 		for _, a := range rp.own {
 			if n.Contains(a) {
@@ -131,7 +141,7 @@ func (rp *routePolicy) address(a netip.Addr) string {
 	case !a.IsValid():
 		return "not a valid address"
 	case rp.prefix.Contains(a):
-		return fmt.Sprintf("inside the mesh prefix %s, whose addresses belong to their members", rp.prefix)
+		return rp.inMesh
 	case slices.Contains(rp.own, a):
 		return "this node's own address"
 	}
