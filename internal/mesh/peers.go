@@ -122,6 +122,9 @@ type entry struct {
 	addrs  []netip.Addr   // accepted routed addresses
 	claims []netip.Addr   // addresses that belong to it: mesh, routed, endpoints
 	proven []netip.Addr   // of them, where WireGuard saw it answer from
+	// endpoints by how sure it is they are this peer's: configured (static)
+	// and seen live; Endpoints holds these and the advertised ones.
+	configured, live []netip.AddrPort
 }
 
 // Build computes the desired peer set. Static peers come first in config
@@ -157,6 +160,7 @@ func Build(in Input) Result {
 			q.wide = append(q.wide, e.wide...)
 			q.addrs = append(q.addrs, e.addrs...)
 			q.claims = append(q.claims, e.claims...)
+			q.configured = append(q.configured, e.configured...)
 			q.Endpoints = appendNew(q.Endpoints, e.Endpoints...)
 			return
 		}
@@ -183,6 +187,7 @@ func Build(in Input) Result {
 		for _, ep := range s.Endpoints {
 			if ap, err := netip.ParseAddrPort(ep); err == nil {
 				e.Endpoints = append(e.Endpoints, ap)
+				e.configured = append(e.configured, ap)
 				e.claims = append(e.claims, ap.Addr().Unmap().WithZone(""))
 			}
 		}
@@ -283,12 +288,14 @@ func Build(in Input) Result {
 		for _, ap := range in.Observed[e.PublicKey] {
 			if usable(ap) {
 				obs = append(obs, ap)
+				e.live = append(e.live, ap)
 				e.proven = append(e.proven, ap.Addr().Unmap())
 			}
 		}
 		e.Endpoints = in.Filter.AddrPorts(appendNew(e.Endpoints, obs...))
 	}
 
+	dropOthersEndpoints(entries)
 	owners := claimOwners(entries)
 	r.Warnings = append(r.Warnings, owners.warnings...)
 	r.Contested = append(r.Contested, owners.contested...)
@@ -348,6 +355,43 @@ func unmapAll(in []netip.Addr) []netip.Addr {
 		out = append(out, a.Unmap().WithZone(""))
 	}
 	return out
+}
+
+// dropOthersEndpoints removes from each peer's candidates the endpoints
+// that are another peer's: a WireGuard port serves one member, so a member
+// listing another's endpoint as its own would only make this node send
+// handshakes for it there (enough of them and that member's WireGuard
+// rate-limits this node's real handshakes: its peer flaps). An endpoint is
+// a peer's when configured for it (static), else when WireGuard saw the
+// peer there, else when it alone lists it; one that several list with
+// nothing to tell them apart stays with all.
+func dropOthersEndpoints(entries []*entry) {
+	type claim struct{ owner, rank int }
+	owner := map[netip.AddrPort]claim{}
+	for i, e := range entries {
+		for _, ap := range e.Endpoints {
+			r := 0
+			switch {
+			case slices.Contains(e.configured, ap):
+				r = 2
+			case slices.Contains(e.live, ap):
+				r = 1
+			}
+			c, ok := owner[ap]
+			switch {
+			case !ok || r > c.rank:
+				owner[ap] = claim{i, r}
+			case c.owner != i && r == c.rank && r < 2:
+				owner[ap] = claim{-1, r}
+			}
+		}
+	}
+	for i, e := range entries {
+		e.Endpoints = slices.DeleteFunc(e.Endpoints, func(ap netip.AddrPort) bool {
+			c := owner[ap]
+			return c.owner >= 0 && c.owner != i
+		})
+	}
 }
 
 // owners records who each claimed address belongs to: the first static

@@ -232,3 +232,33 @@ func TestAttackProbeRate(t *testing.T) {
 		t.Errorf("real peer got its first endpoint %s after it appeared; want within 2 s", realAt)
 	}
 }
+
+// TestAttackOthersEndpoint: a hostile affiliate lists an honest member's
+// live WireGuard endpoint as its own. This node must not send handshakes
+// for the hostile key there: enough of them and the honest member's
+// WireGuard rate-limits this node's real handshakes (its peer flapped in
+// tests/trust). Two members behind one NAT (same address, other ports)
+// keep their endpoints.
+func TestAttackOthersEndpoint(t *testing.T) {
+	hk, h := honest(t)
+	live := netip.MustParseAddrPort("192.0.2.11:51820")
+	ak := testKey(t)
+	attacker := Affiliate{ID: "0", NodeName: "evil", PublicKey: ak.String(), Address: netip.MustParseAddr("fd7f:175a:b97c:5602::e"),
+		Endpoints: []netip.AddrPort{live, netip.MustParseAddrPort("203.0.113.11:51820"), netip.MustParseAddrPort("192.0.2.66:51820")}}
+	nk := testKey(t)
+	natted := Affiliate{ID: "n", NodeName: "natted", PublicKey: nk.String(), Address: netip.MustParseAddr("fd7f:175a:b97c:5602::c"),
+		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("203.0.113.11:40002")}}
+	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: []Affiliate{attacker, h, natted},
+		Observed: map[wgtypes.Key][]netip.AddrPort{hk: {live}}})
+	// 203.0.113.11:51820 both advertise and nothing tells them apart: kept.
+	want := []netip.AddrPort{netip.MustParseAddrPort("203.0.113.11:51820"), netip.MustParseAddrPort("192.0.2.66:51820")}
+	if got := peerByName(res.Peers, "evil").Endpoints; !slices.Equal(got, want) {
+		t.Errorf("attacker's candidates = %v; want %v, without the honest member's live %s", got, want, live)
+	}
+	if got := peerByName(res.Peers, "honest").Endpoints; !slices.Contains(got, live) {
+		t.Errorf("honest member's candidates = %v; want its live %s", got, live)
+	}
+	if got := peerByName(res.Peers, "natted").Endpoints; len(got) != 1 {
+		t.Errorf("member behind the same NAT lost its endpoint: %v", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -258,7 +259,13 @@ func TestHostilePublisher(t *testing.T) {
 		}
 		polls++
 		if p := peerNamed(s, "peer"); p == nil || p.State != "up" {
-			notUp = append(notUp, fmt.Sprintf("%s: %+v", time.Since(start).Round(time.Millisecond), p))
+			other := "?"
+			if ps, err := peer.status(); err == nil {
+				if v := peerNamed(ps, "victim"); v != nil {
+					other = fmt.Sprintf("%+v", *v)
+				}
+			}
+			notUp = append(notUp, fmt.Sprintf("%s: %+v; the peer sees the victim as %s", time.Since(start).Round(time.Millisecond), p, other))
 		}
 		time.Sleep(time.Second) // a poll costs the agent a status document of 100 peers
 	}
@@ -273,6 +280,9 @@ func TestHostilePublisher(t *testing.T) {
 	t.Logf("victim agent CPU over %s with %d hostile affiliates x %d endpoints: %.2f%% of a core; %d packets to the sink (%.1f/s); real peer up at %d of %d polls",
 		elapsed.Round(time.Millisecond), hostileAffiliates, hostileEndpoints, 100*cpu, len(sinkPkts), rate, polls-len(notUp), polls)
 	t.Logf("packets to the sink by kind: %v", sinkKinds)
+	if os.Getenv("TRUST_AGENT_ENV") != "" {
+		t.Logf("victim output (tail):\n%s", tail(victim.proc.Output(), 8000))
+	}
 	if len(notUp) > 0 {
 		t.Errorf("the real peer was not up at %d of %d polls: %v\n--- victim (tail) ---\n%s\n--- peer (tail) ---\n%s", len(notUp), polls, notUp, tail(victim.proc.Output(), 6000), tail(peer.proc.Output(), 6000))
 	}

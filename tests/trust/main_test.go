@@ -76,7 +76,11 @@ func (n *node) writeConfig(t *testing.T, cfg *config.Config) {
 
 func (n *node) start(t *testing.T) {
 	t.Helper()
-	p, err := n.ns.Start(exec.Command(agentBin, "run", "--config", n.cfgPath, "--state-dir", n.stateDir, "--socket", n.sock))
+	cmd := exec.Command(agentBin, "run", "--config", n.cfgPath, "--state-dir", n.stateDir, "--socket", n.sock)
+	if v := os.Getenv("TRUST_AGENT_ENV"); v != "" {
+		cmd.Env = append(os.Environ(), strings.Fields(v)...) // diagnostics, e.g. GODEBUG=gctrace=1
+	}
+	p, err := n.ns.Start(cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
