@@ -251,6 +251,17 @@ func TestHostilePublisher(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
+	// The real peer carries traffic, as a member does: one ICMPv6 echo a
+	// second over the mesh, each of which must be answered.
+	pingCtx, stopPing := context.WithTimeout(context.Background(), window+10*time.Second)
+	defer stopPing()
+	pingDone := make(chan error, 1)
+	var pingOut []byte
+	go func() {
+		var err error
+		pingOut, err = victim.ns.Exec(pingCtx, "ping", "-c", fmt.Sprint(int(window/time.Second)), "-i", "1", "-W", "3", peer.id.Address)
+		pingDone <- err
+	}()
 	polls, notUp := 0, []string{}
 	for time.Since(start) < window {
 		s, err := victim.status()
@@ -274,6 +285,9 @@ func TestHostilePublisher(t *testing.T) {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(start)
+	if err := <-pingDone; err != nil || !strings.Contains(string(pingOut), " 0% packet loss") {
+		t.Errorf("pings to the real peer over the mesh during the window: %v\n%s", err, tail(pingOut, 600))
+	}
 	sinkPkts, sinkKinds := sinkCap.stopKinds(t)
 	cpu := float64(t1-t0) / clkTck / elapsed.Seconds()
 	rate := float64(len(sinkPkts)) / elapsed.Seconds()
