@@ -23,21 +23,12 @@ func FirstPhysicalMAC() (net.HardwareAddr, error) {
 	return firstPhysicalMAC(links)
 }
 
-// hostAddrs lists the addresses of links that are up and carry traffic,
-// except skip's. Tunnels (other WireGuard or TUN links) are left out: their
-// addresses are not reachable underlay endpoints, and a bridge without
-// carrier (an empty docker0) is not either.
-func hostAddrs(skip string) ([]netip.Addr, error) {
-	ps, err := hostPrefixes(skip)
-	out := make([]netip.Addr, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, p.Addr())
-	}
-	return out, err
-}
-
-// hostPrefixes is hostAddrs with each address's prefix length (its subnet:
-// a peer's endpoint at its broadcast address is refused).
+// hostPrefixes lists the addresses, with their subnets, of links that are
+// up and carry traffic, except skip's. Tunnels (other WireGuard or TUN
+// links) are left out: their addresses are not reachable underlay
+// endpoints, and a bridge without carrier (an empty docker0) is not
+// either. The subnets let a peer's endpoint at a broadcast address be
+// refused.
 func hostPrefixes(skip string) ([]netip.Prefix, error) {
 	ls, err := netlink.LinkList()
 	if err != nil {
