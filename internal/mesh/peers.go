@@ -121,6 +121,7 @@ type entry struct {
 	wide   []netip.Prefix // of them, approved wide routes (more specific routes of others win)
 	addrs  []netip.Addr   // accepted routed addresses
 	claims []netip.Addr   // addresses that belong to it: mesh, routed, endpoints
+	routes []netip.Addr   // of them, those routed to it (mesh, routed addresses)
 	proven []netip.Addr   // of them, where WireGuard saw it answer from
 	// endpoints by how sure it is they are this peer's: configured (static)
 	// and seen live; Endpoints holds these and the advertised ones.
@@ -160,6 +161,7 @@ func Build(in Input) Result {
 			q.wide = append(q.wide, e.wide...)
 			q.addrs = append(q.addrs, e.addrs...)
 			q.claims = append(q.claims, e.claims...)
+			q.routes = append(q.routes, e.routes...)
 			q.configured = append(q.configured, e.configured...)
 			q.Endpoints = appendNew(q.Endpoints, e.Endpoints...)
 			return
@@ -183,7 +185,7 @@ func Build(in Input) Result {
 			continue
 		}
 		// The operator's own word: endpoints and networks are taken as given.
-		e := &entry{Peer: Peer{PublicKey: key, Name: s.Name, Address: addr}, static: true, claims: []netip.Addr{addr}}
+		e := &entry{Peer: Peer{PublicKey: key, Name: s.Name, Address: addr}, static: true, claims: []netip.Addr{addr}, routes: []netip.Addr{addr}}
 		for _, ep := range s.Endpoints {
 			if ap, err := netip.ParseAddrPort(ep); err == nil {
 				e.Endpoints = append(e.Endpoints, ap)
@@ -217,7 +219,7 @@ func Build(in Input) Result {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("affiliate %s (%s): mesh address %s is not inside the cluster prefix %s; skipped", a.ID, a.NodeName, a.Address, in.Prefix))
 			continue
 		}
-		e := &entry{Peer: Peer{PublicKey: key, Name: a.NodeName, AffiliateID: a.ID, Address: a.Address}, claims: []netip.Addr{a.Address}}
+		e := &entry{Peer: Peer{PublicKey: key, Name: a.NodeName, AffiliateID: a.ID, Address: a.Address}, claims: []netip.Addr{a.Address}, routes: []netip.Addr{a.Address}}
 		label := a.NodeName
 		if label == "" {
 			label = a.ID
@@ -257,6 +259,7 @@ func Build(in Input) Result {
 			}
 			e.addrs = append(e.addrs, ip)
 			e.claims = append(e.claims, ip)
+			e.routes = append(e.routes, ip)
 		}
 		// The first MaxCandidates usable endpoints the filter admits, in
 		// the peer's order; the rest is not even looked at.
@@ -397,7 +400,10 @@ func dropOthersEndpoints(entries []*entry) {
 // owners records who each claimed address belongs to: the first static
 // peer claiming it, else the peer WireGuard saw answer from it (a live
 // endpoint is the only proof an address is a peer's), else the one
-// affiliate claiming it, else nobody (contested).
+// affiliate claiming it, else nobody (contested). A contested address
+// someone claims as routed is kept in the mesh as unreachable; one only
+// listed as an endpoint (members behind one NAT share it) is just kept out
+// of everybody's routes.
 type owners struct {
 	owner     map[netip.Addr]int // entry index; -1: contested
 	sorted    []netip.Addr
@@ -417,6 +423,12 @@ func claimOwners(entries []*entry) *owners {
 		return 0
 	}
 	best := map[netip.Addr]int{} // rank of the current owner (or of the contest)
+	routed := map[netip.Addr]bool{}
+	for _, e := range entries {
+		for _, a := range e.routes {
+			routed[a] = true
+		}
+	}
 	for i, e := range entries {
 		for _, a := range slices.Concat(e.claims, e.proven) {
 			prev, ok := o.owner[a]
@@ -428,13 +440,15 @@ func claimOwners(entries []*entry) *owners {
 				// its own; or a stronger claim (the first static peer) holds
 			case prev >= 0:
 				o.owner[a] = -1
-				o.warnings = append(o.warnings, fmt.Sprintf("peers %s and %s both claim %s; it is routed to neither", entries[prev].label(), e.label(), a))
+				if routed[a] {
+					o.warnings = append(o.warnings, fmt.Sprintf("peers %s and %s both claim %s; it is routed to neither", entries[prev].label(), e.label(), a))
+				}
 			}
 		}
 	}
 	for a, i := range o.owner {
 		o.sorted = append(o.sorted, a)
-		if i < 0 {
+		if i < 0 && routed[a] {
 			o.contested = append(o.contested, netip.PrefixFrom(a, a.BitLen()))
 		}
 	}

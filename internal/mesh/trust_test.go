@@ -262,3 +262,28 @@ func TestAttackOthersEndpoint(t *testing.T) {
 		t.Errorf("member behind the same NAT lost its endpoint: %v", got)
 	}
 }
+
+// TestSharedEndpointIsNotUnreachable: addresses affiliates only list as
+// endpoints (members behind one NAT share one; a hostile one may list any)
+// are kept out of everybody's routes but never made unreachable: otherwise
+// two affiliates listing this node's DNS server or gateway would cut it off.
+func TestSharedEndpointIsNotUnreachable(t *testing.T) {
+	dns := netip.MustParseAddrPort("192.0.2.53:53")
+	var affs []Affiliate
+	for i := range 2 {
+		affs = append(affs, Affiliate{ID: fmt.Sprint(i), NodeName: fmt.Sprint("evil-", i), PublicKey: testKey(t).String(),
+			Address: netip.AddrFrom16([16]byte{0xfd, 0x7f, 0x17, 0x5a, 0xb9, 0x7c, 0x56, 0x02, 15: byte(0x20 + i)}),
+			Endpoints: []netip.AddrPort{dns}, Networks: prefixes("10.9.0.0/24")})
+	}
+	affs[0].Addresses = addrs("198.51.100.7")
+	affs[1].Addresses = addrs("198.51.100.7")
+	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: affs})
+	for _, c := range res.Contested {
+		if c.Contains(dns.Addr()) {
+			t.Errorf("contested (unreachable) %v holds %s, which is only an endpoint", res.Contested, dns.Addr())
+		}
+	}
+	if !slices.Contains(res.Contested, netip.MustParsePrefix("198.51.100.7/32")) || !slices.Contains(res.Contested, netip.MustParsePrefix("10.9.0.0/24")) {
+		t.Errorf("contested = %v; want the address and the network both claim as routed", res.Contested)
+	}
+}
