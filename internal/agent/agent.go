@@ -822,10 +822,9 @@ func (a *agent) snapshot() *Status {
 
 func (a *agent) httpServer() *http.Server {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&collector{snapshot: a.snapshot, now: time.Now})
+	reg.MustRegister(&collector{snapshot: a.snapshot, now: time.Now}, a.refused.counter())
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(a.opts.Collectors...)
-	reg.MustRegister(a.refused.counter())
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {

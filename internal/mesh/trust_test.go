@@ -272,7 +272,7 @@ func TestSharedEndpointIsNotUnreachable(t *testing.T) {
 	var affs []Affiliate
 	for i := range 2 {
 		affs = append(affs, Affiliate{ID: fmt.Sprint(i), NodeName: fmt.Sprint("evil-", i), PublicKey: testKey(t).String(),
-			Address: netip.AddrFrom16([16]byte{0xfd, 0x7f, 0x17, 0x5a, 0xb9, 0x7c, 0x56, 0x02, 15: byte(0x20 + i)}),
+			Address:   netip.AddrFrom16([16]byte{0xfd, 0x7f, 0x17, 0x5a, 0xb9, 0x7c, 0x56, 0x02, 15: byte(0x20 + i)}),
 			Endpoints: []netip.AddrPort{dns}, Networks: prefixes("10.9.0.0/24")})
 	}
 	affs[0].Addresses = addrs("198.51.100.7")

@@ -104,11 +104,12 @@ type Bind struct {
 	pending  map[[nonceLen]byte]pending
 	guard    *replayGuard
 	punching map[ID]time.Time // end of the punch scheduled per peer
-	// probeLimit is the probe budget; probes over it are not sent.
-	probeLimit *rate.Limiter
 
 	stop chan struct{}
 	done sync.WaitGroup
+
+	// probeLimit is the probe budget; probes over it are not sent.
+	probeLimit *rate.Limiter
 
 	arenas    sync.Pool
 	strangers atomic.Uint64
