@@ -278,7 +278,7 @@ func TestHostilePublisher(t *testing.T) {
 			}
 			notUp = append(notUp, fmt.Sprintf("%s: %+v; the peer sees the victim as %s", time.Since(start).Round(time.Millisecond), p, other))
 		}
-		time.Sleep(time.Second) // a poll costs the agent a status document of 100 peers
+		time.Sleep(2 * time.Second) // a poll costs the agent a status document of 100 peers
 	}
 	t1, err := cpuTicks(pid)
 	if err != nil {
