@@ -131,6 +131,37 @@ func mcAttrBool(m map[string]attr.Value, k string) types.Bool {
 	return v
 }
 
+// filters converts the filters attribute.
+func (b *mcBuild) filters(v types.Object) {
+	if v.IsUnknown() {
+		b.unknown = append(b.unknown, "filters")
+		return
+	}
+	f := mcObjAttrs(v)
+	if f == nil {
+		return
+	}
+	c := &b.cfg.Filters
+	c.ExcludeAdvertisedNetworks = b.list(mcAttrList(f, "exclude_advertised_networks"), "filters.excludeAdvertisedNetworks")
+	c.PeerEndpoints = b.list(mcAttrList(f, "peer_endpoints"), "filters.peerEndpoints")
+	routes, _ := f["approved_routes"].(types.List)
+	if routes.IsUnknown() {
+		b.unknown = append(b.unknown, "filters.approvedRoutes")
+	}
+	for i, e := range routes.Elements() {
+		field := fmt.Sprintf("filters.approvedRoutes[%d]", i)
+		a := mcObjAttrs(e)
+		if a == nil {
+			b.unknown = append(b.unknown, field)
+			continue
+		}
+		c.ApprovedRoutes = append(c.ApprovedRoutes, config.ApprovedRoute{
+			PublicKey: b.str(mcAttrStr(a, "public_key"), field+".publicKey"),
+			Networks:  b.list(mcAttrList(a, "networks"), field+".networks"),
+		})
+	}
+}
+
 // newMCBuild converts the model. It never fails: problems surface when the
 // result is validated.
 func newMCBuild(m *machineConfigModel) *mcBuild {
@@ -184,6 +215,8 @@ func newMCBuild(m *machineConfigModel) *mcBuild {
 	c.AdvertisedNetworks = b.list(m.AdvertisedNetworks, "advertisedNetworks")
 	c.LANBypass = b.list(m.LANBypass, "lanBypass")
 	c.AllowDownPeerBypass = b.bool(m.AllowDownPeerBypass, "allowDownPeerBypass")
+	c.AllowWideAdvertisedNetworks = b.bool(m.AllowWideAdvertised, "allowWideAdvertisedNetworks")
+	b.filters(m.Filters)
 	c.Relay.Enabled = b.bool(m.Relay, "relay")
 	c.Relay.Port = b.int(m.RelayPort, "relay.port")
 
@@ -361,6 +394,8 @@ var yamlToAttr = []struct{ yaml, attr string }{
 	{"advertisedNetworks", "advertised_networks"},
 	{"lanBypass", "lan_bypass"},
 	{"allowDownPeerBypass", "allow_down_peer_bypass"},
+	{"allowWideAdvertisedNetworks", "allow_wide_advertised_networks"},
+	{"filters", "filters"},
 	{"firewall", "firewall"},
 }
 

@@ -44,6 +44,8 @@ type machineConfigModel struct {
 	AdvertisedNetworks     types.List   `tfsdk:"advertised_networks"`
 	LANBypass              types.List   `tfsdk:"lan_bypass"`
 	AllowDownPeerBypass    types.Bool   `tfsdk:"allow_down_peer_bypass"`
+	AllowWideAdvertised    types.Bool   `tfsdk:"allow_wide_advertised_networks"`
+	Filters                types.Object `tfsdk:"filters"`
 	Relay                  types.Bool   `tfsdk:"relay"`
 	RelayPort              types.Int64  `tfsdk:"relay_port"`
 	Firewall               types.Object `tfsdk:"firewall"`
@@ -128,11 +130,31 @@ func machineConfigSchema() schema.Schema {
 			},
 			"endpoint_filters":    mcStringList("Ordered filter of the endpoints this node advertises: CIDRs or IPs, `!` negates what earlier entries admitted, as KubeSpan's `filters.endpoints`. E.g. `[\"0.0.0.0/0\", \"!10.0.0.0/8\", \"::/0\"]`. Empty: no filtering."),
 			"extra_endpoints":     mcStringList("Extra `ip:port` endpoints to advertise unfiltered, e.g. a NAT port forward `203.0.113.7:51820`."),
-			"advertised_networks": mcStringList("Extra CIDRs this node routes for the mesh (pod CIDRs, a LAN behind it)."),
+			"advertised_networks": mcStringList(fmt.Sprintf("Extra CIDRs this node routes for the mesh (pod CIDRs, a LAN behind it). Default routes and other wide ones (IPv4 shorter than /%d, IPv6 shorter than /%d) are refused unless `allow_wide_advertised_networks` is set.", config.WideIPv4Bits, config.WideIPv6Bits)),
 			"lan_bypass":          mcStringList("CIDRs kept off the mesh: members there are reached directly (e.g. the rack's private LAN)."),
 			"allow_down_peer_bypass": schema.BoolAttribute{
 				MarkdownDescription: "Let traffic to a member whose peer is down fall back to the underlay in plaintext. Default `false`: fail closed, as Talos KubeSpan.",
 				Optional:            true, Computed: true,
+			},
+			"allow_wide_advertised_networks": schema.BoolAttribute{
+				MarkdownDescription: "Let `advertised_networks` hold `0.0.0.0/0`, `::/0` or other wide routes: this node is an exit node. Members still refuse them unless their `filters.approved_routes` approve them for this node's public key. Default `false`.",
+				Optional:            true, Computed: true,
+			},
+			"filters": schema.SingleNestedAttribute{
+				MarkdownDescription: "What this node announces and what it takes from peers (as Talos KubeSpan's `filters`). Whatever the filters, a peer's default or wide routes, ranges over the mesh prefix or over this node's addresses, and unusable endpoints (loopback, multicast, this node's own addresses...) are never taken.",
+				Optional:            true,
+				Attributes: map[string]schema.Attribute{
+					"exclude_advertised_networks": schema.ListAttribute{MarkdownDescription: "CIDRs left out of the addresses and networks this node announces (e.g. a LAN peers must not route to it).", ElementType: types.StringType, Optional: true},
+					"peer_endpoints":              schema.ListAttribute{MarkdownDescription: "Ordered filter of the endpoints taken from peers, same syntax as `endpoint_filters`, e.g. `[\"0.0.0.0/0\", \"!10.0.0.0/8\"]`. Empty: `endpoint_filters` applies to peers too.", ElementType: types.StringType, Optional: true},
+					"approved_routes": schema.ListNestedAttribute{
+						MarkdownDescription: "Wide routes (exit nodes) this node takes from a given peer.",
+						Optional:            true,
+						NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
+							"public_key": schema.StringAttribute{MarkdownDescription: "The peer's WireGuard public key, as `meshspan-agent identity` prints it (node names are chosen by the peer, so they approve nothing).", Required: true},
+							"networks":   schema.ListAttribute{MarkdownDescription: "Networks the peer may route, e.g. `[\"0.0.0.0/0\"]`; an advert inside one of them is taken.", ElementType: types.StringType, Required: true},
+						}},
+					},
+				},
 			},
 			"relay": schema.BoolAttribute{
 				MarkdownDescription: "Let this node relay WireGuard packets between members that cannot reach each other directly, typically a public cloud node. It announces itself in the sealed discovery data. Default `false`.",
@@ -260,6 +282,7 @@ func (m *machineConfigModel) compute(ctx context.Context) diag.Diagnostics {
 	m.ListenPort = types.Int64Value(int64(b.cfg.WireGuard.ListenPort))
 	m.MTU = types.Int64Value(int64(b.cfg.WireGuard.MTU))
 	m.AllowDownPeerBypass = types.BoolValue(b.cfg.AllowDownPeerBypass)
+	m.AllowWideAdvertised = types.BoolValue(b.cfg.AllowWideAdvertisedNetworks)
 	m.Relay = types.BoolValue(b.cfg.Relay.Enabled)
 	m.RelayPort = types.Int64Value(int64(b.cfg.Relay.Port))
 	m.Platform = types.StringValue(b.platform)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -34,7 +35,20 @@ var (
 	ruleAttrType = map[string]attr.Type{"name": types.StringType, "protocol": types.StringType, "port": types.StringType, "sources": strList, "action": types.StringType}
 	fwAttrType   = map[string]attr.Type{"default_action": types.StringType, "rules": types.ListType{ElemType: types.ObjectType{AttrTypes: ruleAttrType}}}
 	instAttrType = map[string]attr.Type{"url": types.StringType, "sha256": types.StringType, "preinstalled": types.BoolType}
+	apprAttrType = map[string]attr.Type{"public_key": types.StringType, "networks": strList}
+	filtAttrType = map[string]attr.Type{"exclude_advertised_networks": strList, "peer_endpoints": strList,
+		"approved_routes": types.ListType{ElemType: types.ObjectType{AttrTypes: apprAttrType}}}
 )
+
+// mcFilters is a filters attribute approving networks for key.
+func mcFilters(exclude, peerEndpoints types.List, key string, networks types.List) types.Object {
+	return types.ObjectValueMust(filtAttrType, map[string]attr.Value{
+		"exclude_advertised_networks": exclude, "peer_endpoints": peerEndpoints,
+		"approved_routes": types.ListValueMust(types.ObjectType{AttrTypes: apprAttrType}, []attr.Value{
+			types.ObjectValueMust(apprAttrType, map[string]attr.Value{"public_key": types.StringValue(key), "networks": networks}),
+		}),
+	})
+}
 
 func mcStrs(s ...string) types.List {
 	var v []attr.Value
@@ -207,6 +221,16 @@ func TestMachineConfigValidation(t *testing.T) {
 		{"endpoint filter", func(m *machineConfigModel) { m.EndpointFilters = mcStrs("!bogus") }, path.Root("endpoint_filters").AtListIndex(0), "is not a CIDR or IP"},
 		{"extra endpoint", func(m *machineConfigModel) { m.ExtraEndpoints = mcStrs("203.0.113.9") }, path.Root("extra_endpoints").AtListIndex(0), "is not ip:port"},
 		{"advertised network", func(m *machineConfigModel) { m.AdvertisedNetworks = mcStrs("10.244.1.0/33") }, path.Root("advertised_networks").AtListIndex(0), "is not a CIDR"},
+		{"advertised default route", func(m *machineConfigModel) { m.AdvertisedNetworks = mcStrs("10.244.1.0/24", "::/0") }, path.Root("advertised_networks").AtListIndex(1), `"::/0" is a default route`},
+		{"filters exclude", func(m *machineConfigModel) {
+			m.Filters = mcFilters(mcStrs("10.0.0.1/8"), noList, testPeerKey, mcStrs("0.0.0.0/0"))
+		}, path.Root("filters").AtName("exclude_advertised_networks").AtListIndex(0), "did you mean 10.0.0.0/8?"},
+		{"filters peer endpoints", func(m *machineConfigModel) {
+			m.Filters = mcFilters(noList, mcStrs("0.0.0.0/0", "!lan"), testPeerKey, mcStrs("0.0.0.0/0"))
+		}, path.Root("filters").AtName("peer_endpoints").AtListIndex(1), `"!lan" is not a CIDR or IP`},
+		{"filters approved key", func(m *machineConfigModel) {
+			m.Filters = mcFilters(noList, noList, "exit-1", mcStrs("0.0.0.0/0"))
+		}, path.Root("filters").AtName("approved_routes").AtListIndex(0).AtName("public_key"), "is not a WireGuard public key"},
 		{"lan bypass", func(m *machineConfigModel) { m.LANBypass = mcStrs("192.168.1.7/24") }, path.Root("lan_bypass").AtListIndex(0), "did you mean 192.168.1.0/24?"},
 		{"firewall default", func(m *machineConfigModel) { m.Firewall = mcFirewall("deny", mcRule("wg", "udp", "51820", noList, "")) }, path.Root("firewall").AtName("default_action"), `"deny" is not an action`},
 		{"firewall protocol", func(m *machineConfigModel) { m.Firewall = mcFirewall("accept", mcRule("x", "sctp", "", noList, "")) }, path.Root("firewall").AtName("rules").AtListIndex(0).AtName("protocol"), `"sctp" is not supported`},
@@ -271,18 +295,20 @@ func TestMachineConfigUnknownsAreNotErrors(t *testing.T) {
 
 func TestAttrPath(t *testing.T) {
 	for field, want := range map[string]path.Path{
-		"node.name":                    path.Root("node_name"),
-		"node.labels.example.com/role": path.Root("labels").AtMapKey("example.com/role"),
-		"cluster.id":                   path.Root("cluster_id"),
-		"discovery.endpoints[3]":       path.Root("discovery_endpoints").AtListIndex(3),
-		"staticPeers[1].publicKey":     path.Root("static_peers").AtListIndex(1).AtName("public_key"),
-		"staticPeers[0].endpoints[2]":  path.Root("static_peers").AtListIndex(0).AtName("endpoints").AtListIndex(2),
-		"wireguard.listenPort":         path.Root("listen_port"),
-		"firewall.defaultAction":       path.Root("firewall").AtName("default_action"),
-		"firewall.rules[2].sources[0]": path.Root("firewall").AtName("rules").AtListIndex(2).AtName("sources").AtListIndex(0),
-		"relay.port":                   path.Root("relay_port"),
-		"relay.enabled":                path.Root("relay"),
-		"lanBypass[0]":                 path.Root("lan_bypass").AtListIndex(0),
+		"node.name":                             path.Root("node_name"),
+		"node.labels.example.com/role":          path.Root("labels").AtMapKey("example.com/role"),
+		"cluster.id":                            path.Root("cluster_id"),
+		"discovery.endpoints[3]":                path.Root("discovery_endpoints").AtListIndex(3),
+		"staticPeers[1].publicKey":              path.Root("static_peers").AtListIndex(1).AtName("public_key"),
+		"staticPeers[0].endpoints[2]":           path.Root("static_peers").AtListIndex(0).AtName("endpoints").AtListIndex(2),
+		"wireguard.listenPort":                  path.Root("listen_port"),
+		"firewall.defaultAction":                path.Root("firewall").AtName("default_action"),
+		"firewall.rules[2].sources[0]":          path.Root("firewall").AtName("rules").AtListIndex(2).AtName("sources").AtListIndex(0),
+		"relay.port":                            path.Root("relay_port"),
+		"relay.enabled":                         path.Root("relay"),
+		"lanBypass[0]":                          path.Root("lan_bypass").AtListIndex(0),
+		"filters.approvedRoutes[1].networks[0]": path.Root("filters").AtName("approved_routes").AtListIndex(1).AtName("networks").AtListIndex(0),
+		"filters.excludeAdvertisedNetworks[2]":  path.Root("filters").AtName("exclude_advertised_networks").AtListIndex(2),
 	} {
 		got, ok := attrPath(field)
 		if !ok || !got.Equal(want) {
@@ -316,6 +342,22 @@ func TestMachineConfigRenderRoundTripAndLimits(t *testing.T) {
 		t.Fatal(err)
 	} else if c, err := config.Parse([]byte(out.files.Config)); err != nil || c.StaticPeers[0].RelayPort != 3478 {
 		t.Fatalf("a static peer's relay_port 3478 came back as %+v (%v)", c, err)
+	}
+
+	// An exit node: a default route, explicitly allowed; a member that
+	// approves it and filters what it takes.
+	exitM := mcValidModel()
+	exitM.AdvertisedNetworks = mcStrs("0.0.0.0/0")
+	exitM.AllowWideAdvertised = types.BoolValue(true)
+	exitM.Filters = mcFilters(mcStrs("192.168.0.0/16"), mcStrs("0.0.0.0/0", "!10.0.0.0/8"), testPeerKey, mcStrs("0.0.0.0/0", "::/0"))
+	if out, err := newMCBuild(&exitM).render(); err != nil {
+		t.Fatal(err)
+	} else if c, err := config.Parse([]byte(out.files.Config)); err != nil || !c.AllowWideAdvertisedNetworks ||
+		!reflect.DeepEqual(c.Filters, config.Filters{
+			ExcludeAdvertisedNetworks: []string{"192.168.0.0/16"}, PeerEndpoints: []string{"0.0.0.0/0", "!10.0.0.0/8"},
+			ApprovedRoutes: []config.ApprovedRoute{{PublicKey: testPeerKey, Networks: []string{"0.0.0.0/0", "::/0"}}},
+		}) {
+		t.Fatalf("exit node and filters came back as %+v (%v)", c, err)
 	}
 
 	// 150 static peers make ~45 KiB of user data: over Hetzner's limit,
@@ -508,6 +550,8 @@ data "meshspan_machine_config" "n" {
 			step(`listen_port = 0`, `(?s)Invalid listen_port.*0 is not allowed`),
 			step(`firewall = { default_action = "block", rules = [{ protocol = "tcp", port = "22-1" }] }`, `(?s)Invalid firewall\.rules\[0\]\.port.*"22-1" is not a port or range`),
 			step(`platform = "aws"`, `(?s)Invalid platform.*"aws" is not a platform`),
+			step(`advertised_networks = ["10.244.0.0/24", "0.0.0.0/0"]`, `(?s)Invalid advertised_networks\[1\].*"0\.0\.0\.0/0" is a default route.*allowWideAdvertisedNetworks`),
+			step(`filters = { approved_routes = [{ public_key = "exit-1", networks = ["0.0.0.0/0"] }] }`, `(?s)Invalid filters\.approved_routes\[0\]\.public_key.*not a WireGuard public key`),
 			step(`agent_install = { url = "https://example.com/a" }`, `(?s)agent_install\.sha256.*64 hex digits`),
 			step(bigPeers.String(), `(?s)user_data too large for platform.*over the 32768 byte \(32 KiB\) limit of\s+platform\s+"hcloud"`),
 		},

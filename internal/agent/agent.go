@@ -166,6 +166,14 @@ type agent struct {
 	filter mesh.Filter
 	extra  []netip.AddrPort
 	nets   []netip.Prefix
+	// trust: what is taken from peers and what this node announces.
+	peerFilter mesh.Filter
+	approved   []mesh.ApprovedRoute
+	exclude    []netip.Prefix
+	refused    refusedAdverts
+	// ownNets are the host's addresses with their subnets, as of the last
+	// HostAddrs call (nil when a test replaces HostAddrs).
+	ownNets []netip.Prefix
 	// policyBase is the host policy's config part, from netpolicy.FromConfig.
 	policyBase netpolicy.State
 	dev        *wg.Device
@@ -353,10 +361,7 @@ func newAgent(opts Options) (*agent, error) {
 	if opts.OpenDevice == nil {
 		opts.OpenDevice = wg.Open
 	}
-	if opts.HostAddrs == nil {
-		iface := cfg.WireGuard.Interface
-		opts.HostAddrs = func() ([]netip.Addr, error) { return hostAddrs(iface) }
-	}
+	hostNets := opts.HostAddrs == nil
 	if opts.MAC == nil {
 		opts.MAC = FirstPhysicalMAC
 	}
@@ -376,6 +381,18 @@ func newAgent(opts Options) (*agent, error) {
 		}
 	}
 	a := &agent{opts: opts, cfg: cfg, log: opts.Logger, live: map[wgtypes.Key]netip.AddrPort{}}
+	if hostNets {
+		iface := cfg.WireGuard.Interface
+		a.opts.HostAddrs = func() ([]netip.Addr, error) {
+			ps, err := hostPrefixes(iface)
+			a.ownNets = ps
+			out := make([]netip.Addr, 0, len(ps))
+			for _, p := range ps {
+				out = append(out, p.Addr())
+			}
+			return out, err
+		}
+	}
 
 	var err error
 	if a.filter, err = mesh.ParseFilter(cfg.EndpointFilters); err != nil {
@@ -394,6 +411,9 @@ func newAgent(opts Options) (*agent, error) {
 			return nil, fmt.Errorf("agent: config advertisedNetworks[%d]: %w", i, err)
 		}
 		a.nets = append(a.nets, p)
+	}
+	if err := a.trustFromConfig(); err != nil {
+		return nil, err
 	}
 	if a.policyBase, err = netpolicy.FromConfig(cfg); err != nil {
 		return nil, fmt.Errorf("agent: config: %w", err)
@@ -416,6 +436,44 @@ func newAgent(opts Options) (*agent, error) {
 		a.disco = c
 	}
 	return a, nil
+}
+
+// trustFromConfig reads the filters: which peer endpoints are taken
+// (filters.peerEndpoints, else endpointFilters), which wide routes are
+// approved for which peer, what this node leaves out of its announcement.
+func (a *agent) trustFromConfig() error {
+	f := a.cfg.Filters
+	a.peerFilter = a.filter
+	if len(f.PeerEndpoints) > 0 {
+		pf, err := mesh.ParseFilter(f.PeerEndpoints)
+		if err != nil {
+			return fmt.Errorf("agent: config filters.peerEndpoints: %w", err)
+		}
+		a.peerFilter = pf
+	}
+	for i, r := range f.ApprovedRoutes {
+		k, err := wgtypes.ParseKey(r.PublicKey)
+		if err != nil {
+			return fmt.Errorf("agent: config filters.approvedRoutes[%d].publicKey: not a WireGuard public key; paste the key `meshspan-agent identity` prints on the peer", i)
+		}
+		ar := mesh.ApprovedRoute{PublicKey: k}
+		for j, s := range r.Networks {
+			p, err := config.ParsePrefix(s)
+			if err != nil {
+				return fmt.Errorf("agent: config filters.approvedRoutes[%d].networks[%d]: %w", i, j, err)
+			}
+			ar.Networks = append(ar.Networks, p)
+		}
+		a.approved = append(a.approved, ar)
+	}
+	for i, s := range f.ExcludeAdvertisedNetworks {
+		p, err := config.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("agent: config filters.excludeAdvertisedNetworks[%d]: %w", i, err)
+		}
+		a.exclude = append(a.exclude, p)
+	}
+	return nil
 }
 
 // discoveryOptions configures the discovery client. With host policy on, its
@@ -493,11 +551,13 @@ func (a *agent) reconcile(ctx context.Context) {
 		observed[k] = []netip.AddrPort{ep}
 	}
 
-	peers, pw := mesh.Peers(mesh.Input{
-		Self: a.id.PublicKey(), Prefix: a.prefix, Static: a.cfg.StaticPeers, Affiliates: affs,
-		Filter: a.filter, Observed: observed,
+	set := mesh.Build(mesh.Input{
+		Self: a.id.PublicKey(), Prefix: a.prefix, Own: append(slices.Clone(addrs), a.id.Address), OwnNets: a.ownNets, Static: a.cfg.StaticPeers,
+		Affiliates: affs, Filter: a.peerFilter, Observed: observed, Approved: a.approved,
 	})
-	warnings = append(warnings, pw...)
+	peers := set.Peers
+	warnings = append(warnings, set.Warnings...)
+	a.refused.observe(set.Refused)
 	keys := make(map[wgtypes.Key]bool, len(peers))
 	for _, p := range peers {
 		keys[p.PublicKey] = true
@@ -553,7 +613,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	a.live = live
 
 	if a.policy != nil {
-		if err := a.policy.Apply(ctx, a.policyState(peers, verdicts)); err != nil {
+		if err := a.policy.Apply(ctx, a.policyState(peers, verdicts, set.Contested)); err != nil {
 			if msg := err.Error(); msg != a.policyErr {
 				a.log.Warn("host policy", "err", err)
 				a.policyErr = msg
@@ -565,6 +625,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	}
 
 	if a.disco != nil {
+		nets, routed := mesh.Exclude(a.nets, mesh.Routed(addrs, a.prefix), a.exclude)
 		self := discovery.Affiliate{
 			ID:              a.id.AffiliateID,
 			NodeName:        a.nodeName(),
@@ -573,8 +634,9 @@ func (a *agent) reconcile(ctx context.Context) {
 			OperatingSystem: "meshspan (" + a.opts.Version + ")",
 			PublicKey:       a.id.PublicKey().String(),
 			Address:         a.id.Address,
-			Addresses:       mesh.Routed(addrs, a.prefix),
-			Networks:        a.nets,
+			Addresses:       routed,
+			Networks:        nets,
+			ExcludeNetworks: a.exclude,
 			Endpoints:       localEps,
 			Traversal:       traversal,
 		}
@@ -639,11 +701,20 @@ func withStaticRelays(remote map[wgtypes.Key]discovery.Traversal, peers []config
 // (netpolicy.FromConfig: firewall, relay port, LAN bypass, marks) with the
 // live device's name and port; members' AllowedIPs are
 // routed through the mesh (the mesh prefix itself is on the link already);
-// those of peers that are not up are marked unreachable.
-func (a *agent) policyState(peers []mesh.Peer, verdicts map[wgtypes.Key]mesh.Status) netpolicy.State {
+// those of peers that are not up are marked unreachable, and so are ranges
+// two members claim (contested), which no peer gets: they stay in the mesh
+// and are dropped rather than leaving in plaintext.
+func (a *agent) policyState(peers []mesh.Peer, verdicts map[wgtypes.Key]mesh.Status, contested []netip.Prefix) netpolicy.State {
 	s := a.policyBase
 	s.Interface, s.ListenPort = a.dev.Name(), a.dev.ListenPort()
 	s.Routed, s.Unreachable = nil, nil
+	for _, n := range contested {
+		if a.prefix.Overlaps(n) {
+			continue // the mesh prefix is on the link already
+		}
+		s.Routed = append(s.Routed, n)
+		s.Unreachable = append(s.Unreachable, n)
+	}
 	for _, p := range peers {
 		up := verdicts[p.PublicKey].State == mesh.StateUp
 		for _, n := range p.AllowedIPs {
@@ -762,7 +833,7 @@ func (a *agent) snapshot() *Status {
 // endpoints and AllowedIPs that only those who may open the socket may see.
 func (a *agent) handlers() (socket, metricsOnly http.Handler) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&collector{snapshot: a.snapshot, now: time.Now})
+	reg.MustRegister(&collector{snapshot: a.snapshot, now: time.Now}, a.refused.counter())
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(a.opts.Collectors...)
 	if d, ok := a.disco.(decryptCounter); ok {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,8 +13,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
+	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 )
 
 const testClusterID = "8XuV9TZHW08DOk3bVxQjH9ih_TBKjnh-j44tsCLSBzo="
@@ -230,5 +234,24 @@ func TestStatusSocketRefusesLiveAgent(t *testing.T) {
 	defer cancel()
 	if _, err := FetchStatus(ctx, filepath.Join(t.TempDir(), "none.sock")); err == nil || !strings.Contains(err.Error(), "no agent answers") {
 		t.Errorf("FetchStatus without agent: %v; want 'no agent answers'", err)
+	}
+}
+
+// TestRefusedAdvertsCounted: a refusal counts once when it appears, not on
+// every pass it persists; it counts again after it went away and returned.
+func TestRefusedAdvertsCounted(t *testing.T) {
+	var r refusedAdverts
+	k := wgtypes.Key{7}
+	def := mesh.Refusal{Peer: "evil", PublicKey: k, Prefix: netip.MustParsePrefix("0.0.0.0/0"), Reason: "a default route"}
+	wide := mesh.Refusal{Peer: "evil", PublicKey: k, Prefix: netip.MustParsePrefix("0.0.0.0/1"), Reason: "wide"}
+	for _, pass := range [][]mesh.Refusal{{def}, {def}, {def, wide}, {}, {def}} {
+		r.observe(pass)
+	}
+	var m dto.Metric
+	if err := r.counter().Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetCounter().GetValue(); got != 3 {
+		t.Errorf("meshspan_refused_adverts_total = %v; want 3 (default, wide, default again)", got)
 	}
 }

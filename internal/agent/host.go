@@ -23,16 +23,18 @@ func FirstPhysicalMAC() (net.HardwareAddr, error) {
 	return firstPhysicalMAC(links)
 }
 
-// hostAddrs lists the addresses of links that are up and carry traffic,
-// except skip's. Tunnels (other WireGuard or TUN links) are left out: their
-// addresses are not reachable underlay endpoints, and a bridge without
-// carrier (an empty docker0) is not either.
-func hostAddrs(skip string) ([]netip.Addr, error) {
+// hostPrefixes lists the addresses, with their subnets, of links that are
+// up and carry traffic, except skip's. Tunnels (other WireGuard or TUN
+// links) are left out: their addresses are not reachable underlay
+// endpoints, and a bridge without carrier (an empty docker0) is not
+// either. The subnets let a peer's endpoint at a broadcast address be
+// refused.
+func hostPrefixes(skip string) ([]netip.Prefix, error) {
 	ls, err := netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("agent: list links: %w", err)
 	}
-	var out []netip.Addr
+	var out []netip.Prefix
 	for _, l := range ls {
 		a := l.Attrs()
 		if a.Name == skip || a.Flags&net.FlagUp == 0 || (a.OperState != netlink.OperUp && a.OperState != netlink.OperUnknown) {
@@ -47,7 +49,11 @@ func hostAddrs(skip string) ([]netip.Addr, error) {
 		}
 		for _, ad := range addrs {
 			if ip, ok := netip.AddrFromSlice(ad.IP); ok {
-				out = append(out, ip.Unmap())
+				bits, _ := ad.Mask.Size()
+				if ip.Unmap().Is4() && bits > 32 {
+					bits -= 96
+				}
+				out = append(out, netip.PrefixFrom(ip.Unmap(), bits))
 			}
 		}
 	}

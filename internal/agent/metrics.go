@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 )
 
 // collector turns the latest status snapshot into Prometheus metrics at
@@ -56,4 +59,39 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for state, n := range count {
 		ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(n), state)
 	}
+}
+
+// refusedAdverts counts adverts refused from peers (meshspan_refused_adverts_total):
+// each refusal once, when it first appears, not on every pass it persists.
+type refusedAdverts struct {
+	mu    sync.Mutex
+	last  map[string]bool
+	total prometheus.Counter
+}
+
+func (r *refusedAdverts) counter() prometheus.Counter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.total == nil {
+		r.total = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshspan_refused_adverts_total",
+			Help: "Networks or addresses advertised by peers and refused (default or wide routes not approved, the mesh prefix, this node's or another member's addresses); status lists them as warnings.",
+		})
+	}
+	return r.total
+}
+
+func (r *refusedAdverts) observe(refused []mesh.Refusal) {
+	c := r.counter()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := make(map[string]bool, len(refused))
+	for _, f := range refused {
+		k := f.PublicKey.String() + " " + f.Prefix.String() + " " + f.Reason
+		if !r.last[k] && !now[k] {
+			c.Inc()
+		}
+		now[k] = true
+	}
+	r.last = now
 }

@@ -44,17 +44,19 @@ func TestPolicyState(t *testing.T) {
 	up, down := mesh.Peer{PublicKey: wgtypes.Key{1}}, mesh.Peer{PublicKey: wgtypes.Key{2}}
 	up.AllowedIPs = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("fd00:1:2:3::a/128")}
 	down.AllowedIPs = []netip.Prefix{netip.MustParsePrefix("192.0.2.5/32"), netip.MustParsePrefix("fd00:1:2:3::b/128")}
-	s := a.policyState([]mesh.Peer{up, down}, map[wgtypes.Key]mesh.Status{up.PublicKey: {State: mesh.StateUp}, down.PublicKey: {State: mesh.StateDown}})
+	// 10.9.0.0/24 is claimed by two members: it stays in the mesh, unreachable.
+	contested := []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24"), netip.MustParsePrefix("fd00:1:2:3::c/128")}
+	s := a.policyState([]mesh.Peer{up, down}, map[wgtypes.Key]mesh.Status{up.PublicKey: {State: mesh.StateUp}, down.PublicKey: {State: mesh.StateDown}}, contested)
 
 	if s.Interface != "meshspan0" || s.ListenPort != 51820 || s.MTU != 1420 || s.Routing != cfg.Routing || !s.AllowDownPeerBypass {
 		t.Errorf("state header %+v does not carry the device and config", s)
 	}
 	// Mesh addresses are routed by the link's own /64; members' other
 	// prefixes go through the policy table, and a down member's are unreachable.
-	if want := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.5/32")}; !reflect.DeepEqual(s.Routed, want) {
+	if want := []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24"), netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.5/32")}; !reflect.DeepEqual(s.Routed, want) {
 		t.Errorf("Routed = %v, want %v", s.Routed, want)
 	}
-	if want := []netip.Prefix{netip.MustParsePrefix("192.0.2.5/32")}; !reflect.DeepEqual(s.Unreachable, want) {
+	if want := []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24"), netip.MustParsePrefix("192.0.2.5/32")}; !reflect.DeepEqual(s.Unreachable, want) {
 		t.Errorf("Unreachable = %v, want %v", s.Unreachable, want)
 	}
 	if want := []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}; !reflect.DeepEqual(s.LANBypass, want) {

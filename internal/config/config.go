@@ -6,6 +6,7 @@ package config
 
 import (
 	"cmp"
+	"net/netip"
 	"time"
 )
 
@@ -53,6 +54,12 @@ type Config struct {
 	ExtraEndpoints []string `yaml:"extraEndpoints,omitempty"`
 	// AdvertisedNetworks are extra CIDRs this node routes for the mesh (pod CIDRs, LANs).
 	AdvertisedNetworks []string `yaml:"advertisedNetworks,omitempty"`
+	// AllowWideAdvertisedNetworks lets advertisedNetworks hold default or
+	// other wide routes (see IsWide): an exit node. Peers still refuse them
+	// unless they approve them (filters.approvedRoutes).
+	AllowWideAdvertisedNetworks bool `yaml:"allowWideAdvertisedNetworks,omitempty"`
+	// Filters restrict what this node announces and what it takes from peers.
+	Filters Filters `yaml:"filters,omitempty"`
 	// LANBypass CIDRs stay off the mesh: members there are reached directly.
 	LANBypass []string `yaml:"lanBypass,omitempty"`
 	// AllowDownPeerBypass lets traffic to a member whose peer is down fall back
@@ -62,6 +69,54 @@ type Config struct {
 	Health              Health   `yaml:"health"`
 	Firewall            Firewall `yaml:"firewall,omitempty"`
 	Relay               Relay    `yaml:"relay,omitempty"`
+}
+
+// Filters are KubeSpan's filters (Talos v1.15) plus route approvals.
+type Filters struct {
+	// ExcludeAdvertisedNetworks are cut from the addresses and networks this
+	// node announces (and announced as excluded, so peers cut them too).
+	ExcludeAdvertisedNetworks []string `yaml:"excludeAdvertisedNetworks,omitempty"`
+	// PeerEndpoints filters the endpoints taken from peers, with the syntax
+	// of endpointFilters. Empty: endpointFilters applies to peers as well.
+	PeerEndpoints []string `yaml:"peerEndpoints,omitempty"`
+	// ApprovedRoutes let named peers route wide networks through this node's
+	// mesh (exit nodes); without an approval a peer's default or wide route
+	// is refused.
+	ApprovedRoutes []ApprovedRoute `yaml:"approvedRoutes,omitempty"`
+}
+
+// ApprovedRoute approves networks for one peer, named by its WireGuard
+// public key: node names and affiliate IDs are chosen by the peer itself.
+// A peer's advert inside one of Networks is accepted.
+type ApprovedRoute struct {
+	PublicKey string   `yaml:"publicKey"`
+	Networks  []string `yaml:"networks"`
+}
+
+func (f *Filters) normalize() {
+	nilIfEmpty(&f.ExcludeAdvertisedNetworks)
+	nilIfEmpty(&f.PeerEndpoints)
+	if len(f.ApprovedRoutes) == 0 {
+		f.ApprovedRoutes = nil
+	}
+}
+
+// Routes wider than these need an explicit opt-in: an IPv4 prefix shorter
+// than /8 or an IPv6 one shorter than /32. 0.0.0.0/1 and 128.0.0.0/1
+// together are a default route, so the line is drawn well below /1.
+const (
+	WideIPv4Bits = 8
+	WideIPv6Bits = 32
+)
+
+// IsWide reports whether p is a default or other wide route, which a node
+// only announces with allowWideAdvertisedNetworks and only takes from a
+// peer with filters.approvedRoutes.
+func IsWide(p netip.Prefix) bool {
+	if p.Addr().Is4() {
+		return p.Bits() < WideIPv4Bits
+	}
+	return p.Bits() < WideIPv6Bits
 }
 
 // Node identifies this machine inside the cluster.

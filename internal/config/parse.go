@@ -78,6 +78,7 @@ func (c *Config) normalize() {
 	nilIfEmpty(&c.ExtraEndpoints)
 	nilIfEmpty(&c.AdvertisedNetworks)
 	nilIfEmpty(&c.LANBypass)
+	c.Filters.normalize()
 	if len(c.Node.Labels) == 0 {
 		c.Node.Labels = nil
 	}
@@ -114,5 +115,6 @@ func (c *Config) clone() Config {
 	}
 	out.StaticPeers = append([]StaticPeer(nil), c.StaticPeers...)
 	out.Firewall.Rules = append([]FirewallRule(nil), c.Firewall.Rules...)
+	out.Filters.ApprovedRoutes = append([]ApprovedRoute(nil), c.Filters.ApprovedRoutes...)
 	return out
 }

@@ -98,6 +98,18 @@ func (c *Config) Validate() error {
 		}
 	}
 	v.prefixes("advertisedNetworks", c.AdvertisedNetworks)
+	if !c.AllowWideAdvertisedNetworks {
+		for i, s := range c.AdvertisedNetworks {
+			if p, err := ParsePrefix(s); err == nil && IsWide(p) {
+				what := "a wide route"
+				if p.Bits() == 0 {
+					what = "a default route"
+				}
+				v.add(fmt.Sprintf("advertisedNetworks[%d]", i), "%q is %s: every member that took it would send all such traffic to this node; remove it, or if this node is an exit node set allowWideAdvertisedNetworks: true (members must still approve it in filters.approvedRoutes)", s, what)
+			}
+		}
+	}
+	v.filters(&c.Filters)
 	v.prefixes("lanBypass", c.LANBypass)
 	v.routing(&c.Routing)
 	v.health(&c.Health, &c.WireGuard)
@@ -238,6 +250,25 @@ func (v *validator) staticPeer(field string, p *StaticPeer) {
 	v.prefixes(field+".networks", p.Networks)
 	if p.RelayPort < 0 || p.RelayPort > 65535 {
 		v.add(field+".relayPort", "%d is not a port; use the peer's relay port, 1..65535 (its relay.port, or its WireGuard listen port), or 0 if it does not relay", p.RelayPort)
+	}
+}
+
+func (v *validator) filters(f *Filters) {
+	v.prefixes("filters.excludeAdvertisedNetworks", f.ExcludeAdvertisedNetworks)
+	for i, e := range f.PeerEndpoints {
+		if _, _, err := ParseEndpointFilter(e); err != nil {
+			v.add(fmt.Sprintf("filters.peerEndpoints[%d]", i), "%v", err)
+		}
+	}
+	for i, a := range f.ApprovedRoutes {
+		field := fmt.Sprintf("filters.approvedRoutes[%d]", i)
+		if _, err := wgtypes.ParseKey(a.PublicKey); err != nil {
+			v.add(field+".publicKey", "is not a WireGuard public key; paste the 44-character base64 key that `meshspan-agent identity` prints on the peer (names are chosen by the peer itself, so they cannot approve anything)")
+		}
+		if len(a.Networks) == 0 {
+			v.add(field+".networks", "is empty; list the networks this peer may route, e.g. [\"0.0.0.0/0\"] for an exit node")
+		}
+		v.prefixes(field+".networks", a.Networks)
 	}
 }
 

@@ -29,6 +29,11 @@ func validConfig() *Config {
 		ExtraEndpoints:     []string{"198.51.100.1:40000"},
 		AdvertisedNetworks: []string{"10.244.0.0/24"},
 		LANBypass:          []string{"192.168.1.0/24"},
+		Filters: Filters{
+			ExcludeAdvertisedNetworks: []string{"10.0.0.0/8"},
+			PeerEndpoints:             []string{"0.0.0.0/0", "!10.0.0.0/8"},
+			ApprovedRoutes:            []ApprovedRoute{{PublicKey: testPubKey, Networks: []string{"0.0.0.0/0"}}},
+		},
 		Firewall: Firewall{DefaultAction: "block", Rules: []FirewallRule{
 			{Name: "wireguard", Protocol: "udp", Port: "51820"},
 			{Name: "k8s-api", Protocol: "tcp", Port: "6443", Sources: []string{"100.64.0.0/10"}},
@@ -109,6 +114,15 @@ func TestValidateErrors(t *testing.T) {
 		{"endpoint filter", func(c *Config) { c.EndpointFilters = []string{"0.0.0.0/0", "!nope"} }, "endpointFilters[1]", `"!nope" is not a CIDR or IP (optionally prefixed with !)`},
 		{"extra endpoint", func(c *Config) { c.ExtraEndpoints = []string{"198.51.100.1"} }, "extraEndpoints[0]", `is not ip:port`},
 		{"advertised network", func(c *Config) { c.AdvertisedNetworks = []string{"10.244.0.0/33"} }, "advertisedNetworks[0]", `"10.244.0.0/33" is not a CIDR`},
+		{"advertised default route", func(c *Config) { c.AdvertisedNetworks = []string{"10.244.0.0/24", "0.0.0.0/0"} }, "advertisedNetworks[1]", `"0.0.0.0/0" is a default route: every member that took it would send all such traffic to this node; remove it, or if this node is an exit node set allowWideAdvertisedNetworks: true`},
+		{"advertised ::/0", func(c *Config) { c.AdvertisedNetworks = []string{"::/0"} }, "advertisedNetworks[0]", `"::/0" is a default route`},
+		{"advertised half the internet", func(c *Config) { c.AdvertisedNetworks = []string{"128.0.0.0/1"} }, "advertisedNetworks[0]", `"128.0.0.0/1" is a wide route`},
+		{"advertised 2000::/3", func(c *Config) { c.AdvertisedNetworks = []string{"2000::/3"} }, "advertisedNetworks[0]", `is a wide route`},
+		{"exclude advertised", func(c *Config) { c.Filters.ExcludeAdvertisedNetworks = []string{"10.0.0.1/8"} }, "filters.excludeAdvertisedNetworks[0]", `did you mean 10.0.0.0/8?`},
+		{"peer endpoints", func(c *Config) { c.Filters.PeerEndpoints = []string{"!x"} }, "filters.peerEndpoints[0]", `"!x" is not a CIDR or IP`},
+		{"approved key", func(c *Config) { c.Filters.ApprovedRoutes[0].PublicKey = "exit-1" }, "filters.approvedRoutes[0].publicKey", `is not a WireGuard public key`},
+		{"approved no networks", func(c *Config) { c.Filters.ApprovedRoutes[0].Networks = nil }, "filters.approvedRoutes[0].networks", `is empty; list the networks this peer may route`},
+		{"approved network", func(c *Config) { c.Filters.ApprovedRoutes[0].Networks = []string{"0/0"} }, "filters.approvedRoutes[0].networks[0]", `"0/0" is not a CIDR`},
 		{"lan bypass host bits", func(c *Config) { c.LANBypass = []string{"192.168.1.1/24"} }, "lanBypass[0]", `did you mean 192.168.1.0/24?`},
 		{"lan bypass garbage", func(c *Config) { c.LANBypass = []string{"lan"} }, "lanBypass[0]", `"lan" is not a CIDR`},
 		{"routing table", func(c *Config) { c.Routing.Table = 253 }, "routing.table", `253 is not a usable routing table; use 1..252`},
@@ -139,6 +153,19 @@ func TestValidateErrors(t *testing.T) {
 				t.Fatalf("got %s: %s\nwant %s: ...%s...", errs[0].Field, errs[0].Msg, tc.field, tc.msg)
 			}
 		})
+	}
+}
+
+// TestWideAdvertisedNetworksOptIn: an exit node says so explicitly.
+func TestWideAdvertisedNetworksOptIn(t *testing.T) {
+	c := validConfig()
+	c.AdvertisedNetworks = []string{"0.0.0.0/0", "::/0", "10.0.0.0/8", "2001:db8::/32"}
+	if errs := FieldErrors(c.Validate()); len(errs) != 2 {
+		t.Fatalf("got %v; want the two default routes refused, /8 and /32 accepted", errs)
+	}
+	c.AllowWideAdvertisedNetworks = true
+	if err := c.Validate(); err != nil {
+		t.Fatalf("with allowWideAdvertisedNetworks: %v", err)
 	}
 }
 

@@ -38,6 +38,22 @@ func ParseFilter(entries []string) (Filter, error) {
 // Empty reports whether the filter admits everything.
 func (f Filter) Empty() bool { return len(f.rules) == 0 }
 
+// Admits reports whether the filter admits a: the last entry containing
+// it decides (a "!" one removes, a positive one admits).
+func (f Filter) Admits(a netip.Addr) bool {
+	if f.Empty() {
+		return true
+	}
+	a = a.Unmap()
+	ok := false
+	for _, r := range f.rules {
+		if r.prefix.Contains(a) {
+			ok = !r.negate
+		}
+	}
+	return ok
+}
+
 // Addrs returns the admitted addresses. The order is the order in which the
 // entries admitted them, then the input order: that is how KubeSpan orders
 // its endpoint list, and the first endpoint is the first one peers try.

@@ -3,6 +3,7 @@ package mesh
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -73,12 +74,26 @@ type Status struct {
 // other side's handshake before initiating itself.
 const AnswerDelay = 500 * time.Millisecond
 
+// ProbeRate and ProbeBurst bound how fast the tracker sets endpoints over
+// all peers together: each set starts a WireGuard handshake to a candidate,
+// and candidates come from members, so without a bound a member publishing
+// many dead endpoints for many affiliates would make this node send to them
+// at any rate it likes. Peers waiting longest (never tried first) go first;
+// a peer that is up never needs one.
+const (
+	ProbeRate  = 10 // per second
+	ProbeBurst = 20
+)
+
 // Tracker follows every peer across reconcile passes. It is not safe for
 // concurrent use; the agent's loop owns it.
 type Tracker struct {
 	health Health
 	self   wgtypes.Key
 	peers  map[wgtypes.Key]*track
+	// tokens is the endpoint-set budget (ProbeRate), refilled at each Step.
+	tokens   float64
+	tokensAt time.Time
 }
 
 type track struct {
@@ -95,7 +110,7 @@ type track struct {
 
 // NewTracker returns a tracker for the node whose public key is self.
 func NewTracker(h Health, self wgtypes.Key) *Tracker {
-	return &Tracker{health: h, self: self, peers: map[wgtypes.Key]*track{}}
+	return &Tracker{health: h, self: self, peers: map[wgtypes.Key]*track{}, tokens: ProbeBurst}
 }
 
 // Step advances every peer to now. peers is the desired set (peers not in
@@ -104,7 +119,23 @@ func NewTracker(h Health, self wgtypes.Key) *Tracker {
 func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observation) map[wgtypes.Key]Status {
 	out := make(map[wgtypes.Key]Status, len(peers))
 	seen := make(map[wgtypes.Key]bool, len(peers))
-	for i := range peers {
+	if !t.tokensAt.IsZero() && now.After(t.tokensAt) {
+		t.tokens = min(ProbeBurst, t.tokens+now.Sub(t.tokensAt).Seconds()*ProbeRate)
+	}
+	t.tokensAt = now
+	// Serve the peers waiting longest first, so none starves.
+	order := make([]int, len(peers))
+	for i := range order {
+		order[i] = i
+	}
+	setAt := func(i int) time.Time {
+		if tr := t.peers[peers[i].PublicKey]; tr != nil {
+			return tr.setAt
+		}
+		return time.Time{}
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return setAt(a).Compare(setAt(b)) })
+	for _, i := range order {
 		p := &peers[i]
 		seen[p.PublicKey] = true
 		tr := t.peers[p.PublicKey]
@@ -112,7 +143,10 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 			tr = &track{firstSeen: now}
 			t.peers[p.PublicKey] = tr
 		}
-		st := tr.step(now, t.health, p.Endpoints, obs[p.PublicKey])
+		st := tr.step(now, t.health, p.Endpoints, obs[p.PublicKey], t.tokens >= 1)
+		if st.SetEndpoint.IsValid() {
+			t.tokens--
+		}
 		st.Keepalive = bytes.Compare(t.self[:], p.PublicKey[:]) < 0 || st.State != StateUnknown ||
 			now.Sub(tr.firstSeen) >= AnswerDelay
 		out[p.PublicKey] = st
@@ -125,7 +159,9 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 	return out
 }
 
-func (tr *track) step(now time.Time, h Health, candidates []netip.AddrPort, o Observation) Status {
+// step advances one peer; mayset says whether the budget allows setting
+// an endpoint now (otherwise the current one keeps probing).
+func (tr *track) step(now time.Time, h Health, candidates []netip.AddrPort, o Observation, mayset bool) Status {
 	switch {
 	case o.RxBytes > tr.rxBytes:
 		// The bytes arrived after the previous observation; taking that
@@ -168,7 +204,7 @@ func (tr *track) step(now time.Time, h Health, candidates []netip.AddrPort, o Ob
 	}
 
 	st := Status{State: tr.state, LastActivity: activity}
-	if !recent && !probing {
+	if !recent && !probing && mayset {
 		if next, ok := nextEndpoint(candidates, tr.endpoint); ok && (next != tr.endpoint || tr.setAt.IsZero()) {
 			tr.endpoint = next
 			tr.setAt = now

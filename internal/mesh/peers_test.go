@@ -60,9 +60,10 @@ func TestPeersAllowedIPsAndOverlap(t *testing.T) {
 	want := map[string][]netip.Prefix{
 		// Static peer first: keeps all of 10.1.0.0/16.
 		"static-a": prefixes("10.1.0.0/16", "fd7f:175a:b97c:5602::a/128"),
-		// b loses 10.1.128.0/17 to static-a and the excluded half of 10.3/16.
-		"b": prefixes("10.2.0.0/24", "10.3.128.0/17", "192.0.2.11/32", "fd7f:175a:b97c:5602::b/128"),
-		// c loses 10.2.0.0/24 to b.
+		// b loses 10.1.128.0/17 to static-a and the excluded half of
+		// 10.3/16; 10.2.0.0/24, which c advertises too, goes to neither.
+		"b": prefixes("10.3.128.0/17", "192.0.2.11/32", "fd7f:175a:b97c:5602::b/128"),
+		// c loses 10.2.0.0/24 (b advertises it too).
 		"c": prefixes("10.2.1.0/24", "10.2.2.0/23", "10.2.4.0/22", "10.2.8.0/21", "10.2.16.0/20", "10.2.32.0/19", "10.2.64.0/18", "10.2.128.0/17", "192.0.2.12/32", "fd7f:175a:b97c:5602::c/128"),
 	}
 	for _, p := range peers {
@@ -74,7 +75,7 @@ func TestPeersAllowedIPsAndOverlap(t *testing.T) {
 		t.Errorf("order = %s, %s; want affiliates sorted by ID", peers[1].AffiliateID, peers[2].AffiliateID)
 	}
 	if len(warnings) != 2 {
-		t.Errorf("warnings = %q, want one per overlap (b, c)", warnings)
+		t.Errorf("warnings = %q, want one per overlap (b with static-a, b with c)", warnings)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	"golang.zx2c4.com/wireguard/conn"
 )
 
@@ -20,6 +21,13 @@ const (
 	// probed. Probing both ways at once, which NATs need, is arranged by a
 	// rendezvous (Punch); these probes find paths that opened on their own.
 	DefaultProbeInterval = 15 * time.Second
+	// DefaultProbeRate and DefaultProbeBurst bound the direct probes sent
+	// over all peers together (periodic, on new candidates, and punches).
+	// Candidates come from members; without a bound one publishing many
+	// affiliates with many endpoints would set the rate (and fill the
+	// pending-probe table, which every probe then scans).
+	DefaultProbeRate  = 20 // per second
+	DefaultProbeBurst = 80
 )
 
 // BindConfig configures a Bind.
@@ -34,6 +42,10 @@ type BindConfig struct {
 	Server           *Server
 	RegisterInterval time.Duration
 	ProbeInterval    time.Duration
+	// ProbeRate (per second) and ProbeBurst bound direct probes; 0 means
+	// DefaultProbeRate and DefaultProbeBurst.
+	ProbeRate  float64
+	ProbeBurst int
 }
 
 // RelayState is what the Bind knows about one relay.
@@ -102,6 +114,9 @@ type Bind struct {
 	stop chan struct{}
 	done sync.WaitGroup
 
+	// probeLimit is the probe budget; probes over it are not sent.
+	probeLimit *rate.Limiter
+
 	arenas    sync.Pool
 	strangers atomic.Uint64
 	punches   atomic.Uint64
@@ -126,6 +141,12 @@ func NewBind(inner conn.Bind, cfg BindConfig) (*Bind, error) {
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = DefaultProbeInterval
 	}
+	if cfg.ProbeRate <= 0 {
+		cfg.ProbeRate = DefaultProbeRate
+	}
+	if cfg.ProbeBurst <= 0 {
+		cfg.ProbeBurst = DefaultProbeBurst
+	}
 	return &Bind{
 		inner:    inner,
 		cfg:      cfg,
@@ -137,8 +158,11 @@ func NewBind(inner conn.Bind, cfg BindConfig) (*Bind, error) {
 		innerEps: make(map[netip.AddrPort]conn.Endpoint),
 		probes:   make(map[ID]*probe),
 		pending:  make(map[[nonceLen]byte]pending),
-		guard:    newReplayGuard(DefaultWindow, 1<<14),
-		punching: make(map[ID]time.Time),
+		// Not on b.now: the limiter keeps its own clock, so tests with a
+		// fake clock keep the default budget's headroom.
+		probeLimit: rate.NewLimiter(rate.Limit(cfg.ProbeRate), cfg.ProbeBurst),
+		guard:      newReplayGuard(DefaultWindow, 1<<14),
+		punching:   make(map[ID]time.Time),
 	}, nil
 }
 
@@ -580,6 +604,9 @@ func (b *Bind) ping(peer ID) {
 	}
 	b.mu.RUnlock()
 	for _, c := range cands {
+		if !b.probeLimit.Allow() {
+			return // over budget: the next round tries again
+		}
 		h, err := newHello(typePing, b.cfg.PublicKey, b.now())
 		if err != nil {
 			return

@@ -114,3 +114,51 @@ func TestPunchStopsOnClose(t *testing.T) {
 	}
 	b.Punch(peer, time.Now()) // closed: ignored
 }
+
+// TestProbeBudget: however many peers and candidates members publish, the
+// Bind sends at most ProbeBurst probes at once and ProbeRate per second
+// after (issue 15: 100 affiliates x 64 endpoints made ~1,200 packets/s).
+func TestProbeBudget(t *testing.T) {
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	got := make(chan int, 1)
+	go func() {
+		n := 0
+		buf := make([]byte, 2048)
+		for {
+			sink.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+			if _, _, err := sink.ReadFromUDP(buf); err != nil {
+				got <- n
+				return
+			}
+			n++
+		}
+	}()
+	key, _ := DeriveKey([32]byte{9})
+	b, err := NewBind(conn.NewDefaultBind(), BindConfig{Key: key, PublicKey: [32]byte{1}, ProbeRate: 10, ProbeBurst: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	to := netip.MustParseAddrPort(sink.LocalAddr().String())
+	start := time.Now()
+	for i := range 100 {
+		var cands []netip.AddrPort
+		for range 8 {
+			cands = append(cands, to)
+		}
+		b.SetCandidates([32]byte{byte(i), 2}, cands)
+	}
+	n := <-got
+	limit := 20 + int(10*time.Since(start).Seconds()) + 1
+	t.Logf("100 peers x 8 candidates: %d probes sent in %s (budget %d)", n, time.Since(start).Round(time.Millisecond), limit)
+	if n > limit || n < 20 {
+		t.Errorf("%d probes sent; want between the burst (20) and %d", n, limit)
+	}
+}
