@@ -102,13 +102,24 @@ func Start(cfg ServiceConfig) (*Service, error) {
 		s.mem = NewMemoryStore(cfg.Limits, cfg.Now)
 		s.store = s.mem
 		if cfg.SnapshotPath != "" {
-			n, err := s.mem.LoadSnapshot(cfg.SnapshotPath)
-			if err != nil {
-				// A damaged snapshot must not keep the service down; clients
-				// re-publish within TTL/2.
-				s.log.Warn("discovery: snapshot not restored", "path", cfg.SnapshotPath, "err", err)
-			} else {
-				s.log.Info("discovery: snapshot restored", "path", cfg.SnapshotPath, "affiliates", n)
+			rep, err := s.mem.LoadSnapshot(cfg.SnapshotPath)
+			for i, sk := range rep.Skipped {
+				if i == 10 {
+					s.log.Warn("discovery: snapshot: more entries skipped", "count", len(rep.Skipped)-i)
+					break
+				}
+				s.log.Warn("discovery: snapshot: entry skipped", "cluster", sk.Cluster, "affiliate", sk.Affiliate, "reason", sk.Reason)
+			}
+			switch {
+			case err != nil && rep.Restored > 0:
+				// A damaged snapshot must not keep the service down; what
+				// came before the damage is served, clients re-publish the
+				// rest within TTL/2.
+				s.log.Warn("discovery: snapshot partly restored: the file is damaged after the last affiliate read", "path", cfg.SnapshotPath, "affiliates", rep.Restored, "skipped", len(rep.Skipped), "err", err)
+			case err != nil:
+				s.log.Warn("discovery: snapshot not restored", "path", cfg.SnapshotPath, "affiliates", 0, "err", err)
+			default:
+				s.log.Info("discovery: snapshot restored", "path", cfg.SnapshotPath, "affiliates", rep.Restored, "skipped", len(rep.Skipped))
 			}
 		}
 	case "redis":
