@@ -71,9 +71,9 @@ type RedisOptions struct {
 // NewRedisStore connects lazily: the first failing call returns
 // ErrUnavailable, and the store recovers by itself once Redis answers.
 func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
-	ro, err := redis.ParseURL(opts.URL)
+	ro, err := parseRedisURL(opts.URL)
 	if err != nil {
-		return nil, fmt.Errorf("discovery: redis: parse --redis-url %q: %w", opts.URL, err)
+		return nil, err
 	}
 	// Fail fast while Redis is away: clients retry with backoff anyway.
 	ro.DialTimeout = 2 * time.Second
@@ -107,6 +107,14 @@ func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
 	r.done.Add(1)
 	go r.listen(ctx)
 	return r, nil
+}
+
+func parseRedisURL(u string) (*redis.Options, error) {
+	ro, err := redis.ParseURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: redis: parse --redis-url %q: %w (want redis://host:port/db or unix:///path)", u, err)
+	}
+	return ro, nil
 }
 
 func (r *RedisStore) clusterKey(cid string) string {

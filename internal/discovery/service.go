@@ -52,9 +52,43 @@ type ServiceConfig struct {
 	Limits           Limits
 	RateLimitRPS     float64
 	RateLimitBurst   int
+	// Conn bounds connections and watches (zero: DefaultConnLimits).
+	Conn ConnLimits
 
 	Logger *slog.Logger
 	Now    func() time.Time // tests; nil: time.Now
+}
+
+// Validate checks cfg as Start would, touching nothing: `serve --check`
+// and `serve` fail on the same input with the same message, before anything
+// is created on disk or restored.
+func (cfg ServiceConfig) Validate() error {
+	if cfg.Limits != (Limits{}) {
+		if err := cfg.Limits.check(); err != nil {
+			return err
+		}
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return errors.New("discovery: serve: set both --tls-cert and --tls-key, or neither for plaintext")
+	}
+	if cfg.TLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return fmt.Errorf("discovery: tls: load --tls-cert %q / --tls-key %q: %w", cfg.TLSCert, cfg.TLSKey, err)
+		}
+	}
+	switch cfg.Store {
+	case "", "memory":
+	case "redis":
+		if cfg.RedisURL == "" {
+			return errors.New("discovery: serve: --store redis needs --redis-url (e.g. redis://127.0.0.1:6379/0)")
+		}
+		if _, err := parseRedisURL(cfg.RedisURL); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("discovery: serve: --store %q is not known: use memory or redis", cfg.Store)
+	}
+	return cfg.Conn.check()
 }
 
 // Service is a running discovery service.
@@ -67,6 +101,7 @@ type Service struct {
 	grpc     *grpc.Server
 	health   *health.Server
 	lis      net.Listener
+	conns    *connTracker
 	metrics  *http.Server
 	mlis     net.Listener
 	stop     context.CancelFunc
@@ -90,11 +125,15 @@ func Start(cfg ServiceConfig) (*Service, error) {
 	if cfg.SnapshotInterval <= 0 {
 		cfg.SnapshotInterval = 10 * time.Minute
 	}
-	if err := cfg.Limits.check(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
-		return nil, errors.New("discovery: serve: set both --tls-cert and --tls-key, or neither for plaintext")
+	var kr *certReloader
+	if cfg.TLSCert != "" {
+		var err error
+		if kr, err = newCertReloader(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return nil, err
+		}
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger}
 	switch cfg.Store {
@@ -123,24 +162,29 @@ func Start(cfg ServiceConfig) (*Service, error) {
 			}
 		}
 	case "redis":
-		if cfg.RedisURL == "" {
-			return nil, errors.New("discovery: serve: --store redis needs --redis-url (e.g. redis://127.0.0.1:6379/0)")
-		}
 		rs, err := NewRedisStore(RedisOptions{URL: cfg.RedisURL, Limits: cfg.Limits, Now: cfg.Now, Logger: cfg.Logger, GCInterval: cfg.GCInterval})
 		if err != nil {
 			return nil, err
 		}
 		s.store = rs
-	default:
-		return nil, fmt.Errorf("discovery: serve: --store %q is not known: use memory or redis", cfg.Store)
 	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := NewMetrics(reg, s.store)
+	cl := cfg.Conn.withDefaults()
+	s.conns = newConnTracker(cl, func(ip netip.Addr) bool {
+		for _, p := range cfg.TrustedProxies {
+			if p.Contains(ip) {
+				return true
+			}
+		}
+		return false
+	}, func(reason string) { metrics.rejections.WithLabelValues(reason).Inc() })
 	srv, err := NewServer(ServerOptions{
 		Store: s.store, Limits: cfg.Limits, TrustedProxies: cfg.TrustedProxies, AllowedClusters: cfg.AllowedClusters,
 		RateLimitRPS: cfg.RateLimitRPS, RateLimitBurst: cfg.RateLimitBurst, RedirectEndpoint: cfg.RedirectEndpoint,
-		Logger: cfg.Logger, Metrics: NewMetrics(reg, s.store),
+		WatchersPerAddress: cl.WatchersPerAddress, Logger: cfg.Logger, Metrics: metrics, conns: s.conns,
 	})
 	if err != nil {
 		s.store.Close() //nolint:errcheck
@@ -148,16 +192,17 @@ func Start(cfg ServiceConfig) (*Service, error) {
 	}
 	s.server = srv
 
+	kp := keepalive.ServerParameters{Time: 5 * time.Minute, Timeout: 20 * time.Second}
+	if cl.IdleTimeout > 0 {
+		kp.MaxConnectionIdle = cl.IdleTimeout
+	}
 	opts := append(srv.GRPCOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 5 * time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveParams(kp),
+		grpc.StatsHandler(s.conns),
 	)
-	if cfg.TLSCert != "" {
-		kr, err := newCertReloader(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			s.store.Close() //nolint:errcheck
-			return nil, err
-		}
+	opts = append(opts, transportOptions()...)
+	if kr != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: kr.get,
@@ -199,6 +244,8 @@ func Start(cfg ServiceConfig) (*Service, error) {
 		}()
 	}
 
+	s.lis = s.conns.listener(s.lis)
+
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.wg.Add(2)
@@ -222,6 +269,23 @@ func (s *Service) MetricsAddr() net.Addr {
 		return nil
 	}
 	return s.mlis.Addr()
+}
+
+// Conns is the number of open client connections.
+func (s *Service) Conns() int { return s.conns.Count() }
+
+// transportOptions size HTTP/2 buffers for what discovery carries: requests
+// of at most ~4.5 KB, watch messages of one affiliate (~2.3 KB) after a
+// first snapshot of up to ~2.4 MB. gRPC's defaults (32 KB read and write
+// buffer per connection, 64 KB stream and connection windows) are sized
+// for bulk transfer and made an idle connection cost ~16 KB and a watch
+// ~13 KB. Writes share a pooled buffer (the default), so the write buffer
+// size only bounds a flush.
+func transportOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ReadBufferSize(4 << 10),
+		grpc.WriteBufferSize(16 << 10),
+	}
 }
 
 // Store is the service's store (tests).
