@@ -97,7 +97,9 @@ func newConnTracker(l ConnLimits, trusted func(netip.Addr) bool, onLimit func(st
 type overLimitKey struct{}
 
 // listener wraps l so every accepted connection is counted.
-func (t *connTracker) listener(l net.Listener) net.Listener { return &trackedListener{Listener: l, t: t} }
+func (t *connTracker) listener(l net.Listener) net.Listener {
+	return &trackedListener{Listener: l, t: t}
+}
 
 type trackedListener struct {
 	net.Listener
@@ -193,9 +195,9 @@ func (t *connTracker) TagConn(ctx context.Context, info *stats.ConnTagInfo) cont
 	return ctx
 }
 
-func (t *connTracker) HandleConn(context.Context, stats.ConnStats)                       {}
+func (t *connTracker) HandleConn(context.Context, stats.ConnStats)                     {}
 func (t *connTracker) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-func (t *connTracker) HandleRPC(context.Context, stats.RPCStats)                         {}
+func (t *connTracker) HandleRPC(context.Context, stats.RPCStats)                       {}
 
 // refuseOverLimit is the error for an RPC on a connection over the limit.
 func (t *connTracker) refuseOverLimit(ctx context.Context) error {
