@@ -87,11 +87,11 @@ The redis store lets several replicas behind one address serve the same clusters
 				return err
 			}
 			if check {
-				fmt.Fprintf(cmd.OutOrStdout(), "listen=%s firewall-mark=%#x metrics=%s tls=%t store=%s snapshot=%q every %s redis=%q gc=%s\n"+
+				fmt.Fprintf(cmd.OutOrStdout(), "listen=%s firewall-mark=%#x metrics=%s tls=%t store=%s snapshot=%q every %s redis=%q redis-cluster=%t gc=%s\n"+
 					"trusted-proxies=%v allowed-clusters=%d rate=%g/s burst=%d limits=%+v\n"+
 					"idle-timeout=%s max-conns-per-address=%d max-watchers-per-address=%d max-conns=%d\n",
 					cfg.Listen, cfg.Mark, cfg.MetricsListen, cfg.TLSCert != "", cfg.Store, cfg.SnapshotPath, cfg.SnapshotInterval,
-					cfg.RedisURL, cfg.GCInterval, cfg.TrustedProxies, len(cfg.AllowedClusters), cfg.RateLimitRPS,
+					cfg.RedisURL, cfg.RedisCluster, cfg.GCInterval, cfg.TrustedProxies, len(cfg.AllowedClusters), cfg.RateLimitRPS,
 					cfg.RateLimitBurst, cfg.Limits, cfg.Conn.IdleTimeout, cfg.Conn.PerAddress, cfg.Conn.WatchersPerAddress, cfg.Conn.Max)
 				return nil
 			}
@@ -124,6 +124,7 @@ The redis store lets several replicas behind one address serve the same clusters
 	f.StringVar(&cfg.SnapshotPath, "snapshot-path", "/var/lib/meshspan/discovery-state.binpb", "memory store snapshot file ('' disables); same format as Sidero's state.binpb")
 	f.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 10*time.Minute, "how often the memory store is snapshotted (also on SIGTERM)")
 	f.StringVar(&cfg.RedisURL, "redis-url", "", "Redis URL for --store redis, e.g. redis://127.0.0.1:6379/0 or unix:///run/redis.sock")
+	f.BoolVar(&cfg.RedisCluster, "redis-cluster", false, "--redis-url names a seed node of a Redis Cluster (more seeds: ?addr=host:port&addr=...); each discovery cluster lives in one hash slot, writes wait for a replica")
 	f.StringSliceVar(&trusted, "trusted-proxies", nil, "CIDRs or IPs of proxies whose X-Real-IP / X-Forwarded-For are believed")
 	f.StringSliceVar(&allowed, "allowed-clusters", nil, "admit only these cluster IDs (comma-separated); empty admits all")
 	f.StringVar(&allowedFile, "allowed-clusters-file", "", "file of admitted cluster IDs, one per line (# comments)")

@@ -44,6 +44,7 @@ type ServiceConfig struct {
 	SnapshotPath     string // memory store; empty: no snapshots
 	SnapshotInterval time.Duration
 	RedisURL         string
+	RedisCluster     bool // RedisURL is a seed of a Redis Cluster
 
 	TrustedProxies   []netip.Prefix
 	AllowedClusters  []string
@@ -82,7 +83,11 @@ func (cfg ServiceConfig) Validate() error {
 		if cfg.RedisURL == "" {
 			return errors.New("discovery: serve: --store redis needs --redis-url (e.g. redis://127.0.0.1:6379/0)")
 		}
-		if _, err := parseRedisURL(cfg.RedisURL); err != nil {
+		parse := func(u string) error { _, err := parseRedisURL(u); return err }
+		if cfg.RedisCluster {
+			parse = func(u string) error { _, err := parseRedisClusterURL(u); return err }
+		}
+		if err := parse(cfg.RedisURL); err != nil {
 			return err
 		}
 	default:
@@ -162,7 +167,7 @@ func Start(cfg ServiceConfig) (*Service, error) {
 			}
 		}
 	case "redis":
-		rs, err := NewRedisStore(RedisOptions{URL: cfg.RedisURL, Limits: cfg.Limits, Now: cfg.Now, Logger: cfg.Logger, GCInterval: cfg.GCInterval})
+		rs, err := NewRedisStore(RedisOptions{URL: cfg.RedisURL, Cluster: cfg.RedisCluster, Limits: cfg.Limits, Now: cfg.Now, Logger: cfg.Logger, GCInterval: cfg.GCInterval})
 		if err != nil {
 			return nil, err
 		}
