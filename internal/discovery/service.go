@@ -206,7 +206,6 @@ func Start(cfg ServiceConfig) (*Service, error) {
 		grpc.KeepaliveParams(kp),
 		grpc.StatsHandler(s.conns),
 	)
-	opts = append(opts, transportOptions()...)
 	if kr != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{
 			MinVersion:     tls.VersionTLS12,
@@ -278,20 +277,6 @@ func (s *Service) MetricsAddr() net.Addr {
 
 // Conns is the number of open client connections.
 func (s *Service) Conns() int { return s.conns.Count() }
-
-// transportOptions size HTTP/2 buffers for what discovery carries: requests
-// of at most ~4.5 KB, watch messages of one affiliate (~2.3 KB) after a
-// first snapshot of up to ~2.4 MB. gRPC's defaults (32 KB read and write
-// buffer per connection, 64 KB stream and connection windows) are sized
-// for bulk transfer and made an idle connection cost ~16 KB and a watch
-// ~13 KB. Writes share a pooled buffer (the default), so the write buffer
-// size only bounds a flush.
-func transportOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ReadBufferSize(4 << 10),
-		grpc.WriteBufferSize(16 << 10),
-	}
-}
 
 // Store is the service's store (tests).
 func (s *Service) Store() Store { return s.store }
