@@ -676,8 +676,11 @@ func (r *RedisStore) deliver(payload string) {
 		return
 	}
 	r.mu.Lock()
-	for sub := range r.subs[cid] {
-		sub.push(aid, state)
+	if subs := r.subs[cid]; len(subs) > 0 {
+		ch := newChange(aid, state)
+		for sub := range subs {
+			sub.push(ch)
+		}
 	}
 	r.mu.Unlock()
 }
