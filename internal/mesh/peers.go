@@ -171,12 +171,12 @@ func Peers(in Input) (peers []Peer, warnings []string) {
 	}
 
 	// Overlap removal in processing order.
-	var claimed []netip.Prefix
+	claimed := newPrefixIndex()
 	for i := range peers {
 		p := &peers[i]
 		var own []netip.Prefix
 		for _, n := range p.AllowedIPs {
-			parts := subtractPrefixes(n, claimed)
+			parts := subtractPrefixes(n, claimed.overlapping(n))
 			if len(parts) != 1 || parts[0] != n {
 				warnings = append(warnings, fmt.Sprintf("peer %s: %s overlaps an earlier peer's AllowedIPs; the overlap stays with the earlier peer", p.label(), n))
 			}
@@ -187,7 +187,7 @@ func Peers(in Input) (peers []Peer, warnings []string) {
 		}
 		sortPrefixes(own)
 		p.AllowedIPs = own
-		claimed = append(claimed, own...)
+		claimed.add(own...)
 	}
 	return peers, warnings
 }

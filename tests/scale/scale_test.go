@@ -71,6 +71,12 @@ func (d *fakeDevice) hasEndpoint(k wgtypes.Key, ep netip.AddrPort) bool {
 	return slices.Contains(d.peers[k], ep)
 }
 
+func (d *fakeDevice) peerKeys() map[wgtypes.Key][]netip.AddrPort {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.peers
+}
+
 func (d *fakeDevice) count() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -86,6 +92,7 @@ type member struct {
 	dev    fakeDevice
 	// computeNS is time spent in mesh.Peers (the per-event recompute).
 	computeNS atomic.Int64
+	warning   atomic.Value // first warning mesh.Peers gave, if any
 }
 
 func endpointFor(i, gen int) netip.AddrPort {
@@ -147,8 +154,11 @@ func (m *member) run(ctx context.Context) {
 				Address: a.Address, Addresses: a.Addresses, Networks: a.Networks, ExcludeNetworks: a.ExcludeNetworks, Endpoints: a.Endpoints})
 		}
 		start := time.Now()
-		peers, _ := mesh.Peers(in)
+		peers, warns := mesh.Peers(in)
 		m.computeNS.Add(int64(time.Since(start)))
+		if len(warns) > 0 && m.warning.Load() == nil {
+			m.warning.Store(warns[0])
+		}
 		m.dev.apply(peers)
 	}
 }
@@ -333,11 +343,29 @@ func runScale(t testing.TB, n int, svc *service, limit time.Duration) result {
 		return true
 	})
 	if !ok {
-		known := 0
+		known, complete := 0, 0
+		missing := map[int]int{} // member index -> how many others lack it
 		for _, m := range members {
 			known += m.dev.count()
+			if m.dev.count() == n-1 {
+				complete++
+			}
+			for _, o := range members {
+				if o != m {
+					if _, has := m.dev.peerKeys()[o.key]; !has {
+						missing[o.i]++
+					}
+				}
+			}
 		}
-		t.Fatalf("N=%d: after %s members know %d of %d peers in total", n, full.Round(time.Millisecond), known, n*(n-1))
+		var diag []string
+		for i, c := range missing {
+			if len(diag) < 5 {
+				w, _ := members[i].warning.Load().(string)
+				diag = append(diag, fmt.Sprintf("member %d unknown to %d others (published: %t; its first mesh warning: %q)", i, c, members[i].client.DecryptFailures() == 0, w))
+			}
+		}
+		t.Fatalf("N=%d: after %s, %d of %d members know all others (%d of %d peers in total); %s", n, full.Round(time.Millisecond), complete, n, known, n*(n-1), strings.Join(diag, "; "))
 	}
 	res := result{n: n, fullKnowledge: full}
 	_ = start
@@ -408,11 +436,45 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 	for _, n := range []int{500, 1000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			svc := startChild(b)
-			r := runScale(b, n, svc, 5*time.Minute)
+			r := runScale(b, n, svc, 2*time.Minute)
 			b.ReportMetric(r.fullKnowledge.Seconds(), "s-all-know-all")
 			b.ReportMetric(r.change.Seconds(), "s-change-reaches-all")
 			b.ReportMetric(r.servicePeakMiB, "service-peak-MiB")
 			fmt.Println(r)
+		})
+	}
+}
+
+// BenchmarkPeersRecompute: what one discovery event costs a member that
+// recomputes its whole peer set (mesh.Peers over all N affiliates), the
+// agent's reconcile pass today. Across a cluster one change costs N times
+// this; a full start N² times.
+func BenchmarkPeersRecompute(b *testing.B) {
+	for _, n := range []int{100, 500, 1000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			in := mesh.Input{Prefix: prefix}
+			for i := range n {
+				m, err := newMember(i, "127.0.0.1:1", "c", base64.StdEncoding.EncodeToString(make([]byte, 32)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				a := m.self
+				in.Affiliates = append(in.Affiliates, mesh.Affiliate{ID: a.ID, NodeName: a.NodeName, PublicKey: a.PublicKey,
+					Address: a.Address, Endpoints: a.Endpoints})
+			}
+			in.Self = wgtypes.Key{}
+			start := time.Now()
+			calls := 0
+			for time.Since(start) < 2*time.Second || calls < 3 {
+				if peers, _ := mesh.Peers(in); len(peers) != n {
+					b.Fatalf("%d peers of %d", len(peers), n)
+				}
+				calls++
+			}
+			per := time.Since(start) / time.Duration(calls)
+			b.ReportMetric(float64(per.Microseconds()), "us/recompute")
+			fmt.Printf("N=%4d: one recompute of the peer set %8s; one change across the cluster %8s of CPU; a full start %s\n",
+				n, per.Round(time.Microsecond), (per * time.Duration(n)).Round(time.Millisecond), (per * time.Duration(n) * time.Duration(n)).Round(time.Second))
 		})
 	}
 }
