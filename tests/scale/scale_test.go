@@ -290,6 +290,7 @@ func heapInUse() uint64 {
 
 type result struct {
 	n                       int
+	knownFrac               float64 // of all member-peer pairs, at the end
 	fullKnowledge, change   time.Duration
 	cpuPerMember            time.Duration
 	memPerMember            float64 // bytes
@@ -311,7 +312,9 @@ func within(limit time.Duration, cond func() bool) (time.Duration, bool) {
 	return time.Since(start), true
 }
 
-func runScale(t testing.TB, n int, svc *service, limit time.Duration) result {
+// runScale starts n members and measures. strict (the tests) fails when a
+// deadline passes; otherwise (the benchmarks) what was reached is reported.
+func runScale(t testing.TB, n int, svc *service, limit time.Duration, strict bool) result {
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	clusterID := base64.StdEncoding.EncodeToString(secret[:16]) + "scale"
@@ -359,15 +362,26 @@ func runScale(t testing.TB, n int, svc *service, limit time.Duration) result {
 			}
 		}
 		var diag []string
+		for _, m := range members {
+			if m.dev.count() < n-1 && len(diag) < 3 {
+				diag = append(diag, fmt.Sprintf("member %d configures %d peers, its client sees %d affiliates, Hello answered: %t, applies %d",
+					m.i, m.dev.count(), len(m.client.Affiliates()), m.client.ObservedAddress().IsValid(), m.dev.applies))
+			}
+		}
 		for i, c := range missing {
 			if len(diag) < 5 {
 				w, _ := members[i].warning.Load().(string)
 				diag = append(diag, fmt.Sprintf("member %d unknown to %d others (published: %t; its first mesh warning: %q)", i, c, members[i].client.DecryptFailures() == 0, w))
 			}
 		}
-		t.Fatalf("N=%d: after %s, %d of %d members know all others (%d of %d peers in total); %s", n, full.Round(time.Millisecond), complete, n, known, n*(n-1), strings.Join(diag, "; "))
+		msg := fmt.Sprintf("N=%d: after %s, %d of %d members know all others (%d of %d peers in total); %s", n, full.Round(time.Millisecond), complete, n, known, n*(n-1), strings.Join(diag, "; "))
+		if strict {
+			t.Fatal(msg)
+		}
+		fmt.Println("NOT CONVERGED:", msg)
+		return result{n: n, fullKnowledge: full, knownFrac: float64(known) / float64(n*(n-1))}
 	}
-	res := result{n: n, fullKnowledge: full}
+	res := result{n: n, fullKnowledge: full, knownFrac: 1}
 	_ = start
 	// Idle: nothing changes for 2 s; what do the control planes burn?
 	time.Sleep(500 * time.Millisecond)
@@ -390,7 +404,10 @@ func runScale(t testing.TB, n int, svc *service, limit time.Duration) result {
 		return true
 	})
 	if !ok {
-		t.Fatalf("N=%d: endpoint change did not reach every member within %s", n, limit)
+		if strict {
+			t.Fatalf("N=%d: endpoint change did not reach every member within %s", n, limit)
+		}
+		fmt.Printf("N=%d: endpoint change did not reach every member within %s\n", n, limit)
 	}
 	_ = changed
 	res.cpuPerMember = (processCPU() - cpu0) / time.Duration(n)
@@ -422,7 +439,7 @@ func TestControlPlaneScale(t *testing.T) {
 	for _, n := range []int{10, 100} {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
 			svc := startInProcess(t)
-			r := runScale(t, n, svc, 60*time.Second)
+			r := runScale(t, n, svc, 60*time.Second, true)
 			t.Log(r)
 		})
 	}
@@ -436,7 +453,8 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 	for _, n := range []int{500, 1000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			svc := startChild(b)
-			r := runScale(b, n, svc, 2*time.Minute)
+			r := runScale(b, n, svc, 3*time.Minute, false)
+			b.ReportMetric(r.knownFrac, "fraction-known")
 			b.ReportMetric(r.fullKnowledge.Seconds(), "s-all-know-all")
 			b.ReportMetric(r.change.Seconds(), "s-change-reaches-all")
 			b.ReportMetric(r.servicePeakMiB, "service-peak-MiB")
