@@ -91,12 +91,8 @@ func (a *memAffiliate) proto(id string, now int64) *serverpb.Affiliate {
 }
 
 func (c *memCluster) notify(id string, aff *serverpb.Affiliate) {
-	if len(c.subs) == 0 {
-		return
-	}
-	ch := newChange(id, aff)
 	for s := range c.subs {
-		s.push(ch)
+		s.push(id, aff)
 	}
 }
 

@@ -676,11 +676,8 @@ func (r *RedisStore) deliver(payload string) {
 		return
 	}
 	r.mu.Lock()
-	if subs := r.subs[cid]; len(subs) > 0 {
-		ch := newChange(aid, state)
-		for sub := range subs {
-			sub.push(ch)
-		}
+	for sub := range r.subs[cid] {
+		sub.push(aid, state)
 	}
 	r.mu.Unlock()
 }

@@ -16,9 +16,6 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/encoding"
-	protoenc "google.golang.org/grpc/encoding/proto"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -111,31 +108,13 @@ func NewServer(opts ServerOptions) (*Server, error) {
 // Register adds the service to g.
 func (s *Server) Register(g *grpc.Server) { serverpb.RegisterClusterServer(g, s) }
 
-// GRPCOptions returns the interceptors that meter, rate-limit and recover
-// every call, and the codec that sends a change's shared encoding; pass
-// them to grpc.NewServer.
+// ServerOptions returns the interceptors that meter, rate-limit and
+// recover every call; pass them to grpc.NewServer.
 func (s *Server) GRPCOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
-		grpc.ForceServerCodecV2(watchCodec{encoding.GetCodecV2(protoenc.Name)}),
 	}
-}
-
-// watchCodec is the proto codec, except that a change (a watch delta) is
-// sent as its cached encoding: a change to a cluster with W watchers is
-// marshalled once rather than W times.
-type watchCodec struct{ encoding.CodecV2 }
-
-func (c watchCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if ch, ok := v.(*change); ok {
-		b, err := ch.encoded()
-		if err != nil {
-			return nil, err
-		}
-		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
-	}
-	return c.CodecV2.Marshal(v)
 }
 
 // ExpireLimiter drops rate-limit state of idle clients; call it periodically.
@@ -361,7 +340,7 @@ func (s *Server) Watch(req *serverpb.WatchRequest, stream serverpb.Cluster_Watch
 		return err
 	}
 	for {
-		msgs, err := sub.nextChanges(ctx)
+		msgs, err := sub.Next(ctx)
 		switch {
 		case errors.Is(err, ErrLostUpdates):
 			s.metrics.rejections.WithLabelValues("watch_backlog").Inc()
@@ -374,8 +353,7 @@ func (s *Server) Watch(req *serverpb.WatchRequest, stream serverpb.Cluster_Watch
 			return status.FromContextError(err).Err()
 		}
 		for _, m := range msgs {
-			// Encoded once per change, not once per watcher (watchCodec).
-			if err := stream.SendMsg(m); err != nil {
+			if err := stream.Send(m); err != nil {
 				return err
 			}
 		}

@@ -13,12 +13,9 @@ import (
 
 	serverpb "github.com/siderolabs/discovery-api/api/v1alpha1/server/pb"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/encoding"
-	protoenc "google.golang.org/grpc/encoding/proto"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -309,10 +306,10 @@ func TestHealthAndMetrics(t *testing.T) {
 
 func TestSubscriptionCoalesces(t *testing.T) {
 	s := newSubscription(3, nil)
-	s.push(newChange("a", &serverpb.Affiliate{Id: "a", Data: []byte("1")}))
-	s.push(newChange("b", &serverpb.Affiliate{Id: "b"}))
-	s.push(newChange("a", &serverpb.Affiliate{Id: "a", Data: []byte("2")}))
-	s.push(newChange("b", nil))
+	s.push("a", &serverpb.Affiliate{Id: "a", Data: []byte("1")})
+	s.push("b", &serverpb.Affiliate{Id: "b"})
+	s.push("a", &serverpb.Affiliate{Id: "a", Data: []byte("2")})
+	s.push("b", nil)
 	msgs, err := s.Next(context.Background())
 	if err != nil || len(msgs) != 2 {
 		t.Fatalf("got %v %v", msgs, err)
@@ -321,7 +318,7 @@ func TestSubscriptionCoalesces(t *testing.T) {
 		t.Fatalf("coalesced: %v", msgs)
 	}
 	for _, id := range []string{"x", "y", "z", "overflow"} {
-		s.push(newChange(id, nil))
+		s.push(id, nil)
 	}
 	if _, err := s.Next(context.Background()); err != ErrLostUpdates {
 		t.Fatalf("overflow: %v", err)
@@ -402,25 +399,5 @@ func TestHelloRedirect(t *testing.T) {
 	// Other calls keep working on the redirecting server.
 	if _, err := c.List(context.Background(), &serverpb.ListRequest{ClusterId: "c"}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestWatchCodecSharesEncoding: a change is sent as the encoding of its
-// WatchResponse, computed once for all the watchers it goes to.
-func TestWatchCodecSharesEncoding(t *testing.T) {
-	c := watchCodec{encoding.GetCodecV2(protoenc.Name)}
-	for _, ch := range []*change{newChange("a", &serverpb.Affiliate{Id: "a", Data: []byte("d"), Endpoints: [][]byte{[]byte("e")}}), newChange("b", nil)} {
-		b1, err := c.Marshal(ch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b2, _ := c.Marshal(ch)
-		if !bytes.Equal(b1.Materialize(), b2.Materialize()) {
-			t.Fatal("two sends of one change differ")
-		}
-		var got serverpb.WatchResponse
-		if err := proto.Unmarshal(b1.Materialize(), &got); err != nil || !proto.Equal(&got, ch.response()) {
-			t.Fatalf("decoded %v (%v), want %v", &got, err, ch.response())
-		}
 	}
 }

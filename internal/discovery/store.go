@@ -8,7 +8,6 @@ import (
 	"time"
 
 	serverpb "github.com/siderolabs/discovery-api/api/v1alpha1/server/pb"
-	"google.golang.org/protobuf/proto"
 )
 
 // Limits bound what one client can make the service store. The defaults are
@@ -96,7 +95,7 @@ type Store interface {
 // stream with Aborted, which makes clients resync from a fresh snapshot.
 type Subscription struct {
 	mu         sync.Mutex
-	pending    map[string]*change
+	pending    map[string]*serverpb.Affiliate // nil value: deleted
 	order      []string
 	err        error
 	ready      chan struct{}
@@ -116,34 +115,9 @@ func newSubscription(maxPending int, onClose func()) *Subscription {
 	}
 }
 
-// change is one affiliate's new state, shared by every watcher it is
-// queued for: its wire encoding is computed once, by the first watcher's
-// send, and reused by the others (see watchCodec).
-type change struct {
-	id   string
-	aff  *serverpb.Affiliate // nil: deleted
-	once sync.Once
-	wire []byte
-	err  error
-}
-
-func newChange(id string, aff *serverpb.Affiliate) *change { return &change{id: id, aff: aff} }
-
-func (c *change) response() *serverpb.WatchResponse {
-	if c.aff == nil {
-		return &serverpb.WatchResponse{Deleted: true, Affiliates: []*serverpb.Affiliate{{Id: c.id}}}
-	}
-	return &serverpb.WatchResponse{Affiliates: []*serverpb.Affiliate{c.aff}}
-}
-
-func (c *change) encoded() ([]byte, error) {
-	c.once.Do(func() { c.wire, c.err = proto.Marshal(c.response()) })
-	return c.wire, c.err
-}
-
-// push queues the latest state of one affiliate. It never blocks.
-func (s *Subscription) push(ch *change) {
-	id := ch.id
+// push queues the latest state of one affiliate (nil aff with id = deleted).
+// It never blocks.
+func (s *Subscription) push(id string, aff *serverpb.Affiliate) {
 	s.mu.Lock()
 	if s.err == nil {
 		if _, ok := s.pending[id]; !ok {
@@ -155,9 +129,9 @@ func (s *Subscription) push(ch *change) {
 		}
 		if s.err == nil {
 			if s.pending == nil {
-				s.pending = make(map[string]*change)
+				s.pending = make(map[string]*serverpb.Affiliate)
 			}
-			s.pending[id] = ch
+			s.pending[id] = aff
 		}
 	}
 	s.mu.Unlock()
@@ -172,7 +146,7 @@ func (s *Subscription) wake() {
 }
 
 // take returns what is queued without waiting: nil, nil if nothing is.
-func (s *Subscription) take() ([]*change, error) {
+func (s *Subscription) take() ([]*serverpb.WatchResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -181,9 +155,14 @@ func (s *Subscription) take() ([]*change, error) {
 	if len(s.order) == 0 {
 		return nil, nil
 	}
-	out := make([]*change, 0, len(s.order))
+	out := make([]*serverpb.WatchResponse, 0, len(s.order))
 	for _, id := range s.order {
-		out = append(out, s.pending[id])
+		aff := s.pending[id]
+		if aff == nil {
+			out = append(out, &serverpb.WatchResponse{Deleted: true, Affiliates: []*serverpb.Affiliate{{Id: id}}})
+		} else {
+			out = append(out, &serverpb.WatchResponse{Affiliates: []*serverpb.Affiliate{aff}})
+		}
 	}
 	// A burst's map is dropped rather than kept: an idle watcher then
 	// holds none.
@@ -205,20 +184,6 @@ func (s *Subscription) fail(err error) {
 // Next waits for changes and returns them in the order the affiliates first
 // changed, one WatchResponse each, or the error that ended the subscription.
 func (s *Subscription) Next(ctx context.Context) ([]*serverpb.WatchResponse, error) {
-	chs, err := s.nextChanges(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*serverpb.WatchResponse, len(chs))
-	for i, c := range chs {
-		out[i] = c.response()
-	}
-	return out, nil
-}
-
-// nextChanges is Next without building messages: the server sends the
-// shared changes as they are.
-func (s *Subscription) nextChanges(ctx context.Context) ([]*change, error) {
 	for {
 		// Once failed, queued changes are moot: the stream ends and the
 		// client resyncs from a fresh snapshot.
