@@ -424,6 +424,9 @@ func runScale(t testing.TB, n int, svc *service, limit time.Duration, strict boo
 }
 
 func (r result) String() string {
+	if r.knownFrac < 1 {
+		return fmt.Sprintf("N=%4d: not converged: after %s members knew %.1f %% of each other", r.n, r.fullKnowledge.Round(time.Millisecond), r.knownFrac*100)
+	}
 	s := fmt.Sprintf("N=%4d: all know all after %7s; one endpoint change reached all in %6s; per member: CPU %6s (mesh.Peers wall %6s), memory %5.0f KB, idle CPU %.3f%%",
 		r.n, r.fullKnowledge.Round(time.Millisecond), r.change.Round(time.Millisecond), r.cpuPerMember.Round(time.Millisecond),
 		r.computePerMember.Round(time.Microsecond), r.memPerMember/1024, r.idleCPUPerMemberPercent)
