@@ -56,7 +56,7 @@ The redis store lets several replicas behind one address serve the same clusters
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("discovery serve: --log-level %q: use debug, info, warn or error", logLevel)
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
 			cfg.Logger = log
 			cfg.Limits = limits
 			for _, t := range trusted {
@@ -80,12 +80,19 @@ The redis store lets several replicas behind one address serve the same clusters
 			if cfg.Store == "redis" {
 				cfg.SnapshotPath = "" // Redis keeps the state
 			}
+			// The same checks as Start, before anything touches the disk:
+			// --check and serve fail alike, and a serve that fails creates
+			// no snapshot directory and restores nothing.
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
 			if check {
-				fmt.Fprintf(cmd.OutOrStdout(), "listen=%s firewall-mark=%#x metrics=%s tls=%t store=%s snapshot=%q every %s redis=%q gc=%s\n"+
-					"trusted-proxies=%v allowed-clusters=%d rate=%g/s burst=%d limits=%+v\n",
+				fmt.Fprintf(cmd.OutOrStdout(), "listen=%s firewall-mark=%#x metrics=%s tls=%t store=%s snapshot=%q every %s redis=%q redis-cluster=%t gc=%s\n"+
+					"trusted-proxies=%v allowed-clusters=%d rate=%g/s burst=%d limits=%+v\n"+
+					"idle-timeout=%s max-conns-per-address=%d max-watchers-per-address=%d max-conns=%d\n",
 					cfg.Listen, cfg.Mark, cfg.MetricsListen, cfg.TLSCert != "", cfg.Store, cfg.SnapshotPath, cfg.SnapshotInterval,
-					cfg.RedisURL, cfg.GCInterval, cfg.TrustedProxies, len(cfg.AllowedClusters), cfg.RateLimitRPS,
-					cfg.RateLimitBurst, cfg.Limits)
+					cfg.RedisURL, cfg.RedisCluster, cfg.GCInterval, cfg.TrustedProxies, len(cfg.AllowedClusters), cfg.RateLimitRPS,
+					cfg.RateLimitBurst, cfg.Limits, cfg.Conn.IdleTimeout, cfg.Conn.PerAddress, cfg.Conn.WatchersPerAddress, cfg.Conn.Max)
 				return nil
 			}
 			if cfg.SnapshotPath != "" {
@@ -117,6 +124,7 @@ The redis store lets several replicas behind one address serve the same clusters
 	f.StringVar(&cfg.SnapshotPath, "snapshot-path", "/var/lib/meshspan/discovery-state.binpb", "memory store snapshot file ('' disables); same format as Sidero's state.binpb")
 	f.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 10*time.Minute, "how often the memory store is snapshotted (also on SIGTERM)")
 	f.StringVar(&cfg.RedisURL, "redis-url", "", "Redis URL for --store redis, e.g. redis://127.0.0.1:6379/0 or unix:///run/redis.sock")
+	f.BoolVar(&cfg.RedisCluster, "redis-cluster", false, "--redis-url names a seed node of a Redis Cluster (more seeds: ?addr=host:port&addr=...); each discovery cluster lives in one hash slot, writes wait for a replica")
 	f.StringSliceVar(&trusted, "trusted-proxies", nil, "CIDRs or IPs of proxies whose X-Real-IP / X-Forwarded-For are believed")
 	f.StringSliceVar(&allowed, "allowed-clusters", nil, "admit only these cluster IDs (comma-separated); empty admits all")
 	f.StringVar(&allowedFile, "allowed-clusters-file", "", "file of admitted cluster IDs, one per line (# comments)")
@@ -127,6 +135,11 @@ The redis store lets several replicas behind one address serve the same clusters
 	f.IntVar(&limits.AffiliatesPerCluster, "max-affiliates", limits.AffiliatesPerCluster, "affiliates per cluster")
 	f.IntVar(&limits.EndpointsPerAffiliate, "max-endpoints", limits.EndpointsPerAffiliate, "endpoints per affiliate")
 	f.DurationVar(&limits.TTLMax, "max-ttl", limits.TTLMax, "longest TTL a client may ask for")
+	def := discovery.DefaultConnLimits()
+	f.DurationVar(&cfg.Conn.IdleTimeout, "idle-timeout", def.IdleTimeout, "close a connection with no RPC or watch open for this long (negative: never)")
+	f.IntVar(&cfg.Conn.PerAddress, "max-conns-per-address", def.PerAddress, "connections per client address; RPCs on further ones fail with ResourceExhausted (negative: no limit; trusted proxies are exempt)")
+	f.IntVar(&cfg.Conn.WatchersPerAddress, "max-watchers-per-address", def.WatchersPerAddress, "open watches per client address (negative: no limit)")
+	f.IntVar(&cfg.Conn.Max, "max-conns", 0, "connections in total, further ones are closed at once (0: 7/8 of the open-file limit; negative: no limit)")
 	f.BoolVar(&check, "check", false, "validate the flags, print the resolved configuration and exit")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

@@ -37,18 +37,24 @@ import (
 // A change message is a sequence of netstrings (len ":" bytes): cluster ID,
 // affiliate ID, "u" or "d", then for "u" the data and each live endpoint.
 type RedisStore struct {
-	rdb    *redis.Client
-	prefix string
-	gcLock time.Duration
-	limits Limits
-	now    func() time.Time
-	log    *slog.Logger
+	rdb  redis.UniversalClient
+	cc   *redis.ClusterClient // Redis Cluster mode; nil for one Redis
+	wait int                  // replicas a write must reach before it is acknowledged
+	// degraded: master address -> until when it is known to have no
+	// replica (writes are acknowledged without WAIT meanwhile).
+	degraded sync.Map
+	prefix   string
+	gcLock   time.Duration
+	limits   Limits
+	now      func() time.Time
+	log      *slog.Logger
 
 	mu     sync.Mutex
 	closed bool // guarded by mu: no new watches once closing
 	subs   map[string]map[*Subscription]struct{}
 
-	ps     *redis.PubSub
+	ps     *redis.PubSub // one Redis: the global channel
+	shards *shardFeeds   // Redis Cluster: sharded channels, per master
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 }
@@ -66,20 +72,48 @@ type RedisOptions struct {
 	// it less than 90% of an interval ago (a lock in Redis), so N replicas
 	// do not collect N times. Zero: every GC call runs.
 	GCInterval time.Duration
+	// Cluster treats URL as a seed node of a Redis Cluster (more seeds:
+	// ?addr=host:port&addr=...). Each discovery cluster's keys share one
+	// hash slot ({...} hash tag), its changes go to a sharded channel in the
+	// same slot (SPUBLISH, Redis >= 7.0), and a write is acknowledged only
+	// once a replica has it (WAIT), so a master failover loses nothing
+	// acknowledged.
+	Cluster bool
+	// WaitReplicas is how many replicas must confirm a write before it is
+	// acknowledged (WAIT); zero: 1 in cluster mode, 0 otherwise.
+	WaitReplicas int
 }
 
 // NewRedisStore connects lazily: the first failing call returns
 // ErrUnavailable, and the store recovers by itself once Redis answers.
 func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
-	ro, err := redis.ParseURL(opts.URL)
-	if err != nil {
-		return nil, fmt.Errorf("discovery: redis: parse --redis-url %q: %w", opts.URL, err)
+	var rdb redis.UniversalClient
+	var cc *redis.ClusterClient
+	if opts.Cluster {
+		co, err := parseRedisClusterURL(opts.URL)
+		if err != nil {
+			return nil, err
+		}
+		// Fail fast while a shard is away: clients retry with backoff.
+		co.DialTimeout, co.ReadTimeout, co.WriteTimeout = 2*time.Second, 2*time.Second, 2*time.Second
+		co.MaxRedirects = 3
+		cc = redis.NewClusterClient(co)
+		rdb = cc
+		if opts.WaitReplicas == 0 {
+			opts.WaitReplicas = 1
+		}
+	} else {
+		ro, err := parseRedisURL(opts.URL)
+		if err != nil {
+			return nil, err
+		}
+		// Fail fast while Redis is away: clients retry with backoff anyway.
+		ro.DialTimeout = 2 * time.Second
+		ro.ReadTimeout = 2 * time.Second
+		ro.WriteTimeout = 2 * time.Second
+		ro.MaxRetries = 1
+		rdb = redis.NewClient(ro)
 	}
-	// Fail fast while Redis is away: clients retry with backoff anyway.
-	ro.DialTimeout = 2 * time.Second
-	ro.ReadTimeout = 2 * time.Second
-	ro.WriteTimeout = 2 * time.Second
-	ro.MaxRetries = 1
 	if opts.Prefix == "" {
 		opts.Prefix = "meshspan:discovery:"
 	}
@@ -94,7 +128,9 @@ func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &RedisStore{
-		rdb:    redis.NewClient(ro),
+		rdb:    rdb,
+		cc:     cc,
+		wait:   max(opts.WaitReplicas, 0),
 		prefix: opts.Prefix,
 		gcLock: opts.GCInterval * 9 / 10,
 		limits: opts.Limits,
@@ -103,17 +139,56 @@ func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
 		subs:   make(map[string]map[*Subscription]struct{}),
 		cancel: cancel,
 	}
+	if cc != nil {
+		r.shards = newShardFeeds(r)
+		return r, nil
+	}
 	r.ps = r.rdb.Subscribe(ctx, r.channel())
 	r.done.Add(1)
 	go r.listen(ctx)
 	return r, nil
 }
 
+func parseRedisClusterURL(u string) (*redis.ClusterOptions, error) {
+	co, err := redis.ParseClusterURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: redis: parse --redis-url %q as a Redis Cluster seed: %w (want redis://host:port?addr=host2:port&addr=host3:port)", u, err)
+	}
+	return co, nil
+}
+
+func parseRedisURL(u string) (*redis.Options, error) {
+	ro, err := redis.ParseURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: redis: parse --redis-url %q: %w (want redis://host:port/db or unix:///path)", u, err)
+	}
+	return ro, nil
+}
+
+// clusterKey is the common prefix of a discovery cluster's keys. In cluster
+// mode the length and ID are a hash tag: the tag ends at the first "}",
+// which may fall inside the ID, but it is the same for every key of the
+// cluster and never empty (it starts with the length), so all of them share
+// one slot and one script can touch them together.
 func (r *RedisStore) clusterKey(cid string) string {
+	if r.cc != nil {
+		return r.prefix + "{" + strconv.Itoa(len(cid)) + ":" + cid + "}"
+	}
 	return r.prefix + "c:" + strconv.Itoa(len(cid)) + ":" + cid
 }
 
 func (r *RedisStore) channel() string { return r.prefix + "events" }
+
+// changeChannel is where a cluster's changes are published, and with which
+// command: one global channel on one Redis; on Redis Cluster a sharded
+// channel in the cluster's own slot, so a change travels only to the
+// shard's nodes and the replicas that watch that cluster.
+func (r *RedisStore) changeChannel(cid string) (channel, publish string) {
+	if r.cc != nil {
+		return r.clusterKey(cid) + ":ev", "SPUBLISH"
+	}
+	return r.channel(), "PUBLISH"
+}
 
 func unavailable(err error) error {
 	if err == nil || errors.Is(err, redis.Nil) {
@@ -137,12 +212,14 @@ end
 // Scripts. Times are unix milliseconds passed in by the caller (replicas
 // are expected to run NTP, as any TTL-based service).
 
-// KEYS: aff, exp, ep, clusters. ARGV: now, expires, maxAff, maxEp, cid,
-// aid, channel, data, endpoints...  Returns 0 ok, 1 too many affiliates,
-// 2 too many endpoints (data already stored).
+// KEYS: aff, exp, ep. ARGV: now, expires, maxAff, maxEp, cid, aid,
+// channel, data, publish command, endpoints...  Returns 0 ok, 1 too many
+// affiliates, 2 too many endpoints (data already stored), 3 ok and the
+// affiliate is new (the caller registers the cluster for GC).
 var updateScript = redis.NewScript(luaHelpers + `
 local now, exp = tonumber(ARGV[1]), tonumber(ARGV[2])
 local aid, data = ARGV[6], ARGV[8]
+local created = false
 local changed = false
 local result = 0
 local cur = redis.call('ZSCORE', KEYS[2], aid)
@@ -151,7 +228,7 @@ if not cur then
   redis.call('HSET', KEYS[1], aid, data)
   redis.call('ZADD', KEYS[2], exp, aid)
   redis.call('DEL', KEYS[3])
-  redis.call('SADD', KEYS[4], ARGV[5])
+  created = true
   changed = true
   cur = exp
 else
@@ -163,7 +240,7 @@ else
     changed = true
   end
 end
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   local blob = ARGV[i]
   local s = redis.call('ZSCORE', KEYS[3], blob)
   if s then
@@ -187,16 +264,17 @@ for k = 1, 3 do
   local p = redis.call('PTTL', KEYS[k])
   if p == -1 or (p >= 0 and p < keep) then redis.call('PEXPIRE', KEYS[k], keep) end
 end
-if changed then redis.call('PUBLISH', ARGV[7], state(KEYS[1], KEYS[3], ARGV[5], aid, ARGV[1])) end
+if changed then redis.call(ARGV[9], ARGV[7], state(KEYS[1], KEYS[3], ARGV[5], aid, ARGV[1])) end
+if result == 0 and created then return 3 end
 return result
 `)
 
-// KEYS: aff, exp, ep. ARGV: cid, aid, channel.
+// KEYS: aff, exp, ep. ARGV: cid, aid, channel, publish command.
 var deleteScript = redis.NewScript(luaHelpers + `
 if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
   redis.call('HDEL', KEYS[1], ARGV[2])
   redis.call('DEL', KEYS[3])
-  redis.call('PUBLISH', ARGV[3], ns(ARGV[1]) .. ns(ARGV[2]) .. ns('d'))
+  redis.call(ARGV[4], ARGV[3], ns(ARGV[1]) .. ns(ARGV[2]) .. ns('d'))
 end
 return 0
 `)
@@ -225,22 +303,22 @@ end
 return out
 `)
 
-// KEYS: aff, exp, clusters. ARGV: now, cid, channel, epPrefix.
+// KEYS: aff, exp. ARGV: now, cid, channel, epPrefix, publish command.
+// Returns the number of affiliates left.
 var gcScript = redis.NewScript(luaHelpers + `
 local now = tonumber(ARGV[1])
 for _, aid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])) do
   redis.call('ZREM', KEYS[2], aid)
   redis.call('HDEL', KEYS[1], aid)
   redis.call('DEL', ARGV[4] .. aid)
-  redis.call('PUBLISH', ARGV[3], ns(ARGV[2]) .. ns(aid) .. ns('d'))
+  redis.call(ARGV[5], ARGV[3], ns(ARGV[2]) .. ns(aid) .. ns('d'))
 end
 for _, aid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   if redis.call('ZREMRANGEBYSCORE', ARGV[4] .. aid, '-inf', ARGV[1]) > 0 then
-    redis.call('PUBLISH', ARGV[3], state(KEYS[1], ARGV[4] .. aid, ARGV[2], aid, ARGV[1]))
+    redis.call(ARGV[5], ARGV[3], state(KEYS[1], ARGV[4] .. aid, ARGV[2], aid, ARGV[1]))
   end
 end
-if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
-return 0
+return redis.call('ZCARD', KEYS[2])
 `)
 
 func (r *RedisStore) nowMS() int64 { return r.now().UnixMilli() }
@@ -249,30 +327,108 @@ func (r *RedisStore) nowMS() int64 { return r.now().UnixMilli() }
 func (r *RedisStore) Update(ctx context.Context, u Update) error {
 	ck := r.clusterKey(u.ClusterID)
 	now := r.nowMS()
-	args := make([]any, 0, 8+len(u.Endpoints))
+	ch, pub := r.changeChannel(u.ClusterID)
+	args := make([]any, 0, 9+len(u.Endpoints))
 	args = append(args, now, now+u.TTL.Milliseconds(), r.limits.AffiliatesPerCluster, r.limits.EndpointsPerAffiliate,
-		u.ClusterID, u.AffiliateID, r.channel(), u.Data)
+		u.ClusterID, u.AffiliateID, ch, u.Data, pub)
 	for _, ep := range u.Endpoints {
 		args = append(args, ep)
 	}
-	res, err := updateScript.Run(ctx, r.rdb, []string{ck + ":a", ck + ":x", ck + ":e:" + u.AffiliateID, r.prefix + "clusters"}, args...).Int()
+	v, err := r.write(ctx, updateScript, []string{ck + ":a", ck + ":x", ck + ":e:" + u.AffiliateID}, args...)
 	if err != nil {
-		return unavailable(err)
+		return err
 	}
+	res, _ := v.(int64)
 	switch res {
 	case 1:
 		return ErrTooManyAffiliates
 	case 2:
 		return ErrTooManyEndpoints
+	case 3:
+		// A new affiliate: make sure GC walks its cluster. Outside the
+		// script, since on Redis Cluster the registry lives in another slot
+		// (see GC for the race with a cluster being unregistered).
+		if err := r.rdb.SAdd(ctx, r.prefix+"clusters", u.ClusterID).Err(); err != nil {
+			return unavailable(err)
+		}
 	}
 	return nil
+}
+
+// write runs a mutating script. With WaitReplicas set it runs on the
+// master that owns the keys, over one connection, followed by WAIT on that
+// same connection: the write is acknowledged only once enough replicas
+// hold it, so a failover cannot lose it.
+func (r *RedisStore) write(ctx context.Context, sc *redis.Script, keys []string, args ...any) (any, error) {
+	if r.wait == 0 {
+		v, err := sc.Run(ctx, r.rdb, keys, args...).Result()
+		return v, unavailable(err)
+	}
+	var node *redis.Client
+	if r.cc != nil {
+		n, err := r.cc.MasterForKey(ctx, keys[0])
+		if err != nil {
+			r.cc.ReloadState(ctx)
+			return nil, unavailable(err)
+		}
+		node = n
+	} else {
+		node = r.rdb.(*redis.Client)
+	}
+	conn := node.Conn()
+	defer conn.Close() //nolint:errcheck // back to the pool
+	v, err := sc.Run(ctx, conn, keys, args...).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		// The master may have died or handed its slots over (MOVED,
+		// CLUSTERDOWN, connection refused): look the slot map up again
+		// before the client retries.
+		if r.cc != nil {
+			r.cc.ReloadState(ctx)
+		}
+		return nil, unavailable(err)
+	}
+	addr := node.Options().Addr
+	if until, ok := r.degraded.Load(addr); ok && time.Now().Before(until.(time.Time)) {
+		return v, nil
+	}
+	n, err := conn.Do(ctx, "WAIT", r.wait, 1000).Int()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if n >= r.wait {
+		return v, nil
+	}
+	// No replica confirmed. If the master has none at all (its replica was
+	// promoted after a failover and nothing rejoined yet), there is nothing
+	// to wait for: refusing would only take the shard down. Acknowledge,
+	// and stop waiting on it for a few seconds.
+	if have, err := connectedReplicas(ctx, conn); err == nil && have == 0 {
+		r.degraded.Store(addr, time.Now().Add(5*time.Second))
+		r.log.Warn("discovery: redis: master has no replica: writes are acknowledged without one until a replica rejoins", "master", addr)
+		return v, nil
+	}
+	return nil, fmt.Errorf("%w: redis: write reached %d of %d replicas within 1s", ErrUnavailable, n, r.wait)
+}
+
+// connectedReplicas asks a master how many replicas it has (ROLE).
+func connectedReplicas(ctx context.Context, conn *redis.Conn) (int, error) {
+	v, err := conn.Do(ctx, "ROLE").Slice()
+	if err != nil {
+		return 0, err
+	}
+	if len(v) < 3 {
+		return 0, fmt.Errorf("ROLE reply of %d elements", len(v))
+	}
+	reps, _ := v[2].([]any)
+	return len(reps), nil
 }
 
 // Delete implements Store.
 func (r *RedisStore) Delete(ctx context.Context, clusterID, affiliateID string) error {
 	ck := r.clusterKey(clusterID)
-	err := deleteScript.Run(ctx, r.rdb, []string{ck + ":a", ck + ":x", ck + ":e:" + affiliateID}, clusterID, affiliateID, r.channel()).Err()
-	return unavailable(err)
+	ch, pub := r.changeChannel(clusterID)
+	_, err := r.write(ctx, deleteScript, []string{ck + ":a", ck + ":x", ck + ":e:" + affiliateID}, clusterID, affiliateID, ch, pub)
+	return err
 }
 
 func parseList(v any) ([]*serverpb.Affiliate, error) {
@@ -305,6 +461,9 @@ func (r *RedisStore) List(ctx context.Context, clusterID string) ([]*serverpb.Af
 	ck := r.clusterKey(clusterID)
 	v, err := listScript.Run(ctx, r.rdb, []string{ck + ":a", ck + ":x"}, r.nowMS(), ck+":e:").Result()
 	if err != nil {
+		if r.cc != nil {
+			r.cc.ReloadState(ctx) // a failover may have moved the slot
+		}
 		return nil, unavailable(err)
 	}
 	return parseList(v)
@@ -316,10 +475,14 @@ func (r *RedisStore) Watch(ctx context.Context, clusterID string) ([]*serverpb.A
 	sub = newSubscription(2*r.limits.AffiliatesPerCluster+64, func() {
 		r.mu.Lock()
 		delete(r.subs[clusterID], sub)
-		if len(r.subs[clusterID]) == 0 {
+		last := len(r.subs[clusterID]) == 0
+		if last {
 			delete(r.subs, clusterID)
 		}
 		r.mu.Unlock()
+		if last && r.shards != nil {
+			r.shards.unsubscribe(clusterID)
+		}
 	})
 	// Subscribe before reading the snapshot so no change falls in between.
 	r.mu.Lock()
@@ -332,6 +495,12 @@ func (r *RedisStore) Watch(ctx context.Context, clusterID string) ([]*serverpb.A
 	}
 	r.subs[clusterID][sub] = struct{}{}
 	r.mu.Unlock()
+	if r.shards != nil {
+		if err := r.shards.subscribe(ctx, clusterID); err != nil {
+			sub.Close()
+			return nil, nil, err
+		}
+	}
 	snap, err := r.List(ctx, clusterID)
 	if err != nil {
 		sub.Close()
@@ -358,8 +527,26 @@ func (r *RedisStore) GC(ctx context.Context) error {
 	now := r.nowMS()
 	for _, cid := range ids {
 		ck := r.clusterKey(cid)
-		if err := gcScript.Run(ctx, r.rdb, []string{ck + ":a", ck + ":x", r.prefix + "clusters"}, now, cid, r.channel(), ck+":e:").Err(); err != nil {
+		ch, pub := r.changeChannel(cid)
+		left, err := gcScript.Run(ctx, r.rdb, []string{ck + ":a", ck + ":x"}, now, cid, ch, ck+":e:", pub).Int()
+		if err != nil {
 			return unavailable(err)
+		}
+		if left > 0 {
+			continue
+		}
+		// Unregister the empty cluster, then look again: an affiliate
+		// created in between registered the cluster before or after our
+		// SREM; in the first case this check sees it and puts it back.
+		if err := r.rdb.SRem(ctx, r.prefix+"clusters", cid).Err(); err != nil {
+			return unavailable(err)
+		}
+		if n, err := r.rdb.ZCard(ctx, ck+":x").Result(); err != nil {
+			return unavailable(err)
+		} else if n > 0 {
+			if err := r.rdb.SAdd(ctx, r.prefix+"clusters", cid).Err(); err != nil {
+				return unavailable(err)
+			}
 		}
 	}
 	return nil
@@ -401,8 +588,13 @@ func (r *RedisStore) Close() error {
 	r.failAll(ErrClosed)
 	r.cancel()
 	r.mu.Lock()
-	r.ps.Close() //nolint:errcheck // unblocks listen's read
+	if r.ps != nil {
+		r.ps.Close() //nolint:errcheck // unblocks listen's read
+	}
 	r.mu.Unlock()
+	if r.shards != nil {
+		r.shards.close()
+	}
 	r.done.Wait()
 	return r.rdb.Close()
 }
@@ -472,17 +664,31 @@ func (r *RedisStore) listen(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		cid, aid, state, ok := parseChange(m.Payload)
-		if !ok {
-			r.log.Warn("discovery: redis: malformed change message ignored")
-			continue
-		}
-		r.mu.Lock()
-		for sub := range r.subs[cid] {
-			sub.push(aid, state)
-		}
-		r.mu.Unlock()
+		r.deliver(m.Payload)
 	}
+}
+
+// deliver hands one change message to this replica's watchers.
+func (r *RedisStore) deliver(payload string) {
+	cid, aid, state, ok := parseChange(payload)
+	if !ok {
+		r.log.Warn("discovery: redis: malformed change message ignored")
+		return
+	}
+	r.mu.Lock()
+	for sub := range r.subs[cid] {
+		sub.push(aid, state)
+	}
+	r.mu.Unlock()
+}
+
+// failCluster ends the local watches of one cluster (their feed broke).
+func (r *RedisStore) failCluster(cid string, err error) {
+	r.mu.Lock()
+	for sub := range r.subs[cid] {
+		sub.fail(err)
+	}
+	r.mu.Unlock()
 }
 
 // parseChange decodes a change message; state is nil for a deletion.

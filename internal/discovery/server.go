@@ -37,8 +37,13 @@ type ServerOptions struct {
 	RateLimitBurst int
 	// RedirectEndpoint, if set, is sent in every Hello (host:port).
 	RedirectEndpoint string
-	Logger           *slog.Logger
-	Metrics          *Metrics
+	// WatchersPerAddress bounds open watches per client IP (0 or less: no
+	// limit).
+	WatchersPerAddress int
+	Logger             *slog.Logger
+	Metrics            *Metrics
+
+	conns *connTracker // set by Start: refuses RPCs on over-limit connections
 }
 
 // Server implements the sidero.discovery.server.Cluster service.
@@ -53,6 +58,8 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *Metrics
 	limiter  *ipLimiter
+	watchers *watcherCounter
+	conns    *connTracker
 }
 
 // NewServer checks opts and builds the service.
@@ -76,6 +83,8 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		redirect: opts.RedirectEndpoint,
 		log:      opts.Logger,
 		metrics:  opts.Metrics,
+		conns:    opts.conns,
+		watchers: &watcherCounter{max: opts.WatchersPerAddress, n: make(map[netip.Addr]int)},
 	}
 	if len(opts.AllowedClusters) > 0 {
 		s.allowed = make(map[string]struct{}, len(opts.AllowedClusters))
@@ -123,6 +132,12 @@ func shortMethod(full string) string {
 }
 
 func (s *Server) admit(ctx context.Context, method string) error {
+	if s.conns != nil {
+		if err := s.conns.refuseOverLimit(ctx); err != nil {
+			s.metrics.rejections.WithLabelValues("connections_per_address").Inc()
+			return err
+		}
+	}
 	if s.limiter == nil {
 		return nil
 	}
@@ -310,6 +325,12 @@ func (s *Server) Watch(req *serverpb.WatchRequest, stream serverpb.Cluster_Watch
 		return err
 	}
 	ctx := stream.Context()
+	ip := s.clientIP(ctx)
+	if err := s.watchers.acquire(ip); err != nil {
+		s.metrics.rejections.WithLabelValues("watchers_per_address").Inc()
+		return err
+	}
+	defer s.watchers.release(ip)
 	snap, sub, err := s.store.Watch(ctx, req.ClusterId)
 	if err != nil {
 		return s.storeError(err)

@@ -44,6 +44,7 @@ type ServiceConfig struct {
 	SnapshotPath     string // memory store; empty: no snapshots
 	SnapshotInterval time.Duration
 	RedisURL         string
+	RedisCluster     bool // RedisURL is a seed of a Redis Cluster
 
 	TrustedProxies   []netip.Prefix
 	AllowedClusters  []string
@@ -52,9 +53,47 @@ type ServiceConfig struct {
 	Limits           Limits
 	RateLimitRPS     float64
 	RateLimitBurst   int
+	// Conn bounds connections and watches (zero: DefaultConnLimits).
+	Conn ConnLimits
 
 	Logger *slog.Logger
 	Now    func() time.Time // tests; nil: time.Now
+}
+
+// Validate checks cfg as Start would, touching nothing: `serve --check`
+// and `serve` fail on the same input with the same message, before anything
+// is created on disk or restored.
+func (cfg ServiceConfig) Validate() error {
+	if cfg.Limits != (Limits{}) {
+		if err := cfg.Limits.check(); err != nil {
+			return err
+		}
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return errors.New("discovery: serve: set both --tls-cert and --tls-key, or neither for plaintext")
+	}
+	if cfg.TLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return fmt.Errorf("discovery: tls: load --tls-cert %q / --tls-key %q: %w", cfg.TLSCert, cfg.TLSKey, err)
+		}
+	}
+	switch cfg.Store {
+	case "", "memory":
+	case "redis":
+		if cfg.RedisURL == "" {
+			return errors.New("discovery: serve: --store redis needs --redis-url (e.g. redis://127.0.0.1:6379/0)")
+		}
+		parse := func(u string) error { _, err := parseRedisURL(u); return err }
+		if cfg.RedisCluster {
+			parse = func(u string) error { _, err := parseRedisClusterURL(u); return err }
+		}
+		if err := parse(cfg.RedisURL); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("discovery: serve: --store %q is not known: use memory or redis", cfg.Store)
+	}
+	return cfg.Conn.check()
 }
 
 // Service is a running discovery service.
@@ -67,6 +106,7 @@ type Service struct {
 	grpc     *grpc.Server
 	health   *health.Server
 	lis      net.Listener
+	conns    *connTracker
 	metrics  *http.Server
 	mlis     net.Listener
 	stop     context.CancelFunc
@@ -90,11 +130,15 @@ func Start(cfg ServiceConfig) (*Service, error) {
 	if cfg.SnapshotInterval <= 0 {
 		cfg.SnapshotInterval = 10 * time.Minute
 	}
-	if err := cfg.Limits.check(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
-		return nil, errors.New("discovery: serve: set both --tls-cert and --tls-key, or neither for plaintext")
+	var kr *certReloader
+	if cfg.TLSCert != "" {
+		var err error
+		if kr, err = newCertReloader(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return nil, err
+		}
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger}
 	switch cfg.Store {
@@ -102,34 +146,50 @@ func Start(cfg ServiceConfig) (*Service, error) {
 		s.mem = NewMemoryStore(cfg.Limits, cfg.Now)
 		s.store = s.mem
 		if cfg.SnapshotPath != "" {
-			n, err := s.mem.LoadSnapshot(cfg.SnapshotPath)
-			if err != nil {
-				// A damaged snapshot must not keep the service down; clients
-				// re-publish within TTL/2.
-				s.log.Warn("discovery: snapshot not restored", "path", cfg.SnapshotPath, "err", err)
-			} else {
-				s.log.Info("discovery: snapshot restored", "path", cfg.SnapshotPath, "affiliates", n)
+			rep, err := s.mem.LoadSnapshot(cfg.SnapshotPath)
+			for i, sk := range rep.Skipped {
+				if i == 10 {
+					s.log.Warn("discovery: snapshot: more entries skipped", "count", len(rep.Skipped)-i)
+					break
+				}
+				s.log.Warn("discovery: snapshot: entry skipped", "cluster", sk.Cluster, "affiliate", sk.Affiliate, "reason", sk.Reason)
+			}
+			switch {
+			case err != nil && rep.Restored > 0:
+				// A damaged snapshot must not keep the service down; what
+				// came before the damage is served, clients re-publish the
+				// rest within TTL/2.
+				s.log.Warn("discovery: snapshot partly restored: the file is damaged after the last affiliate read", "path", cfg.SnapshotPath, "affiliates", rep.Restored, "skipped", len(rep.Skipped), "err", err)
+			case err != nil:
+				s.log.Warn("discovery: snapshot not restored", "path", cfg.SnapshotPath, "affiliates", 0, "err", err)
+			default:
+				s.log.Info("discovery: snapshot restored", "path", cfg.SnapshotPath, "affiliates", rep.Restored, "skipped", len(rep.Skipped))
 			}
 		}
 	case "redis":
-		if cfg.RedisURL == "" {
-			return nil, errors.New("discovery: serve: --store redis needs --redis-url (e.g. redis://127.0.0.1:6379/0)")
-		}
-		rs, err := NewRedisStore(RedisOptions{URL: cfg.RedisURL, Limits: cfg.Limits, Now: cfg.Now, Logger: cfg.Logger, GCInterval: cfg.GCInterval})
+		rs, err := NewRedisStore(RedisOptions{URL: cfg.RedisURL, Cluster: cfg.RedisCluster, Limits: cfg.Limits, Now: cfg.Now, Logger: cfg.Logger, GCInterval: cfg.GCInterval})
 		if err != nil {
 			return nil, err
 		}
 		s.store = rs
-	default:
-		return nil, fmt.Errorf("discovery: serve: --store %q is not known: use memory or redis", cfg.Store)
 	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := NewMetrics(reg, s.store)
+	cl := cfg.Conn.withDefaults()
+	s.conns = newConnTracker(cl, func(ip netip.Addr) bool {
+		for _, p := range cfg.TrustedProxies {
+			if p.Contains(ip) {
+				return true
+			}
+		}
+		return false
+	}, func(reason string) { metrics.rejections.WithLabelValues(reason).Inc() })
 	srv, err := NewServer(ServerOptions{
 		Store: s.store, Limits: cfg.Limits, TrustedProxies: cfg.TrustedProxies, AllowedClusters: cfg.AllowedClusters,
 		RateLimitRPS: cfg.RateLimitRPS, RateLimitBurst: cfg.RateLimitBurst, RedirectEndpoint: cfg.RedirectEndpoint,
-		Logger: cfg.Logger, Metrics: NewMetrics(reg, s.store),
+		WatchersPerAddress: cl.WatchersPerAddress, Logger: cfg.Logger, Metrics: metrics, conns: s.conns,
 	})
 	if err != nil {
 		s.store.Close() //nolint:errcheck
@@ -137,16 +197,16 @@ func Start(cfg ServiceConfig) (*Service, error) {
 	}
 	s.server = srv
 
+	kp := keepalive.ServerParameters{Time: 5 * time.Minute, Timeout: 20 * time.Second}
+	if cl.IdleTimeout > 0 {
+		kp.MaxConnectionIdle = cl.IdleTimeout
+	}
 	opts := append(srv.GRPCOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 5 * time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveParams(kp),
+		grpc.StatsHandler(s.conns),
 	)
-	if cfg.TLSCert != "" {
-		kr, err := newCertReloader(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			s.store.Close() //nolint:errcheck
-			return nil, err
-		}
+	if kr != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: kr.get,
@@ -188,6 +248,8 @@ func Start(cfg ServiceConfig) (*Service, error) {
 		}()
 	}
 
+	s.lis = s.conns.listener(s.lis)
+
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.wg.Add(2)
@@ -212,6 +274,9 @@ func (s *Service) MetricsAddr() net.Addr {
 	}
 	return s.mlis.Addr()
 }
+
+// Conns is the number of open client connections.
+func (s *Service) Conns() int { return s.conns.Count() }
 
 // Store is the service's store (tests).
 func (s *Service) Store() Store { return s.store }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -404,31 +405,53 @@ func (m *MemoryStore) encode(w io.Writer) error {
 	return nil
 }
 
-// LoadSnapshot adds what path holds to the store, dropping what has expired.
-// A missing file is not an error (first start). It returns how many
-// affiliates it restored.
-func (m *MemoryStore) LoadSnapshot(path string) (int, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("discovery: snapshot: open %q: %w", path, err)
-	}
-	defer f.Close() //nolint:errcheck // read only
-	n, err := m.restore(f)
-	if err != nil {
-		return n, fmt.Errorf("discovery: snapshot: read %q: %w", path, err)
-	}
-	return n, nil
+// RestoreReport says what a snapshot load did.
+type RestoreReport struct {
+	Restored int // affiliates now in the store
+	// Skipped are entries left out because they could never be served: an
+	// ID that is not valid UTF-8 (the reference accepts such IDs, but a
+	// protobuf string field cannot carry them, so one of them would make
+	// every List and Watch of its cluster fail).
+	Skipped []SkippedEntry
 }
 
-func (m *MemoryStore) restore(r io.Reader) (int, error) {
+// SkippedEntry names an entry a restore left out, IDs quoted (%q) since they
+// are not valid text.
+type SkippedEntry struct {
+	Cluster, Affiliate string // Affiliate empty: the whole cluster
+	Reason             string
+}
+
+// LoadSnapshot adds what path holds to the store, dropping what has expired.
+// A missing file is not an error (first start). On a damaged file it keeps
+// what it read before the damage and reports it with the error.
+func (m *MemoryStore) LoadSnapshot(path string) (RestoreReport, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return RestoreReport{}, nil
+	}
+	if err != nil {
+		return RestoreReport{}, fmt.Errorf("discovery: snapshot: open %q: %w", path, err)
+	}
+	defer f.Close() //nolint:errcheck // read only
+	rep, err := m.restore(f)
+	if err != nil {
+		return rep, fmt.Errorf("discovery: snapshot: read %q: %w", path, err)
+	}
+	return rep, nil
+}
+
+func (m *MemoryStore) restore(r io.Reader) (RestoreReport, error) {
 	now := m.now()
 	nowNano := now.UnixNano()
-	restored := 0
+	var rep RestoreReport
+	const invalidUTF8 = "ID is not valid UTF-8: no client could read it"
 	err := readSnapshot(r, now, func(sc snapCluster) error {
 		if sc.id == "" || len(sc.id) > m.limits.ClusterIDMax {
+			return nil
+		}
+		if !utf8.ValidString(sc.id) {
+			rep.Skipped = append(rep.Skipped, SkippedEntry{Cluster: fmt.Sprintf("%q", sc.id), Reason: "cluster " + invalidUTF8})
 			return nil
 		}
 		c := m.cluster(sc.id, true)
@@ -436,6 +459,10 @@ func (m *MemoryStore) restore(r io.Reader) (int, error) {
 		for _, sa := range sc.affiliates {
 			exp := sa.expires.UnixNano()
 			if exp <= nowNano || sa.id == "" || len(sa.id) > m.limits.AffiliateIDMax || len(sa.data) > m.limits.AffiliateDataMax {
+				continue
+			}
+			if !utf8.ValidString(sa.id) {
+				rep.Skipped = append(rep.Skipped, SkippedEntry{Cluster: fmt.Sprintf("%q", sc.id), Affiliate: fmt.Sprintf("%q", sa.id), Reason: "affiliate " + invalidUTF8})
 				continue
 			}
 			if _, ok := c.affiliates[sa.id]; !ok && len(c.affiliates) >= m.limits.AffiliatesPerCluster {
@@ -450,9 +477,9 @@ func (m *MemoryStore) restore(r io.Reader) (int, error) {
 			}
 			c.affiliates[sa.id] = a
 			c.notify(sa.id, a.proto(sa.id, nowNano))
-			restored++
+			rep.Restored++
 		}
 		return nil
 	})
-	return restored, err
+	return rep, err
 }

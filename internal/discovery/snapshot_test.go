@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,7 +97,8 @@ func TestSnapshotExpiry(t *testing.T) {
 	}
 	clock.Advance(90 * time.Second)
 	m2 := NewMemoryStore(DefaultLimits(), clock.Now)
-	if n, err := m2.restore(bytes.NewReader(buf.Bytes())); err != nil || n != 1 {
+	if rep, err := m2.restore(bytes.NewReader(buf.Bytes())); err != nil || rep.Restored != 1 {
+		n := rep.Restored
 		t.Fatalf("restored %d, %v; want 1 (b expired)", n, err)
 	}
 	if got := listAll(t, m2, "c"); !slices.Equal(got, []string{"a=d[e1 e2]"}) {
@@ -129,8 +133,8 @@ func TestSnapshotLegacyExpiration(t *testing.T) {
 	file = protowire.AppendTag(file, 1, protowire.BytesType)
 	file = protowire.AppendBytes(file, cl)
 	m := NewMemoryStore(DefaultLimits(), clock.Now)
-	if n, err := m.restore(bytes.NewReader(file)); err != nil || n != 1 {
-		t.Fatalf("restore: %d %v", n, err)
+	if rep, err := m.restore(bytes.NewReader(file)); err != nil || rep.Restored != 1 {
+		t.Fatalf("restore: %+v %v", rep, err)
 	}
 	if got := listAll(t, m, "c"); !slices.Equal(got, []string{"a=d[blob]"}) {
 		t.Fatalf("got %v", got)
@@ -150,8 +154,8 @@ func TestSnapshotCorrupt(t *testing.T) {
 			t.Errorf("%s: no error", name)
 		}
 	}
-	if n, err := NewMemoryStore(DefaultLimits(), nil).LoadSnapshot(filepath.Join(dir, "missing")); err != nil || n != 0 {
-		t.Fatalf("missing file: %d %v", n, err)
+	if rep, err := NewMemoryStore(DefaultLimits(), nil).LoadSnapshot(filepath.Join(dir, "missing")); err != nil || rep.Restored != 0 {
+		t.Fatalf("missing file: %+v %v", rep, err)
 	}
 }
 
@@ -198,7 +202,130 @@ func TestPeriodicSnapshot(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "periodic snapshot holds the update", func() bool {
 		m := NewMemoryStore(DefaultLimits(), nil)
-		n, err := m.LoadSnapshot(path)
-		return err == nil && n == 1
+		rep, err := m.LoadSnapshot(path)
+		return err == nil && rep.Restored == 1
 	})
+}
+
+// sideroRecord encodes one StateSnapshot.clusters record field by field as
+// the reference's writer lays it out (ttl in whole seconds, no legacy
+// expiration), independently of appendClusterRecord.
+func sideroRecord(cluster string, affs map[string]string, ttl time.Duration) []byte {
+	dur := func(d time.Duration) []byte {
+		var m []byte
+		m = protowire.AppendTag(m, 1, protowire.VarintType)
+		return protowire.AppendVarint(m, uint64(d/time.Second))
+	}
+	var cl []byte
+	cl = protowire.AppendTag(cl, 1, protowire.BytesType)
+	cl = protowire.AppendString(cl, cluster)
+	ids := make([]string, 0, len(affs))
+	for id := range affs {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		var ep, aff []byte
+		ep = protowire.AppendTag(ep, 2, protowire.BytesType)
+		ep = protowire.AppendBytes(ep, []byte("ep-"+affs[id]))
+		ep = protowire.AppendTag(ep, 3, protowire.BytesType)
+		ep = protowire.AppendBytes(ep, dur(ttl))
+		aff = protowire.AppendTag(aff, 1, protowire.BytesType)
+		aff = protowire.AppendString(aff, id)
+		aff = protowire.AppendTag(aff, 3, protowire.BytesType)
+		aff = protowire.AppendBytes(aff, []byte(affs[id]))
+		aff = protowire.AppendTag(aff, 4, protowire.BytesType)
+		aff = protowire.AppendBytes(aff, ep)
+		aff = protowire.AppendTag(aff, 5, protowire.BytesType)
+		aff = protowire.AppendBytes(aff, dur(ttl))
+		cl = protowire.AppendTag(cl, 2, protowire.BytesType)
+		cl = protowire.AppendBytes(cl, aff)
+	}
+	var rec []byte
+	rec = protowire.AppendTag(rec, 1, protowire.BytesType)
+	return protowire.AppendBytes(rec, cl)
+}
+
+// TestSnapshotInvalidUTF8: the reference accepts affiliate IDs that are not
+// valid UTF-8 and writes them to its snapshot. Restored as they are, one
+// such ID would make every List and Watch of its cluster fail to marshal.
+// They are skipped with a warning; the rest of the cluster is served.
+func TestSnapshotInvalidUTF8(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.binpb")
+	var file []byte
+	file = append(file, sideroRecord("c", map[string]string{"good-a": "da", "bad-\xff\xfe": "dx", "good-b": "db"}, 10*time.Minute)...)
+	file = append(file, sideroRecord("bad-cluster-\xc3\x28", map[string]string{"x": "dx"}, 10*time.Minute)...)
+	if err := os.WriteFile(path, file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	svc := startService(t, ServiceConfig{RateLimitRPS: -1, SnapshotPath: path, SnapshotInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	c := dial(t, svc.Addr().String())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.List(ctx, &serverpb.ListRequest{ClusterId: "c"})
+	if err != nil {
+		t.Fatalf("List of the cluster that held an invalid ID: %v", err)
+	}
+	var ids []string
+	for _, a := range resp.Affiliates {
+		ids = append(ids, a.Id)
+	}
+	sort.Strings(ids)
+	if !slices.Equal(ids, []string{"good-a", "good-b"}) {
+		t.Fatalf("listed %q, want the two valid affiliates", ids)
+	}
+	w, err := c.Watch(ctx, &serverpb.WatchRequest{ClusterId: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := w.Recv(); err != nil || len(m.Affiliates) != 2 {
+		t.Fatalf("watch snapshot: %v %v", m, err)
+	}
+	out := logs.String()
+	for _, want := range []string{`entry skipped`, `bad-\\xff\\xfe`, `bad-cluster-\\xc3(`, "not valid UTF-8", "snapshot restored", "affiliates=2", "skipped=2"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestSnapshotTruncatedReportsCount: a snapshot cut off in its second
+// record keeps the first, and the log says how many affiliates came back.
+func TestSnapshotTruncatedReportsCount(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.binpb")
+	first := sideroRecord("c1", map[string]string{"a": "1", "b": "2", "c": "3"}, 10*time.Minute)
+	second := sideroRecord("c2", map[string]string{"d": "4"}, 10*time.Minute)
+	if err := os.WriteFile(path, append(first, second[:len(second)/2]...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	svc := startService(t, ServiceConfig{RateLimitRPS: -1, SnapshotPath: path, SnapshotInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if got := listAll(t, svc.Store(), "c1"); len(got) != 3 {
+		t.Fatalf("first record: %v", got)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "snapshot partly restored") || !strings.Contains(out, "affiliates=3") || strings.Contains(out, "not restored") {
+		t.Fatalf("log should say 3 affiliates were restored from the damaged file:\n%s", out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

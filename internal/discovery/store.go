@@ -109,7 +109,6 @@ var ErrLostUpdates = errors.New("watcher too slow: backlog of changed affiliates
 
 func newSubscription(maxPending int, onClose func()) *Subscription {
 	return &Subscription{
-		pending:    make(map[string]*serverpb.Affiliate),
 		ready:      make(chan struct{}, 1),
 		maxPending: maxPending,
 		onClose:    onClose,
@@ -129,14 +128,47 @@ func (s *Subscription) push(id string, aff *serverpb.Affiliate) {
 			}
 		}
 		if s.err == nil {
+			if s.pending == nil {
+				s.pending = make(map[string]*serverpb.Affiliate)
+			}
 			s.pending[id] = aff
 		}
 	}
 	s.mu.Unlock()
+	s.wake()
+}
+
+func (s *Subscription) wake() {
 	select {
 	case s.ready <- struct{}{}:
 	default:
 	}
+}
+
+// take returns what is queued without waiting: nil, nil if nothing is.
+func (s *Subscription) take() ([]*serverpb.WatchResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return nil, s.err
+	}
+	if len(s.order) == 0 {
+		return nil, nil
+	}
+	out := make([]*serverpb.WatchResponse, 0, len(s.order))
+	for _, id := range s.order {
+		aff := s.pending[id]
+		if aff == nil {
+			out = append(out, &serverpb.WatchResponse{Deleted: true, Affiliates: []*serverpb.Affiliate{{Id: id}}})
+		} else {
+			out = append(out, &serverpb.WatchResponse{Affiliates: []*serverpb.Affiliate{aff}})
+		}
+	}
+	// A burst's map is dropped rather than kept: an idle watcher then
+	// holds none.
+	s.pending = nil
+	s.order = nil
+	return out, nil
 }
 
 // fail ends the subscription with err (first error wins).
@@ -146,40 +178,18 @@ func (s *Subscription) fail(err error) {
 		s.err = err
 	}
 	s.mu.Unlock()
-	select {
-	case s.ready <- struct{}{}:
-	default:
-	}
+	s.wake()
 }
 
 // Next waits for changes and returns them in the order the affiliates first
 // changed, one WatchResponse each, or the error that ended the subscription.
 func (s *Subscription) Next(ctx context.Context) ([]*serverpb.WatchResponse, error) {
 	for {
-		s.mu.Lock()
-		if s.err != nil {
-			// Queued changes are moot: the stream ends and the client
-			// resyncs from a fresh snapshot.
-			err := s.err
-			s.mu.Unlock()
-			return nil, err
+		// Once failed, queued changes are moot: the stream ends and the
+		// client resyncs from a fresh snapshot.
+		if out, err := s.take(); err != nil || out != nil {
+			return out, err
 		}
-		if len(s.order) > 0 {
-			out := make([]*serverpb.WatchResponse, 0, len(s.order))
-			for _, id := range s.order {
-				aff := s.pending[id]
-				if aff == nil {
-					out = append(out, &serverpb.WatchResponse{Deleted: true, Affiliates: []*serverpb.Affiliate{{Id: id}}})
-				} else {
-					out = append(out, &serverpb.WatchResponse{Affiliates: []*serverpb.Affiliate{aff}})
-				}
-			}
-			clear(s.pending)
-			s.order = s.order[:0]
-			s.mu.Unlock()
-			return out, nil
-		}
-		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
