@@ -217,8 +217,8 @@ func flock(ctx context.Context, f *os.File) error {
 // NoCloud first (the seed disk), and a serial console for boot logs.
 var imageFiles = map[string]string{
 	"etc/cloud/cloud.cfg.d/90_datasource.cfg": "# This image boots from a NoCloud seed (a CIDATA disk).\ndatasource_list: [ NoCloud, None ]\n",
-	"etc/hostname":                            "debian\n",
-	"etc/fstab":                               "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
+	"etc/hostname": "debian\n",
+	"etc/fstab":    "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
 }
 
 func build(ctx context.Context, dir string, k Kernel, log io.Writer) error {
