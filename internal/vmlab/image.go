@@ -131,12 +131,25 @@ func CacheDir() string {
 }
 
 // ImageKey identifies an image by what is in it: the suite, the package
-// list and the kernel whose modules it carries.
-func ImageKey(suite string, pkgs []string, kernelVersion string) string {
+// list, the kernel whose modules it carries, and the image's own files.
+func ImageKey(suite string, pkgs []string, kernelVersion string, files map[string]string) string {
 	p := append([]string(nil), pkgs...)
 	sort.Strings(p)
-	h := sha256.Sum256([]byte(suite + "\n" + strings.Join(p, "\n") + "\n" + kernelVersion))
-	return hex.EncodeToString(h[:6])
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%s\n", suite, strings.Join(p, "\n"), kernelVersion)
+	for _, name := range sortedKeys(files) {
+		fmt.Fprintf(h, "%s\n%d\n%s", name, len(files[name]), files[name])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:6])
+}
+
+func sortedKeys(m map[string]string) []string {
+	k := make([]string, 0, len(m))
+	for n := range m {
+		k = append(k, n)
+	}
+	sort.Strings(k)
+	return k
 }
 
 // BuildImage returns the cached image, building it first when there is
@@ -150,7 +163,7 @@ func BuildImage(ctx context.Context, log io.Writer) (*Image, error) {
 		return nil, err
 	}
 	cache := CacheDir()
-	dir := filepath.Join(cache, "vm-"+ImageKey(Suite, Packages, k.Version))
+	dir := filepath.Join(cache, "vm-"+ImageKey(Suite, Packages, k.Version, imageFiles))
 	img := &Image{Path: filepath.Join(dir, "root.img"), Kernel: k}
 	if _, err := os.Stat(img.Path); err == nil {
 		img.Cached, img.BuildTime = true, time.Since(start)
@@ -214,11 +227,14 @@ func flock(ctx context.Context, f *os.File) error {
 }
 
 // imageFiles are the image's own configuration, as a cloud image ships it:
-// NoCloud first (the seed disk), and a serial console for boot logs.
+// its datasource (NoCloud: the seed disk) and its default locale (C.UTF-8 is
+// built into libc; minbase has no locales package to generate another).
 var imageFiles = map[string]string{
 	"etc/cloud/cloud.cfg.d/90_datasource.cfg": "# This image boots from a NoCloud seed (a CIDATA disk).\ndatasource_list: [ NoCloud, None ]\n",
-	"etc/hostname": "debian\n",
-	"etc/fstab":    "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
+	"etc/cloud/cloud.cfg.d/91_locale.cfg":     "locale: C.UTF-8\n",
+	"etc/default/locale":                      "LANG=C.UTF-8\n",
+	"etc/hostname":                            "debian\n",
+	"etc/fstab":                               "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
 }
 
 func build(ctx context.Context, dir string, k Kernel, log io.Writer) error {

@@ -216,8 +216,10 @@ func (v *VM) Diagnose(ctx context.Context) string {
 	return b.String()
 }
 
-// WaitCloudInit polls `cloud-init status` through the guest agent until it
-// is done (or reports an error), and returns the `--long` text.
+// WaitCloudInit polls `cloud-init status` through the guest agent until
+// cloud-init has finished all its stages (it reports "error" as soon as one
+// module fails, while later stages still run), and returns the `--long`
+// text; an error when it finished with errors or did not finish in limit.
 func (v *VM) WaitCloudInit(ctx context.Context, limit time.Duration) (string, error) {
 	deadline := time.Now().Add(limit)
 	var last string
@@ -227,14 +229,15 @@ func (v *VM) WaitCloudInit(ctx context.Context, limit time.Duration) (string, er
 			return "", fmt.Errorf("%w\n%s", err, v.Diagnose(ctx))
 		}
 		c, cancel := context.WithTimeout(ctx, 20*time.Second)
-		out, err := v.Run(c, "cloud-init status --long")
+		out, err := v.Run(c, "cloud-init status --long; test -e /var/lib/cloud/instance/boot-finished && echo boot-finished")
 		cancel()
 		last, lastErr = out, err
-		if strings.Contains(out, "status: done") || strings.Contains(out, "status: error") {
-			if strings.Contains(out, "status: error") {
-				return out, fmt.Errorf("vmlab: %s: cloud-init finished with errors:\n%s\n%s", v.cfg.Name, out, v.Diagnose(ctx))
-			}
+		finished := strings.Contains(out, "boot-finished")
+		switch {
+		case strings.Contains(out, "status: done") && finished:
 			return out, nil
+		case strings.Contains(out, "status: error") && finished:
+			return out, fmt.Errorf("vmlab: %s: cloud-init finished with errors:\n%s\n%s", v.cfg.Name, out, v.Diagnose(ctx))
 		}
 		if time.Now().After(deadline) {
 			return out, fmt.Errorf("vmlab: %s: cloud-init not done %v after power-on (last status: %q, %v)\n%s",

@@ -45,14 +45,16 @@ deb [arch=amd64 signed-by=/x.gpg] http://mirror.example/debian bookworm contrib 
 }
 
 func TestImageKey(t *testing.T) {
-	a := ImageKey("bookworm", []string{"b", "a"}, "6.1.0-1-amd64")
-	if a != ImageKey("bookworm", []string{"a", "b"}, "6.1.0-1-amd64") {
-		t.Error("key depends on package order")
+	files := map[string]string{"etc/x": "1\n", "etc/y": "2\n"}
+	a := ImageKey("bookworm", []string{"b", "a"}, "6.1.0-1-amd64", files)
+	if a != ImageKey("bookworm", []string{"a", "b"}, "6.1.0-1-amd64", map[string]string{"etc/y": "2\n", "etc/x": "1\n"}) {
+		t.Error("key depends on package or file order")
 	}
 	for _, other := range []string{
-		ImageKey("bookworm", []string{"a", "b", "c"}, "6.1.0-1-amd64"),
-		ImageKey("bookworm", []string{"a", "b"}, "6.1.0-2-amd64"),
-		ImageKey("trixie", []string{"a", "b"}, "6.1.0-1-amd64"),
+		ImageKey("bookworm", []string{"a", "b", "c"}, "6.1.0-1-amd64", files),
+		ImageKey("bookworm", []string{"a", "b"}, "6.1.0-2-amd64", files),
+		ImageKey("trixie", []string{"a", "b"}, "6.1.0-1-amd64", files),
+		ImageKey("bookworm", []string{"a", "b"}, "6.1.0-1-amd64", map[string]string{"etc/x": "1\n", "etc/y": "3\n"}),
 	} {
 		if other == a {
 			t.Errorf("key %s does not change with the content", a)
