@@ -434,3 +434,27 @@ func (l *VMLab) Exec(ctx context.Context, node string, argv ...string) ([]byte, 
 
 // Say prints a line in the lab's output.
 func (l *VMLab) Say(format string, args ...any) { l.r.say(format, args...) }
+
+// StopAgent stops a namespace node's agent, as `systemctl stop` would
+// (SIGTERM: it removes its interface and rules on the way out).
+func (l *VMLab) StopAgent(node string) error {
+	p, ok := l.r.agents[node]
+	if !ok {
+		return fmt.Errorf("lab: %s has no namespace agent", node)
+	}
+	return p.Stop(10 * time.Second)
+}
+
+// Node is a node by name.
+func (l *VMLab) Node(name string) (Node, bool) {
+	for _, n := range l.r.out.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
+// Mirror is the address of the lab's mirror, a host on the internet
+// switch that is not a member.
+func (l *VMLab) Mirror() netip.Addr { return l.r.out.Network.Mirror.Addr() }

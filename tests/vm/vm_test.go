@@ -105,7 +105,10 @@ func TestMixedMesh(t *testing.T) {
 	out := &logWriter{t: t}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	var vmChecks []func(context.Context, *lab.VMLab) error
+	// On top of the lab's own checks (vms.go): the host firewall's table
+	// surviving nftables.service and a hand flush, then fail closed with
+	// a member stopped (last: it stops one).
+	vmChecks := []func(context.Context, *lab.VMLab) error{nftRecovery(t.TempDir()), failClosed(t.TempDir())}
 	err := lab.Run(ctx, lab.Options{
 		Dir: e.dir, Terraform: e.terraform, Agent: e.agent, Out: out,
 		UpTimeout: 3 * time.Minute, IperfTime: time.Second, VMs: 2,
@@ -122,7 +125,8 @@ func TestMixedMesh(t *testing.T) {
 		t.Fatalf("lab with 2 VMs: %v", err)
 	}
 	text := out.String()
-	for _, want := range []string{"kernel WireGuard", "cloud-init done", "TCP over the mesh", "timings: image"} {
+	for _, want := range []string{"kernel WireGuard", "cloud-init done", "TCP over the mesh", "timings: image",
+		"after `systemctl restart nftables.service`", "after `nft flush ruleset`", "fail closed (kernel path)"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("lab output lacks %q", want)
 		}

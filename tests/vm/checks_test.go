@@ -1,0 +1,179 @@
+package vm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"net/netip"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/lab"
+)
+
+// peerState reads one peer's state from a node's `meshspan-agent status`.
+func peerState(ctx context.Context, l *lab.VMLab, node, peer string) (string, error) {
+	out, err := l.Exec(ctx, node, "meshspan-agent", "status", "-o", "json")
+	if err != nil {
+		return "", err
+	}
+	var st struct {
+		Peers []struct{ Name, State string }
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return "", err
+	}
+	for _, p := range st.Peers {
+		if p.Name == peer {
+			return p.State, nil
+		}
+	}
+	return "absent", nil
+}
+
+// failClosed: with a member's agent stopped, a VM on kernel WireGuard
+// sends it marked datagrams; none crosses the bridge in plaintext, while
+// the same marker to a non-member (the positive control) does.
+func failClosed(dir string) func(context.Context, *lab.VMLab) error {
+	return func(ctx context.Context, l *lab.VMLab) error {
+		const vm, down = "do-1", "metal-1"
+		member, _ := l.Node(down)
+		if err := l.StopAgent(down); err != nil {
+			return err
+		}
+		// Wait for the VM to see the peer down: then the fail-closed
+		// guard, not the tunnel, is what holds the traffic back.
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			c, cancel := context.WithTimeout(ctx, 30*time.Second)
+			st, err := peerState(c, l, vm, down)
+			cancel()
+			if err == nil && st != "up" {
+				l.Say("  fail closed: %s sees %s %s", vm, down, st)
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("fail closed: %s still sees %s %q 3m after its agent stopped (%v)", vm, down, st, err)
+			}
+			time.Sleep(2 * time.Second)
+		}
+		capt, err := startCapture(ctx, l.Internet(), dir)
+		if err != nil {
+			return err
+		}
+		defer capt.stop()
+		marker := newMarker()
+		c, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if out, err := l.Exec(c, vm, markerArgs(marker, 5, 0.2, member.Address.Addr(), l.Mirror())...); err != nil {
+			return fmt.Errorf("fail closed: send markers: %v: %s", err, out)
+		}
+		var seen map[netip.Addr]int
+		for i := 0; i < 30; i++ {
+			if seen, err = capt.carrying([]byte(marker)); err == nil && seen[l.Mirror()] > 0 {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		capt.stop()
+		if seen, err = capt.carrying([]byte(marker)); err != nil {
+			return err
+		}
+		if seen[l.Mirror()] == 0 {
+			return fmt.Errorf("fail closed: positive control failed: the marker to non-member %s never showed on the bridge (%s)", l.Mirror(), describe(seen))
+		}
+		if n := seen[member.Address.Addr()]; n > 0 {
+			return fmt.Errorf("fail closed broken: %d datagrams to down member %s crossed the bridge in plaintext from kernel-WireGuard VM %s", n, down, vm)
+		}
+		l.Say("  fail closed (kernel path): %s -> down member %s: 0 plaintext datagrams on the bridge; control to non-member %s: %d seen", vm, down, l.Mirror(), seen[l.Mirror()])
+		return nil
+	}
+}
+
+// nftRecovery enables Debian's nftables.service (its /etc/nftables.conf
+// starts with `flush ruleset`), restarts it, then flushes by hand: each
+// time the agent's table must come back by itself within seconds, and no
+// plaintext to a member crosses the bridge meanwhile.
+func nftRecovery(dir string) func(context.Context, *lab.VMLab) error {
+	return func(ctx context.Context, l *lab.VMLab) error {
+		const vm, peer = "hetzner-1", "hetzner-2"
+		member, _ := l.Node(peer)
+		c, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer cancel()
+		if out, err := l.Exec(c, vm, "sh", "-c", "head -n 3 /etc/nftables.conf && systemctl enable nftables.service"); err != nil {
+			return fmt.Errorf("nftables.service: %v: %s", err, out)
+		}
+		for _, how := range []string{"systemctl restart nftables.service", "nft flush ruleset"} {
+			capt, err := startCapture(ctx, l.Internet(), dir)
+			if err != nil {
+				return err
+			}
+			marker := newMarker()
+			// Markers to a member (must go through the mesh) and to the
+			// mirror (control), every 50 ms across the flush.
+			sender := make(chan error, 1)
+			go func() {
+				out, err := l.Exec(c, vm, markerArgs(marker, 100, 0.05, member.Address.Addr(), l.Mirror())...)
+				if err != nil {
+					err = fmt.Errorf("%w: %s", err, out)
+				}
+				sender <- err
+			}()
+			// One script, so the check right after the flush sees the
+			// table gone (the flush happened) before the agent restores it.
+			script := `nft list table inet meshspan >/dev/null || { echo "no table before"; exit 1; }
+sleep 1
+` + how + `
+nft list table inet meshspan >/dev/null 2>&1 && gone=0 || gone=1
+s=$(date +%s%N)
+i=0
+while ! nft list table inet meshspan >/dev/null 2>&1; do
+  i=$((i+1)); [ $i -gt 600 ] && { echo "gone=$gone never back"; exit 1; }
+  sleep 0.05
+done
+e=$(date +%s%N)
+nft list table inet meshspan | grep -c 'meta mark set' | sed 's/^/marks=/'
+echo "gone=$gone back_ms=$(( (e-s)/1000000 ))"`
+			out, err := l.Exec(c, vm, "sh", "-c", script)
+			serr := <-sender
+			capt.stop()
+			if err != nil {
+				return fmt.Errorf("after %q: %v: %s", how, err, out)
+			}
+			if serr != nil {
+				return fmt.Errorf("markers during %q: %v", how, serr)
+			}
+			res := map[string]string{}
+			for _, f := range strings.Fields(string(out)) {
+				if k, v, ok := strings.Cut(f, "="); ok {
+					res[k] = v
+				}
+			}
+			if res["gone"] != "1" {
+				return fmt.Errorf("after %q the agent's table was still there: the flush did not happen? %s", how, out)
+			}
+			ms, _ := strconv.Atoi(res["back_ms"])
+			if ms > 10000 {
+				return fmt.Errorf("after %q the agent's table took %d ms to come back", how, ms)
+			}
+			if n, _ := strconv.Atoi(res["marks"]); n == 0 {
+				return fmt.Errorf("after %q the table came back without its mark rules: %s", how, out)
+			}
+			seen, err := capt.carrying([]byte(marker))
+			if err != nil {
+				return err
+			}
+			if seen[l.Mirror()] == 0 {
+				return fmt.Errorf("after %q: positive control failed: no marker to non-member %s on the bridge", how, l.Mirror())
+			}
+			if n := seen[member.Address.Addr()]; n > 0 {
+				return fmt.Errorf("after %q: %d datagrams to member %s crossed the bridge in plaintext", how, n, peer)
+			}
+			l.Say("  host firewall on Debian: after `%s` the agent's table (with %s mark rules) was back in %d ms; 0 plaintext datagrams to member %s meanwhile (control to %s: %d)",
+				how, res["marks"], ms, peer, l.Mirror(), seen[l.Mirror()])
+		}
+		return nil
+	}
+}
