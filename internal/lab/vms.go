@@ -162,7 +162,7 @@ func (r *run) bootVM(ctx context.Context, node Node) error {
 	r.vm.vms[node.Name] = vm
 	r.vm.mu.Unlock()
 	r.say("  %-10s powered on: %s on the %s switch, console %s", node.Name, node.Address, sw.NS().Name(), vm.Console)
-	long, err := vm.WaitCloudInit(ctx, 6*time.Minute)
+	long, err := vm.WaitCloudInit(ctx, 10*time.Minute)
 	if err != nil {
 		return err
 	}

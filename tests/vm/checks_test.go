@@ -177,3 +177,104 @@ echo "gone=$gone back_ms=$(( (e-s)/1000000 ))"`
 		return nil
 	}
 }
+
+type identity struct {
+	PublicKey   string `json:"publicKey"`
+	Address     string `json:"address"`
+	AffiliateID string `json:"affiliateId"`
+	Mode        string `json:"mode"`
+	Interface   string `json:"interface"`
+	Peers       []struct{ Name, State string }
+}
+
+func readIdentity(ctx context.Context, l *lab.VMLab, node string) (identity, error) {
+	var id identity
+	out, err := l.Exec(ctx, node, "meshspan-agent", "status", "-o", "json")
+	if err != nil {
+		return id, err
+	}
+	err = json.Unmarshal(out, &id)
+	return id, err
+}
+
+// rebootAndStop reboots a VM: it comes back with the same key, address and
+// affiliate ID, on kernel WireGuard, with every peer up and one of
+// everything. Then `systemctl stop meshspan-agent` removes the interface,
+// the routes, the rules and the table.
+func rebootAndStop(ctx context.Context, l *lab.VMLab) error {
+	const vm = "hetzner-1"
+	v := l.VMs()[vm]
+	before, err := readIdentity(ctx, l, vm)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	// The guest agent may not answer a command that reboots its machine.
+	c, cancel := context.WithTimeout(ctx, 20*time.Second)
+	l.Exec(c, vm, "sh", "-c", "systemctl reboot")
+	cancel()
+	peers := len(l.Nodes()) - 1
+	deadline := time.Now().Add(8 * time.Minute)
+	var after identity
+	for {
+		if err := v.Running(); err != nil {
+			return err
+		}
+		c, cancel := context.WithTimeout(ctx, 20*time.Second)
+		// uptime guards against reading the old boot's agent.
+		up, uerr := l.Exec(c, vm, "cut", "-d", ".", "-f", "1", "/proc/uptime")
+		after, err = readIdentity(c, l, vm)
+		cancel()
+		secs, _ := strconv.Atoi(strings.TrimSpace(string(up)))
+		if uerr == nil && err == nil && time.Duration(secs)*time.Second < time.Since(start) {
+			n := 0
+			for _, p := range after.Peers {
+				if p.State == "up" {
+					n++
+				}
+			}
+			if n >= peers-1 { // metal-1 may be stopped by an earlier check
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("reboot: %s not back in the mesh 8m after reboot (%v, %v): %+v\n%s", vm, uerr, err, after, v.Diagnose(ctx))
+		}
+		time.Sleep(3 * time.Second)
+	}
+	back := time.Since(start)
+	if after.PublicKey != before.PublicKey || after.Address != before.Address || after.AffiliateID != before.AffiliateID {
+		return fmt.Errorf("reboot: identity changed: before %s %s %s, after %s %s %s", before.PublicKey, before.Address, before.AffiliateID, after.PublicKey, after.Address, after.AffiliateID)
+	}
+	if after.Mode != "kernel" {
+		return fmt.Errorf("reboot: %s came back on %q WireGuard", vm, after.Mode)
+	}
+	c, cancel = context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	// One of everything: one WireGuard link, one meshspan table, the unit
+	// started once this boot.
+	out, err := l.Exec(c, vm, "sh", "-c", "ip -o link show type wireguard | wc -l; nft list tables | grep -c meshspan; systemctl show -p NRestarts,ActiveState meshspan-agent")
+	if err != nil {
+		return err
+	}
+	if f := strings.Fields(string(out)); len(f) < 4 || f[0] != "1" || f[1] != "1" || !strings.Contains(string(out), "NRestarts=0") || !strings.Contains(string(out), "ActiveState=active") {
+		return fmt.Errorf("reboot: leftover or missing state (want 1 link, 1 table, active, no restarts): %q", out)
+	}
+	l.Say("  reboot: %s back in the mesh %v after `systemctl reboot`, same key, address %s and affiliate ID; kernel WireGuard; one link, one table",
+		vm, back.Round(time.Second), after.Address)
+
+	// Stop: nothing of the agent may remain.
+	rules, _ := l.Exec(c, vm, "ip", "rule")
+	if out, err := l.Exec(c, vm, "systemctl", "stop", "meshspan-agent"); err != nil {
+		return fmt.Errorf("systemctl stop: %v: %s", err, out)
+	}
+	left, err := l.Exec(c, vm, "sh", "-c", "ip -o link show dev "+after.Interface+" 2>/dev/null; nft list tables | grep meshspan; ip rule | grep -v -e 'from all lookup local' -e 'from all lookup main' -e 'from all lookup default'; true")
+	if err != nil {
+		return err
+	}
+	if s := strings.TrimSpace(string(left)); s != "" {
+		return fmt.Errorf("systemctl stop meshspan-agent left behind:\n%s\n(rules while running:\n%s)", s, rules)
+	}
+	l.Say("  systemctl stop meshspan-agent: interface %s, its routing rules and the nftables table are gone", after.Interface)
+	return nil
+}

@@ -106,9 +106,9 @@ func TestMixedMesh(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	// On top of the lab's own checks (vms.go): the host firewall's table
-	// surviving nftables.service and a hand flush, then fail closed with
-	// a member stopped (last: it stops one).
-	vmChecks := []func(context.Context, *lab.VMLab) error{nftRecovery(t.TempDir()), failClosed(t.TempDir())}
+	// surviving nftables.service and a hand flush; a reboot, then
+	// `systemctl stop`; fail closed with a member stopped.
+	vmChecks := []func(context.Context, *lab.VMLab) error{nftRecovery(t.TempDir()), rebootAndStop, failClosed(t.TempDir())}
 	err := lab.Run(ctx, lab.Options{
 		Dir: e.dir, Terraform: e.terraform, Agent: e.agent, Out: out,
 		UpTimeout: 3 * time.Minute, IperfTime: time.Second, VMs: 2,
@@ -126,7 +126,7 @@ func TestMixedMesh(t *testing.T) {
 	}
 	text := out.String()
 	for _, want := range []string{"kernel WireGuard", "cloud-init done", "TCP over the mesh", "timings: image",
-		"after `systemctl restart nftables.service`", "after `nft flush ruleset`", "fail closed (kernel path)"} {
+		"after `systemctl restart nftables.service`", "after `nft flush ruleset`", "fail closed (kernel path)", "reboot: ", "systemctl stop meshspan-agent: "} {
 		if !strings.Contains(text, want) {
 			t.Errorf("lab output lacks %q", want)
 		}
