@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"io"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -26,8 +28,9 @@ type qgaReply struct {
 }
 
 type qgaConn struct {
-	c net.Conn
-	r *bufio.Reader
+	c   net.Conn
+	r   *bufio.Reader
+	dec *json.Decoder // replies after the sync
 }
 
 func (v *VM) dialQGA(ctx context.Context) (*qgaConn, error) {
@@ -57,15 +60,19 @@ func (v *VM) dialQGA(ctx context.Context) (*qgaConn, error) {
 			continue
 		}
 		var rep qgaReply
-		if err := json.NewDecoder(q.r).Decode(&rep); err != nil {
-			continue
-		}
+		dec := json.NewDecoder(q.r)
+		err = dec.Decode(&rep)
+		// Keep what the decoder read ahead: the next 0xFF may be in it.
+		q.r = bufio.NewReader(io.MultiReader(dec.Buffered(), q.r))
 		var got int64
-		if json.Unmarshal(rep.Return, &got) == nil && got == id {
-			// The decoder may have buffered past the reply; replies come one
-			// per command from here on, so start a fresh reader.
-			q.r = bufio.NewReader(c)
+		if err == nil && json.Unmarshal(rep.Return, &got) == nil && got == id {
+			q.dec = json.NewDecoder(q.r)
 			return q, nil
+		}
+		var ne net.Error
+		if errors.As(err, &ne) || errors.Is(err, io.EOF) {
+			c.Close()
+			return nil, fmt.Errorf("guest agent not answering: %w", err)
 		}
 	}
 }
@@ -83,13 +90,9 @@ func (q *qgaConn) call(cmd string, args, out any) error {
 	if err := q.send(cmd, args); err != nil {
 		return err
 	}
-	line, err := q.r.ReadBytes('\n')
-	if err != nil {
-		return fmt.Errorf("guest agent %s: %w", cmd, err)
-	}
 	var rep qgaReply
-	if err := json.Unmarshal(line, &rep); err != nil {
-		return fmt.Errorf("guest agent %s: %w: %q", cmd, err, line)
+	if err := q.dec.Decode(&rep); err != nil {
+		return fmt.Errorf("guest agent %s: %w", cmd, err)
 	}
 	if rep.Error != nil {
 		return fmt.Errorf("guest agent %s: %s: %s", cmd, rep.Error.Class, rep.Error.Desc)
