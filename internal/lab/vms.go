@@ -435,14 +435,15 @@ func (l *VMLab) Exec(ctx context.Context, node string, argv ...string) ([]byte, 
 // Say prints a line in the lab's output.
 func (l *VMLab) Say(format string, args ...any) { l.r.say(format, args...) }
 
-// StopAgent stops a namespace node's agent, as `systemctl stop` would
-// (SIGTERM: it removes its interface and rules on the way out).
-func (l *VMLab) StopAgent(node string) error {
+// KillAgent kills a namespace node's agent with SIGKILL, as a crash or a
+// power cut would: it removes nothing, and its affiliate stays in
+// discovery until its TTL, so the others keep it as a member that is down.
+func (l *VMLab) KillAgent(node string) error {
 	p, ok := l.r.agents[node]
 	if !ok {
 		return fmt.Errorf("lab: %s has no namespace agent", node)
 	}
-	return p.Stop(10 * time.Second)
+	return p.Kill()
 }
 
 // Node is a node by name.

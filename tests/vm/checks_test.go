@@ -33,14 +33,16 @@ func peerState(ctx context.Context, l *lab.VMLab, node, peer string) (string, er
 	return "absent", nil
 }
 
-// failClosed: with a member's agent stopped, a VM on kernel WireGuard
+// failClosed: with a member's agent killed, a VM on kernel WireGuard
 // sends it marked datagrams; none crosses the bridge in plaintext, while
 // the same marker to a non-member (the positive control) does.
 func failClosed(dir string) func(context.Context, *lab.VMLab) error {
 	return func(ctx context.Context, l *lab.VMLab) error {
 		const vm, down = "do-1", "metal-1"
 		member, _ := l.Node(down)
-		if err := l.StopAgent(down); err != nil {
+		// Killed, not stopped: a clean stop withdraws the affiliate, and a
+		// node that left the cluster is no member to protect.
+		if err := l.KillAgent(down); err != nil {
 			return err
 		}
 		// Wait for the VM to see the peer down: then the fail-closed
@@ -50,7 +52,7 @@ func failClosed(dir string) func(context.Context, *lab.VMLab) error {
 			c, cancel := context.WithTimeout(ctx, 30*time.Second)
 			st, err := peerState(c, l, vm, down)
 			cancel()
-			if err == nil && st != "up" {
+			if err == nil && st == "down" {
 				l.Say("  fail closed: %s sees %s %s", vm, down, st)
 				break
 			}
