@@ -185,16 +185,21 @@ func BuildImage(ctx context.Context, log io.Writer) (*Image, error) {
 		img.Cached, img.BuildTime = true, time.Since(start)
 		return img, nil
 	}
-	// Leftovers of killed builds.
+	// Leftovers of killed builds (debootstrap may have left /proc and
+	// /sys mounted inside: unmount before removing).
 	old, _ := filepath.Glob(dir + ".tmp-*")
 	for _, o := range old {
+		unmountUnder(o)
 		os.RemoveAll(o)
 	}
 	tmp, err := os.MkdirTemp(cache, filepath.Base(dir)+".tmp-")
 	if err != nil {
 		return nil, fmt.Errorf("vmlab: image build directory: %w", err)
 	}
-	defer os.RemoveAll(tmp)
+	defer func() {
+		unmountUnder(tmp)
+		os.RemoveAll(tmp)
+	}()
 	if err := build(ctx, tmp, k, log); err != nil {
 		return nil, err
 	}
@@ -355,4 +360,24 @@ func hasWord(s, w string) bool {
 		}
 	}
 	return false
+}
+
+// unmountUnder lazily unmounts every mount point under dir, deepest first,
+// so removing dir never reaches into a mounted /proc or /sys.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			points = append(points, f[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	for _, p := range points {
+		syscall.Unmount(p, syscall.MNT_DETACH)
+	}
 }
