@@ -199,7 +199,7 @@ func tail(s string, n int) string {
 func (v *VM) Diagnose(ctx context.Context) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "--- %s: last lines of the serial console (%s) ---\n%s\n", v.cfg.Name, v.Console, v.ConsoleTail(40))
-	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	c, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	for _, cmd := range []string{
 		"tail -n 30 /var/log/cloud-init.log",
