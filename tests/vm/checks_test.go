@@ -280,3 +280,63 @@ func rebootAndStop(ctx context.Context, l *lab.VMLab) error {
 	l.Say("  systemctl stop meshspan-agent: interface %s, its routing rules and the nftables table are gone", after.Interface)
 	return nil
 }
+
+// acceptOnce listens on [::]:port (IPv4 too), takes one connection and
+// prints what it read.
+const acceptOnce = `import socket,sys
+s=socket.socket(socket.AF_INET6)
+s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind(("::",int(sys.argv[1])))
+s.listen(4)
+s.settimeout(120)
+c,_=s.accept()
+c.settimeout(30)
+print(c.recv(100).decode())`
+
+// dialSend connects with a timeout and sends a word; it exits 3 when the
+// connection does not open.
+const dialSend = `import socket,sys
+try:
+    c=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[3]))
+except OSError as e:
+    print("no connection:",e); sys.exit(3)
+c.sendall(sys.argv[4].encode()); c.close()`
+
+// firewallPorts: with a listener on TCP 5201 in the VM, an outsider on the
+// underlay cannot open it (the rule admits the mesh prefix only), while a
+// member over the mesh can: the positive control that the listener is there.
+func firewallPorts(ctx context.Context, l *lab.VMLab) error {
+	const vm, member = "hetzner-1", "hetzner-2"
+	v, _ := l.Node(vm)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	srv := make(chan string, 1)
+	go func() {
+		out, err := l.Exec(ctx, vm, "python3", "-c", acceptOnce, "5201")
+		if err != nil {
+			out = append(out, []byte(err.Error())...)
+		}
+		srv <- strings.TrimSpace(string(out))
+	}()
+	time.Sleep(3 * time.Second) // the listener starts under emulation; the member's dial below retries anyway
+	out, err := l.NS("mirror").Exec(ctx, "python3", "-c", dialSend, v.Address.Addr().String(), "5201", "3", "outsider")
+	if err == nil {
+		return fmt.Errorf("host firewall: outsider %s opened TCP 5201 on %s's underlay address (allowed from the mesh only): %s", l.Mirror(), vm, out)
+	}
+	var got string
+	for i := 0; i < 20; i++ {
+		if _, err = l.Exec(ctx, member, "python3", "-c", dialSend, l.MeshAddr(vm).String(), "5201", "3", "member"); err == nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		return fmt.Errorf("host firewall: member %s could not open TCP 5201 on %s over the mesh: %v", member, vm, err)
+	}
+	got = <-srv
+	if got != "member" {
+		return fmt.Errorf("host firewall: the listener on %s read %q, want the member's word", vm, got)
+	}
+	l.Say("  host firewall on Debian: TCP 5201 on %s refused to outsider %s (%s), open to member %s over the mesh", vm, l.Mirror(), strings.TrimSpace(string(out)), member)
+	return nil
+}
