@@ -58,6 +58,7 @@ func newLabCmd() *cobra.Command {
 	f.DurationVar(&o.IperfTime, "iperf-time", 3*time.Second, "length of the throughput check")
 	f.StringVar(&o.StatusNode, "status-node", "metal-2", "node whose peer status table is printed")
 	f.BoolVar(&o.KeepWork, "keep", false, "keep the work directory after the run: Terraform state (with the cluster secret) and log, node directories and logs")
+	f.IntVar(&o.VMs, "vms", 0, "boot this many of the user_data nodes as Debian VMs under QEMU, with kernel WireGuard (internal/vmlab)")
 	f.StringVar(&live, "live", "auto", "redraw the progress table in place: auto (when stdout is a terminal), always, never")
 	return cmd
 }

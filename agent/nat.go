@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +27,7 @@ import (
 // proxy) with natpath choosing each peer's path.
 type traversal struct {
 	bind       conn.Bind
+	mode       wg.Mode // the back end to open: kernel or userspace, never auto
 	paths      agent.PathChooser
 	collectors []prometheus.Collector
 	closers    []func()
@@ -66,15 +66,6 @@ func (t *traversal) close() {
 	}
 }
 
-// kernelWireGuard reports whether auto mode will pick the kernel module.
-func kernelWireGuard(m wg.Mode) bool {
-	if m == wg.ModeAuto {
-		_, err := os.Stat("/sys/module/wireguard")
-		return err == nil
-	}
-	return m == wg.ModeKernel
-}
-
 // mark, when not 0, is set on the relay's sockets that send to members
 // outside WireGuard's own socket (the host policy's firewall mark: without
 // it they would be routed into the mesh).
@@ -108,10 +99,11 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 		t.server = srv
 	}
 	ownPort := cfg.Relay.Port != 0 && cfg.Relay.Port != cfg.WireGuard.ListenPort
-	kernel := kernelWireGuard(mode)
-	if srv != nil && !ownPort && mode == wg.ModeAuto {
-		kernel = false // relaying on the WireGuard port needs the userspace Bind
-	}
+	// Decide the back end once, here, because the transport depends on it.
+	resolved, why := wg.Resolve(mode, srv != nil && !ownPort, wg.ProbeKernel)
+	log.Info("WireGuard back end", "mode", resolved, "why", why)
+	t.mode = resolved
+	kernel := resolved == wg.ModeKernel
 	if srv != nil && kernel && !ownPort {
 		return nil, errors.New("relay: kernel WireGuard owns the WireGuard port; set relay.port to another port (and open it in the cloud firewall), or run with --wireguard=userspace")
 	}
@@ -127,8 +119,7 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 
 	if kernel {
 		// The kernel cannot take a Bind: relayed peers point at a loopback
-		// proxy. Untested end to end here (no WireGuard module on the build
-		// machines); the proxy itself is tested on loopback.
+		// proxy.
 		p, err := relay.NewProxy(key, priv, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(cfg.WireGuard.ListenPort)), ":0", 0)
 		if err != nil {
 			return nil, err

@@ -70,7 +70,7 @@ func newRunCmd() *cobra.Command {
 				Config:        cfg,
 				StateDir:      stateDir,
 				Socket:        socket,
-				WireGuard:     m,
+				WireGuard:     nat.mode,
 				MetricsListen: metrics,
 				NoHostPolicy:  noPolicy,
 				Version:       version,

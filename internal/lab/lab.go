@@ -50,6 +50,12 @@ type Options struct {
 	// KeepWork leaves the work directory in place: the Terraform working
 	// directory and state, its log, the per-node directories (logs, configs).
 	KeepWork bool
+	// VMs boots that many of the user_data nodes as Debian VMs under QEMU
+	// instead of in namespaces (vms.go).
+	VMs int
+	// VMCheck, if set, runs after the lab's checks with the VMs booted
+	// (tests/vm uses it for assertions of its own).
+	VMCheck func(context.Context, *VMLab) error
 }
 
 // Ports the lab serves on inside its namespaces.
@@ -77,6 +83,7 @@ type run struct {
 	// tfFailed: a Terraform step failed, so its log outlives the run.
 	tfFailed bool
 	sum      summary
+	vm       vmState // vms.go
 }
 
 // Run executes the demo. It returns nil only when the whole mesh came up and
@@ -93,6 +100,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	r := &run{o: o, ns: map[string]*netlab.NS{}, agents: map[string]*netlab.Proc{}, roots: map[string]string{}, meshAddr: map[string]netip.Addr{}}
 	if err := r.preflight(); err != nil {
+		return err
+	}
+	if err := r.vmPreflight(); err != nil {
 		return err
 	}
 	// 0700: it holds the Terraform state, cluster secret included.
@@ -156,6 +166,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		r.step("tearing down: stopping %d agents and discovery, removing namespaces %s-*", len(r.agents), r.lab.ID())
 		if err != nil {
 			r.dumpLogs()
+			r.vmDiagnose()
 		}
 		if r.mirrorSrv != nil {
 			r.mirrorSrv.Close()
@@ -165,10 +176,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 	}()
 
-	steps := []struct {
-		what string
-		f    func(context.Context) error
-	}{
+	steps := []step{
 		{"building the underlay", r.network},
 		{"serving the agent binary to the nodes", r.mirror},
 		{"starting the discovery service", r.discovery},
@@ -177,7 +185,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		{"waiting for the mesh", r.waitMesh},
 		{"checks", r.checks},
 	}
-	for _, s := range steps {
+	for _, s := range r.vmSteps(steps) {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("lab: interrupted before %s: %w", s.what, err)
 		}
@@ -189,8 +197,14 @@ func Run(ctx context.Context, o Options) (err error) {
 			return err
 		}
 	}
+	r.vmTimings()
 	r.step("demo passed: %d nodes, full mesh up, every ping, the throughput and the host firewall checks passed", len(r.out.Nodes))
 	return nil
+}
+
+type step struct {
+	what string
+	f    func(context.Context) error
 }
 
 func (r *run) step(format string, args ...any) {
@@ -390,7 +404,12 @@ func (r *run) network(context.Context) error {
 			r.say("  NAT router (%s masquerade): home LAN %s, public %s", n.NAT.Mode, n.NAT.LAN, n.NAT.WAN.Addr())
 		}
 	}
+	r.vm.inet, r.vm.home = inet, home
 	for _, node := range r.out.Nodes {
+		if r.isVM(node.Name) {
+			r.say("  %-10s %-13s %-16s internet, a Debian VM (QEMU, %s)", node.Name, node.Provider, node.Address.Addr(), r.vmAccel())
+			continue
+		}
 		ns, err := r.lab.Host(node.Name)
 		if err != nil {
 			return err
@@ -516,6 +535,9 @@ func waitTCP(ctx context.Context, ns *netlab.NS, addr string, limit time.Duratio
 // checked by the install script) and ask systemctl to start it.
 func (r *run) boot(ctx context.Context) error {
 	for _, node := range r.out.Nodes {
+		if r.isVM(node.Name) {
+			continue // bootVMs
+		}
 		start := time.Now()
 		root := filepath.Join(r.work, node.Name)
 		r.roots[node.Name] = root
@@ -603,6 +625,9 @@ func (r *run) runBoot(ctx context.Context, node, root string, argv []string) err
 // installed says to start.
 func (r *run) startAgents(context.Context) error {
 	for _, node := range r.out.Nodes {
+		if r.isVM(node.Name) {
+			continue // systemd in the VM started it
+		}
 		root := r.roots[node.Name]
 		unit, err := os.ReadFile(filepath.Join(root, "etc/systemd/system/meshspan-agent.service"))
 		if err != nil {
@@ -636,6 +661,9 @@ func (r *run) startAgents(context.Context) error {
 // lives in the agent's private /run/meshspan, reached through the agent's
 // root as /proc shows it, so the query needs no namespace switch.
 func (r *run) status(ctx context.Context, node string, format string) ([]byte, error) {
+	if r.isVM(node) {
+		return r.vmStatus(ctx, node, format)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.o.Agent, r.statusArgs(node, format)...)
@@ -649,6 +677,9 @@ func (r *run) status(ctx context.Context, node string, format string) ([]byte, e
 }
 
 func (r *run) statusArgs(node, format string) []string {
+	if r.isVM(node) {
+		return []string{"status", "-o", format}
+	}
 	sock := fmt.Sprintf("/proc/%d/root/run/meshspan/agent.sock", r.agents[node].PID())
 	return []string{"status", "--socket", sock, "-o", format}
 }
@@ -688,7 +719,7 @@ func (r *run) waitMesh(ctx context.Context) error {
 			wg.Add(1)
 			go func(v *NodeView) {
 				defer wg.Done()
-				if done, err := r.agents[v.Name].Exited(); done {
+				if done, err := r.exited(v.Name); done {
 					v.Phase = fmt.Sprintf("exited (%v)", err)
 					mu.Lock()
 					dead = errors.Join(dead, fmt.Errorf("lab: agent on %s exited: %v", v.Name, err))
@@ -722,6 +753,7 @@ func (r *run) waitMesh(ctx context.Context) error {
 		}
 		if allUp(views) {
 			show(true)
+			r.vmMeshUp()
 			r.sum.meshUp = time.Since(start)
 			r.say("  mesh fully up: %d nodes, %d peer links, %v after the agents started", len(views), len(views)*(len(views)-1), r.sum.meshUp.Round(100*time.Millisecond))
 			for _, v := range views {
@@ -838,7 +870,7 @@ func (r *run) pingMatrix(ctx context.Context) error {
 				var pr PingResult
 				for attempt := 0; attempt < 2; attempt++ {
 					c, cancel := context.WithTimeout(ctx, 5*time.Second)
-					out, err := r.ns[from].Exec(c, "ping", "-n", "-c", "1", "-W", "2", r.meshAddr[to].String())
+					out, err := r.exec(c, from, "ping", "-n", "-c", "1", "-W", "2", r.meshAddr[to].String())
 					cancel()
 					pr = PingResult{Err: err}
 					if err == nil {
@@ -879,9 +911,21 @@ func (r *run) pingMatrix(ctx context.Context) error {
 // throughput runs iperf3 over the mesh between the first node and the first
 // node behind NAT (or the second node).
 func (r *run) throughput(ctx context.Context) error {
-	client, server := r.out.Nodes[0].Name, r.out.Nodes[1].Name
+	// Between namespace nodes: iperf3 under QEMU's emulation would measure
+	// the emulator.
+	var nsNodes []string
 	for _, n := range r.out.Nodes {
-		if n.BehindNAT && n.Name != client {
+		if !r.isVM(n.Name) {
+			nsNodes = append(nsNodes, n.Name)
+		}
+	}
+	if len(nsNodes) < 2 {
+		r.say("  throughput: skipped, fewer than two namespace nodes")
+		return nil
+	}
+	client, server := nsNodes[0], nsNodes[1]
+	for _, n := range r.out.Nodes {
+		if n.BehindNAT && n.Name != client && !r.isVM(n.Name) {
 			server = n.Name
 			break
 		}

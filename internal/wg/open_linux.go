@@ -35,6 +35,9 @@ func Open(opts Options) (*Device, error) {
 	case ModeUserspace:
 		return openUserspace(opts)
 	default:
+		// Auto: try the kernel (creating the link loads the module), else
+		// userspace. Callers that must know the back end before opening
+		// (NAT traversal) use Resolve with ProbeKernel instead.
 		if opts.Bind == nil {
 			d, err := openKernel(opts)
 			if !errors.Is(err, ErrKernelUnavailable) {
@@ -124,6 +127,26 @@ func setupLink(name string, mtu int, addr netip.Prefix) error {
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return privError("bring up", name, err)
+	}
+	return nil
+}
+
+// ProbeKernel reports whether the kernel can create a WireGuard link by
+// creating a throwaway one and deleting it. Creating it makes the kernel load
+// the module if it is present but not loaded yet (as on a fresh boot), which
+// a look at /sys/module/wireguard would miss. It returns nil when the kernel
+// can, ErrKernelUnavailable when it has no module, or why it could not tell.
+func ProbeKernel() error {
+	name := fmt.Sprintf("mswgprobe%d", os.Getpid()%1000000) // at most 15 bytes, unique per process
+	link := &netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := netlink.LinkAdd(link); err != nil {
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EINVAL) {
+			return ErrKernelUnavailable
+		}
+		return privError("create WireGuard link", name, err)
+	}
+	if err := netlink.LinkDel(link); err != nil {
+		return fmt.Errorf("wg: delete probe link %s: %w", name, err)
 	}
 	return nil
 }

@@ -24,7 +24,8 @@ import (
 type Mode string
 
 const (
-	// ModeAuto uses the kernel module when it exists, else userspace.
+	// ModeAuto uses the kernel module whenever the kernel can create a
+	// WireGuard link (which loads the module), else userspace.
 	ModeAuto      Mode = "auto"
 	ModeKernel    Mode = "kernel"
 	ModeUserspace Mode = "userspace"
