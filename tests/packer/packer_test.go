@@ -113,6 +113,9 @@ func TestPackerImageMeshes(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(tfDir, "main.tf"), b, 0o644)
+	if out, err := command(ctx, tfDir, tf, "init", "-input=false", "-no-color"); err != nil {
+		t.Fatalf("terraform init: %v\n%s", err, out)
+	}
 	if out, err := command(ctx, tfDir, tf, "apply", "-auto-approve", "-input=false", "-no-color"); err != nil {
 		t.Fatalf("terraform apply: %v\n%s", err, out)
 	}

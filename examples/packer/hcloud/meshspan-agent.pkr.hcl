@@ -2,7 +2,7 @@
 # get only the boot-time user_data Terraform renders with
 # agent_install = { preinstalled = true }: no download at boot.
 #
-#   packer init . && packer build -var agent_sha256=$(sha256sum meshspan-agent | cut -d' ' -f1) .
+#   packer init . && packer build -var agent_sha256=... .
 
 packer {
   required_plugins {
