@@ -58,6 +58,8 @@ build {
   provisioner "shell" {
     inline = [
       "set -eu",
+      # Let the build machine's own first boot finish before wiping it.
+      "cloud-init status --wait >/dev/null || true",
       "echo '${var.agent_sha256}  /tmp/meshspan-agent' | sha256sum -c -",
       "install -m 0755 -o root -g root /tmp/meshspan-agent /usr/local/bin/meshspan-agent",
       "rm -f /tmp/meshspan-agent",

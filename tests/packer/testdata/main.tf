@@ -25,7 +25,8 @@ data "meshspan_machine_config" "node" {
 }
 
 output "cluster_id" {
-  value = meshspan_cluster_secrets.this.cluster_id
+  sensitive = true
+  value     = meshspan_cluster_secrets.this.cluster_id
 }
 
 output "user_data" {
