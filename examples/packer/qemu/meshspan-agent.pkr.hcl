@@ -135,7 +135,13 @@ build {
       # The node's config, unit and identity come at boot, from user_data:
       # keep nothing of this build machine's own boot, nor its SSH key.
       "rm -rf /etc/meshspan /var/lib/meshspan /root/.ssh/authorized_keys",
-      "cloud-init clean --logs --machine-id",
+      "cloud-init clean --logs",
+      # An empty machine-id, as Debian's cloud images ship: a new one at
+      # each first boot. Not "uninitialized" (cloud-init clean
+      # --machine-id): that makes systemd apply its presets at first
+      # boot, which enables systemd-networkd beside ifupdown and holds
+      # the boot in systemd-networkd-wait-online.
+      "truncate -s 0 /etc/machine-id",
     ]
   }
 }
