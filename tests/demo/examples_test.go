@@ -64,8 +64,23 @@ func TestExamplesFormatted(t *testing.T) {
 		if err != nil {
 			t.Skip("packer is not installed (apt-get install packer)")
 		}
-		if out, err := exec.Command(packer, "fmt", "-check", "-diff", "../../examples/packer").CombinedOutput(); err != nil {
-			t.Errorf("packer fmt -check examples/packer: %v\n%s", err, out)
+		// One template per directory: hcloud/ (a plugin) and qemu/ (built in).
+		for _, d := range []string{"hcloud", "qemu"} {
+			if out, err := exec.Command(packer, "fmt", "-check", "-diff", "../../examples/packer/"+d).CombinedOutput(); err != nil {
+				t.Errorf("packer fmt -check examples/packer/%s: %v\n%s", d, err, out)
+			}
+		}
+		// The qemu template needs nothing but Packer itself: validate it
+		// (the build is tests/packer).
+		key := filepath.Join(t.TempDir(), "id")
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+			t.Skipf("ssh-keygen: %v: %s", err, out)
+		}
+		cmd := exec.Command(packer, "validate", "-var", "source_image=/dev/null", "-var", "seed_image=/dev/null", "-var", "tap=tap0",
+			"-var", "ssh_host=203.0.113.50", "-var", "ssh_private_key_file="+key, "-var", "agent_sha256=0", "-var", "agent_binary="+key, "../../examples/packer/qemu")
+		cmd.Env = append(os.Environ(), "CHECKPOINT_DISABLE=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("packer validate examples/packer/qemu: %v\n%s", err, out)
 		}
 	})
 }

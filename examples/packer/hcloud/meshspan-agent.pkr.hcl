@@ -2,7 +2,7 @@
 # get only the boot-time user_data Terraform renders with
 # agent_install = { preinstalled = true }: no download at boot.
 #
-#   packer init . && packer build -var agent_sha256=$(sha256sum meshspan-agent | cut -d' ' -f1) .
+#   packer init . && packer build -var agent_sha256=... .
 
 packer {
   required_plugins {
@@ -58,6 +58,8 @@ build {
   provisioner "shell" {
     inline = [
       "set -eu",
+      # Let the build machine's own first boot finish before wiping it.
+      "cloud-init status --wait >/dev/null || true",
       "echo '${var.agent_sha256}  /tmp/meshspan-agent' | sha256sum -c -",
       "install -m 0755 -o root -g root /tmp/meshspan-agent /usr/local/bin/meshspan-agent",
       "rm -f /tmp/meshspan-agent",
@@ -65,7 +67,13 @@ build {
       # The node's config, unit and identity come at boot, from user_data:
       # make sure nothing of this build machine's own boot is kept.
       "rm -rf /etc/meshspan /var/lib/meshspan",
-      "cloud-init clean --logs --machine-id",
+      "cloud-init clean --logs",
+      # An empty machine-id, as Debian's cloud images ship: a new one at
+      # each first boot. Not "uninitialized" (cloud-init clean
+      # --machine-id): that makes systemd apply its presets at first
+      # boot, which enables systemd-networkd beside ifupdown and holds
+      # the boot in systemd-networkd-wait-online.
+      "truncate -s 0 /etc/machine-id",
     ]
   }
 }
