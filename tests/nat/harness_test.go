@@ -61,7 +61,11 @@ type node struct {
 
 	mu     sync.Mutex
 	status map[wgtypes.Key]natpath.Status
-	stop   context.CancelFunc
+	// history records path changes and stalls of the step loop, for
+	// failure messages: on a busy host they tell what happened when.
+	history  []string
+	lastStep time.Time
+	stop     context.CancelFunc
 	done   chan struct{}
 	closed bool
 }
@@ -344,6 +348,9 @@ func (w *world) run(n *node, peers []*node, relays []*node) {
 }
 
 func (n *node) step(w *world, drv *drive.Driver, peers []*node, members []drive.RelayMember) {
+	// The time of a look is taken before the device is read, as the agent
+	// does: what the device shows is then at least as fresh as now.
+	now := time.Now()
 	stats, err := n.dev.Peers()
 	if err != nil {
 		return
@@ -356,7 +363,7 @@ func (n *node) step(w *world, drv *drive.Driver, peers []*node, members []drive.
 	for _, p := range peers {
 		ps = append(ps, drive.Peer{Key: p.key.PublicKey(), Name: p.name, Direct: candidates(p)})
 	}
-	out := drv.Step(time.Now(), ps, members, obs)
+	out := drv.Step(now, ps, members, obs)
 	var want []wg.PeerConfig
 	for _, p := range peers {
 		st := out[p.key.PublicKey()]
@@ -365,8 +372,33 @@ func (n *node) step(w *world, drv *drive.Driver, peers []*node, members []drive.
 	}
 	_ = n.dev.SyncPeers(want)
 	n.mu.Lock()
+	if gap := now.Sub(n.lastStep); !n.lastStep.IsZero() && gap > time.Second {
+		n.note(now, fmt.Sprintf("step loop stalled %s", gap.Round(10*time.Millisecond)))
+	}
+	n.lastStep = now
+	for _, p := range peers {
+		st, prev := out[p.key.PublicKey()], n.status[p.key.PublicKey()]
+		if st.Mode != prev.Mode || st.Via != prev.Via || st.SetEndpoint.IsValid() {
+			n.note(now, fmt.Sprintf("->%s: %s via %q set %v (%s)", p.name, st.Mode, st.Via, st.SetEndpoint, st.Reason))
+		}
+	}
 	n.status = out
 	n.mu.Unlock()
+}
+
+// note appends to the history, bounded; n.mu is held.
+func (n *node) note(now time.Time, what string) {
+	if len(n.history) >= 200 {
+		n.history = n.history[100:]
+	}
+	n.history = append(n.history, now.Format("15:04:05.000")+" "+what)
+}
+
+// History is n's path changes and stalls, one a line.
+func (n *node) History() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.name + ":\n  " + strings.Join(n.history, "\n  ")
 }
 
 // passive configures peers on a public node that does not chase NATed
@@ -402,8 +434,8 @@ func (w *world) waitPath(d time.Duration, mode natpath.Mode, via string) {
 				out, _ := r.Exec(context.Background(), "conntrack", "-L", "-p", "udp")
 				w.t.Logf("conntrack on %s:\n%s", r.Name(), out)
 			}
-			w.t.Fatalf("after %s: a->b %s via %q (%s), b->a %s via %q (%s); want %s via %q",
-				d, sa.Mode, sa.Via, sa.Reason, sb.Mode, sb.Via, sb.Reason, mode, via)
+			w.t.Fatalf("after %s: a->b %s via %q (%s), b->a %s via %q (%s); want %s via %q\n%s\n%s",
+				d, sa.Mode, sa.Via, sa.Reason, sb.Mode, sb.Via, sb.Reason, mode, via, w.a.History(), w.b.History())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -447,19 +479,20 @@ func roundTrip(t testing.TB, n *node, to netip.AddrPort, payload []byte, d time.
 	}
 	defer c.Close()
 	buf := make([]byte, 2048)
-	deadline := time.Now().Add(d)
+	start := time.Now()
+	deadline := start.Add(d)
 	for time.Now().Before(deadline) {
-		start := time.Now()
+		sent := time.Now()
 		if _, err := c.Write(payload); err != nil {
 			t.Fatal(err)
 		}
 		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		k, err := c.Read(buf)
 		if err == nil && bytes.Equal(buf[:k], payload) {
-			return time.Since(start)
+			return time.Since(sent)
 		}
 	}
-	t.Fatalf("%s -> %s: no echo within %s", n.name, to, d)
+	t.Fatalf("%s -> %s: no echo within %s (from %s)\n%s", n.name, to, d, start.Format("15:04:05.000"), n.History())
 	return 0
 }
 
@@ -483,7 +516,9 @@ func (w *world) capture(sw *netlab.Switch, name string) *capture {
 			os.Remove(f.Name())
 		}
 	})
-	cmd := exec.Command("tcpdump", "--immediate-mode", "-i", "any", "-U", "-s", "0", "-w", f.Name(), "udp")
+	// A 32 MiB ring (the default is 2): on a busy host tcpdump may not run
+	// for a while, and the kernel drops what does not fit meanwhile.
+	cmd := exec.Command("tcpdump", "--immediate-mode", "-B", "32768", "-i", "any", "-U", "-s", "0", "-w", f.Name(), "udp")
 	p, err := sw.NS().Start(cmd)
 	if err != nil {
 		w.t.Fatal(err)
@@ -503,8 +538,42 @@ func (w *world) capture(sw *netlab.Switch, name string) *capture {
 	return c
 }
 
-// stop ends the capture and returns the bytes captured.
-func (c *capture) stop(t testing.TB) []byte {
+// captureStats is what tcpdump reports on exit.
+type captureStats struct {
+	captured, received, dropped int // dropped: by the kernel (ring full)
+	ok                              bool
+}
+
+// parseCaptureStats reads tcpdump's closing lines ("N packets captured",
+// "N packets received by filter", "N packets dropped by kernel").
+func parseCaptureStats(out []byte) captureStats {
+	var st captureStats
+	found := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		var n int
+		var rest string
+		if k, _ := fmt.Sscanf(strings.TrimSpace(line), "%d packets %s", &n, &rest); k != 2 {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(line, "packets captured"):
+			st.captured = n
+			found++
+		case strings.HasSuffix(line, "received by filter"):
+			st.received = n
+			found++
+		case strings.HasSuffix(line, "dropped by kernel"):
+			st.dropped = n
+			found++
+		}
+	}
+	st.ok = found == 3
+	return st
+}
+
+// stop ends the capture and returns the bytes captured and tcpdump's own
+// count of what it captured and dropped.
+func (c *capture) stop(t testing.TB) ([]byte, captureStats) {
 	t.Helper()
 	if err := c.proc.Stop(3 * time.Second); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		var ee *exec.ExitError
@@ -516,7 +585,11 @@ func (c *capture) stop(t testing.TB) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	st := parseCaptureStats(c.proc.Output())
+	if !st.ok {
+		t.Errorf("tcpdump %s printed no statistics on exit: %s", c.name, c.proc.Output())
+	}
+	return b, st
 }
 
 // throughput sends size bytes over TCP from n to p through the mesh and

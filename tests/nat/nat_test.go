@@ -48,9 +48,19 @@ func TestRandomPortNATIsRelayed(t *testing.T) {
 	w := newWorld(t, netlab.NATFullyRandomPorts, true)
 	w.start()
 	w.waitPath(30*time.Second, natpath.ModeRelayed, "r1")
-	st := w.a.statusOf(w.b)
-	if !strings.Contains(st.Reason, "no direct handshake") || !relay.IsVirtual(st.Endpoint) {
-		t.Errorf("status %+v", st)
+	// The side whose direct trial ends first relays because no direct
+	// handshake came; the other may still be trying when the first one's
+	// relayed packets arrive, and then says so. Which side is first is a
+	// race (both try each candidate for a probe window); one must say why.
+	st, sb := w.a.statusOf(w.b), w.b.statusOf(w.a)
+	const failed, followed = "no direct handshake", "the peer reached us through a relay"
+	switch {
+	case !relay.IsVirtual(st.Endpoint) || !relay.IsVirtual(sb.Endpoint):
+		t.Errorf("relayed with a direct endpoint: a->b %+v, b->a %+v", st, sb)
+	case !strings.Contains(st.Reason, failed) && !strings.Contains(sb.Reason, failed),
+		!strings.Contains(st.Reason, failed) && !strings.Contains(st.Reason, followed),
+		!strings.Contains(sb.Reason, failed) && !strings.Contains(sb.Reason, followed):
+		t.Errorf("neither side says the direct path failed, or one gives another reason: a->b %q, b->a %q", st.Reason, sb.Reason)
 	}
 	to := echo(t, w.b)
 	before := w.r1.server.Forwarded()
@@ -279,21 +289,29 @@ func TestNoPlaintextOnAnyUnderlayLink(t *testing.T) {
 			}
 			c.Close()
 			for _, cp := range caps {
-				b := cp.stop(t)
+				b, st := cp.stop(t)
 				n := bytes.Count(b, marker)
 				ctl := bytes.Count(b, ctlMarker)
 				data := wireGuardData(udpPayloads(b))
+				t.Logf("%s: %d WireGuard data packets, marker only in the %d control packet copies; tcpdump: %d captured, %d received by filter, %d dropped by kernel",
+					cp.name, data, ctl, st.captured, st.received, st.dropped)
 				if n != ctl {
 					t.Errorf("%s: plaintext marker captured %d times outside the control packet", cp.name, n-ctl)
-				}
-				// 50 round trips cross every link at least 100 times.
-				if data < 100 {
-					t.Errorf("%s: %d WireGuard data packets captured, want >= 100: the capture missed the mesh traffic", cp.name, data)
 				}
 				if cp.name != "lanB" && ctl == 0 {
 					t.Errorf("%s: the plaintext control packet was not captured: the capture cannot see markers", cp.name)
 				}
-				t.Logf("%s: %d WireGuard data packets, marker only in the %d control packet copies", cp.name, data, ctl)
+				// "Never present" means something only if the capture saw
+				// the traffic: 50 round trips put at least 100 WireGuard
+				// data packets on every link (-i any sees most twice). A
+				// capture on a busy host may miss some, but only those
+				// tcpdump reports dropping, and not most of them.
+				if st.dropped > st.received/2 {
+					t.Errorf("%s: tcpdump dropped %d of %d packets: the capture proves nothing", cp.name, st.dropped, st.received)
+				}
+				if data+st.dropped < 100 {
+					t.Errorf("%s: %d WireGuard data packets captured (and %d packets dropped), want >= 100: the capture missed the mesh traffic", cp.name, data, st.dropped)
+				}
 			}
 		})
 	}
