@@ -66,8 +66,8 @@ type node struct {
 	history  []string
 	lastStep time.Time
 	stop     context.CancelFunc
-	done   chan struct{}
-	closed bool
+	done     chan struct{}
+	closed   bool
 }
 
 // world is a lab: two NATed sites, a WAN with two relays and a stranger.
@@ -546,7 +546,7 @@ func (w *world) capture(sw *netlab.Switch, name string) *capture {
 // captureStats is what tcpdump reports on exit.
 type captureStats struct {
 	captured, received, dropped int // dropped: by the kernel (ring full)
-	ok                              bool
+	ok                          bool
 }
 
 // parseCaptureStats reads tcpdump's closing lines ("N packets captured",
