@@ -306,6 +306,9 @@ type capture struct {
 	frames [][]byte
 	gso    []int // per frame: GSO segment payload size, 0 for a plain frame
 	bytes  int
+	// dropped is the kernel's count of frames that did not fit the socket
+	// buffer (PACKET_STATISTICS), read when the capture stops.
+	dropped int
 }
 
 // vnetHdrLen is sizeof(struct virtio_net_hdr).
@@ -337,6 +340,12 @@ func startCapture(t *testing.T, ns *netlab.NS, ifname string) *capture {
 			unix.Close(fd)
 			return fmt.Errorf("PACKET_VNET_HDR: %w", err)
 		}
+		// 32 MiB: on a busy host the loop may not run for a while, and
+		// the kernel drops what does not fit meanwhile (counted, below).
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("SO_RCVBUFFORCE: %w", err)
+		}
 		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 			unix.Close(fd)
@@ -349,7 +358,12 @@ func startCapture(t *testing.T, ns *netlab.NS, ifname string) *capture {
 		t.Fatal(err)
 	}
 	go c.loop()
-	t.Cleanup(func() { c.Stop() })
+	t.Cleanup(func() {
+		c.Stop()
+		if d := c.Dropped(); d > 0 {
+			t.Logf("capture on %s: the kernel dropped %d frames (%d captured)", ifname, d, len(c.Frames()))
+		}
+	})
 	return c
 }
 
@@ -387,9 +401,30 @@ func (c *capture) Stop() [][]byte {
 	default:
 		close(c.stop)
 		<-c.done
+		if st, err := unix.GetsockoptTpacketStats(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+			c.mu.Lock()
+			c.dropped = int(st.Drops)
+			c.mu.Unlock()
+		}
 		unix.Close(c.fd)
 	}
 	return c.Frames()
+}
+
+// Dropped is how many frames the kernel dropped (known once stopped).
+func (c *capture) Dropped() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dropped
+}
+
+// proves fails t when the capture dropped more frames than it kept: then
+// the absence of something in it proves nothing.
+func (c *capture) proves(t *testing.T, what string) {
+	t.Helper()
+	if d, n := c.Dropped(), len(c.Frames()); d > n {
+		t.Fatalf("the %s capture dropped %d frames and kept %d: it proves nothing", what, d, n)
+	}
 }
 
 // Frames returns the frames so far.
