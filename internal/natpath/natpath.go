@@ -269,7 +269,7 @@ func (p *Path) Step(now time.Time, in Input) Status {
 			p.retryEpoch = now.Truncate(p.t.RetryDirect)
 			p.become(now, ModeRelayed, "the peer reaches us only through a relay; relayed via "+liveRelay.Name)
 		case silent && now.Sub(p.setAt) >= p.t.Probe:
-			set = p.startDirect(now, in.Direct, false, fmt.Sprintf("direct path %s silent for %s", p.endpoint, round(now.Sub(in.LastActivity))))
+			set = p.startDirect(now, in.Direct, false, fmt.Sprintf("direct path %s silent for %s", p.endpoint, p.silentFor(now, in)))
 		}
 
 	case ModeRelayed:
@@ -288,7 +288,7 @@ func (p *Path) Step(now time.Time, in Input) Status {
 			p.become(now, ModeRelayed, "the peer moved to relay "+liveRelay.Name+"; relayed via "+liveRelay.Name)
 		case silent && now.Sub(p.setAt) >= 2*p.t.Probe:
 			p.failed[cur.Addr] = now
-			set = p.relay(now, in, fmt.Sprintf("relay %s carried no handshake for %s", cur.Name, round(now.Sub(in.LastActivity))))
+			set = p.relay(now, in, fmt.Sprintf("relay %s carried no handshake for %s", cur.Name, p.silentFor(now, in)))
 		case p.newProbe(now, in):
 			set = p.tryProbed(now, in, true)
 		case !in.CanProbe && len(in.Direct) > 0 && now.Truncate(p.t.RetryDirect) != p.retryEpoch && now.Sub(p.since) >= p.t.Probe:
@@ -417,6 +417,15 @@ func (p *Path) relay(now time.Time, in Input, why string) netip.AddrPort {
 	}
 	p.setAt = now
 	return netip.AddrPort{}
+}
+
+// silentFor is how long the path in use has carried nothing: since the
+// last activity, or since it was set if nothing came through it at all.
+func (p *Path) silentFor(now time.Time, in Input) time.Duration {
+	if in.LastActivity.After(p.setAt) {
+		return round(now.Sub(in.LastActivity))
+	}
+	return round(now.Sub(p.setAt))
 }
 
 // held reports whether r failed within RelayHold.

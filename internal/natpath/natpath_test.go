@@ -233,6 +233,12 @@ func TestProbeEndsNoPath(t *testing.T) {
 func TestNoEndpointsGoesStraightToRelay(t *testing.T) {
 	s := newPeer(t, Input{Relays: []Relay{r1}})
 	want(t, s.step(0), ModeRelayed, r1.Endpoint, "the peer advertises no endpoint; relayed via relay-1")
+	// Nothing ever comes through it: it gets two probe windows, and the
+	// silence is counted from when it was set.
+	for sec := 1.0; sec < 8; sec += tick {
+		want(t, s.step(sec), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	}
+	want(t, s.step(8), ModeNoPath, netip.AddrPort{}, "relay relay-1 carried no handshake for 8s and relays relay-1 carried no handshake")
 }
 
 func TestProbeBringsDirectBack(t *testing.T) {
