@@ -237,7 +237,8 @@ func (p *Path) Step(now time.Time, in Input) Status {
 			set = p.endpoint
 		case heard && liveIsRelay:
 			// The peer kept using (or chose) a relay and WireGuard roamed to it.
-			p.via, p.endpoint = liveRelay, in.Live
+			p.via, p.endpoint, p.setAt = liveRelay, in.Live, now
+			p.retryEpoch = now.Truncate(p.t.RetryDirect) // next retry at the next boundary
 			why := "the peer reached us through a relay"
 			if p.retry {
 				why = "direct retry got no answer"

@@ -385,6 +385,13 @@ func TestPeerChoseRelayDuringTrial(t *testing.T) {
 	s.step(0)
 	s.hear(1, r1.Endpoint)
 	want(t, s.step(2), ModeRelayed, netip.AddrPort{}, "the peer reached us through a relay; relayed via relay-1")
+	// Without probes, the direct path is retried at the next wall-clock
+	// boundary, as the peer does, not at once.
+	for sec := 3.0; sec < 120; sec += tick {
+		s.hear(sec-0.5, r1.Endpoint)
+		want(t, s.step(sec), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	}
+	want(t, s.step(120), ModeTrying, c0, "periodic direct retry")
 }
 
 func TestTableForgetsPeers(t *testing.T) {

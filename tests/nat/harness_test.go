@@ -63,6 +63,7 @@ type node struct {
 	status map[wgtypes.Key]natpath.Status
 	// history records path changes and stalls of the step loop, for
 	// failure messages: on a busy host they tell what happened when.
+	w        *world
 	history  []string
 	lastStep time.Time
 	stop     context.CancelFunc
@@ -202,7 +203,7 @@ func (w *world) host(name string, sw *netlab.Switch, addr, gw, public string, sr
 		}
 	}
 	key, _ := wgtypes.GeneratePrivateKey()
-	n := &node{name: name, ns: ns, key: key, lan: ip(addr), public: ip(public), server: srv, status: map[wgtypes.Key]natpath.Status{}}
+	n := &node{w: w, name: name, ns: ns, key: key, lan: ip(addr), public: ip(public), server: srv, status: map[wgtypes.Key]natpath.Status{}}
 	n.mesh = meshPrefix.Addr().Next()
 	for range len(name) + int(name[len(name)-1]) {
 		n.mesh = n.mesh.Next() // distinct per name, deterministic
@@ -296,6 +297,31 @@ func (w *world) kernelStyle(n *node) {
 	w.t.Cleanup(func() { n.proxy.Close() })
 }
 
+// proxySockets opens n's proxy sockets for every peer through every relay
+// inside n's namespace before anything is relayed. The proxy opens the
+// socket for a peer whose relayed packet arrives first on its own
+// goroutine, which in this test process runs outside n's namespace: the
+// socket then lands in the host's, where n's device never reaches it (the
+// agent runs wholly in one namespace). Under load a's relayed handshakes
+// reached b's proxy before b's driver had asked for the socket, and the
+// path via that relay stayed dead.
+func (w *world) proxySockets(n *node, peers, relays []*node) {
+	w.t.Helper()
+	var addrs []netip.AddrPort
+	for _, r := range relays {
+		addrs = append(addrs, r.endpoint())
+	}
+	n.proxy.SetRelays(addrs)
+	pb := n.pathBind()
+	for _, r := range addrs {
+		for _, p := range peers {
+			if _, err := pb.RelayEndpoint(r, p.key.PublicKey()); err != nil {
+				w.t.Fatal(err)
+			}
+		}
+	}
+}
+
 // nsProxy opens the proxy's per-peer loopback sockets inside the node's
 // namespace: the agent runs wholly in one, the test process does not.
 type nsProxy struct {
@@ -323,6 +349,9 @@ func containsAP(l []netip.AddrPort, a netip.AddrPort) bool {
 // run starts n's reconcile loop towards peers (as the agent would) using
 // relays; public nodes configure NATed peers without an endpoint and wait.
 func (w *world) run(n *node, peers []*node, relays []*node) {
+	if n.proxy != nil {
+		w.proxySockets(n, peers, relays)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.mu.Lock()
 	n.stop, n.done = cancel, make(chan struct{})
@@ -492,7 +521,7 @@ func roundTrip(t testing.TB, n *node, to netip.AddrPort, payload []byte, d time.
 			return time.Since(sent)
 		}
 	}
-	t.Fatalf("%s -> %s: no echo within %s (from %s)\n%s", n.name, to, d, start.Format("15:04:05.000"), n.History())
+	t.Fatalf("%s -> %s: no echo within %s (from %s)\n%s\n%s", n.name, to, d, start.Format("15:04:05.000"), n.w.a.History(), n.w.b.History())
 	return 0
 }
 
