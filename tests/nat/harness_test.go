@@ -181,6 +181,11 @@ func newWorldProbing(t testing.TB, mode netlab.NATMode, gateway bool, probeEvery
 	w.b = w.host("b", w.lanB, "198.51.100.10", "198.51.100.1", "203.0.113.2", nil)
 	w.r1 = w.host("r1", w.wan, "203.0.113.21", "", "203.0.113.21", relay.NewServer(w.key))
 	w.r2 = w.host("r2", w.wan, "203.0.113.22", "", "203.0.113.22", relay.NewServer(w.key))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("path history:\n%s\n%s", w.a.History(), w.b.History())
+		}
+	})
 	w.stranger, err = lab.Host("strgr")
 	must(err)
 	must(w.wan.Attach(w.stranger, "eth0", pfx("203.0.113.66/24")))

@@ -373,25 +373,41 @@ func (c *capture) loop() {
 	for {
 		select {
 		case <-c.stop:
-			return
+			// What the kernel queued before Stop belongs to the capture:
+			// on a busy host this loop may not have run at all yet.
+			for {
+				n, _, err := unix.Recvfrom(c.fd, buf, unix.MSG_DONTWAIT)
+				if err != nil {
+					return
+				}
+				c.record(buf[:n])
+			}
 		default:
 		}
 		n, _, err := unix.Recvfrom(c.fd, buf, 0)
-		if err != nil || n <= vnetHdrLen {
+		if err != nil {
 			continue // timeout: look at stop again
 		}
-		gso := int(binary.LittleEndian.Uint16(buf[4:6])) // virtio_net_hdr.gso_size
-		if buf[1] == 0 {                                 // gso_type none
-			gso = 0
-		}
-		c.mu.Lock()
-		if c.bytes < captureLimit {
-			c.frames = append(c.frames, append([]byte(nil), buf[vnetHdrLen:n]...))
-			c.gso = append(c.gso, gso)
-			c.bytes += n
-		}
-		c.mu.Unlock()
+		c.record(buf[:n])
 	}
+}
+
+// record keeps one frame read with its virtio-net header.
+func (c *capture) record(b []byte) {
+	if len(b) <= vnetHdrLen {
+		return
+	}
+	gso := int(binary.LittleEndian.Uint16(b[4:6])) // virtio_net_hdr.gso_size
+	if b[1] == 0 {                                 // gso_type none
+		gso = 0
+	}
+	c.mu.Lock()
+	if c.bytes < captureLimit {
+		c.frames = append(c.frames, append([]byte(nil), b[vnetHdrLen:]...))
+		c.gso = append(c.gso, gso)
+		c.bytes += len(b)
+	}
+	c.mu.Unlock()
 }
 
 // Stop ends the capture (idempotent) and returns every frame seen.
