@@ -153,6 +153,7 @@ type Path struct {
 	retryEpoch time.Time
 	lastProbe  time.Time
 	relaySeen  time.Time // direct, but WireGuard roamed to a relay since
+	otherSince time.Time // relayed, but the peer sends through another relay since
 
 	lastStep time.Time
 	silence  Confirmer // the path in use is silent (relayed or direct)
@@ -275,6 +276,9 @@ func (p *Path) Step(now time.Time, in Input) Status {
 
 	case ModeRelayed:
 		cur, present := relayOf(in.Relays, p.via.Endpoint)
+		if in.Live == p.via.Endpoint {
+			p.otherSince = time.Time{}
+		}
 		switch {
 		case !present:
 			set = p.relay(now, in, fmt.Sprintf("relay %s is gone", p.via.Name))
@@ -283,10 +287,21 @@ func (p *Path) Step(now time.Time, in Input) Status {
 			p.endpoint = in.Live
 			p.become(now, ModeDirect, "peer reached us directly from "+in.Live.String())
 		case heard && liveIsRelay && liveRelay.Endpoint != cur.Endpoint && !p.held(liveRelay, now):
-			// The peer moved to another relay (it lost its registration with
-			// ours, say) and WireGuard roamed to it: follow.
-			p.via, p.endpoint = liveRelay, in.Live
-			p.become(now, ModeRelayed, "the peer moved to relay "+liveRelay.Name+"; relayed via "+liveRelay.Name)
+			// The peer sends through another relay and WireGuard roamed to
+			// it: both ends chose at once, or the peer lost ours. Both
+			// settle on the lower relay address (an order both ends share,
+			// IPv4 first): ours is insisted on for a probe window, which is
+			// when the peer, hearing us through it, follows; otherwise, or
+			// if the peer does not, we follow.
+			if p.otherSince.IsZero() {
+				p.otherSince = now
+			}
+			if cur.Addr.Compare(liveRelay.Addr) < 0 && now.Sub(p.otherSince) < p.t.Probe {
+				set = cur.Endpoint
+				break
+			}
+			p.via, p.endpoint, p.otherSince = liveRelay, in.Live, time.Time{}
+			p.become(now, ModeRelayed, "the peer uses relay "+liveRelay.Name+"; relayed via "+liveRelay.Name)
 		case silent && now.Sub(p.setAt) >= 2*p.t.Probe:
 			p.failed[cur.Addr] = now
 			set = p.relay(now, in, fmt.Sprintf("relay %s carried no handshake for %s", cur.Name, p.silentFor(now, in)))

@@ -175,24 +175,41 @@ func TestLateButAliveRelayIsKept(t *testing.T) {
 	}
 }
 
-// TestFollowsPeerToAnotherRelay: the peer moved to another relay (it lost
-// its registration with ours) and WireGuard roamed to it: status follows,
-// nothing is set, the mode does not change.
-func TestFollowsPeerToAnotherRelay(t *testing.T) {
+// TestBothEndsSettleOnOneRelay: the peer sends through another relay than
+// ours (both ends relayed at once, picking differently, or it lost ours)
+// and WireGuard roamed to it. Both ends settle on the lower relay address:
+// the end on it insists for a probe window, the other follows at once; if
+// the peer does not follow, we do. Nothing changes the mode.
+func TestBothEndsSettleOnOneRelay(t *testing.T) {
+	// Ours (relay-1) is the lower: insist, and the peer follows.
 	s := relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1, r2}})
 	s.hear(14, r2.Endpoint)
-	st := s.step(14.2)
-	want(t, st, ModeRelayed, netip.AddrPort{}, "the peer moved to relay relay-2")
+	want(t, s.step(14.2), ModeRelayed, r1.Endpoint, "relayed via relay-1")
+	s.hear(14.5, r1.Endpoint)
+	want(t, s.step(15), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	// ...but if the peer keeps using relay-2 (it cannot use relay-1), we
+	// follow it after a probe window.
+	for sec := 16.0; sec < 20; sec++ {
+		s.hear(sec-0.5, r2.Endpoint)
+		want(t, s.step(sec), ModeRelayed, r1.Endpoint, "relayed via relay-1")
+	}
+	s.hear(19.5, r2.Endpoint)
+	st := s.step(20)
+	want(t, st, ModeRelayed, netip.AddrPort{}, "the peer uses relay relay-2; relayed via relay-2")
 	if st.Via != "relay-2" || st.ViaAddr != r2.Addr || !st.Since.Equal(at(12)) {
 		t.Errorf("status %+v, want via relay-2 since +12s", st)
 	}
+	// Theirs is the lower: follow at once.
+	s.hear(21, r1.Endpoint)
+	want(t, s.step(21.2), ModeRelayed, netip.AddrPort{}, "the peer uses relay relay-1; relayed via relay-1")
+
 	// A relay that just failed is not followed back on a stray packet.
 	s = relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1, r2}})
-	_, st = s.firstSet(14, 60, nil)
+	sec, st := s.firstSet(14, 60, nil)
 	want(t, st, ModeRelayed, r2.Endpoint, "relayed via relay-2")
-	s.hear(st.Since.Sub(t0).Seconds()+0.1, r1.Endpoint)
-	st = s.step(st.Since.Sub(t0).Seconds() + 0.2)
-	if st.Via != "relay-2" {
+	s.hear(sec+0.1, r1.Endpoint)
+	st = s.step(sec + 0.2)
+	if st.Via != "relay-2" || st.SetEndpoint.IsValid() {
 		t.Errorf("followed a stray packet back to the failed relay: %+v", st)
 	}
 }
