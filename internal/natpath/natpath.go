@@ -65,6 +65,10 @@ const (
 	// ConfirmSteps is how many consecutive Steps must see a path silent
 	// before it is abandoned.
 	ConfirmSteps = 3
+	// HandshakeRetry is WireGuard's REKEY_TIMEOUT: a handshake that got no
+	// answer is sent again only after this long, whatever the endpoint
+	// became meanwhile.
+	HandshakeRetry = 5 * time.Second
 )
 
 func (t Timing) withDefaults() Timing {
@@ -302,7 +306,7 @@ func (p *Path) Step(now time.Time, in Input) Status {
 			}
 			p.via, p.endpoint, p.otherSince = liveRelay, in.Live, time.Time{}
 			p.become(now, ModeRelayed, "the peer uses relay "+liveRelay.Name+"; relayed via "+liveRelay.Name)
-		case silent && now.Sub(p.setAt) >= 2*p.t.Probe:
+		case silent && now.Sub(p.setAt) >= p.relayGrace():
 			p.failed[cur.Addr] = now
 			set = p.relay(now, in, fmt.Sprintf("relay %s carried no handshake for %s", cur.Name, p.silentFor(now, in)))
 		case p.newProbe(now, in):
@@ -376,6 +380,14 @@ func (p *Path) window() time.Duration {
 		return max(p.t.Probe, p.t.DownAfter)
 	}
 	return p.t.Probe
+}
+
+// relayGrace is how long a relay just set gets before its silence counts:
+// two probe windows, and at least until WireGuard has retried a handshake
+// through it (without a session, the last initiation went to the path
+// before, and the next one waits HandshakeRetry) and a probe window more.
+func (p *Path) relayGrace() time.Duration {
+	return max(2*p.t.Probe, HandshakeRetry+p.t.Probe)
 }
 
 func round(d time.Duration) time.Duration {

@@ -250,12 +250,25 @@ func TestProbeEndsNoPath(t *testing.T) {
 func TestNoEndpointsGoesStraightToRelay(t *testing.T) {
 	s := newPeer(t, Input{Relays: []Relay{r1}})
 	want(t, s.step(0), ModeRelayed, r1.Endpoint, "the peer advertises no endpoint; relayed via relay-1")
-	// Nothing ever comes through it: it gets two probe windows, and the
+	// Nothing ever comes through it: it gets until WireGuard has retried
+	// its handshake (HandshakeRetry) and a probe window more, and the
 	// silence is counted from when it was set.
-	for sec := 1.0; sec < 8; sec += tick {
+	for sec := 1.0; sec < 9; sec += tick {
 		want(t, s.step(sec), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
 	}
-	want(t, s.step(8), ModeNoPath, netip.AddrPort{}, "relay relay-1 carried no handshake for 8s and relays relay-1 carried no handshake")
+	want(t, s.step(9), ModeNoPath, netip.AddrPort{}, "relay relay-1 carried no handshake for 9s and relays relay-1 carried no handshake")
+
+	// With short probe windows (1 s), too: a relay is not judged before
+	// WireGuard has sent a handshake through it.
+	s = &peer{t: t, p: New(Timing{Probe: time.Second, DownAfter: 3 * time.Second}), in: Input{Relays: []Relay{r1}}}
+	want(t, s.step(0), ModeRelayed, r1.Endpoint, "relayed via relay-1")
+	for sec := 0.2; sec < 6; sec += 0.2 {
+		want(t, s.step(sec), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	}
+	s.hear(5.5, r1.Endpoint) // WireGuard's retried handshake came through
+	for sec := 6.0; sec < 8; sec += 0.2 {
+		want(t, s.step(sec), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	}
 }
 
 func TestProbeBringsDirectBack(t *testing.T) {
