@@ -303,13 +303,13 @@ func (w *world) kernelStyle(n *node) {
 }
 
 // proxySockets opens n's proxy sockets for every peer through every relay
-// inside n's namespace before anything is relayed. The proxy opens the
-// socket for a peer whose relayed packet arrives first on its own
+// inside n's namespace before anything is relayed. The proxy used to open
+// the socket for a peer whose relayed packet arrived first on its own
 // goroutine, which in this test process runs outside n's namespace: the
-// socket then lands in the host's, where n's device never reaches it (the
-// agent runs wholly in one namespace). Under load a's relayed handshakes
-// reached b's proxy before b's driver had asked for the socket, and the
-// path via that relay stayed dead.
+// socket landed in the host's, where n's device never reached it, and the
+// path via that relay stayed dead (a's relayed handshakes reached b's proxy
+// before b's driver had asked for the socket). It now delivers only to
+// sockets asked for; asking up front lets the first relayed packets count.
 func (w *world) proxySockets(n *node, peers, relays []*node) {
 	w.t.Helper()
 	var addrs []netip.AddrPort
