@@ -10,6 +10,15 @@
 // is answered, or, without probes (kernel WireGuard), in windows aligned to
 // wall-clock multiples of RetryDirect, so both ends switch at the same moment
 // and open their NATs towards each other together.
+//
+// A working path is abandoned only on sustained evidence: silence for
+// DownAfter, confirmed on at least ConfirmSteps consecutive Steps spanning a
+// further Probe window (see Confirmer). On a busy host a process may not run
+// for seconds; when it runs again its first look at the device is stale
+// (what arrived meanwhile is still queued), so one late look decides
+// nothing. A relay that really died is failed over within
+// DownAfter + Probe + one Step; one that is gone from the list (it stopped
+// answering registrations) at once.
 package natpath
 
 import (
@@ -53,6 +62,13 @@ const (
 	DefaultDownAfter    = 9 * time.Second
 	DefaultRetryDirect  = 2 * time.Minute
 	DefaultRelayHold    = time.Minute
+	// ConfirmSteps is how many consecutive Steps must see a path silent
+	// before it is abandoned.
+	ConfirmSteps = 3
+	// HandshakeRetry is WireGuard's REKEY_TIMEOUT: a handshake that got no
+	// answer is sent again only after this long, whatever the endpoint
+	// became meanwhile.
+	HandshakeRetry = 5 * time.Second
 )
 
 func (t Timing) withDefaults() Timing {
@@ -141,6 +157,40 @@ type Path struct {
 	retryEpoch time.Time
 	lastProbe  time.Time
 	relaySeen  time.Time // direct, but WireGuard roamed to a relay since
+	otherSince time.Time // relayed, but the peer sends through another relay since
+
+	lastStep time.Time
+	silence  Confirmer // the path in use is silent (relayed or direct)
+}
+
+// Confirmer turns a condition seen at single looks into sustained evidence:
+// it holds once it was true on ConfirmSteps consecutive looks and for at
+// least window since first seen. A gap between looks longer than twice the
+// window (the caller was not scheduled: a busy host) restarts the count,
+// because the look after such a gap is stale until the packets that queued
+// meanwhile are read. Callers look far more often than that (the agent
+// every second; the window, health.endpointProbe, is at least a second).
+// The zero value is ready to use.
+type Confirmer struct {
+	since time.Time
+	steps int
+}
+
+// Observe records one look at now (the previous look was at last) and
+// reports whether cond is now confirmed.
+func (c *Confirmer) Observe(now, last time.Time, window time.Duration, cond bool) bool {
+	if !cond {
+		*c = Confirmer{}
+		return false
+	}
+	if c.since.IsZero() {
+		c.since = now
+	}
+	if !last.IsZero() && now.Sub(last) > 2*window {
+		c.steps = 0
+	}
+	c.steps++
+	return c.steps >= ConfirmSteps && now.Sub(c.since) >= window
 }
 
 // New returns a Path with timing t.
@@ -148,9 +198,14 @@ func New(t Timing) *Path { return &Path{t: t.withDefaults(), failed: map[netip.A
 
 // Step advances the path to now.
 func (p *Path) Step(now time.Time, in Input) Status {
+	last := p.lastStep
+	p.lastStep = now
 	var set netip.AddrPort
 	heard := !in.LastActivity.IsZero() && in.LastActivity.After(p.setAt) && now.Sub(in.LastActivity) < p.t.DownAfter
 	liveRelay, liveIsRelay := relayOf(in.Relays, in.Live)
+	// The path in use has carried nothing for DownAfter, sustained.
+	silent := p.silence.Observe(now, last, p.t.Probe,
+		(p.mode == ModeDirect || p.mode == ModeRelayed) && !heard && now.Sub(in.LastActivity) >= p.t.DownAfter)
 
 	switch p.mode {
 	case "":
@@ -187,7 +242,8 @@ func (p *Path) Step(now time.Time, in Input) Status {
 			set = p.endpoint
 		case heard && liveIsRelay:
 			// The peer kept using (or chose) a relay and WireGuard roamed to it.
-			p.via, p.endpoint = liveRelay, in.Live
+			p.via, p.endpoint, p.setAt = liveRelay, in.Live, now
+			p.retryEpoch = now.Truncate(p.t.RetryDirect) // next retry at the next boundary
 			why := "the peer reached us through a relay"
 			if p.retry {
 				why = "direct retry got no answer"
@@ -218,12 +274,15 @@ func (p *Path) Step(now time.Time, in Input) Status {
 			p.via, p.endpoint, p.setAt = liveRelay, in.Live, now
 			p.retryEpoch = now.Truncate(p.t.RetryDirect)
 			p.become(now, ModeRelayed, "the peer reaches us only through a relay; relayed via "+liveRelay.Name)
-		case now.Sub(in.LastActivity) >= p.t.DownAfter && now.Sub(p.setAt) >= p.t.Probe:
-			set = p.startDirect(now, in.Direct, false, fmt.Sprintf("direct path %s silent for %s", p.endpoint, p.t.DownAfter))
+		case silent && now.Sub(p.setAt) >= p.t.Probe:
+			set = p.startDirect(now, in.Direct, false, fmt.Sprintf("direct path %s silent for %s", p.endpoint, p.silentFor(now, in)))
 		}
 
 	case ModeRelayed:
 		cur, present := relayOf(in.Relays, p.via.Endpoint)
+		if in.Live == p.via.Endpoint {
+			p.otherSince = time.Time{}
+		}
 		switch {
 		case !present:
 			set = p.relay(now, in, fmt.Sprintf("relay %s is gone", p.via.Name))
@@ -231,9 +290,25 @@ func (p *Path) Step(now time.Time, in Input) Status {
 			// The peer reached us directly and WireGuard roamed to it.
 			p.endpoint = in.Live
 			p.become(now, ModeDirect, "peer reached us directly from "+in.Live.String())
-		case !heard && now.Sub(p.setAt) >= 2*p.t.Probe && now.Sub(in.LastActivity) >= p.t.DownAfter:
+		case heard && liveIsRelay && liveRelay.Endpoint != cur.Endpoint && !p.held(liveRelay, now):
+			// The peer sends through another relay and WireGuard roamed to
+			// it: both ends chose at once, or the peer lost ours. Both
+			// settle on the lower relay address (an order both ends share,
+			// IPv4 first): ours is insisted on for a probe window, which is
+			// when the peer, hearing us through it, follows; otherwise, or
+			// if the peer does not, we follow.
+			if p.otherSince.IsZero() {
+				p.otherSince = now
+			}
+			if cur.Addr.Compare(liveRelay.Addr) < 0 && now.Sub(p.otherSince) < p.t.Probe {
+				set = cur.Endpoint
+				break
+			}
+			p.via, p.endpoint, p.otherSince = liveRelay, in.Live, time.Time{}
+			p.become(now, ModeRelayed, "the peer uses relay "+liveRelay.Name+"; relayed via "+liveRelay.Name)
+		case silent && now.Sub(p.setAt) >= p.relayGrace():
 			p.failed[cur.Addr] = now
-			set = p.relay(now, in, fmt.Sprintf("relay %s carried no handshake", cur.Name))
+			set = p.relay(now, in, fmt.Sprintf("relay %s carried no handshake for %s", cur.Name, p.silentFor(now, in)))
 		case p.newProbe(now, in):
 			set = p.tryProbed(now, in, true)
 		case !in.CanProbe && len(in.Direct) > 0 && now.Truncate(p.t.RetryDirect) != p.retryEpoch && now.Sub(p.since) >= p.t.Probe:
@@ -307,6 +382,14 @@ func (p *Path) window() time.Duration {
 	return p.t.Probe
 }
 
+// relayGrace is how long a relay just set gets before its silence counts:
+// two probe windows, and at least until WireGuard has retried a handshake
+// through it (without a session, the last initiation went to the path
+// before, and the next one waits HandshakeRetry) and a probe window more.
+func (p *Path) relayGrace() time.Duration {
+	return max(2*p.t.Probe, HandshakeRetry+p.t.Probe)
+}
+
 func round(d time.Duration) time.Duration {
 	if d >= time.Second {
 		return d.Round(time.Second)
@@ -362,6 +445,21 @@ func (p *Path) relay(now time.Time, in Input, why string) netip.AddrPort {
 	}
 	p.setAt = now
 	return netip.AddrPort{}
+}
+
+// silentFor is how long the path in use has carried nothing: since the
+// last activity, or since it was set if nothing came through it at all.
+func (p *Path) silentFor(now time.Time, in Input) time.Duration {
+	if in.LastActivity.After(p.setAt) {
+		return round(now.Sub(in.LastActivity))
+	}
+	return round(now.Sub(p.setAt))
+}
+
+// held reports whether r failed within RelayHold.
+func (p *Path) held(r Relay, now time.Time) bool {
+	t, ok := p.failed[r.Addr]
+	return ok && now.Sub(t) < p.t.RelayHold
 }
 
 func usable(relays []Relay, failed map[netip.AddrPort]time.Time, now time.Time, hold time.Duration) int {

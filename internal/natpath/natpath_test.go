@@ -97,16 +97,121 @@ func relayed(t *testing.T, in Input) *peer {
 	return s
 }
 
+// tick is how often the agent steps natpath (agent.DefaultTick).
+const tick = 1.0
+
+// firstSet steps s every tick from `from` up to `to` and returns the time
+// and status of the first Step that sets an endpoint; it fails the test if
+// none does. keep is called before each Step (to feed traffic).
+func (s *peer) firstSet(from, to float64, keep func(sec float64)) (float64, Status) {
+	s.t.Helper()
+	for sec := from; sec <= to; sec += tick {
+		if keep != nil {
+			keep(sec)
+		}
+		if st := s.step(sec); st.SetEndpoint.IsValid() {
+			return sec, st
+		}
+	}
+	s.t.Fatalf("no endpoint set between +%vs and +%vs: %+v", from, to, s.last)
+	return 0, Status{}
+}
+
+// failoverBound is how long after the last packet a dead path is given up:
+// silence for DownAfter, confirmed for one more Probe window, plus a tick.
+var failoverBound = (DefaultDownAfter + DefaultProbe).Seconds() + tick
+
 func TestRelayFailover(t *testing.T) {
-	// The relay dies: nothing heard for DownAfter -> next relay.
+	// The relay dies after the peer's last packet at 12.5: nothing heard for
+	// DownAfter, confirmed over a further Probe window -> next relay, within
+	// the documented bound and not before the evidence is in.
 	s := relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1, r2}})
 	want(t, s.step(20), ModeRelayed, netip.AddrPort{}, "relay-1")
-	want(t, s.step(21.6), ModeRelayed, r2.Endpoint, "relay relay-1 carried no handshake; relayed via relay-2")
+	sec, st := s.firstSet(21, 60, nil)
+	want(t, st, ModeRelayed, r2.Endpoint, "relay relay-1 carried no handshake for 14s; relayed via relay-2")
+	if min := 12.5 + (DefaultDownAfter + DefaultProbe).Seconds(); sec < min || sec > 12.5+failoverBound {
+		t.Errorf("failed over at +%vs, want within [%v, %v]", sec, min, 12.5+failoverBound)
+	}
 
 	// The relay leaves the cluster (removed from the list): switch at once.
 	s = relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1, r2}})
 	s.in.Relays = []Relay{r2}
 	want(t, s.step(14), ModeRelayed, r2.Endpoint, "relay relay-1 is gone; relayed via relay-2")
+}
+
+// TestLateButAliveRelayIsKept: a relay that carries the peer's traffic is
+// kept even when single looks see it silent: the peer (or this process) is
+// late on a busy host, the path is not dead.
+func TestLateButAliveRelayIsKept(t *testing.T) {
+	noSet := netip.AddrPort{}
+	// This process is not scheduled for 17 s: its first look afterwards is
+	// stale (the peer's packets are still queued); the next one sees them.
+	s := relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1, r2}})
+	want(t, s.step(30), ModeRelayed, noSet, "relay-1")
+	s.hear(30.1, r1.Endpoint)
+	want(t, s.step(30.2), ModeRelayed, noSet, "relay-1")
+
+	// The peer is late by a second or two, again and again: every 10 s its
+	// traffic arrives, so looks at DownAfter (9 s) see silence, once each.
+	s = relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1, r2}})
+	for sec := 14.0; sec < 120; sec += tick {
+		if int(sec)%10 == 2 {
+			s.hear(sec-0.2, r1.Endpoint)
+		}
+		want(t, s.step(sec), ModeRelayed, noSet, "relay-1")
+	}
+
+	// Silence seen on two looks, then the process stalls for 12 s: the look
+	// after the stall does not complete the evidence, the one after it sees
+	// the traffic that queued.
+	s = relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1, r2}})
+	for _, sec := range []float64{14, 16, 18, 20, 22, 23, 35} {
+		want(t, s.step(sec), ModeRelayed, noSet, "relay-1")
+	}
+	s.hear(35.05, r1.Endpoint)
+	want(t, s.step(35.2), ModeRelayed, noSet, "relay-1")
+	if s.last.Via != "relay-1" || !s.last.Since.Equal(at(12)) {
+		t.Errorf("status %+v, want relayed via relay-1 since +12s", s.last)
+	}
+}
+
+// TestBothEndsSettleOnOneRelay: the peer sends through another relay than
+// ours (both ends relayed at once, picking differently, or it lost ours)
+// and WireGuard roamed to it. Both ends settle on the lower relay address:
+// the end on it insists for a probe window, the other follows at once; if
+// the peer does not follow, we do. Nothing changes the mode.
+func TestBothEndsSettleOnOneRelay(t *testing.T) {
+	// Ours (relay-1) is the lower: insist, and the peer follows.
+	s := relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1, r2}})
+	s.hear(14, r2.Endpoint)
+	want(t, s.step(14.2), ModeRelayed, r1.Endpoint, "relayed via relay-1")
+	s.hear(14.5, r1.Endpoint)
+	want(t, s.step(15), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	// ...but if the peer keeps using relay-2 (it cannot use relay-1), we
+	// follow it after a probe window.
+	for sec := 16.0; sec < 20; sec++ {
+		s.hear(sec-0.5, r2.Endpoint)
+		want(t, s.step(sec), ModeRelayed, r1.Endpoint, "relayed via relay-1")
+	}
+	s.hear(19.5, r2.Endpoint)
+	st := s.step(20)
+	want(t, st, ModeRelayed, netip.AddrPort{}, "the peer uses relay relay-2; relayed via relay-2")
+	if st.Via != "relay-2" || st.ViaAddr != r2.Addr || !st.Since.Equal(at(12)) {
+		t.Errorf("status %+v, want via relay-2 since +12s", st)
+	}
+	// Theirs is the lower: follow at once.
+	s.hear(21, r1.Endpoint)
+	want(t, s.step(21.2), ModeRelayed, netip.AddrPort{}, "the peer uses relay relay-1; relayed via relay-1")
+
+	// A relay that just failed is not followed back on a stray packet.
+	s = relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1, r2}})
+	sec, st := s.firstSet(14, 60, nil)
+	want(t, st, ModeRelayed, r2.Endpoint, "relayed via relay-2")
+	s.hear(sec+0.1, r1.Endpoint)
+	st = s.step(sec + 0.2)
+	if st.Via != "relay-2" || st.SetEndpoint.IsValid() {
+		t.Errorf("followed a stray packet back to the failed relay: %+v", st)
+	}
 }
 
 func TestNoPath(t *testing.T) {
@@ -121,10 +226,11 @@ func TestNoPath(t *testing.T) {
 
 	// The only relay fails too: no path, naming it.
 	s = relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1}})
-	want(t, s.step(21.6), ModeNoPath, c0, "relays relay-1 carried no handshake")
+	sec, st := s.firstSet(14, 60, nil)
+	want(t, st, ModeNoPath, c0, "relays relay-1 carried no handshake")
 	// A relay that comes back after its hold is used again.
 	s.in.Relays = []Relay{r1, r2}
-	want(t, s.step(22), ModeRelayed, r2.Endpoint, "a relay became usable; relayed via relay-2")
+	want(t, s.step(sec+0.4), ModeRelayed, r2.Endpoint, "a relay became usable; relayed via relay-2")
 }
 
 // TestProbeEndsNoPath: with no relay at all, a probe that gets through
@@ -144,6 +250,25 @@ func TestProbeEndsNoPath(t *testing.T) {
 func TestNoEndpointsGoesStraightToRelay(t *testing.T) {
 	s := newPeer(t, Input{Relays: []Relay{r1}})
 	want(t, s.step(0), ModeRelayed, r1.Endpoint, "the peer advertises no endpoint; relayed via relay-1")
+	// Nothing ever comes through it: it gets until WireGuard has retried
+	// its handshake (HandshakeRetry) and a probe window more, and the
+	// silence is counted from when it was set.
+	for sec := 1.0; sec < 9; sec += tick {
+		want(t, s.step(sec), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	}
+	want(t, s.step(9), ModeNoPath, netip.AddrPort{}, "relay relay-1 carried no handshake for 9s and relays relay-1 carried no handshake")
+
+	// With short probe windows (1 s), too: a relay is not judged before
+	// WireGuard has sent a handshake through it.
+	s = &peer{t: t, p: New(Timing{Probe: time.Second, DownAfter: 3 * time.Second}), in: Input{Relays: []Relay{r1}}}
+	want(t, s.step(0), ModeRelayed, r1.Endpoint, "relayed via relay-1")
+	for sec := 0.2; sec < 6; sec += 0.2 {
+		want(t, s.step(sec), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	}
+	s.hear(5.5, r1.Endpoint) // WireGuard's retried handshake came through
+	for sec := 6.0; sec < 8; sec += 0.2 {
+		want(t, s.step(sec), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	}
 }
 
 func TestProbeBringsDirectBack(t *testing.T) {
@@ -234,8 +359,23 @@ func TestDirectPathDiesAndRecovers(t *testing.T) {
 	if st.Mode != ModeDirect || st.Endpoint != c1 || st.SetEndpoint.IsValid() {
 		t.Fatalf("after roam: %+v", st)
 	}
-	// Silence: back to trying direct candidates from the start.
-	want(t, s.step(11), ModeTrying, c0, "direct path "+c1.String()+" silent for 9s")
+	// Silence: back to trying direct candidates from the start, once it
+	// lasted DownAfter and a further Probe window.
+	sec, st := s.firstSet(4, 60, nil)
+	want(t, st, ModeTrying, c0, "direct path "+c1.String()+" silent for 13s")
+	if sec != 2+(DefaultDownAfter+DefaultProbe).Seconds() {
+		t.Errorf("gave up the direct path at +%vs, want +%vs", sec, 2+(DefaultDownAfter+DefaultProbe).Seconds())
+	}
+	// A direct path whose traffic is late, not gone, is kept.
+	s = newPeer(t, Input{Direct: []netip.AddrPort{c0, c1}, Relays: []Relay{r1}})
+	s.step(0)
+	s.hear(0.5, c0)
+	for sec := 1.0; sec < 120; sec += tick {
+		if int(sec)%11 == 0 { // 11 s apart: past DownAfter for two looks
+			s.hear(sec-0.1, c0)
+		}
+		want(t, s.step(sec), ModeDirect, netip.AddrPort{}, "handshake with "+c0.String())
+	}
 }
 
 // TestDirectButPeerUsesRelay: a path that works one way only. Our direct
@@ -275,6 +415,13 @@ func TestPeerChoseRelayDuringTrial(t *testing.T) {
 	s.step(0)
 	s.hear(1, r1.Endpoint)
 	want(t, s.step(2), ModeRelayed, netip.AddrPort{}, "the peer reached us through a relay; relayed via relay-1")
+	// Without probes, the direct path is retried at the next wall-clock
+	// boundary, as the peer does, not at once.
+	for sec := 3.0; sec < 120; sec += tick {
+		s.hear(sec-0.5, r1.Endpoint)
+		want(t, s.step(sec), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	}
+	want(t, s.step(120), ModeTrying, c0, "periodic direct retry")
 }
 
 func TestTableForgetsPeers(t *testing.T) {

@@ -220,14 +220,14 @@ func (p *Proxy) readUplink() {
 			if n < DataOverhead+4 {
 				continue
 			}
+			// Only to peers the agent routes through this relay (it asked
+			// for their Endpoint): a frame for any other opens nothing. A
+			// socket opened here would also be opened by this goroutine's
+			// thread, not where the agent asked for its sockets.
 			p.mu.Lock()
-			_, known := p.relays[from]
+			pp := p.peers[proxyKey{from, ID(f[2 : 2+idLen])}]
 			p.mu.Unlock()
-			if !known {
-				continue
-			}
-			pp, err := p.peer(proxyKey{from, ID(f[2 : 2+idLen])})
-			if err != nil {
+			if pp == nil {
 				continue
 			}
 			_, _ = pp.conn.WriteToUDPAddrPort(f[DataOverhead:], p.wg)

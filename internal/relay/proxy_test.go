@@ -93,4 +93,34 @@ func TestProxyCarriesKernelTrafficThroughRelay(t *testing.T) {
 	if _, err := pa.Endpoint(netip.MustParseAddrPort("203.0.113.9:1"), keyB.PublicKey()); err == nil {
 		t.Error("Endpoint accepted an unconfigured relay")
 	}
+
+	// A frame from a peer the agent does not route through this relay (it
+	// never asked for its Endpoint) is dropped, and opens no socket.
+	keyC, _ := wgtypes.GeneratePrivateKey()
+	kc, kcAddr := fakeKernel(t)
+	admit(srv, keyC.PublicKey())
+	pc, err := NewProxy(k, keyC, kcAddr, "127.0.0.1:0", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	pc.SetRelays(at(srv, relay))
+	waitFor(t, "proxy C registered", 5*time.Second, func() bool { return !pc.Relays()[0].Registered.IsZero() })
+	epC, err := pa.Endpoint(relay, keyC.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := srv.Forwarded()
+	ka.WriteToUDPAddrPort(msg, epC)
+	waitFor(t, "relay forwarded to C", 5*time.Second, func() bool { return srv.Forwarded() > before })
+	kc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, _, err := kc.ReadFromUDPAddrPort(buf); err == nil {
+		t.Error("a frame from a peer C never asked for reached C's kernel")
+	}
+	pc.mu.Lock()
+	opened := len(pc.peers)
+	pc.mu.Unlock()
+	if opened != 0 {
+		t.Errorf("proxy C opened %d sockets for a peer it never asked for", opened)
+	}
 }

@@ -61,9 +61,14 @@ type node struct {
 
 	mu     sync.Mutex
 	status map[wgtypes.Key]natpath.Status
-	stop   context.CancelFunc
-	done   chan struct{}
-	closed bool
+	// history records path changes and stalls of the step loop, for
+	// failure messages: on a busy host they tell what happened when.
+	w        *world
+	history  []string
+	lastStep time.Time
+	stop     context.CancelFunc
+	done     chan struct{}
+	closed   bool
 }
 
 // world is a lab: two NATed sites, a WAN with two relays and a stranger.
@@ -83,6 +88,8 @@ type world struct {
 	secret   [32]byte
 	// probeEvery is the Binds' ProbeInterval.
 	probeEvery time.Duration
+	// relayedAt is when waitPath last saw a and b turn relayed.
+	relayedAt time.Time
 }
 
 // relayProcess runs a standalone relay (this test binary, see TestMain) in
@@ -183,6 +190,11 @@ func newWorldProbing(t testing.TB, mode netlab.NATMode, gateway bool, probeEvery
 	for _, r := range []*node{w.r1, w.r2} { // as the agent does: its peers may register
 		r.server.SetMembers([][32]byte{w.a.key.PublicKey(), w.b.key.PublicKey(), w.r1.key.PublicKey(), w.r2.key.PublicKey()})
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("path history:\n%s\n%s", w.a.History(), w.b.History())
+		}
+	})
 	w.stranger, err = lab.Host("strgr")
 	must(err)
 	must(w.wan.Attach(w.stranger, "eth0", pfx("203.0.113.66/24")))
@@ -209,7 +221,7 @@ func (w *world) host(name string, sw *netlab.Switch, addr, gw, public string, re
 	if relaying {
 		srv = relay.NewServer(w.key, key)
 	}
-	n := &node{name: name, ns: ns, key: key, lan: ip(addr), public: ip(public), server: srv, status: map[wgtypes.Key]natpath.Status{}}
+	n := &node{w: w, name: name, ns: ns, key: key, lan: ip(addr), public: ip(public), server: srv, status: map[wgtypes.Key]natpath.Status{}}
 	n.mesh = meshPrefix.Addr().Next()
 	for range len(name) + int(name[len(name)-1]) {
 		n.mesh = n.mesh.Next() // distinct per name, deterministic
@@ -303,6 +315,31 @@ func (w *world) kernelStyle(n *node) {
 	w.t.Cleanup(func() { n.proxy.Close() })
 }
 
+// proxySockets opens n's proxy sockets for every peer through every relay
+// inside n's namespace before anything is relayed. The proxy used to open
+// the socket for a peer whose relayed packet arrived first on its own
+// goroutine, which in this test process runs outside n's namespace: the
+// socket landed in the host's, where n's device never reached it, and the
+// path via that relay stayed dead (a's relayed handshakes reached b's proxy
+// before b's driver had asked for the socket). It now delivers only to
+// sockets asked for; asking up front lets the first relayed packets count.
+func (w *world) proxySockets(n *node, peers, relays []*node) {
+	w.t.Helper()
+	var targets []relay.Target
+	for _, r := range relays {
+		targets = append(targets, relay.Target{Addr: r.endpoint(), Key: r.key.PublicKey()})
+	}
+	n.proxy.SetRelays(targets)
+	pb := n.pathBind()
+	for _, r := range targets {
+		for _, p := range peers {
+			if _, err := pb.RelayEndpoint(r.Addr, p.key.PublicKey()); err != nil {
+				w.t.Fatal(err)
+			}
+		}
+	}
+}
+
 // nsProxy opens the proxy's per-peer loopback sockets inside the node's
 // namespace: the agent runs wholly in one, the test process does not.
 type nsProxy struct {
@@ -330,6 +367,9 @@ func containsAP(l []netip.AddrPort, a netip.AddrPort) bool {
 // run starts n's reconcile loop towards peers (as the agent would) using
 // relays; public nodes configure NATed peers without an endpoint and wait.
 func (w *world) run(n *node, peers []*node, relays []*node) {
+	if n.proxy != nil {
+		w.proxySockets(n, peers, relays)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.mu.Lock()
 	n.stop, n.done = cancel, make(chan struct{})
@@ -355,6 +395,9 @@ func (w *world) run(n *node, peers []*node, relays []*node) {
 }
 
 func (n *node) step(w *world, drv *drive.Driver, peers []*node, members []drive.RelayMember) {
+	// The time of a look is taken before the device is read, as the agent
+	// does: what the device shows is then at least as fresh as now.
+	now := time.Now()
 	stats, err := n.dev.Peers()
 	if err != nil {
 		return
@@ -367,7 +410,7 @@ func (n *node) step(w *world, drv *drive.Driver, peers []*node, members []drive.
 	for _, p := range peers {
 		ps = append(ps, drive.Peer{Key: p.key.PublicKey(), Name: p.name, Direct: candidates(p)})
 	}
-	out := drv.Step(time.Now(), ps, members, obs)
+	out := drv.Step(now, ps, members, obs)
 	var want []wg.PeerConfig
 	for _, p := range peers {
 		st := out[p.key.PublicKey()]
@@ -376,8 +419,33 @@ func (n *node) step(w *world, drv *drive.Driver, peers []*node, members []drive.
 	}
 	_ = n.dev.SyncPeers(want)
 	n.mu.Lock()
+	if gap := now.Sub(n.lastStep); !n.lastStep.IsZero() && gap > time.Second {
+		n.note(now, fmt.Sprintf("step loop stalled %s", gap.Round(10*time.Millisecond)))
+	}
+	n.lastStep = now
+	for _, p := range peers {
+		st, prev := out[p.key.PublicKey()], n.status[p.key.PublicKey()]
+		if st.Mode != prev.Mode || st.Via != prev.Via || st.SetEndpoint.IsValid() {
+			n.note(now, fmt.Sprintf("->%s: %s via %q set %v (%s)", p.name, st.Mode, st.Via, st.SetEndpoint, st.Reason))
+		}
+	}
 	n.status = out
 	n.mu.Unlock()
+}
+
+// note appends to the history, bounded; n.mu is held.
+func (n *node) note(now time.Time, what string) {
+	if len(n.history) >= 200 {
+		n.history = n.history[100:]
+	}
+	n.history = append(n.history, now.Format("15:04:05.000")+" "+what)
+}
+
+// History is n's path changes and stalls, one a line.
+func (n *node) History() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.name + ":\n  " + strings.Join(n.history, "\n  ")
 }
 
 // passive configures peers on a public node that does not chase NATed
@@ -406,6 +474,9 @@ func (w *world) waitPath(d time.Duration, mode natpath.Mode, via string) {
 	for {
 		sa, sb := w.a.statusOf(w.b), w.b.statusOf(w.a)
 		if sa.Mode == mode && sb.Mode == mode && (via == "" || sa.Via == via && sb.Via == via) {
+			if mode == natpath.ModeRelayed {
+				w.relayedAt = time.Now()
+			}
 			return
 		}
 		if time.Now().After(deadline) {
@@ -413,8 +484,8 @@ func (w *world) waitPath(d time.Duration, mode natpath.Mode, via string) {
 				out, _ := r.Exec(context.Background(), "conntrack", "-L", "-p", "udp")
 				w.t.Logf("conntrack on %s:\n%s", r.Name(), out)
 			}
-			w.t.Fatalf("after %s: a->b %s via %q (%s), b->a %s via %q (%s); want %s via %q",
-				d, sa.Mode, sa.Via, sa.Reason, sb.Mode, sb.Via, sb.Reason, mode, via)
+			w.t.Fatalf("after %s: a->b %s via %q (%s), b->a %s via %q (%s); want %s via %q\n%s\n%s",
+				d, sa.Mode, sa.Via, sa.Reason, sb.Mode, sb.Via, sb.Reason, mode, via, w.a.History(), w.b.History())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -458,19 +529,27 @@ func roundTrip(t testing.TB, n *node, to netip.AddrPort, payload []byte, d time.
 	}
 	defer c.Close()
 	buf := make([]byte, 2048)
-	deadline := time.Now().Add(d)
+	start := time.Now()
+	deadline := start.Add(d)
+	// Relayed status means the relay was chosen, not that a handshake went
+	// through it yet: without a session, WireGuard resends an unanswered
+	// handshake (the last one went to a direct candidate) only after
+	// REKEY_TIMEOUT. Right after a relay was chosen, d counts from then.
+	if rel := n.w.relayedAt.Add(natpath.HandshakeRetry + d); rel.After(deadline) {
+		deadline = rel
+	}
 	for time.Now().Before(deadline) {
-		start := time.Now()
+		sent := time.Now()
 		if _, err := c.Write(payload); err != nil {
 			t.Fatal(err)
 		}
 		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		k, err := c.Read(buf)
 		if err == nil && bytes.Equal(buf[:k], payload) {
-			return time.Since(start)
+			return time.Since(sent)
 		}
 	}
-	t.Fatalf("%s -> %s: no echo within %s", n.name, to, d)
+	t.Fatalf("%s -> %s: no echo within %s (from %s)\n%s\n%s", n.name, to, deadline.Sub(start).Round(time.Millisecond), start.Format("15:04:05.000"), n.w.a.History(), n.w.b.History())
 	return 0
 }
 
@@ -494,7 +573,14 @@ func (w *world) capture(sw *netlab.Switch, name string) *capture {
 			os.Remove(f.Name())
 		}
 	})
-	cmd := exec.Command("tcpdump", "--immediate-mode", "-i", "any", "-U", "-s", "0", "-w", f.Name(), "udp")
+	// On a busy host tcpdump may not run for a while, and the kernel drops
+	// what does not fit its ring meanwhile. The ring is made of blocks of
+	// at least one snaplen each (256 KiB here), and in immediate mode each
+	// block is handed over as soon as a packet is in it: with the default
+	// 2 MiB ring, a tcpdump stopped while 200 packets passed kept 4 of them.
+	// Without immediate mode blocks fill up (or are handed over after
+	// tcpdump's 1 s timeout) and it kept all 200; the 32 MiB ring is margin.
+	cmd := exec.Command("tcpdump", "-B", "32768", "-i", "any", "-U", "-s", "0", "-w", f.Name(), "udp")
 	p, err := sw.NS().Start(cmd)
 	if err != nil {
 		w.t.Fatal(err)
@@ -514,8 +600,42 @@ func (w *world) capture(sw *netlab.Switch, name string) *capture {
 	return c
 }
 
-// stop ends the capture and returns the bytes captured.
-func (c *capture) stop(t testing.TB) []byte {
+// captureStats is what tcpdump reports on exit.
+type captureStats struct {
+	captured, received, dropped int // dropped: by the kernel (ring full)
+	ok                          bool
+}
+
+// parseCaptureStats reads tcpdump's closing lines ("N packets captured",
+// "N packets received by filter", "N packets dropped by kernel").
+func parseCaptureStats(out []byte) captureStats {
+	var st captureStats
+	found := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		var n int
+		var rest string
+		if k, _ := fmt.Sscanf(strings.TrimSpace(line), "%d packets %s", &n, &rest); k != 2 {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(line, "packets captured"):
+			st.captured = n
+			found++
+		case strings.HasSuffix(line, "received by filter"):
+			st.received = n
+			found++
+		case strings.HasSuffix(line, "dropped by kernel"):
+			st.dropped = n
+			found++
+		}
+	}
+	st.ok = found == 3
+	return st
+}
+
+// stop ends the capture and returns the bytes captured and tcpdump's own
+// count of what it captured and dropped.
+func (c *capture) stop(t testing.TB) ([]byte, captureStats) {
 	t.Helper()
 	if err := c.proc.Stop(3 * time.Second); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		var ee *exec.ExitError
@@ -527,7 +647,11 @@ func (c *capture) stop(t testing.TB) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	st := parseCaptureStats(c.proc.Output())
+	if !st.ok {
+		t.Errorf("tcpdump %s printed no statistics on exit: %s", c.name, c.proc.Output())
+	}
+	return b, st
 }
 
 // throughput sends size bytes over TCP from n to p through the mesh and

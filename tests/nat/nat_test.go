@@ -48,9 +48,19 @@ func TestRandomPortNATIsRelayed(t *testing.T) {
 	w := newWorld(t, netlab.NATFullyRandomPorts, true)
 	w.start()
 	w.waitPath(30*time.Second, natpath.ModeRelayed, "r1")
-	st := w.a.statusOf(w.b)
-	if !strings.Contains(st.Reason, "no direct handshake") || !relay.IsVirtual(st.Endpoint) {
-		t.Errorf("status %+v", st)
+	// The side whose direct trial ends first relays because no direct
+	// handshake came; the other may still be trying when the first one's
+	// relayed packets arrive, and then says so. Which side is first is a
+	// race (both try each candidate for a probe window); one must say why.
+	st, sb := w.a.statusOf(w.b), w.b.statusOf(w.a)
+	const failed, followed = "no direct handshake", "the peer reached us through a relay"
+	switch {
+	case !relay.IsVirtual(st.Endpoint) || !relay.IsVirtual(sb.Endpoint):
+		t.Errorf("relayed with a direct endpoint: a->b %+v, b->a %+v", st, sb)
+	case !strings.Contains(st.Reason, failed) && !strings.Contains(sb.Reason, failed),
+		!strings.Contains(st.Reason, failed) && !strings.Contains(st.Reason, followed),
+		!strings.Contains(sb.Reason, failed) && !strings.Contains(sb.Reason, followed):
+		t.Errorf("neither side says the direct path failed, or one gives another reason: a->b %q, b->a %q", st.Reason, sb.Reason)
 	}
 	to := echo(t, w.b)
 	before := w.r1.server.Forwarded()
@@ -262,42 +272,59 @@ func TestNoPlaintextOnAnyUnderlayLink(t *testing.T) {
 				roundTrip(t, w.a, to, marker, 5*time.Second)
 			}
 			// Positive control: the same marker sent in clear over the
-			// underlay (a to r1) must show up, or the capture proves nothing.
-			// tcpdump on a loaded machine now and then misses a single
-			// packet, so the control is re-sent, bounded, until every file
-			// that must hold it does (tcpdump writes each packet, -U).
-			var c *net.UDPConn
-			if err := w.a.ns.Do(func() (err error) { c, err = net.ListenUDP("udp4", nil); return err }); err != nil {
-				t.Fatal(err)
-			}
+			// underlay (a to r1, and b to r1: together they cross every
+			// link) must show up in every file, or the capture proves
+			// nothing. It also drains the captures: tcpdump hands over the
+			// kernel's ring in order (a block when full, or after its 1 s
+			// timeout) and exits on SIGTERM without reading what is left,
+			// so only once the control is in a file is everything before
+			// it there too. Re-sent, bounded, until every file holds it.
 			ctlMarker := append([]byte("control:"), marker...)
-			deadline := time.Now().Add(5 * time.Second)
+			var senders []*net.UDPConn
+			for _, n := range []*node{w.a, w.b} {
+				var c *net.UDPConn
+				if err := n.ns.Do(func() (err error) { c, err = net.ListenUDP("udp4", nil); return err }); err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				senders = append(senders, c)
+			}
+			deadline := time.Now().Add(15 * time.Second)
 			for _, cp := range caps {
-				for cp.name != "lanB" && time.Now().Before(deadline) {
+				for time.Now().Before(deadline) {
 					if b, _ := os.ReadFile(cp.file); bytes.Contains(b, ctlMarker) {
 						break
 					}
-					c.WriteToUDPAddrPort(ctlMarker, netip.AddrPortFrom(w.r1.lan, 9))
+					for _, c := range senders {
+						c.WriteToUDPAddrPort(ctlMarker, netip.AddrPortFrom(w.r1.lan, 9))
+					}
 					time.Sleep(50 * time.Millisecond)
 				}
 			}
-			c.Close()
 			for _, cp := range caps {
-				b := cp.stop(t)
+				b, st := cp.stop(t)
 				n := bytes.Count(b, marker)
 				ctl := bytes.Count(b, ctlMarker)
 				data := wireGuardData(udpPayloads(b))
+				t.Logf("%s: %d WireGuard data packets, marker only in the %d control packet copies; tcpdump: %d captured, %d received by filter, %d dropped by kernel, %d left in its ring at exit",
+					cp.name, data, ctl, st.captured, st.received, st.dropped, st.received-st.captured-st.dropped)
 				if n != ctl {
 					t.Errorf("%s: plaintext marker captured %d times outside the control packet", cp.name, n-ctl)
 				}
-				// 50 round trips cross every link at least 100 times.
-				if data < 100 {
-					t.Errorf("%s: %d WireGuard data packets captured, want >= 100: the capture missed the mesh traffic", cp.name, data)
-				}
-				if cp.name != "lanB" && ctl == 0 {
+				if ctl == 0 {
 					t.Errorf("%s: the plaintext control packet was not captured: the capture cannot see markers", cp.name)
 				}
-				t.Logf("%s: %d WireGuard data packets, marker only in the %d control packet copies", cp.name, data, ctl)
+				// "Never present" means something only if the capture saw
+				// the traffic: 50 round trips put at least 100 WireGuard
+				// data packets on every link (-i any sees most twice). A
+				// capture on a busy host may miss some, but only those
+				// tcpdump reports dropping, and not most of them.
+				if st.dropped > st.received/2 {
+					t.Errorf("%s: tcpdump dropped %d of %d packets: the capture proves nothing", cp.name, st.dropped, st.received)
+				}
+				if data+st.dropped < 100 {
+					t.Errorf("%s: %d WireGuard data packets captured (and %d packets dropped), want >= 100: the capture missed the mesh traffic", cp.name, data, st.dropped)
+				}
 			}
 		})
 	}

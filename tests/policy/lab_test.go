@@ -306,6 +306,9 @@ type capture struct {
 	frames [][]byte
 	gso    []int // per frame: GSO segment payload size, 0 for a plain frame
 	bytes  int
+	// dropped is the kernel's count of frames that did not fit the socket
+	// buffer (PACKET_STATISTICS), read when the capture stops.
+	dropped int
 }
 
 // vnetHdrLen is sizeof(struct virtio_net_hdr).
@@ -337,6 +340,12 @@ func startCapture(t *testing.T, ns *netlab.NS, ifname string) *capture {
 			unix.Close(fd)
 			return fmt.Errorf("PACKET_VNET_HDR: %w", err)
 		}
+		// 32 MiB: on a busy host the loop may not run for a while, and
+		// the kernel drops what does not fit meanwhile (counted, below).
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("SO_RCVBUFFORCE: %w", err)
+		}
 		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 			unix.Close(fd)
@@ -349,7 +358,12 @@ func startCapture(t *testing.T, ns *netlab.NS, ifname string) *capture {
 		t.Fatal(err)
 	}
 	go c.loop()
-	t.Cleanup(func() { c.Stop() })
+	t.Cleanup(func() {
+		c.Stop()
+		if d := c.Dropped(); d > 0 {
+			t.Logf("capture on %s: the kernel dropped %d frames (%d captured)", ifname, d, len(c.Frames()))
+		}
+	})
 	return c
 }
 
@@ -359,25 +373,41 @@ func (c *capture) loop() {
 	for {
 		select {
 		case <-c.stop:
-			return
+			// What the kernel queued before Stop belongs to the capture:
+			// on a busy host this loop may not have run at all yet.
+			for {
+				n, _, err := unix.Recvfrom(c.fd, buf, unix.MSG_DONTWAIT)
+				if err != nil {
+					return
+				}
+				c.record(buf[:n])
+			}
 		default:
 		}
 		n, _, err := unix.Recvfrom(c.fd, buf, 0)
-		if err != nil || n <= vnetHdrLen {
+		if err != nil {
 			continue // timeout: look at stop again
 		}
-		gso := int(binary.LittleEndian.Uint16(buf[4:6])) // virtio_net_hdr.gso_size
-		if buf[1] == 0 {                                 // gso_type none
-			gso = 0
-		}
-		c.mu.Lock()
-		if c.bytes < captureLimit {
-			c.frames = append(c.frames, append([]byte(nil), buf[vnetHdrLen:n]...))
-			c.gso = append(c.gso, gso)
-			c.bytes += n
-		}
-		c.mu.Unlock()
+		c.record(buf[:n])
 	}
+}
+
+// record keeps one frame read with its virtio-net header.
+func (c *capture) record(b []byte) {
+	if len(b) <= vnetHdrLen {
+		return
+	}
+	gso := int(binary.LittleEndian.Uint16(b[4:6])) // virtio_net_hdr.gso_size
+	if b[1] == 0 {                                 // gso_type none
+		gso = 0
+	}
+	c.mu.Lock()
+	if c.bytes < captureLimit {
+		c.frames = append(c.frames, append([]byte(nil), b[vnetHdrLen:]...))
+		c.gso = append(c.gso, gso)
+		c.bytes += len(b)
+	}
+	c.mu.Unlock()
 }
 
 // Stop ends the capture (idempotent) and returns every frame seen.
@@ -387,9 +417,30 @@ func (c *capture) Stop() [][]byte {
 	default:
 		close(c.stop)
 		<-c.done
+		if st, err := unix.GetsockoptTpacketStats(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+			c.mu.Lock()
+			c.dropped = int(st.Drops)
+			c.mu.Unlock()
+		}
 		unix.Close(c.fd)
 	}
 	return c.Frames()
+}
+
+// Dropped is how many frames the kernel dropped (known once stopped).
+func (c *capture) Dropped() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dropped
+}
+
+// proves fails t when the capture dropped more frames than it kept: then
+// the absence of something in it proves nothing.
+func (c *capture) proves(t *testing.T, what string) {
+	t.Helper()
+	if d, n := c.Dropped(), len(c.Frames()); d > n {
+		t.Fatalf("the %s capture dropped %d frames and kept %d: it proves nothing", what, d, n)
+	}
 }
 
 // Frames returns the frames so far.

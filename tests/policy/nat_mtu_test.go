@@ -82,6 +82,7 @@ func TestNATedNodeJoinsTheMesh(t *testing.T) {
 		}
 	}
 	wire.Stop()
+	wire.proves(t, "NAT wire")
 	if wire.has(marker) {
 		t.Fatal("member traffic crossed the NAT in plaintext")
 	}

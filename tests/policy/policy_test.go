@@ -58,6 +58,7 @@ func TestMemberTrafficGoesThroughTheMeshEncrypted(t *testing.T) {
 	}
 	under.Stop()
 	mesh.Stop()
+	under.proves(t, "underlay")
 
 	if under.has(marker) {
 		t.Fatal("the marker crossed the underlay in plaintext")
@@ -114,6 +115,7 @@ func TestDownPeerFailsClosedUnlessBypassAllowed(t *testing.T) {
 		t.Fatalf("controls failed: marker on the mesh link %v, control on the underlay %v", mesh.has(marker), under.has(control))
 	}
 	under.Stop()
+	under.proves(t, "underlay")
 	if under.has(marker) {
 		t.Fatal("fail closed broken: the marker left on the underlay in plaintext with bypass off")
 	}
@@ -167,6 +169,7 @@ func TestGuardDropsPlaintextWhenTheMeshLinkIsGone(t *testing.T) {
 		t.Fatal("control datagram to a non-member did not cross the underlay: the capture proves nothing")
 	}
 	under.Stop()
+	under.proves(t, "underlay")
 	if under.has(marker) || sink.count() != 0 {
 		t.Error("with the mesh link gone, IPv4 member traffic left in plaintext")
 	}

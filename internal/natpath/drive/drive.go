@@ -5,6 +5,7 @@
 package drive
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"time"
@@ -57,6 +58,11 @@ type Driver struct {
 	table *natpath.Table
 	fresh time.Duration // a registration older than this does not count
 	rx    map[wgtypes.Key]rxSeen
+	// up are the relays that answered a registration within fresh, or did
+	// and have not yet been stale on sustained evidence (natpath.Confirmer):
+	// on a busy host the registration answer may be read late.
+	up       map[netip.AddrPort]*natpath.Confirmer
+	lastStep time.Time
 
 	relaying bool
 }
@@ -69,7 +75,8 @@ type rxSeen struct {
 // New returns a driver for bind. fresh is how recent a relay registration
 // must be for the relay to be used (3x the register interval is right).
 func New(bind Bind, t natpath.Timing, fresh time.Duration) *Driver {
-	return &Driver{bind: bind, t: t, table: natpath.NewTable(t), fresh: fresh, rx: map[wgtypes.Key]rxSeen{}}
+	return &Driver{bind: bind, t: t, table: natpath.NewTable(t), fresh: fresh, rx: map[wgtypes.Key]rxSeen{},
+		up: map[netip.AddrPort]*natpath.Confirmer{}}
 }
 
 // Relaying reports whether any relay answered recently (as of the last Step).
@@ -83,11 +90,26 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 	}
 	d.bind.SetRelays(targets)
 	registered := map[netip.AddrPort]bool{}
+	window := cmp.Or(d.t.Probe, natpath.DefaultProbe)
+	listed := map[netip.AddrPort]bool{}
 	for _, st := range d.bind.Relays() {
-		if !st.Registered.IsZero() && now.Sub(st.Registered) < d.fresh {
-			registered[st.Addr] = true
+		listed[st.Addr] = true
+		fresh := !st.Registered.IsZero() && now.Sub(st.Registered) < d.fresh
+		c, wasUp := d.up[st.Addr]
+		switch {
+		case fresh && !wasUp:
+			d.up[st.Addr] = &natpath.Confirmer{}
+		case wasUp && c.Observe(now, d.lastStep, window, !fresh):
+			delete(d.up, st.Addr) // stale on sustained evidence: gone
+		}
+		registered[st.Addr] = d.up[st.Addr] != nil
+	}
+	for a := range d.up {
+		if !listed[a] {
+			delete(d.up, a)
 		}
 	}
+	d.lastStep = now
 	if on := len(registered) > 0; on != d.relaying {
 		d.relaying = on
 		if on {

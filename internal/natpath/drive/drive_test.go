@@ -208,3 +208,54 @@ func listenPortOf(t *testing.T, m *member) netip.AddrPort {
 	}
 	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), m.bind.Port())
 }
+
+// TestRelayGoneOnlyOnSustainedStaleness: a relay whose registration answer
+// is read late (a busy host) stays usable; one that stopped answering is
+// gone once its registration has been stale for a further probe window.
+func TestRelayGoneOnlyOnSustainedStaleness(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 1, 0, 0, 0, time.UTC)
+	sec := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	timing := natpath.Timing{Probe: 4 * time.Second, DownAfter: 9 * time.Second}
+	const fresh = 30 * time.Second
+	rAddr := netip.MustParseAddrPort("203.0.113.21:51820")
+	peer, rk := key(t), key(t)
+	relays := []RelayMember{{Key: rk, Name: "r1", Addr: rAddr}}
+	peers := []Peer{{Key: peer, Name: "b"}} // no direct candidate: relayed at once
+	// The peer is heard through the relay at every look.
+	relayed := netip.AddrPortFrom(netip.MustParseAddr("100::1"), rAddr.Port()) // fakeBind's
+	var rx int64
+	usable := func(d *Driver, now time.Time) bool {
+		rx += 100
+		obs := map[wgtypes.Key]Observation{peer: {Endpoint: relayed, RxBytes: rx}}
+		st := d.Step(now, peers, relays, obs)[peer]
+		return st.Mode == natpath.ModeRelayed && st.Via == "r1"
+	}
+
+	fb := &fakeBind{registered: sec(0)}
+	d := New(fb, timing, fresh)
+	if !usable(d, sec(0)) {
+		t.Fatal("a freshly registered relay is not used")
+	}
+	// Looks every second; the answer due at +30 s is read only at +33 s.
+	for s := 1.0; s <= 32; s++ {
+		if !usable(d, sec(s)) {
+			t.Fatalf("relay dropped at +%vs while its registration answer was only late", s)
+		}
+	}
+	fb.registered = sec(33)
+	if !usable(d, sec(33)) {
+		t.Fatal("relay dropped after its late registration answer")
+	}
+
+	// The relay stops answering after +33 s: gone once stale (+63 s) for a
+	// further probe window on three looks, and not before.
+	var gone float64
+	for s := 34.0; s <= 80 && gone == 0; s++ {
+		if !usable(d, sec(s)) {
+			gone = s
+		}
+	}
+	if want := 33 + (fresh + timing.Probe).Seconds(); gone != want {
+		t.Errorf("relay gone at +%vs, want +%vs (fresh %s + probe %s after the last answer)", gone, want, fresh, timing.Probe)
+	}
+}
