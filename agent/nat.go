@@ -28,6 +28,7 @@ import (
 type traversal struct {
 	bind       conn.Bind
 	mode       wg.Mode // the back end to open: kernel or userspace, never auto
+	modeWhy    string
 	paths      agent.PathChooser
 	collectors []prometheus.Collector
 	closers    []func()
@@ -101,8 +102,7 @@ func newTraversal(cfg *config.Config, mode wg.Mode, stateDir string, mark uint32
 	ownPort := cfg.Relay.Port != 0 && cfg.Relay.Port != cfg.WireGuard.ListenPort
 	// Decide the back end once, here, because the transport depends on it.
 	resolved, why := wg.Resolve(mode, srv != nil && !ownPort, wg.ProbeKernel)
-	log.Info("WireGuard back end", "mode", resolved, "why", why)
-	t.mode = resolved
+	t.mode, t.modeWhy = resolved, why
 	kernel := resolved == wg.ModeKernel
 	if srv != nil && kernel && !ownPort {
 		return nil, errors.New("relay: kernel WireGuard owns the WireGuard port; set relay.port to another port (and open it in the cloud firewall), or run with --wireguard=userspace")

@@ -71,6 +71,7 @@ func newRunCmd() *cobra.Command {
 				StateDir:      stateDir,
 				Socket:        socket,
 				WireGuard:     nat.mode,
+				WireGuardWhy:  nat.modeWhy,
 				MetricsListen: metrics,
 				NoHostPolicy:  noPolicy,
 				Version:       version,

@@ -118,6 +118,9 @@ type Options struct {
 	Socket string
 	// WireGuard selects the back end (default wg.ModeAuto).
 	WireGuard wg.Mode
+	// WireGuardWhy says why that back end was chosen (logged once the
+	// interface is up, so a start that fails prints only its error).
+	WireGuardWhy string
 	// MetricsListen, if set, also serves /metrics on this TCP address
 	// (it is always served on Socket).
 	MetricsListen string
@@ -249,8 +252,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 			a.log.Warn("close WireGuard device", "err", err)
 		}
 	})
-	a.log.Info("mesh interface up", "interface", a.dev.Name(), "mode", a.dev.Mode(), "address", a.id.Address,
-		"publicKey", a.id.PublicKey().String(), "port", a.dev.ListenPort())
+	a.log.Info("mesh interface up", "interface", a.dev.Name(), "mode", a.dev.Mode(), "why", a.opts.WireGuardWhy,
+		"address", a.id.Address, "publicKey", a.id.PublicKey().String(), "port", a.dev.ListenPort())
 
 	a.policy = a.opts.Policy
 	if a.policy == nil && !a.opts.NoHostPolicy {
