@@ -213,8 +213,12 @@ func TestAgentMeshesWithTalosNode(t *testing.T) {
 		wantAllowed = append(wantAllowed, p.String())
 	}
 	if peer.PublicKey != talosKey.PublicKey().String() || peer.Address != talosAddr.String() || peer.Name != "talos-w-1" ||
-		peer.AffiliateID != talosNodeID || !slices.Equal(peer.AllowedIPs, wantAllowed) || !slices.Contains(peer.Candidates, "127.0.0.1:1") {
-		t.Fatalf("the agent's peer for the Talos node: %+v; want address %s AllowedIPs %v endpoint 127.0.0.1:1", peer, talosAddr, wantAllowed)
+		peer.AffiliateID != talosNodeID || !slices.Equal(peer.AllowedIPs, wantAllowed) || slices.Contains(peer.Candidates, "127.0.0.1:1") {
+		// The Talos node publishes its loopback endpoint (this test's
+		// underlay); members' loopback endpoints are never dialled (issue
+		// "Trust between members"), so the agent learns the node's
+		// endpoint when the node's handshake arrives and WireGuard roams.
+		t.Fatalf("the agent's peer for the Talos node: %+v; want address %s AllowedIPs %v and the published loopback endpoint refused", peer, talosAddr, wantAllowed)
 	}
 	if st.Address != ours.KubeSpan.Address.String() {
 		t.Fatalf("agent address %s, published %s", st.Address, ours.KubeSpan.Address)
