@@ -30,6 +30,7 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/cloudfw"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/provider/cloudhttp"
+	"github.com/meshspan/terraform-provider-meshspan/provider/cloudres"
 )
 
 var (
@@ -52,14 +53,6 @@ const (
 	maxDroplets = 10
 	maxTags     = 5
 	maxTargets  = 1000 // sources or destinations of one rule
-)
-
-// Default timeouts per operation, the wait for the firewall to apply included.
-const (
-	defaultCreateTimeout = 10 * time.Minute
-	defaultReadTimeout   = 5 * time.Minute
-	defaultUpdateTimeout = 10 * time.Minute
-	defaultDeleteTimeout = 10 * time.Minute
 )
 
 // NewFirewallResource is the meshspan_digitalocean_firewall resource.
@@ -265,12 +258,7 @@ func (r *firewallResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 			},
 		},
 		Blocks: map[string]schema.Block{
-			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Read: true, Update: true, Delete: true,
-				CreateDescription: fmt.Sprintf("How long creating the firewall may take, %s, as a Go duration (`30s`, `5m`). Default `%s`.", "waiting until DigitalOcean has applied the change", defaultCreateTimeout),
-				ReadDescription:   fmt.Sprintf("How long reading the firewall may take, as a Go duration. Default `%s`.", defaultReadTimeout),
-				UpdateDescription: fmt.Sprintf("How long updating the firewall may take, %s, as a Go duration. Default `%s`.", "waiting until DigitalOcean has applied the change", defaultUpdateTimeout),
-				DeleteDescription: fmt.Sprintf("How long detaching and deleting the firewall may take, as a Go duration. Default `%s`.", defaultDeleteTimeout),
-			}),
+			"timeouts": cloudres.TimeoutsBlock(ctx, "waiting until DigitalOcean has applied the change"),
 		},
 	}
 }
@@ -289,7 +277,7 @@ func (r *firewallResource) Configure(_ context.Context, req resource.ConfigureRe
 }
 
 // begin builds the client and a context bounded by the operation's timeout.
-func (r *firewallResource) begin(ctx context.Context, m firewallModel, op string, diags *diag.Diagnostics) (*godo.Client, context.Context, context.CancelFunc) {
+func (r *firewallResource) begin(ctx context.Context, m firewallModel, op cloudres.Op, diags *diag.Diagnostics) (*godo.Client, context.Context, context.CancelFunc) {
 	if r.data == nil {
 		diags.AddError("Provider not configured", "meshspan_digitalocean_firewall needs the provider to be configured; this is a provider bug")
 		return nil, ctx, func() {}
@@ -299,22 +287,10 @@ func (r *firewallResource) begin(ctx context.Context, m firewallModel, op string
 		diags.AddError("DigitalOcean client", err.Error())
 		return nil, ctx, func() {}
 	}
-	var d time.Duration
-	var dd diag.Diagnostics
-	switch op {
-	case "create":
-		d, dd = m.Timeouts.Create(ctx, defaultCreateTimeout)
-	case "read":
-		d, dd = m.Timeouts.Read(ctx, defaultReadTimeout)
-	case "update":
-		d, dd = m.Timeouts.Update(ctx, defaultUpdateTimeout)
-	default:
-		d, dd = m.Timeouts.Delete(ctx, defaultDeleteTimeout)
+	ctx, cancel, ok := cloudres.WithTimeout(ctx, m.Timeouts, op, diags)
+	if !ok {
+		return nil, ctx, cancel
 	}
-	if diags.Append(dd...); dd.HasError() {
-		return nil, ctx, func() {}
-	}
-	ctx, cancel := context.WithTimeout(ctx, d)
 	return c, ctx, cancel
 }
 
@@ -533,7 +509,7 @@ func (r *firewallResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 			return
 		}
 		for _, e := range p.Elements() {
-			if obj, ok := e.(types.Object); !ok || hasUnknown(obj.Attributes()) {
+			if obj, ok := e.(types.Object); !ok || cloudres.HasUnknown(obj.Attributes()) {
 				return
 			}
 		}
@@ -555,22 +531,6 @@ func (r *firewallResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 		now.DropletIDs.Equal(state.DropletIDs) && now.Tags.Equal(state.Tags) && now.Timeouts.Equal(state.Timeouts) {
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("status"), state.Status)...)
 	}
-}
-
-func hasUnknown(attrs map[string]attr.Value) bool {
-	for _, v := range attrs {
-		if v.IsUnknown() {
-			return true
-		}
-		if s, ok := v.(types.Set); ok {
-			for _, e := range s.Elements() {
-				if e.IsUnknown() {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 // desired is the configuration in plain Go.
@@ -605,7 +565,7 @@ func (r *firewallResource) Create(ctx context.Context, req resource.CreateReques
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	c, ctx, cancel := r.begin(ctx, plan, "create", &resp.Diagnostics)
+	c, ctx, cancel := r.begin(ctx, plan, cloudres.Create, &resp.Diagnostics)
 	defer cancel()
 	want := plan.desired(ctx, &resp.Diagnostics)
 	if resp.Diagnostics.HasError() {
@@ -620,7 +580,7 @@ func (r *firewallResource) Create(ctx context.Context, req resource.CreateReques
 	// state (tainted) instead of orphaned.
 	r.setState(ctx, fw, &plan, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
-	if fw, err = r.waitApplied(ctx, c, fw.ID, "create"); err != nil {
+	if fw, err = r.waitApplied(ctx, c, fw.ID, cloudres.Create); err != nil {
 		addError(&resp.Diagnostics, fmt.Sprintf("wait for firewall %q to apply", want.name), err)
 		return
 	}
@@ -634,7 +594,7 @@ func (r *firewallResource) Read(ctx context.Context, req resource.ReadRequest, r
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	c, ctx, cancel := r.begin(ctx, state, "read", &resp.Diagnostics)
+	c, ctx, cancel := r.begin(ctx, state, cloudres.Read, &resp.Diagnostics)
 	defer cancel()
 	if resp.Diagnostics.HasError() {
 		return
@@ -660,7 +620,7 @@ func (r *firewallResource) Update(ctx context.Context, req resource.UpdateReques
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	c, ctx, cancel := r.begin(ctx, plan, "update", &resp.Diagnostics)
+	c, ctx, cancel := r.begin(ctx, plan, cloudres.Update, &resp.Diagnostics)
 	defer cancel()
 	want := plan.desired(ctx, &resp.Diagnostics)
 	if resp.Diagnostics.HasError() {
@@ -673,7 +633,7 @@ func (r *firewallResource) Update(ctx context.Context, req resource.UpdateReques
 		addError(&resp.Diagnostics, fmt.Sprintf("update firewall %q", want.name), err)
 		return
 	}
-	if fw, err = r.waitApplied(ctx, c, fw.ID, "update"); err != nil {
+	if fw, err = r.waitApplied(ctx, c, fw.ID, cloudres.Update); err != nil {
 		addError(&resp.Diagnostics, fmt.Sprintf("wait for firewall %q to apply", want.name), err)
 		return
 	}
@@ -687,7 +647,7 @@ func (r *firewallResource) Delete(ctx context.Context, req resource.DeleteReques
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	c, ctx, cancel := r.begin(ctx, state, "delete", &resp.Diagnostics)
+	c, ctx, cancel := r.begin(ctx, state, cloudres.Delete, &resp.Diagnostics)
 	defer cancel()
 	if resp.Diagnostics.HasError() {
 		return
@@ -731,7 +691,7 @@ func (r *firewallResource) ImportState(ctx context.Context, req resource.ImportS
 
 // waitApplied polls the firewall until DigitalOcean has applied it, within
 // the operation's timeout (op names it).
-func (r *firewallResource) waitApplied(ctx context.Context, c *godo.Client, id, op string) (*godo.Firewall, error) {
+func (r *firewallResource) waitApplied(ctx context.Context, c *godo.Client, id string, op cloudres.Op) (*godo.Firewall, error) {
 	wait := r.pollStart
 	for {
 		fw, _, err := c.Firewalls.Get(ctx, id)

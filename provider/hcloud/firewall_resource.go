@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
@@ -29,6 +28,7 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/cloudfw"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/provider/cloudhttp"
+	"github.com/meshspan/terraform-provider-meshspan/provider/cloudres"
 )
 
 var (
@@ -37,14 +37,6 @@ var (
 	_ resource.ResourceWithImportState    = (*firewallResource)(nil)
 	_ resource.ResourceWithValidateConfig = (*firewallResource)(nil)
 	_ resource.ResourceWithModifyPlan     = (*firewallResource)(nil)
-)
-
-// Default timeouts per operation; actions on a busy project can take minutes.
-const (
-	defaultCreateTimeout = 10 * time.Minute
-	defaultReadTimeout   = 5 * time.Minute
-	defaultUpdateTimeout = 10 * time.Minute
-	defaultDeleteTimeout = 10 * time.Minute
 )
 
 // NewFirewallResource returns the meshspan_hcloud_firewall resource.
@@ -155,12 +147,7 @@ func (r *firewallResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 			},
 		},
 		Blocks: map[string]schema.Block{
-			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Read: true, Update: true, Delete: true,
-				CreateDescription: fmt.Sprintf("How long creating the firewall may take, %s, as a Go duration (`30s`, `5m`). Default `%s`.", "waiting for Hetzner Cloud actions", defaultCreateTimeout),
-				ReadDescription:   fmt.Sprintf("How long reading the firewall may take, as a Go duration. Default `%s`.", defaultReadTimeout),
-				UpdateDescription: fmt.Sprintf("How long updating the firewall may take, %s, as a Go duration. Default `%s`.", "waiting for Hetzner Cloud actions", defaultUpdateTimeout),
-				DeleteDescription: fmt.Sprintf("How long detaching and deleting the firewall may take, as a Go duration. Default `%s`.", defaultDeleteTimeout),
-			}),
+			"timeouts": cloudres.TimeoutsBlock(ctx, "waiting for Hetzner Cloud actions"),
 		},
 	}
 }
@@ -196,7 +183,7 @@ func (r *firewallResource) ValidateConfig(ctx context.Context, req resource.Vali
 	if !m.ExtraRules.IsNull() && !m.ExtraRules.IsUnknown() {
 		for _, e := range m.ExtraRules.Elements() {
 			obj, ok := e.(types.Object)
-			if !ok || obj.IsUnknown() || hasUnknown(obj.Attributes()) {
+			if !ok || obj.IsUnknown() || cloudres.HasUnknown(obj.Attributes()) {
 				continue
 			}
 			var rm ruleModel
@@ -215,45 +202,17 @@ func (r *firewallResource) ValidateConfig(ctx context.Context, req resource.Vali
 	}
 }
 
-func hasUnknown(attrs map[string]attr.Value) bool {
-	for _, v := range attrs {
-		if v.IsUnknown() {
-			return true
-		}
-		if s, ok := v.(types.Set); ok {
-			for _, e := range s.Elements() {
-				if e.IsUnknown() {
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
 // begin builds the client and a context bounded by the operation's timeout.
-func (r *firewallResource) begin(ctx context.Context, m firewallModel, op string, def time.Duration, diags *diag.Diagnostics) (*hcloud.Client, time.Duration, context.Context, context.CancelFunc) {
+func (r *firewallResource) begin(ctx context.Context, m firewallModel, op cloudres.Op, diags *diag.Diagnostics) (*hcloud.Client, time.Duration, context.Context, context.CancelFunc) {
 	c, poll, err := newClient(r.data)
 	if err != nil {
 		diags.AddError("Hetzner Cloud client", err.Error())
 		return nil, 0, ctx, func() {}
 	}
-	var d time.Duration
-	var dd diag.Diagnostics
-	switch op {
-	case "create":
-		d, dd = m.Timeouts.Create(ctx, def)
-	case "read":
-		d, dd = m.Timeouts.Read(ctx, def)
-	case "update":
-		d, dd = m.Timeouts.Update(ctx, def)
-	default:
-		d, dd = m.Timeouts.Delete(ctx, def)
+	ctx, cancel, ok := cloudres.WithTimeout(ctx, m.Timeouts, op, diags)
+	if !ok {
+		return nil, 0, ctx, cancel
 	}
-	if diags.Append(dd...); dd.HasError() {
-		return nil, 0, ctx, func() {}
-	}
-	ctx, cancel := context.WithTimeout(ctx, d)
 	return c, poll, ctx, cancel
 }
 
@@ -279,7 +238,7 @@ func (r *firewallResource) Create(ctx context.Context, req resource.CreateReques
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	c, _, ctx, cancel := r.begin(ctx, plan, "create", defaultCreateTimeout, &resp.Diagnostics)
+	c, _, ctx, cancel := r.begin(ctx, plan, cloudres.Create, &resp.Diagnostics)
 	defer cancel()
 	rules, d := plan.desiredRules(ctx)
 	resp.Diagnostics.Append(d...)
@@ -317,7 +276,7 @@ func (r *firewallResource) Read(ctx context.Context, req resource.ReadRequest, r
 		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid firewall ID", err.Error())
 		return
 	}
-	c, _, ctx, cancel := r.begin(ctx, state, "read", defaultReadTimeout, &resp.Diagnostics)
+	c, _, ctx, cancel := r.begin(ctx, state, cloudres.Read, &resp.Diagnostics)
 	defer cancel()
 	if resp.Diagnostics.HasError() {
 		return
@@ -407,7 +366,7 @@ func (r *firewallResource) Update(ctx context.Context, req resource.UpdateReques
 		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid firewall ID", err.Error())
 		return
 	}
-	c, _, ctx, cancel := r.begin(ctx, plan, "update", defaultUpdateTimeout, &resp.Diagnostics)
+	c, _, ctx, cancel := r.begin(ctx, plan, cloudres.Update, &resp.Diagnostics)
 	defer cancel()
 	if resp.Diagnostics.HasError() {
 		return
@@ -492,7 +451,7 @@ func (r *firewallResource) Delete(ctx context.Context, req resource.DeleteReques
 		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid firewall ID", err.Error())
 		return
 	}
-	c, poll, ctx, cancel := r.begin(ctx, state, "delete", defaultDeleteTimeout, &resp.Diagnostics)
+	c, poll, ctx, cancel := r.begin(ctx, state, cloudres.Delete, &resp.Diagnostics)
 	defer cancel()
 	if resp.Diagnostics.HasError() {
 		return
@@ -552,7 +511,7 @@ func (r *firewallResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 		return
 	}
 	for _, e := range plan.ExtraRules.Elements() {
-		if obj, ok := e.(types.Object); !ok || hasUnknown(obj.Attributes()) {
+		if obj, ok := e.(types.Object); !ok || cloudres.HasUnknown(obj.Attributes()) {
 			return
 		}
 	}
