@@ -50,7 +50,11 @@ type admitter struct {
 	srv            *relay.Server
 }
 
-var _ agent.Traverser = admitter{}
+var (
+	_ agent.PathChooser = (*drive.Chooser)(nil)
+	_ agent.Traverser   = (*drive.Chooser)(nil)
+	_ agent.Traverser   = admitter{}
+)
 
 func (a admitter) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]agent.PathChoice {
 	keys := make([][32]byte, 0, len(peers))

@@ -39,6 +39,7 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
 	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netpolicy"
 	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
@@ -96,16 +97,9 @@ type Traverser interface {
 	Traverse(now time.Time, peers map[wgtypes.Key]discovery.Traversal) discovery.Traversal
 }
 
-// PathChoice is a PathChooser's verdict for one peer.
-type PathChoice struct {
-	// SetEndpoint, when valid, is configured on the device now.
-	SetEndpoint netip.AddrPort
-	// Path and Via describe it for status ("direct", "relayed" via a node).
-	Path, Via, Reason string
-	// Advisory choices only describe the path (status); the agent's own
-	// rotation keeps picking the endpoint, and SetEndpoint is ignored.
-	Advisory bool
-}
+// PathChoice is a PathChooser's verdict for one peer. It is natpath's type,
+// so that choosers (internal/natpath/drive) need not import the agent.
+type PathChoice = natpath.Choice
 
 // Options configure Run.
 type Options struct {
