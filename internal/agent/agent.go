@@ -117,6 +117,12 @@ type Options struct {
 	// MetricsListen, if set, also serves /metrics on this TCP address
 	// (it is always served on Socket).
 	MetricsListen string
+	// NATTraversal sets up NAT traversal from the config, as `meshspan-agent
+	// run` does: the relay server when relay.enabled, the relay Bind (or,
+	// for kernel WireGuard, a loopback proxy) and natpath choosing each
+	// peer's path. It decides the back end (WireGuard auto becomes kernel
+	// or userspace), and fills in Bind, Paths and the relay's Collectors.
+	NATTraversal bool
 	// Bind, if set, is the UDP transport of userspace WireGuard (relay).
 	Bind conn.Bind
 	// Paths, if set, chooses endpoints instead of the built-in rotation.
@@ -175,7 +181,10 @@ type agent struct {
 	dev        Device
 	policy     Policy
 	disco      Discovery
-	tracker    *mesh.Tracker
+	// probeKernel tells whether the kernel can make a WireGuard link
+	// (wg.ProbeKernel; tests replace it).
+	probeKernel func() error
+	tracker     *mesh.Tracker
 
 	// live: WireGuard endpoints seen for peers, kept as candidates.
 	live      map[wgtypes.Key]netip.AddrPort
@@ -251,7 +260,10 @@ func newAgent(opts Options) (*agent, error) {
 			debug.SetMemoryLimit(opts.MemoryLimit)
 		}
 	}
-	a := &agent{opts: opts, cfg: cfg, log: opts.Logger, live: map[wgtypes.Key]netip.AddrPort{}}
+	if opts.NATTraversal && (opts.Bind != nil || opts.Paths != nil) {
+		return nil, errors.New("agent: Options.NATTraversal builds Bind and Paths; set either, not both")
+	}
+	a := &agent{opts: opts, cfg: cfg, log: opts.Logger, live: map[wgtypes.Key]netip.AddrPort{}, probeKernel: wg.ProbeKernel}
 	if hostNets {
 		iface := cfg.WireGuard.Interface
 		a.opts.HostAddrs = func() ([]netip.Addr, error) {

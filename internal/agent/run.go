@@ -16,8 +16,8 @@ import (
 // interface, its routes and firewall table, its discovery affiliate). An
 // error before the mesh is up leaves nothing behind and names the cause.
 //
-// Run starts in steps, each undone in reverse order on the way out: the
-// status socket, the WireGuard device, the host policy, the HTTP servers,
+// Run starts in steps, each undone in reverse order on the way out: NAT
+// traversal (Options.NATTraversal), the status socket, the WireGuard device, the host policy, the HTTP servers,
 // the discovery client; then it reconciles until ctx ends.
 func Run(ctx context.Context, opts Options) error {
 	a, err := newAgent(opts)
@@ -27,6 +27,9 @@ func Run(ctx context.Context, opts Options) error {
 	var undo cleanups
 	defer undo.run()
 	// Everything above was checks and files; from here on the host changes.
+	if err := a.startTraversal(&undo); err != nil {
+		return err
+	}
 	l, err := a.listen(&undo)
 	if err != nil {
 		return err
@@ -56,6 +59,32 @@ func (c *cleanups) run() {
 	for i := len(*c) - 1; i >= 0; i-- {
 		(*c)[i]()
 	}
+}
+
+// startTraversal sets up NAT traversal when Options.NATTraversal asks for
+// it: it decides the back end, and gives the device its transport and the
+// agent its path chooser.
+func (a *agent) startTraversal(undo *cleanups) error {
+	if !a.opts.NATTraversal {
+		return nil
+	}
+	plan, err := planTraversal(a.cfg, a.opts.WireGuard, a.probeKernel)
+	if err != nil {
+		return err
+	}
+	var mark uint32 // what the host policy exempts from the mesh
+	if !a.opts.NoHostPolicy {
+		mark = a.cfg.Routing.FirewallMark
+	}
+	t, err := openTraversal(plan, a.cfg, a.id, mark, a.log)
+	if err != nil {
+		return err
+	}
+	undo.add(t.close)
+	a.opts.Bind, a.opts.Paths = t.bind, t.paths
+	a.opts.WireGuard, a.opts.WireGuardWhy = plan.mode, plan.why
+	a.opts.Collectors = append(a.opts.Collectors, t.collectors...)
+	return nil
 }
 
 // listen opens the status socket.
