@@ -38,6 +38,7 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
+	"github.com/meshspan/terraform-provider-meshspan/internal/fwmark"
 	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netpolicy"
@@ -375,7 +376,7 @@ func (a *agent) discoveryOptions() discovery.ClientOptions {
 		Logger:           a.opts.Logger,
 	}
 	if !a.opts.NoHostPolicy {
-		o.Dialer = wg.MarkDialer(a.cfg.Routing.FirewallMark)
+		o.Dialer = fwmark.Dialer(a.cfg.Routing.FirewallMark)
 	}
 	return o
 }
