@@ -150,9 +150,11 @@ type Options struct {
 
 	// Host seams, nil for the real host; tests run agents in one process
 	// on channel TUNs and Binds with them.
-	OpenDevice func(wg.Options) (*wg.Device, error) // default wg.Open
-	HostAddrs  func() ([]netip.Addr, error)         // default: addresses of links with carrier
-	MAC        func() (net.HardwareAddr, error)     // default FirstPhysicalMAC
+	// OpenDevice creates the mesh interface (default wg.Open); a fake
+	// Device runs the reconcile steps without a kernel.
+	OpenDevice func(wg.Options) (Device, error)
+	HostAddrs  func() ([]netip.Addr, error)     // default: addresses of links with carrier
+	MAC        func() (net.HardwareAddr, error) // default FirstPhysicalMAC
 	// UnderlayMTU is the smallest MTU towards the given peer endpoint
 	// addresses (default: their routes' links, or the default routes').
 	UnderlayMTU func(dests []netip.Addr) int
@@ -240,7 +242,7 @@ func newAgent(opts Options) (*agent, error) {
 		opts.Version = "dev"
 	}
 	if opts.OpenDevice == nil {
-		opts.OpenDevice = wg.Open
+		opts.OpenDevice = openDevice
 	}
 	hostNets := opts.HostAddrs == nil
 	if opts.MAC == nil {

@@ -19,3 +19,13 @@ type Device interface {
 }
 
 var _ Device = (*wg.Device)(nil)
+
+// openDevice is wg.Open returning a Device (nil, never a nil *wg.Device, on
+// error).
+func openDevice(o wg.Options) (Device, error) {
+	d, err := wg.Open(o)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
