@@ -218,54 +218,19 @@ type agent struct {
 // noMemProfile: MemProfileRate is process-wide and must be set once.
 var noMemProfile sync.Once
 
+// newAgent checks the options and the config and loads (or creates) the
+// node's identity; it changes nothing on the host but the state directory.
 func newAgent(opts Options) (*agent, error) {
-	cfg := opts.Config
-	if cfg == nil {
+	if opts.Config == nil {
 		return nil, errors.New("agent: no config; pass --config with the node's machine config")
-	}
-	if opts.StateDir == "" {
-		opts.StateDir = DefaultStateDir
-	}
-	if opts.Socket == "" {
-		opts.Socket = DefaultSocket
-	}
-	if opts.WireGuard == "" {
-		opts.WireGuard = wg.ModeAuto
-	}
-	if opts.Tick <= 0 {
-		opts.Tick = DefaultTick
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Version == "" {
-		opts.Version = "dev"
-	}
-	if opts.OpenDevice == nil {
-		opts.OpenDevice = openDevice
-	}
-	hostNets := opts.HostAddrs == nil
-	if opts.MAC == nil {
-		opts.MAC = FirstPhysicalMAC
-	}
-	if opts.UnderlayMTU == nil {
-		opts.UnderlayMTU = underlayMTU
-	}
-	noMemProfile.Do(func() {
-		// The memory profiler's sampling tables cost an idle agent ~1.5 MB.
-		runtime.MemProfileRate = 0
-	})
-	if os.Getenv("GOMEMLIMIT") == "" {
-		switch {
-		case opts.MemoryLimit == 0:
-			debug.SetMemoryLimit(DefaultMemoryLimit)
-		case opts.MemoryLimit > 0:
-			debug.SetMemoryLimit(opts.MemoryLimit)
-		}
 	}
 	if opts.NATTraversal && (opts.Bind != nil || opts.Paths != nil) {
 		return nil, errors.New("agent: Options.NATTraversal builds Bind and Paths; set either, not both")
 	}
+	hostNets := opts.HostAddrs == nil
+	opts = opts.withDefaults()
+	tuneRuntime(opts.MemoryLimit)
+	cfg := opts.Config
 	a := &agent{opts: opts, cfg: cfg, log: opts.Logger, live: map[wgtypes.Key]netip.AddrPort{}, probeKernel: wg.ProbeKernel}
 	if hostNets {
 		iface := cfg.WireGuard.Interface
@@ -279,35 +244,10 @@ func newAgent(opts Options) (*agent, error) {
 			return out, err
 		}
 	}
-
+	if err := a.fromConfig(); err != nil {
+		return nil, err
+	}
 	var err error
-	if a.filter, err = mesh.ParseFilter(cfg.EndpointFilters); err != nil {
-		return nil, err
-	}
-	for i, s := range cfg.ExtraEndpoints {
-		ap, err := netip.ParseAddrPort(s)
-		if err != nil {
-			return nil, fmt.Errorf("agent: config extraEndpoints[%d]: %q is not ip:port; write 203.0.113.7:51820", i, s)
-		}
-		a.extra = append(a.extra, ap)
-	}
-	for i, s := range cfg.AdvertisedNetworks {
-		p, err := config.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("agent: config advertisedNetworks[%d]: %w", i, err)
-		}
-		a.nets = append(a.nets, p)
-	}
-	if err := a.trustFromConfig(); err != nil {
-		return nil, err
-	}
-	if a.policyBase, err = netpolicy.FromConfig(cfg); err != nil {
-		return nil, fmt.Errorf("agent: config: %w", err)
-	}
-	if a.psk, err = clusterkey.PresharedKey(cfg.Cluster.Secret); err != nil {
-		return nil, fmt.Errorf("agent: config cluster.secret: %w", err)
-	}
-	a.prefix = clusterkey.MeshPrefix(cfg.Cluster.ID)
 	if a.id, err = LoadIdentity(opts.StateDir, cfg.Cluster.ID, opts.MAC); err != nil {
 		return nil, err
 	}
@@ -322,6 +262,91 @@ func newAgent(opts Options) (*agent, error) {
 		a.disco = c
 	}
 	return a, nil
+}
+
+// withDefaults fills in what the caller left unset (HostAddrs is filled
+// in by newAgent, which needs the agent).
+func (o Options) withDefaults() Options {
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
+	}
+	if o.Socket == "" {
+		o.Socket = DefaultSocket
+	}
+	if o.WireGuard == "" {
+		o.WireGuard = wg.ModeAuto
+	}
+	if o.Tick <= 0 {
+		o.Tick = DefaultTick
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	if o.OpenDevice == nil {
+		o.OpenDevice = openDevice
+	}
+	if o.MAC == nil {
+		o.MAC = FirstPhysicalMAC
+	}
+	if o.UnderlayMTU == nil {
+		o.UnderlayMTU = underlayMTU
+	}
+	return o
+}
+
+// tuneRuntime sets the process-wide memory settings (Options.MemoryLimit).
+func tuneRuntime(limit int64) {
+	noMemProfile.Do(func() {
+		// The memory profiler's sampling tables cost an idle agent ~1.5 MB.
+		runtime.MemProfileRate = 0
+	})
+	if os.Getenv("GOMEMLIMIT") == "" {
+		switch {
+		case limit == 0:
+			debug.SetMemoryLimit(DefaultMemoryLimit)
+		case limit > 0:
+			debug.SetMemoryLimit(limit)
+		}
+	}
+}
+
+// fromConfig parses what the reconcile steps take from the config: endpoint
+// filters, extra endpoints, advertised networks, the trust filters, the
+// host policy's config part, the PSK and the mesh prefix.
+func (a *agent) fromConfig() error {
+	cfg := a.cfg
+	var err error
+	if a.filter, err = mesh.ParseFilter(cfg.EndpointFilters); err != nil {
+		return err
+	}
+	for i, s := range cfg.ExtraEndpoints {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return fmt.Errorf("agent: config extraEndpoints[%d]: %q is not ip:port; write 203.0.113.7:51820", i, s)
+		}
+		a.extra = append(a.extra, ap)
+	}
+	for i, s := range cfg.AdvertisedNetworks {
+		p, err := config.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("agent: config advertisedNetworks[%d]: %w", i, err)
+		}
+		a.nets = append(a.nets, p)
+	}
+	if err := a.trustFromConfig(); err != nil {
+		return err
+	}
+	if a.policyBase, err = netpolicy.FromConfig(cfg); err != nil {
+		return fmt.Errorf("agent: config: %w", err)
+	}
+	if a.psk, err = clusterkey.PresharedKey(cfg.Cluster.Secret); err != nil {
+		return fmt.Errorf("agent: config cluster.secret: %w", err)
+	}
+	a.prefix = clusterkey.MeshPrefix(cfg.Cluster.ID)
+	return nil
 }
 
 // trustFromConfig reads the filters: which peer endpoints are taken
