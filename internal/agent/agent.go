@@ -6,7 +6,10 @@
 // Each reconcile pass (on a discovery change and on a short tick) re-reads
 // every input, computes the desired state with internal/mesh, and makes the
 // WireGuard device (internal/wg) and host policy (internal/netpolicy) match
-// it: level-triggered, so a missed event costs at most one tick.
+// it: level-triggered, so a missed event costs at most one tick. The pass
+// is a chain of small steps, one file each, as Talos's KubeSpan
+// controllers (see reconcile.go); they program the device through the
+// Device interface, so they run without a kernel in tests.
 //
 // Run also tunes process-wide runtime settings (a soft memory limit, a
 // tighter GC target while the mesh is idle): run one agent per process
