@@ -22,6 +22,10 @@ func TestImportsPointOneWay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if !slices.Contains(p.Imports, mod+"internal/natpath") && !slices.Contains(p.Imports, mod+"internal/config") &&
+			!slices.Contains(p.Imports, "net/netip") {
+			t.Fatalf("%s: imports %v do not look like the package's (the check would pass vacuously)", c.dir, p.Imports)
+		}
 		if slices.Contains(p.Imports, c.forbidden) {
 			t.Errorf("%s imports %s", p.ImportPath, c.forbidden)
 		}
