@@ -35,7 +35,6 @@ func newRootCmd() *cobra.Command {
 		newRunCmd(),
 		newStatusCmd(),
 		newIdentityCmd(),
-		newLabCmd(),
 		newVersionCmd(),
 	)
 	return root

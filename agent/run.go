@@ -52,26 +52,14 @@ func newRunCmd() *cobra.Command {
 				return nil
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			mark := cfg.Routing.FirewallMark // what the host policy exempts from the mesh
-			if noPolicy {
-				mark = 0
-			}
-			nat, err := newTraversal(cfg, m, stateDir, mark, log) // agent/nat.go
-			if err != nil {
-				return err
-			}
-			defer nat.close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			return agent.Run(ctx, agent.Options{
-				Bind:          nat.bind,
-				Paths:         nat.paths,
-				Collectors:    nat.collectors,
 				Config:        cfg,
 				StateDir:      stateDir,
 				Socket:        socket,
-				WireGuard:     nat.mode,
-				WireGuardWhy:  nat.modeWhy,
+				WireGuard:     m,
+				NATTraversal:  true,
 				MetricsListen: metrics,
 				NoHostPolicy:  noPolicy,
 				Version:       version,

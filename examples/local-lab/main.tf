@@ -1,5 +1,5 @@
 # A hybrid cluster's mesh on one machine: `make demo` applies this, then
-# `meshspan-agent lab` builds the network below out of network namespaces and
+# `meshspan-lab` builds the network below out of network namespaces and
 # boots every node from the user_data or bundle_script rendered here.
 #
 #   internet 203.0.113.0/24 ── discovery .2, agent mirror .3
@@ -27,7 +27,7 @@ variable "agent_url" {
 }
 
 variable "agent_sha256" {
-  description = "SHA-256 of the agent binary at agent_url; `meshspan-agent lab` passes it."
+  description = "SHA-256 of the agent binary at agent_url; `meshspan-lab` passes it."
   type        = string
 }
 
@@ -107,7 +107,7 @@ output "discovery_endpoint" {
   value = var.discovery_endpoint
 }
 
-# Everything `meshspan-agent lab` needs to boot each node the way a real one
+# Everything `meshspan-lab` needs to boot each node the way a real one
 # boots: bare metal runs bundle_script (over SSH), clouds get user_data.
 output "nodes" {
   sensitive = true

@@ -6,7 +6,10 @@
 // Each reconcile pass (on a discovery change and on a short tick) re-reads
 // every input, computes the desired state with internal/mesh, and makes the
 // WireGuard device (internal/wg) and host policy (internal/netpolicy) match
-// it: level-triggered, so a missed event costs at most one tick.
+// it: level-triggered, so a missed event costs at most one tick. The pass
+// is a chain of small steps, one file each, as Talos's KubeSpan
+// controllers (see reconcile.go); they program the device through the
+// Device interface, so they run without a kernel in tests.
 //
 // Run also tunes process-wide runtime settings (a soft memory limit, a
 // tighter GC target while the mesh is idle): run one agent per process
@@ -23,7 +26,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"reflect"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -39,7 +41,9 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
+	"github.com/meshspan/terraform-provider-meshspan/internal/fwmark"
 	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netpolicy"
 	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
@@ -97,16 +101,9 @@ type Traverser interface {
 	Traverse(now time.Time, peers map[wgtypes.Key]discovery.Traversal) discovery.Traversal
 }
 
-// PathChoice is a PathChooser's verdict for one peer.
-type PathChoice struct {
-	// SetEndpoint, when valid, is configured on the device now.
-	SetEndpoint netip.AddrPort
-	// Path and Via describe it for status ("direct", "relayed" via a node).
-	Path, Via, Reason string
-	// Advisory choices only describe the path (status); the agent's own
-	// rotation keeps picking the endpoint, and SetEndpoint is ignored.
-	Advisory bool
-}
+// PathChoice is a PathChooser's verdict for one peer. It is natpath's type,
+// so that choosers (internal/natpath/drive) need not import the agent.
+type PathChoice = natpath.Choice
 
 // Options configure Run.
 type Options struct {
@@ -124,6 +121,12 @@ type Options struct {
 	// MetricsListen, if set, also serves /metrics on this TCP address
 	// (it is always served on Socket).
 	MetricsListen string
+	// NATTraversal sets up NAT traversal from the config, as `meshspan-agent
+	// run` does: the relay server when relay.enabled, the relay Bind (or,
+	// for kernel WireGuard, a loopback proxy) and natpath choosing each
+	// peer's path. It decides the back end (WireGuard auto becomes kernel
+	// or userspace), and fills in Bind, Paths and the relay's Collectors.
+	NATTraversal bool
 	// Bind, if set, is the UDP transport of userspace WireGuard (relay).
 	Bind conn.Bind
 	// Paths, if set, chooses endpoints instead of the built-in rotation.
@@ -150,9 +153,11 @@ type Options struct {
 
 	// Host seams, nil for the real host; tests run agents in one process
 	// on channel TUNs and Binds with them.
-	OpenDevice func(wg.Options) (*wg.Device, error) // default wg.Open
-	HostAddrs  func() ([]netip.Addr, error)         // default: addresses of links with carrier
-	MAC        func() (net.HardwareAddr, error)     // default FirstPhysicalMAC
+	// OpenDevice creates the mesh interface (default wg.Open); a fake
+	// Device runs the reconcile steps without a kernel.
+	OpenDevice func(wg.Options) (Device, error)
+	HostAddrs  func() ([]netip.Addr, error)     // default: addresses of links with carrier
+	MAC        func() (net.HardwareAddr, error) // default FirstPhysicalMAC
 	// UnderlayMTU is the smallest MTU towards the given peer endpoint
 	// addresses (default: their routes' links, or the default routes').
 	UnderlayMTU func(dests []netip.Addr) int
@@ -179,15 +184,18 @@ type agent struct {
 	ownNets []netip.Prefix
 	// policyBase is the host policy's config part, from netpolicy.FromConfig.
 	policyBase netpolicy.State
-	dev        *wg.Device
+	dev        Device
 	policy     Policy
 	disco      Discovery
-	tracker    *mesh.Tracker
+	// probeKernel tells whether the kernel can make a WireGuard link
+	// (wg.ProbeKernel; tests replace it).
+	probeKernel func() error
+	tracker     *mesh.Tracker
 
 	// live: WireGuard endpoints seen for peers, kept as candidates.
-	live          map[wgtypes.Key]netip.AddrPort
-	lastPublished *discovery.Affiliate
-	mem           struct {
+	live      map[wgtypes.Key]netip.AddrPort
+	published publisher
+	mem       struct {
 		lastCheck, quietSince, lastTrim time.Time
 		lastTotal                       int64 // rx+tx of all peers at lastCheck
 		idle                            bool
@@ -197,9 +205,8 @@ type agent struct {
 		count uint64    // decrypt failures seen so far
 		at    time.Time // when the count last grew
 	}
-	fastUntil    time.Time
-	lastObserved map[string][]netip.AddrPort
-	policyErr    string
+	fastUntil time.Time
+	policyErr string
 	// underlay caches the underlay MTU towards the peers' endpoints.
 	underlay struct {
 		dests []netip.Addr
@@ -211,179 +218,23 @@ type agent struct {
 	status *Status
 }
 
-// Run runs the agent until ctx ends, then removes everything it made (the
-// interface, its routes and firewall table, its discovery affiliate). An
-// error before the mesh is up leaves nothing behind and names the cause.
-func Run(ctx context.Context, opts Options) (err error) {
-	a, err := newAgent(opts)
-	if err != nil {
-		return err
-	}
-	var cleanups []func()
-	defer func() {
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			cleanups[i]()
-		}
-	}()
-
-	// Everything above was checks and files; from here on the host changes.
-	l, err := listenSocket(a.opts.Socket)
-	if err != nil {
-		return err
-	}
-	cleanups = append(cleanups, func() { l.Close(); removeSocket(a.opts.Socket) })
-
-	a.dev, err = a.opts.OpenDevice(wg.Options{
-		Name:         a.cfg.WireGuard.Interface,
-		Mode:         a.opts.WireGuard,
-		MTU:          a.cfg.WireGuard.MTU,
-		ListenPort:   a.cfg.WireGuard.ListenPort,
-		PrivateKey:   a.id.PrivateKey,
-		FirewallMark: int(a.cfg.Routing.FirewallMark),
-		Address:      netip.PrefixFrom(a.id.Address, a.prefix.Bits()),
-		Bind:         a.opts.Bind,
-		Logger:       a.log,
-	})
-	if err != nil {
-		return err
-	}
-	cleanups = append(cleanups, func() {
-		if err := a.dev.Close(); err != nil {
-			a.log.Warn("close WireGuard device", "err", err)
-		}
-	})
-	a.log.Info("mesh interface up", "interface", a.dev.Name(), "mode", a.dev.Mode(), "why", a.opts.WireGuardWhy,
-		"address", a.id.Address, "publicKey", a.id.PublicKey().String(), "port", a.dev.ListenPort())
-
-	a.policy = a.opts.Policy
-	if a.policy == nil && !a.opts.NoHostPolicy {
-		m, err := netpolicy.New(netpolicy.Options{})
-		if err != nil {
-			return err
-		}
-		a.policy = m
-	}
-	if a.policy != nil {
-		cleanups = append(cleanups, func() {
-			if err := a.policy.Close(); err != nil {
-				a.log.Warn("remove host policy", "err", err)
-			}
-		})
-	}
-
-	socketHandler, metricsHandler := a.handlers()
-	srv := &http.Server{Handler: socketHandler, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(l)
-	cleanups = append(cleanups, func() { srv.Close() })
-	if a.opts.MetricsListen != "" {
-		ml, err := net.Listen("tcp", a.opts.MetricsListen)
-		if err != nil {
-			return fmt.Errorf("agent: metrics: listen on %s: %w (choose a free --metrics-listen address)", a.opts.MetricsListen, err)
-		}
-		msrv := &http.Server{Handler: metricsHandler, ReadHeaderTimeout: 5 * time.Second}
-		go msrv.Serve(ml)
-		cleanups = append(cleanups, func() { msrv.Close() })
-	}
-
-	// Discovery runs until loopCtx ends; on the way out it deletes our
-	// affiliate, and the cleanup waits for that before the interface goes.
-	loopCtx, stop := context.WithCancel(context.Background())
-	defer stop()
-	changes := make(<-chan struct{})
-	if a.disco != nil {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			if err := a.disco.Run(loopCtx); err != nil && loopCtx.Err() == nil {
-				a.log.Warn("discovery stopped", "err", err)
-			}
-		}()
-		cleanups = append(cleanups, func() {
-			stop()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				a.log.Warn("discovery did not stop within 10 s; the affiliate may linger until its TTL")
-			}
-		})
-		changes = a.disco.Changes()
-	}
-
-	tick := time.NewTimer(a.opts.Tick)
-	defer tick.Stop()
-	a.reconcile(ctx)
-	if err := sdNotify("READY=1"); err != nil {
-		a.log.Warn("notify systemd", "err", err)
-	}
-	if a.opts.Ready != nil {
-		a.opts.Ready()
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			a.log.Info("shutting down: removing the interface, host policy and affiliate")
-			if err := sdNotify("STOPPING=1"); err != nil {
-				a.log.Warn("notify systemd", "err", err)
-			}
-			return nil
-		case <-changes:
-		case <-tick.C:
-		}
-		a.reconcile(ctx)
-		a.trimWhenIdle()
-		tick.Reset(a.nextTick())
-	}
-}
-
 // noMemProfile: MemProfileRate is process-wide and must be set once.
 var noMemProfile sync.Once
 
+// newAgent checks the options and the config and loads (or creates) the
+// node's identity; it changes nothing on the host but the state directory.
 func newAgent(opts Options) (*agent, error) {
-	cfg := opts.Config
-	if cfg == nil {
+	if opts.Config == nil {
 		return nil, errors.New("agent: no config; pass --config with the node's machine config")
 	}
-	if opts.StateDir == "" {
-		opts.StateDir = DefaultStateDir
-	}
-	if opts.Socket == "" {
-		opts.Socket = DefaultSocket
-	}
-	if opts.WireGuard == "" {
-		opts.WireGuard = wg.ModeAuto
-	}
-	if opts.Tick <= 0 {
-		opts.Tick = DefaultTick
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Version == "" {
-		opts.Version = "dev"
-	}
-	if opts.OpenDevice == nil {
-		opts.OpenDevice = wg.Open
+	if opts.NATTraversal && (opts.Bind != nil || opts.Paths != nil) {
+		return nil, errors.New("agent: Options.NATTraversal builds Bind and Paths; set either, not both")
 	}
 	hostNets := opts.HostAddrs == nil
-	if opts.MAC == nil {
-		opts.MAC = FirstPhysicalMAC
-	}
-	if opts.UnderlayMTU == nil {
-		opts.UnderlayMTU = underlayMTU
-	}
-	noMemProfile.Do(func() {
-		// The memory profiler's sampling tables cost an idle agent ~1.5 MB.
-		runtime.MemProfileRate = 0
-	})
-	if os.Getenv("GOMEMLIMIT") == "" {
-		switch {
-		case opts.MemoryLimit == 0:
-			debug.SetMemoryLimit(DefaultMemoryLimit)
-		case opts.MemoryLimit > 0:
-			debug.SetMemoryLimit(opts.MemoryLimit)
-		}
-	}
-	a := &agent{opts: opts, cfg: cfg, log: opts.Logger, live: map[wgtypes.Key]netip.AddrPort{}}
+	opts = opts.withDefaults()
+	tuneRuntime(opts.MemoryLimit)
+	cfg := opts.Config
+	a := &agent{opts: opts, cfg: cfg, log: opts.Logger, live: map[wgtypes.Key]netip.AddrPort{}, probeKernel: wg.ProbeKernel}
 	if hostNets {
 		iface := cfg.WireGuard.Interface
 		a.opts.HostAddrs = func() ([]netip.Addr, error) {
@@ -396,35 +247,10 @@ func newAgent(opts Options) (*agent, error) {
 			return out, err
 		}
 	}
-
+	if err := a.fromConfig(); err != nil {
+		return nil, err
+	}
 	var err error
-	if a.filter, err = mesh.ParseFilter(cfg.EndpointFilters); err != nil {
-		return nil, err
-	}
-	for i, s := range cfg.ExtraEndpoints {
-		ap, err := netip.ParseAddrPort(s)
-		if err != nil {
-			return nil, fmt.Errorf("agent: config extraEndpoints[%d]: %q is not ip:port; write 203.0.113.7:51820", i, s)
-		}
-		a.extra = append(a.extra, ap)
-	}
-	for i, s := range cfg.AdvertisedNetworks {
-		p, err := config.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("agent: config advertisedNetworks[%d]: %w", i, err)
-		}
-		a.nets = append(a.nets, p)
-	}
-	if err := a.trustFromConfig(); err != nil {
-		return nil, err
-	}
-	if a.policyBase, err = netpolicy.FromConfig(cfg); err != nil {
-		return nil, fmt.Errorf("agent: config: %w", err)
-	}
-	if a.psk, err = clusterkey.PresharedKey(cfg.Cluster.Secret); err != nil {
-		return nil, fmt.Errorf("agent: config cluster.secret: %w", err)
-	}
-	a.prefix = clusterkey.MeshPrefix(cfg.Cluster.ID)
 	if a.id, err = LoadIdentity(opts.StateDir, cfg.Cluster.ID, opts.MAC); err != nil {
 		return nil, err
 	}
@@ -439,6 +265,91 @@ func newAgent(opts Options) (*agent, error) {
 		a.disco = c
 	}
 	return a, nil
+}
+
+// withDefaults fills in what the caller left unset (HostAddrs is filled
+// in by newAgent, which needs the agent).
+func (o Options) withDefaults() Options {
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
+	}
+	if o.Socket == "" {
+		o.Socket = DefaultSocket
+	}
+	if o.WireGuard == "" {
+		o.WireGuard = wg.ModeAuto
+	}
+	if o.Tick <= 0 {
+		o.Tick = DefaultTick
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	if o.OpenDevice == nil {
+		o.OpenDevice = openDevice
+	}
+	if o.MAC == nil {
+		o.MAC = FirstPhysicalMAC
+	}
+	if o.UnderlayMTU == nil {
+		o.UnderlayMTU = underlayMTU
+	}
+	return o
+}
+
+// tuneRuntime sets the process-wide memory settings (Options.MemoryLimit).
+func tuneRuntime(limit int64) {
+	noMemProfile.Do(func() {
+		// The memory profiler's sampling tables cost an idle agent ~1.5 MB.
+		runtime.MemProfileRate = 0
+	})
+	if os.Getenv("GOMEMLIMIT") == "" {
+		switch {
+		case limit == 0:
+			debug.SetMemoryLimit(DefaultMemoryLimit)
+		case limit > 0:
+			debug.SetMemoryLimit(limit)
+		}
+	}
+}
+
+// fromConfig parses what the reconcile steps take from the config: endpoint
+// filters, extra endpoints, advertised networks, the trust filters, the
+// host policy's config part, the PSK and the mesh prefix.
+func (a *agent) fromConfig() error {
+	cfg := a.cfg
+	var err error
+	if a.filter, err = mesh.ParseFilter(cfg.EndpointFilters); err != nil {
+		return err
+	}
+	for i, s := range cfg.ExtraEndpoints {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return fmt.Errorf("agent: config extraEndpoints[%d]: %q is not ip:port; write 203.0.113.7:51820", i, s)
+		}
+		a.extra = append(a.extra, ap)
+	}
+	for i, s := range cfg.AdvertisedNetworks {
+		p, err := config.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("agent: config advertisedNetworks[%d]: %w", i, err)
+		}
+		a.nets = append(a.nets, p)
+	}
+	if err := a.trustFromConfig(); err != nil {
+		return err
+	}
+	if a.policyBase, err = netpolicy.FromConfig(cfg); err != nil {
+		return fmt.Errorf("agent: config: %w", err)
+	}
+	if a.psk, err = clusterkey.PresharedKey(cfg.Cluster.Secret); err != nil {
+		return fmt.Errorf("agent: config cluster.secret: %w", err)
+	}
+	a.prefix = clusterkey.MeshPrefix(cfg.Cluster.ID)
+	return nil
 }
 
 // trustFromConfig reads the filters: which peer endpoints are taken
@@ -495,242 +406,9 @@ func (a *agent) discoveryOptions() discovery.ClientOptions {
 		Logger:           a.opts.Logger,
 	}
 	if !a.opts.NoHostPolicy {
-		o.Dialer = wg.MarkDialer(a.cfg.Routing.FirewallMark)
+		o.Dialer = fwmark.Dialer(a.cfg.Routing.FirewallMark)
 	}
 	return o
-}
-
-// reconcile is one level-triggered pass over every input.
-func (a *agent) reconcile(ctx context.Context) {
-	now := time.Now()
-	var warnings []string
-	warn := func(format string, args ...any) { warnings = append(warnings, fmt.Sprintf(format, args...)) }
-	if err := a.dev.UAPIError(); err != nil {
-		warn("%v (wg show will not see the interface)", err)
-	}
-
-	addrs, err := a.opts.HostAddrs()
-	if err != nil {
-		warn("%v", err)
-	}
-	var observedSelf netip.Addr
-	var affs []mesh.Affiliate
-	remote := map[wgtypes.Key]discovery.Traversal{}
-	if a.disco != nil {
-		observedSelf = a.disco.ObservedAddress()
-		for _, d := range a.disco.Affiliates() {
-			if k, err := wgtypes.ParseKey(d.PublicKey); err == nil && !d.Traversal.IsZero() {
-				remote[k] = d.Traversal
-			}
-			affs = append(affs, mesh.Affiliate{
-				ID: d.ID, NodeName: d.NodeName, PublicKey: d.PublicKey, Address: d.Address,
-				Addresses: d.Addresses, Networks: d.Networks, ExcludeNetworks: d.ExcludeNetworks, Endpoints: d.Endpoints,
-			})
-		}
-	}
-	localEps := mesh.LocalEndpoints(mesh.LocalInput{
-		Addrs: addrs, Prefix: a.prefix, Observed: observedSelf, Port: uint16(a.dev.ListenPort()),
-		Filter: a.filter, Extra: a.extra,
-	})
-
-	stats, err := a.dev.Peers()
-	if err != nil {
-		warn("%v", err)
-	}
-	obs := make(map[wgtypes.Key]mesh.Observation, len(stats))
-	byKey := make(map[wgtypes.Key]wg.PeerStats, len(stats))
-	for _, s := range stats {
-		obs[s.PublicKey] = mesh.Observation{Endpoint: s.Endpoint, LastHandshake: s.LastHandshake, RxBytes: s.RxBytes, TxBytes: s.TxBytes}
-		byKey[s.PublicKey] = s
-	}
-	if w := netpolicy.MTUWarning(a.underlayMTU(now, stats), a.cfg.WireGuard.MTU); w != "" {
-		warnings = append(warnings, w)
-	}
-	if w := a.decryptWarning(now); w != "" {
-		warnings = append(warnings, w)
-	}
-	observed := make(map[wgtypes.Key][]netip.AddrPort, len(a.live))
-	for k, ep := range a.live {
-		observed[k] = []netip.AddrPort{ep}
-	}
-
-	set := mesh.Build(mesh.Input{
-		Self: a.id.PublicKey(), Prefix: a.prefix, Own: append(slices.Clone(addrs), a.id.Address), OwnNets: a.ownNets, Static: a.cfg.StaticPeers,
-		Affiliates: affs, Filter: a.peerFilter, Observed: observed, Approved: a.approved,
-	})
-	peers := set.Peers
-	warnings = append(warnings, set.Warnings...)
-	a.refused.observe(set.Refused)
-	keys := make(map[wgtypes.Key]bool, len(peers))
-	for _, p := range peers {
-		keys[p.PublicKey] = true
-	}
-	if !reflect.DeepEqual(keys, a.peerKeys) {
-		a.peerKeys, a.fastUntil = keys, now.Add(convergeFor)
-	}
-	verdicts := a.tracker.Step(now, peers, obs)
-	var traversal discovery.Traversal
-	if t, ok := a.opts.Paths.(Traverser); ok {
-		traversal = t.Traverse(now, withStaticRelays(remote, a.cfg.StaticPeers))
-	}
-	var paths map[wgtypes.Key]PathChoice
-	if a.opts.Paths != nil {
-		paths = a.opts.Paths.Choose(now, peers, obs)
-	}
-
-	want := make([]wg.PeerConfig, 0, len(peers))
-	for _, p := range peers {
-		v := verdicts[p.PublicKey]
-		if paths != nil && !paths[p.PublicKey].Advisory {
-			v.SetEndpoint = paths[p.PublicKey].SetEndpoint
-		}
-		pc := wg.PeerConfig{PublicKey: p.PublicKey, PresharedKey: a.psk, Endpoint: v.SetEndpoint, AllowedIPs: p.AllowedIPs}
-		if v.Keepalive {
-			pc.Keepalive = mesh.WireGuardKeepalive(a.cfg.WireGuard.Keepalive.D())
-		}
-		if v.SetEndpoint.IsValid() {
-			a.log.Debug("peer endpoint", "peer", p.Name, "endpoint", v.SetEndpoint, "state", v.State)
-		}
-		want = append(want, pc)
-	}
-	if err := a.dev.SyncPeers(want); err != nil {
-		warn("%v", err)
-	}
-
-	// Endpoints of live peers: kept as candidates here, published for them.
-	peerObserved := map[string][]netip.AddrPort{}
-	live := map[wgtypes.Key]netip.AddrPort{}
-	for _, p := range peers {
-		s, ok := byKey[p.PublicKey]
-		if !ok || !s.Endpoint.IsValid() || verdicts[p.PublicKey].State != mesh.StateUp || relay.IsVirtual(s.Endpoint) {
-			if ep, ok := a.live[p.PublicKey]; ok {
-				live[p.PublicKey] = ep
-			}
-			continue
-		}
-		live[p.PublicKey] = s.Endpoint
-		if p.AffiliateID != "" {
-			peerObserved[p.AffiliateID] = []netip.AddrPort{s.Endpoint}
-		}
-	}
-	a.live = live
-
-	if a.policy != nil {
-		if err := a.policy.Apply(ctx, a.policyState(peers, verdicts, set.Contested)); err != nil {
-			if msg := err.Error(); msg != a.policyErr {
-				a.log.Warn("host policy", "err", err)
-				a.policyErr = msg
-			}
-			warn("host policy: %v", err)
-		} else {
-			a.policyErr = ""
-		}
-	}
-
-	if a.disco != nil {
-		nets, routed := mesh.Exclude(a.nets, mesh.Routed(addrs, a.prefix), a.exclude)
-		self := discovery.Affiliate{
-			ID:              a.id.AffiliateID,
-			NodeName:        a.nodeName(),
-			Hostname:        hostname(),
-			MachineType:     "unknown",
-			OperatingSystem: "meshspan (" + a.opts.Version + ")",
-			PublicKey:       a.id.PublicKey().String(),
-			Address:         a.id.Address,
-			Addresses:       routed,
-			Networks:        nets,
-			ExcludeNetworks: a.exclude,
-			Endpoints:       localEps,
-			Traversal:       traversal,
-		}
-		if a.lastPublished == nil || !reflect.DeepEqual(*a.lastPublished, self) || !reflect.DeepEqual(a.lastObserved, peerObserved) {
-			a.disco.SetLocal(self, peerObserved)
-			a.lastPublished, a.lastObserved = &self, peerObserved
-		}
-	}
-
-	st := &Status{
-		Node: a.nodeName(), PublicKey: a.id.PublicKey().String(), Address: a.id.Address.String(), AffiliateID: a.id.AffiliateID,
-		Interface: a.dev.Name(), Mode: string(a.dev.Mode()), ListenPort: a.dev.ListenPort(),
-		Endpoints: strs(localEps), Discovery: a.disco != nil, Warnings: warnings, Peers: []PeerStatus{},
-		UpdatedAt: time.Now().UTC(),
-	}
-	if st.Warnings == nil {
-		st.Warnings = []string{}
-	}
-	if observedSelf.IsValid() {
-		st.ObservedAddress = observedSelf.String()
-	}
-	for _, p := range peers {
-		v, s := verdicts[p.PublicKey], byKey[p.PublicKey]
-		ps := PeerStatus{
-			Name: p.Name, PublicKey: p.PublicKey.String(), AffiliateID: p.AffiliateID, Address: p.Address.String(),
-			State: v.State.String(), RxBytes: s.RxBytes, TxBytes: s.TxBytes,
-			LastHandshake: timeString(s.LastHandshake), LastActivity: timeString(v.LastActivity),
-			EndpointChanges: v.EndpointChanges, AllowedIPs: strs(p.AllowedIPs), Candidates: strs(p.Endpoints),
-		}
-		if s.Endpoint.IsValid() {
-			ps.Endpoint = s.Endpoint.String()
-		}
-		if pc, ok := paths[p.PublicKey]; ok {
-			ps.Path, ps.Via, ps.PathReason = pc.Path, pc.Via, pc.Reason
-		}
-		st.Peers = append(st.Peers, ps)
-	}
-	a.mu.Lock()
-	old := a.status
-	a.status = st
-	a.mu.Unlock()
-	a.logTransitions(old, st)
-}
-
-// withStaticRelays adds the relay ports static peers are configured with
-// (clusters without discovery); what a peer announces itself wins.
-func withStaticRelays(remote map[wgtypes.Key]discovery.Traversal, peers []config.StaticPeer) map[wgtypes.Key]discovery.Traversal {
-	for _, sp := range peers {
-		k, err := wgtypes.ParseKey(sp.PublicKey)
-		if err != nil || sp.RelayPort == 0 {
-			continue
-		}
-		if t := remote[k]; t.RelayPort == 0 {
-			t.RelayPort = uint16(sp.RelayPort)
-			remote[k] = t
-		}
-	}
-	return remote
-}
-
-// policyState is the host policy for this pass: the config's part
-// (netpolicy.FromConfig: firewall, relay port, LAN bypass, marks) with the
-// live device's name and port; members' AllowedIPs are
-// routed through the mesh (the mesh prefix itself is on the link already);
-// those of peers that are not up are marked unreachable, and so are ranges
-// two members claim (contested), which no peer gets: they stay in the mesh
-// and are dropped rather than leaving in plaintext.
-func (a *agent) policyState(peers []mesh.Peer, verdicts map[wgtypes.Key]mesh.Status, contested []netip.Prefix) netpolicy.State {
-	s := a.policyBase
-	s.Interface, s.ListenPort = a.dev.Name(), a.dev.ListenPort()
-	s.Routed, s.Unreachable = nil, nil
-	for _, n := range contested {
-		if a.prefix.Overlaps(n) {
-			continue // the mesh prefix is on the link already
-		}
-		s.Routed = append(s.Routed, n)
-		s.Unreachable = append(s.Unreachable, n)
-	}
-	for _, p := range peers {
-		up := verdicts[p.PublicKey].State == mesh.StateUp
-		for _, n := range p.AllowedIPs {
-			if a.prefix.Overlaps(n) && n.Bits() >= a.prefix.Bits() {
-				continue
-			}
-			s.Routed = append(s.Routed, n)
-			if !up {
-				s.Unreachable = append(s.Unreachable, n)
-			}
-		}
-	}
-	return s
 }
 
 // underlayMTU is the underlay MTU on the way to the peers' live endpoints

@@ -73,7 +73,7 @@ func TestRunInProcess(t *testing.T) {
 		}
 		opts := Options{
 			Config: cfg, StateDir: n.dir, Socket: n.sock, NoHostPolicy: true, MemoryLimit: -1,
-			OpenDevice: func(o wg.Options) (*wg.Device, error) {
+			OpenDevice: func(o wg.Options) (Device, error) {
 				o.Bind = binds[i]
 				return wg.NewUserspace(n.tun.TUN(), o)
 			},

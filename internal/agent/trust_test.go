@@ -198,7 +198,7 @@ func TestMetricsListenAndDecryptFailures(t *testing.T) {
 		done <- Run(ctx, Options{
 			Config: cfg, StateDir: dir, Socket: sock, NoHostPolicy: true, MemoryLimit: -1, MetricsListen: metrics,
 			Discovery: &fakeDisco{changes: make(chan struct{}), failures: 3},
-			OpenDevice: func(o wg.Options) (*wg.Device, error) {
+			OpenDevice: func(o wg.Options) (Device, error) {
 				o.Bind = bindtest.NewChannelBinds()[0]
 				return wg.NewUserspace(tun.TUN(), o)
 			},

@@ -23,7 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+	"github.com/meshspan/terraform-provider-meshspan/internal/fwmark"
 )
 
 // ServiceConfig is everything `meshspan-agent discovery serve` configures.
@@ -220,7 +220,7 @@ func Start(cfg ServiceConfig) (*Service, error) {
 
 	var lc net.ListenConfig
 	if cfg.Mark != 0 {
-		lc.Control = func(_, _ string, rc syscall.RawConn) error { return wg.SetMark(rc, cfg.Mark) }
+		lc.Control = func(_, _ string, rc syscall.RawConn) error { return fwmark.Set(rc, cfg.Mark) }
 	}
 	if s.lis, err = lc.Listen(context.Background(), "tcp", cfg.Listen); err != nil && cfg.Mark != 0 && errors.Is(err, syscall.EPERM) {
 		s.log.Warn("discovery: serve: cannot mark the listener without CAP_NET_ADMIN; on a mesh member with host policy, replies to members may be routed into the mesh", "mark", cfg.Mark)

@@ -72,7 +72,7 @@ func tofuBuilds(agent string) []string {
 // cliConfig is the Terraform CLI config that finds the provider: the one
 // TF_CLI_CONFIG_FILE names if it exists, else the bin/terraformrc `make
 // install` writes next to the agent binary (bin/meshspan-agent), so
-// `bin/meshspan-agent lab` works without exporting it. "" if neither.
+// `bin/meshspan-lab` works without exporting it. "" if neither.
 func cliConfig(agent string) string {
 	if p := os.Getenv("TF_CLI_CONFIG_FILE"); p != "" {
 		if _, err := os.Stat(p); err == nil {

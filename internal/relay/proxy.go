@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+	"github.com/meshspan/terraform-provider-meshspan/internal/fwmark"
 )
 
 // maxProxyPeers bounds the local sockets a Proxy opens.
@@ -98,7 +98,7 @@ func (p *Proxy) SetMark(mark uint32) error {
 	if err != nil {
 		return fmt.Errorf("relay: proxy uplink: %w", err)
 	}
-	return wg.SetMark(rc, mark)
+	return fwmark.Set(rc, mark)
 }
 
 // SetRelays sets the relays to register with; new ones are registered at once.

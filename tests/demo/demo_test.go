@@ -1,4 +1,4 @@
-// Package demo runs `make demo` in short form: meshspan-agent lab on a copy
+// Package demo runs `make demo` in short form: meshspan-lab on a copy
 // of examples/local-lab, with the real provider through Terraform, the real
 // agents and discovery service in network namespaces. It needs root and
 // TF_ACC=1 with TF_CLI_CONFIG_FILE pointing at the provider mirror, as
@@ -24,7 +24,7 @@ import (
 )
 
 type env struct {
-	agent, terraform, dir string
+	agent, lab, terraform, dir string
 }
 
 func setup(t *testing.T) env {
@@ -46,6 +46,9 @@ func setup(t *testing.T) env {
 	if e.agent, err = agentbin.Path(); err != nil {
 		t.Fatal(err)
 	}
+	if e.lab, err = agentbin.LabPath(); err != nil {
+		t.Fatal(err)
+	}
 	// A copy, so the test has its own state and lock file.
 	e.dir = t.TempDir()
 	tfs, err := filepath.Glob("../../examples/local-lab/*.tf")
@@ -65,8 +68,8 @@ func setup(t *testing.T) env {
 }
 
 func (e env) cmd(ctx context.Context, args ...string) *exec.Cmd {
-	args = append([]string{"lab", "--dir", e.dir, "--terraform", e.terraform, "--live", "never"}, args...)
-	c := exec.CommandContext(ctx, e.agent, args...)
+	args = append([]string{"--agent", e.agent, "--dir", e.dir, "--terraform", e.terraform, "--live", "never"}, args...)
+	c := exec.CommandContext(ctx, e.lab, args...)
 	c.WaitDelay = 30 * time.Second
 	return c
 }
@@ -106,7 +109,7 @@ func TestDemoShort(t *testing.T) {
 	defer cancel()
 	out, err := e.cmd(ctx, "--timeout", "60s", "--iperf-time", "1s").CombinedOutput()
 	if err != nil {
-		t.Fatalf("meshspan-agent lab: %v\n%s", err, out)
+		t.Fatalf("meshspan-lab: %v\n%s", err, out)
 	}
 	s := string(out)
 	for _, want := range []string{

@@ -87,7 +87,7 @@ func TestAgentMeshesWithTalosNode(t *testing.T) {
 	go func() {
 		agentDone <- agent.Run(ctx, agent.Options{
 			Config: cfg, StateDir: dir, Socket: sock, NoHostPolicy: true, MemoryLimit: -1, Version: "test",
-			OpenDevice: func(o wg.Options) (*wg.Device, error) {
+			OpenDevice: func(o wg.Options) (agent.Device, error) {
 				o.Bind = binds[0]
 				return wg.NewUserspace(agentTUN.TUN(), o)
 			},

@@ -9,7 +9,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/meshspan/terraform-provider-meshspan/internal/agent"
 	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
 	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
@@ -45,11 +44,6 @@ type Chooser struct {
 	hasDirect map[wgtypes.Key]bool
 }
 
-var (
-	_ agent.PathChooser = (*Chooser)(nil)
-	_ agent.Traverser   = (*Chooser)(nil)
-)
-
 // Traverse reads what peers publish and returns what this node publishes;
 // it joins the meetings peers ask for and asks those it needs.
 func (c *Chooser) Traverse(now time.Time, remote map[wgtypes.Key]discovery.Traversal) discovery.Traversal {
@@ -82,7 +76,7 @@ func (c *Chooser) Traverse(now time.Time, remote map[wgtypes.Key]discovery.Trave
 }
 
 // Choose runs one natpath pass over the agent's peers.
-func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]agent.PathChoice {
+func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]natpath.Choice {
 	dpeers := make([]Peer, 0, len(peers))
 	dobs := make(map[wgtypes.Key]Observation, len(obs))
 	c.hasDirect = make(map[wgtypes.Key]bool, len(peers))
@@ -95,13 +89,13 @@ func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]m
 	st := c.Driver.Step(now, dpeers, Relays(dpeers, c.remote), dobs)
 	c.last = st
 	advisory := !c.Driver.Relaying()
-	out := make(map[wgtypes.Key]agent.PathChoice, len(st))
+	out := make(map[wgtypes.Key]natpath.Choice, len(st))
 	for k, s := range st {
 		reason := s.Reason
 		if s.Mode == natpath.ModeRelayed && s.ViaAddr.Addr().Is6() && c.MTU > MaxRelayedMTU6 {
 			reason += fmt.Sprintf("; full-size packets relayed over IPv6 exceed 1500 bytes and fragment: set wireguard.mtu to %d, or give the relay an IPv4 endpoint", MaxRelayedMTU6)
 		}
-		out[k] = agent.PathChoice{SetEndpoint: s.SetEndpoint, Path: string(s.Mode), Via: s.Via, Reason: reason, Advisory: advisory}
+		out[k] = natpath.Choice{SetEndpoint: s.SetEndpoint, Path: string(s.Mode), Via: s.Via, Reason: reason, Advisory: advisory}
 	}
 	return out
 }

@@ -1,7 +1,8 @@
 // Package agentbin gives the end-to-end suites the meshspan-agent binary they
 // run: $MESHSPAN_AGENT_BIN (make test sets it to the binary it built), or one
 // built once per test process as released: static and stripped, since the
-// memory figures depend on it (a cgo build maps libc too).
+// memory figures depend on it (a cgo build maps libc too). LabPath does the
+// same for the demo's meshspan-lab.
 package agentbin
 
 import (
@@ -15,49 +16,69 @@ import (
 // Env names the variable that points at a prebuilt agent.
 const Env = "MESHSPAN_AGENT_BIN"
 
-var (
+// LabEnv names the variable that points at a prebuilt meshspan-lab.
+const LabEnv = "MESHSPAN_LAB_BIN"
+
+// binary is one command, built at most once per test process.
+type binary struct {
+	name, pkg, env string
+
 	mu    sync.Mutex
 	built string // a binary this package built, removed by Remove
 	path  string
 	err   error
 	done  bool
+}
+
+var (
+	agent   = &binary{name: "meshspan-agent", pkg: "github.com/meshspan/terraform-provider-meshspan/agent", env: Env}
+	labTool = &binary{name: "meshspan-lab", pkg: "github.com/meshspan/terraform-provider-meshspan/cmd/meshspan-lab", env: LabEnv}
 )
 
 // Path returns the agent binary, building it on the first call when Env is
 // unset. Later calls return the same answer.
-func Path() (string, error) {
-	mu.Lock()
-	defer mu.Unlock()
-	if done {
-		return path, err
+func Path() (string, error) { return agent.get() }
+
+// LabPath returns the demo's meshspan-lab binary, building it on the first
+// call when LabEnv is unset.
+func LabPath() (string, error) { return labTool.get() }
+
+func (b *binary) get() (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return b.path, b.err
 	}
-	done = true
-	if path = os.Getenv(Env); path != "" {
-		return path, nil
+	b.done = true
+	if b.path = os.Getenv(b.env); b.path != "" {
+		return b.path, nil
 	}
-	dir, err1 := os.MkdirTemp("", "meshspan-agent-")
-	if err1 != nil {
-		err = fmt.Errorf("agentbin: %w", err1)
-		return "", err
+	dir, err := os.MkdirTemp("", b.name+"-")
+	if err != nil {
+		b.err = fmt.Errorf("agentbin: %w", err)
+		return "", b.err
 	}
-	bin := filepath.Join(dir, "meshspan-agent")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "github.com/meshspan/terraform-provider-meshspan/agent")
+	bin := filepath.Join(dir, b.name)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, b.pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err1 := cmd.CombinedOutput(); err1 != nil {
+	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		err = fmt.Errorf("agentbin: build meshspan-agent (or set %s): %v\n%s", Env, err1, out)
-		return "", err
+		b.err = fmt.Errorf("agentbin: build %s (or set %s): %v\n%s", b.name, b.env, err, out)
+		return "", b.err
 	}
-	path, built = bin, bin
-	return path, nil
+	b.path, b.built = bin, bin
+	return b.path, nil
 }
 
-// Remove deletes the binary Path built, if any; one named by Env is left alone.
+// Remove deletes the binaries Path and LabPath built, if any; those named
+// by Env and LabEnv are left alone.
 func Remove() {
-	mu.Lock()
-	defer mu.Unlock()
-	if built != "" {
-		os.RemoveAll(filepath.Dir(built))
-		built = ""
+	for _, b := range []*binary{agent, labTool} {
+		b.mu.Lock()
+		if b.built != "" {
+			os.RemoveAll(filepath.Dir(b.built))
+			b.built = ""
+		}
+		b.mu.Unlock()
 	}
 }

@@ -1,4 +1,4 @@
-package wg
+package fwmark
 
 import (
 	"context"
@@ -26,7 +26,7 @@ func socketMark(t *testing.T, c syscall.Conn) int {
 	return mark
 }
 
-func TestMarkDialer(t *testing.T) {
+func TestDialer(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SO_MARK needs CAP_NET_ADMIN")
 	}
@@ -35,7 +35,7 @@ func TestMarkDialer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	c, err := MarkDialer(0x51820)(context.Background(), l.Addr().String())
+	c, err := Dialer(0x51820)(context.Background(), l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,31 @@
+package agent
+
+import "github.com/meshspan/terraform-provider-meshspan/internal/wg"
+
+// Device is the WireGuard device the reconcile steps read and program.
+// *wg.Device is the real one (kernel or wireguard-go on TUN); the steps'
+// unit tests use a recording fake, so they run without a kernel.
+type Device interface {
+	Name() string
+	Mode() wg.Mode
+	ListenPort() int
+	// Peers reads every peer's live endpoint, last handshake and counters.
+	Peers() ([]wg.PeerStats, error)
+	// SyncPeers makes the device's peers exactly want.
+	SyncPeers(want []wg.PeerConfig) error
+	// UAPIError says why `wg show` cannot see the device (nil if it can).
+	UAPIError() error
+	Close() error
+}
+
+var _ Device = (*wg.Device)(nil)
+
+// openDevice is wg.Open returning a Device (nil, never a nil *wg.Device, on
+// error).
+func openDevice(o wg.Options) (Device, error) {
+	d, err := wg.Open(o)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}

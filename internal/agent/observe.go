@@ -1,0 +1,62 @@
+package agent
+
+import (
+	"net/netip"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
+	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+)
+
+// deviceView is what the WireGuard device reported at the start of a pass.
+type deviceView struct {
+	stats []wg.PeerStats
+	byKey map[wgtypes.Key]wg.PeerStats
+	obs   map[wgtypes.Key]mesh.Observation // for the health tracker and path chooser
+}
+
+// observeDevice indexes the device's peer statistics by key.
+func observeDevice(stats []wg.PeerStats) deviceView {
+	v := deviceView{
+		stats: stats,
+		byKey: make(map[wgtypes.Key]wg.PeerStats, len(stats)),
+		obs:   make(map[wgtypes.Key]mesh.Observation, len(stats)),
+	}
+	for _, s := range stats {
+		v.obs[s.PublicKey] = mesh.Observation{Endpoint: s.Endpoint, LastHandshake: s.LastHandshake, RxBytes: s.RxBytes, TxBytes: s.TxBytes}
+		v.byKey[s.PublicKey] = s
+	}
+	return v
+}
+
+// discoveryView is what the discovery service holds for this pass.
+type discoveryView struct {
+	// observedSelf is this node's address as the service sees it.
+	observedSelf netip.Addr
+	affiliates   []mesh.Affiliate
+	// traversal is what members publish for NAT traversal, by public key
+	// (relay ports, rendezvous requests); never nil.
+	traversal map[wgtypes.Key]discovery.Traversal
+}
+
+// readDiscovery reads the affiliates and this node's observed address; a
+// nil client (static peers only) reads as nothing.
+func readDiscovery(d Discovery) discoveryView {
+	v := discoveryView{traversal: map[wgtypes.Key]discovery.Traversal{}}
+	if d == nil {
+		return v
+	}
+	v.observedSelf = d.ObservedAddress()
+	for _, a := range d.Affiliates() {
+		if k, err := wgtypes.ParseKey(a.PublicKey); err == nil && !a.Traversal.IsZero() {
+			v.traversal[k] = a.Traversal
+		}
+		v.affiliates = append(v.affiliates, mesh.Affiliate{
+			ID: a.ID, NodeName: a.NodeName, PublicKey: a.PublicKey, Address: a.Address,
+			Addresses: a.Addresses, Networks: a.Networks, ExcludeNetworks: a.ExcludeNetworks, Endpoints: a.Endpoints,
+		})
+	}
+	return v
+}

@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+)
+
+// reportInput is everything a pass's status is made of.
+type reportInput struct {
+	id           Identity
+	node         string
+	dev          Device
+	endpoints    []netip.AddrPort // this node's own
+	discovery    bool
+	observedSelf netip.Addr
+	warnings     []string
+	peers        []mesh.Peer
+	verdicts     map[wgtypes.Key]mesh.Status
+	byKey        map[wgtypes.Key]wg.PeerStats
+	paths        map[wgtypes.Key]PathChoice
+	now          time.Time
+}
+
+// report is the status the socket serves until the next pass.
+func report(in reportInput) *Status {
+	st := &Status{
+		Node: in.node, PublicKey: in.id.PublicKey().String(), Address: in.id.Address.String(), AffiliateID: in.id.AffiliateID,
+		Interface: in.dev.Name(), Mode: string(in.dev.Mode()), ListenPort: in.dev.ListenPort(),
+		Endpoints: strs(in.endpoints), Discovery: in.discovery, Warnings: in.warnings, Peers: []PeerStatus{},
+		UpdatedAt: in.now.UTC(),
+	}
+	if st.Warnings == nil {
+		st.Warnings = []string{}
+	}
+	if in.observedSelf.IsValid() {
+		st.ObservedAddress = in.observedSelf.String()
+	}
+	for _, p := range in.peers {
+		v, s := in.verdicts[p.PublicKey], in.byKey[p.PublicKey]
+		ps := PeerStatus{
+			Name: p.Name, PublicKey: p.PublicKey.String(), AffiliateID: p.AffiliateID, Address: p.Address.String(),
+			State: v.State.String(), RxBytes: s.RxBytes, TxBytes: s.TxBytes,
+			LastHandshake: timeString(s.LastHandshake), LastActivity: timeString(v.LastActivity),
+			EndpointChanges: v.EndpointChanges, AllowedIPs: strs(p.AllowedIPs), Candidates: strs(p.Endpoints),
+		}
+		if s.Endpoint.IsValid() {
+			ps.Endpoint = s.Endpoint.String()
+		}
+		if pc, ok := in.paths[p.PublicKey]; ok {
+			ps.Path, ps.Via, ps.PathReason = pc.Path, pc.Via, pc.Reason
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	return st
+}
