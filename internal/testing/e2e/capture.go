@@ -110,6 +110,16 @@ func NewCapture(ns *netlab.NS, ifname string, f Filter) (*Capture, error) {
 			unix.Close(fd)
 			return fmt.Errorf("bind packet socket to %q: %w", ifname, err)
 		}
+		// Promiscuous, as tcpdump makes it: a bridge device passes up
+		// the frames it forwards between its ports only then. The kernel
+		// drops the membership with the socket.
+		if index != 0 {
+			mreq := unix.PacketMreq{Ifindex: int32(index), Type: unix.PACKET_MR_PROMISC}
+			if err := unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, &mreq); err != nil {
+				unix.Close(fd)
+				return fmt.Errorf("promiscuous mode on %q: %w", ifname, err)
+			}
+		}
 		c.fd = fd
 		return nil
 	})

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -53,6 +54,8 @@ func TestCaptureFiltersAndCounts(t *testing.T) {
 	}
 	udp := e2e.StartCapture(t, sw.NS(), "", e2e.UDP)
 	all := e2e.StartCapture(t, hosts[1], "eth0", nil)
+	// The bridge device sees what it forwards between hosts (tcpdump -i br0).
+	bridge := e2e.StartCapture(t, sw.NS(), "br0", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if out, err := hosts[0].Exec(ctx, "ping", "-c", "2", "-i", "0.2", "-W", "2", "192.0.2.2"); err != nil {
@@ -66,12 +69,13 @@ func TestCaptureFiltersAndCounts(t *testing.T) {
 	defer c.Close()
 	if err := e2e.Poll(5*time.Second, 50*time.Millisecond, func() (bool, string) {
 		c.Write(marker)
-		return udp.Has(marker) && all.Has(marker), "marker not captured yet"
+		return udp.Has(marker) && all.Has(marker) && bridge.Has(marker), fmt.Sprintf("marker captured: udp %v, b's eth0 %v, bridge %v", udp.Has(marker), all.Has(marker), bridge.Has(marker))
 	}); err != nil {
 		t.Fatal(err)
 	}
 	udp.Stop()
 	all.Stop()
+	bridge.Stop()
 	isICMP := func(f []byte) bool { p, _ := e2e.Transport(e2e.IPPacket(f)); return p == 1 }
 	if n := udp.Count(isICMP); n != 0 {
 		t.Errorf("the UDP capture kept %d ICMP frames", n)
@@ -79,7 +83,7 @@ func TestCaptureFiltersAndCounts(t *testing.T) {
 	if n := all.Count(isICMP); n < 4 {
 		t.Errorf("the unfiltered capture kept %d ICMP frames, want the 2 echoes and 2 replies", n)
 	}
-	for name, c := range map[string]*e2e.Capture{"udp": udp, "all": all} {
+	for name, c := range map[string]*e2e.Capture{"udp": udp, "all": all, "bridge": bridge} {
 		st := c.Stats()
 		if st.Received < st.Captured || st.Captured == 0 || st.Dropped != 0 {
 			t.Errorf("%s capture stats %+v: want received >= captured > 0 and nothing dropped", name, st)

@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -179,4 +182,25 @@ func AllUp(nodes ...*Node) (bool, string) {
 		}
 	}
 	return ok, b.String()
+}
+
+// Metrics fetches the agent's Prometheus /metrics from its status socket
+// (5 s at most).
+func (n *Node) Metrics() (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", n.Socket())
+		},
+	}}
+	resp, err := c.Get("http://agent/metrics")
+	if err != nil {
+		return "", fmt.Errorf("%s /metrics: %w", n.Name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("%s /metrics: %w", n.Name, err)
+	}
+	return string(b), nil
 }
