@@ -3,9 +3,6 @@ package mesh
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"syscall"
@@ -150,20 +147,9 @@ func TestStaticMesh(t *testing.T) {
 // metrics fetches /metrics from n's status socket.
 func metrics(t testing.TB, n *node) string {
 	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", n.Socket())
-		},
-	}}
-	resp, err := c.Get("http://agent/metrics")
+	m, err := n.Metrics()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return m
 }

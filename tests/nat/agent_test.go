@@ -4,9 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -221,19 +219,12 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, strict bool, relayPort u
 // metric reads one sample from n's /metrics (on its status socket).
 func metric(t *testing.T, n *agentNode, name string) float64 {
 	t.Helper()
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", n.Socket())
-		}}}
-	resp, err := hc.Get("http://agent/metrics")
+	body, err := n.Metrics()
 	if err != nil {
-		t.Fatalf("%s /metrics: %v", n.Name, err)
+		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	var v float64
-	for _, l := range strings.Split(string(body), "\n") {
+	for _, l := range strings.Split(body, "\n") {
 		if s, ok := strings.CutPrefix(l, name+" "); ok {
 			fmt.Sscan(s, &v)
 		}
