@@ -21,6 +21,31 @@ import (
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
+// must fails the test on a setup error.
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func host(t *testing.T, lab *netlab.Lab, name string) *netlab.NS {
+	t.Helper()
+	ns, err := lab.Host(name)
+	must(t, err)
+	return ns
+}
+
+func newSwitch(t *testing.T, lab *netlab.Lab, name string) *netlab.Switch {
+	t.Helper()
+	sw, err := lab.Switch(name)
+	must(t, err)
+	return sw
+}
+
+// errOf is the error of a call whose value a test does not need.
+func errOf[T any](_ T, err error) error { return err }
+
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -48,32 +73,17 @@ func TestNewRejectsBadNames(t *testing.T) {
 func TestPingAcrossSwitch(t *testing.T) {
 	t.Parallel()
 	lab := netlab.NewT(t)
-	sw, err := lab.Switch("sw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := lab.Host("a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lab.Host("b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sw.Attach(a, "eth0", pfx("192.0.2.1/24"), pfx("2001:db8::1/64")); err != nil {
-		t.Fatal(err)
-	}
-	if err := sw.Attach(b, "eth0", pfx("192.0.2.2/24"), pfx("2001:db8::2/64")); err != nil {
-		t.Fatal(err)
-	}
+	sw := newSwitch(t, lab, "sw")
+	a := host(t, lab, "a")
+	b := host(t, lab, "b")
+	must(t, sw.Attach(a, "eth0", pfx("192.0.2.1/24"), pfx("2001:db8::1/64")))
+	must(t, sw.Attach(b, "eth0", pfx("192.0.2.2/24"), pfx("2001:db8::2/64")))
 	for _, dst := range []string{"192.0.2.2", "2001:db8::2"} {
 		if out, err := a.Exec(ctx(t), "ping", "-c", "1", "-W", "3", dst); err != nil {
 			t.Fatalf("ping %s from a: %v\n%s", dst, err, out)
 		}
 	}
-	if err := a.SetMTU("eth0", 1280); err != nil {
-		t.Fatal(err)
-	}
+	must(t, a.SetMTU("eth0", 1280))
 	link, err := a.Netlink().LinkByName("eth0")
 	if err != nil {
 		t.Fatal(err)
@@ -96,18 +106,9 @@ func TestPingAcrossSwitch(t *testing.T) {
 func TestDirectLinkAndRoutes(t *testing.T) {
 	t.Parallel()
 	lab := netlab.NewT(t)
-	a, err := lab.Host("a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := lab.Host("r")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lab.Host("b")
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := host(t, lab, "a")
+	r := host(t, lab, "r")
+	b := host(t, lab, "b")
 	if err := lab.Link(netlab.LinkEnd{NS: a, Name: "to-r", Addrs: []netip.Prefix{pfx("192.0.2.1/30")}},
 		netlab.LinkEnd{NS: r, Name: "to-a", Addrs: []netip.Prefix{pfx("192.0.2.2/30")}}); err != nil {
 		t.Fatal(err)
@@ -120,15 +121,9 @@ func TestDirectLinkAndRoutes(t *testing.T) {
 	if _, err := a.Exec(ctx(t), "ping", "-c", "1", "-W", "1", "198.51.100.2"); err == nil {
 		t.Fatal("a reached b before any route existed")
 	}
-	if _, err := r.Exec(ctx(t), "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.DefaultRoute(netip.MustParseAddr("192.0.2.2")); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Route(pfx("192.0.2.0/30"), netip.MustParseAddr("198.51.100.1")); err != nil {
-		t.Fatal(err)
-	}
+	must(t, errOf(r.Exec(ctx(t), "sysctl", "-qw", "net.ipv4.ip_forward=1")))
+	must(t, a.DefaultRoute(netip.MustParseAddr("192.0.2.2")))
+	must(t, b.Route(pfx("192.0.2.0/30"), netip.MustParseAddr("198.51.100.1")))
 	if out, err := a.Exec(ctx(t), "ping", "-c", "1", "-W", "3", "198.51.100.2"); err != nil {
 		t.Fatalf("ping through router: %v\n%s", err, out)
 	}
@@ -142,32 +137,14 @@ func TestDirectLinkAndRoutes(t *testing.T) {
 func natLab(t *testing.T, mode netlab.NATMode) (priv, pub *netlab.NS) {
 	t.Helper()
 	lab := netlab.NewT(t)
-	lan, err := lab.Switch("lan")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wan, err := lab.Switch("wan")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := lab.NATRouter("nat", lan, wan, pfx("198.51.100.1/24"), pfx("203.0.113.1/24"), mode); err != nil {
-		t.Fatal(err)
-	}
-	if priv, err = lab.Host("priv"); err != nil {
-		t.Fatal(err)
-	}
-	if pub, err = lab.Host("pub"); err != nil {
-		t.Fatal(err)
-	}
-	if err := lan.Attach(priv, "eth0", pfx("198.51.100.10/24")); err != nil {
-		t.Fatal(err)
-	}
-	if err := wan.Attach(pub, "eth0", pfx("203.0.113.20/24")); err != nil {
-		t.Fatal(err)
-	}
-	if err := priv.DefaultRoute(netip.MustParseAddr("198.51.100.1")); err != nil {
-		t.Fatal(err)
-	}
+	lan := newSwitch(t, lab, "lan")
+	wan := newSwitch(t, lab, "wan")
+	must(t, errOf(lab.NATRouter("nat", lan, wan, pfx("198.51.100.1/24"), pfx("203.0.113.1/24"), mode)))
+	priv = host(t, lab, "priv")
+	pub = host(t, lab, "pub")
+	must(t, lan.Attach(priv, "eth0", pfx("198.51.100.10/24")))
+	must(t, wan.Attach(pub, "eth0", pfx("203.0.113.20/24")))
+	must(t, priv.DefaultRoute(netip.MustParseAddr("198.51.100.1")))
 	return priv, pub
 }
 
@@ -193,9 +170,7 @@ func sourcesSeen(t *testing.T, priv, pub *netlab.NS, ports []int) []netip.AddrPo
 		}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.Write([]byte("hello")); err != nil {
-			t.Fatal(err)
-		}
+		must(t, errOf(c.Write([]byte("hello"))))
 		c.Close()
 		_ = srv.SetReadDeadline(time.Now().Add(5 * time.Second))
 		buf := make([]byte, 64)
@@ -253,10 +228,7 @@ func TestNATRouterRandomPorts(t *testing.T) {
 
 func TestNATRouterRejectsUnknownMode(t *testing.T) {
 	lab := netlab.NewT(t)
-	lan, err := lab.Switch("lan")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lan := newSwitch(t, lab, "lan")
 	if _, err := lab.NATRouter("nat", lan, lan, pfx("198.51.100.1/24"), pfx("203.0.113.1/24"), netlab.NATMode(9)); err == nil {
 		t.Fatal("NATRouter with mode 9: want error")
 	}
@@ -303,10 +275,7 @@ func TestStartPrivateRunDirs(t *testing.T) {
 func TestStopEscalatesToKill(t *testing.T) {
 	t.Parallel()
 	lab := netlab.NewT(t)
-	ns, err := lab.Host("n")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := host(t, lab, "n")
 	var out bytes.Buffer
 	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
 	if err != nil {
@@ -334,9 +303,7 @@ func TestStopEscalatesToKill(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	start := time.Now()
-	if err := p.Stop(200 * time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
+	must(t, p.Stop(200*time.Millisecond))
 	if took := time.Since(start); took > 4*time.Second {
 		t.Errorf("Stop took %v", took)
 	}
@@ -352,17 +319,9 @@ func TestStopEscalatesToKill(t *testing.T) {
 func TestDoRunsInsideAndRestores(t *testing.T) {
 	t.Parallel()
 	lab := netlab.NewT(t)
-	ns, err := lab.Host("n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sw, err := lab.Switch("sw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sw.Attach(ns, "lab9", pfx("192.0.2.9/24")); err != nil {
-		t.Fatal(err)
-	}
+	ns := host(t, lab, "n")
+	sw := newSwitch(t, lab, "sw")
+	must(t, sw.Attach(ns, "lab9", pfx("192.0.2.9/24")))
 	for range 3 { // the thread must come back each time
 		var inside bool
 		if err := ns.Do(func() error {
@@ -395,37 +354,23 @@ func TestCloseRemovesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = lab.Close() })
-	sw, err := lab.Switch("sw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := lab.Host("a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sw.Attach(a, "eth0", pfx("192.0.2.1/24")); err != nil {
-		t.Fatal(err)
-	}
+	sw := newSwitch(t, lab, "sw")
+	a := host(t, lab, "a")
+	must(t, sw.Attach(a, "eth0", pfx("192.0.2.1/24")))
 	// Durations unique to this run (sleep takes fractions), so that the
 	// check below finds these processes and no one else's.
 	started := fmt.Sprintf("300.%09d", time.Now().Nanosecond())
 	daemon := fmt.Sprintf("301.%09d", time.Now().Nanosecond())
-	if _, err := a.Start(exec.Command("sleep", started)); err != nil {
-		t.Fatal(err)
-	}
+	must(t, errOf(a.Start(exec.Command("sleep", started))))
 	// A daemon the lab did not start, found by its namespace.
-	if _, err := a.Exec(ctx(t), "sh", "-c", "sleep "+daemon+" >/dev/null 2>&1 &"); err != nil {
-		t.Fatal(err)
-	}
+	must(t, errOf(a.Exec(ctx(t), "sh", "-c", "sleep "+daemon+" >/dev/null 2>&1 &")))
 	if _, err := lab.Host("a"); err == nil {
 		t.Error("a second namespace named a: want error")
 	}
 	if n := countNetns(t, lab.ID()); n != 2 {
 		t.Fatalf("%d namespaces named %s-* before Close, want 2", n, lab.ID())
 	}
-	if err := lab.Close(); err != nil {
-		t.Fatal(err)
-	}
+	must(t, lab.Close())
 	if n := countNetns(t, lab.ID()); n != 0 {
 		t.Errorf("%d namespaces named %s-* left after Close", n, lab.ID())
 	}
@@ -469,21 +414,14 @@ func countNetns(t *testing.T, id string) int {
 func TestProcessSurvivesLaterNamespaces(t *testing.T) {
 	t.Parallel()
 	lab := netlab.NewT(t)
-	ns, err := lab.Host("a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := host(t, lab, "a")
 	p, err := ns.Start(exec.Command("sleep", "30"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 6 {
-		if _, err := lab.Host(fmt.Sprintf("b%d", i)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := lab.Switch(fmt.Sprintf("s%d", i)); err != nil {
-			t.Fatal(err)
-		}
+		host(t, lab, fmt.Sprintf("b%d", i))
+		newSwitch(t, lab, fmt.Sprintf("s%d", i))
 	}
 	select {
 	case <-p.Done():

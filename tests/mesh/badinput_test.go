@@ -16,7 +16,7 @@ func TestBadInput(t *testing.T) {
 	c := newCluster(t, 2, false) // n2 is only a peer in the config
 	n := c.nodes[0]
 	c.staticMesh()
-	good, err := os.ReadFile(n.cfgPath)
+	good, err := os.ReadFile(n.ConfigPath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,8 +24,8 @@ func TestBadInput(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		args := append(prefix, agentBin, "run", "--config", n.cfgPath, "--state-dir", n.stateDir, "--socket", n.sock, "--wireguard", "userspace")
-		out, err := n.ns.Exec(ctx, args[0], args[1:]...)
+		args := append(prefix, agentBin, "run", "--config", n.ConfigPath(), "--state-dir", n.StateDir(), "--socket", n.Socket(), "--wireguard", "userspace")
+		out, err := n.NS.Exec(ctx, args[0], args[1:]...)
 		if err == nil {
 			t.Fatalf("agent exited 0; want a failure:\n%s", out)
 		}
@@ -33,10 +33,10 @@ func TestBadInput(t *testing.T) {
 		if len(lines) != 1 {
 			t.Errorf("agent printed %d lines; want exactly one:\n%s", len(lines), out)
 		}
-		if o, err := n.ns.Exec(ctx, "ip", "link", "show", "meshspan0"); err == nil {
+		if o, err := n.NS.Exec(ctx, "ip", "link", "show", "meshspan0"); err == nil {
 			t.Errorf("meshspan0 left behind:\n%s", o)
 		}
-		if o, err := n.ns.Exec(ctx, "nft", "list", "tables"); err == nil && strings.Contains(string(o), "meshspan") {
+		if o, err := n.NS.Exec(ctx, "nft", "list", "tables"); err == nil && strings.Contains(string(o), "meshspan") {
 			t.Errorf("nftables table left behind:\n%s", o)
 		}
 		t.Logf("agent: %s", lines[len(lines)-1])
@@ -56,15 +56,15 @@ func TestBadInput(t *testing.T) {
 		if bad == string(good) {
 			t.Fatalf("config has no mtu line to break:\n%s", good)
 		}
-		if err := os.WriteFile(n.cfgPath, []byte(bad), 0o600); err != nil {
+		if err := os.WriteFile(n.ConfigPath(), []byte(bad), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		defer os.WriteFile(n.cfgPath, good, 0o600)
+		defer os.WriteFile(n.ConfigPath(), good, 0o600)
 		expect(t, run(t), "wireguard.mtu", "1280")
 	})
 	t.Run("port in use", func(t *testing.T) {
 		var conn *net.UDPConn
-		if err := n.ns.Do(func() (err error) { conn, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 51820}); return err }); err != nil {
+		if err := n.NS.Do(func() (err error) { conn, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 51820}); return err }); err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
@@ -87,18 +87,18 @@ func TestBadInput(t *testing.T) {
 	t.Run("check mode", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		out, err := n.ns.Exec(ctx, agentBin, "run", "--check", "--config", n.cfgPath)
+		out, err := n.NS.Exec(ctx, agentBin, "run", "--check", "--config", n.ConfigPath())
 		if err != nil || !strings.Contains(string(out), "is valid") || !strings.Contains(string(out), "keepalive: 5s") {
 			t.Errorf("run --check: %v\n%s", err, out)
 		}
-		if o, err := n.ns.Exec(ctx, "ip", "link", "show", "meshspan0"); err == nil {
+		if o, err := n.NS.Exec(ctx, "ip", "link", "show", "meshspan0"); err == nil {
 			t.Errorf("run --check created meshspan0:\n%s", o)
 		}
 	})
 	t.Run("bad wireguard flag", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		out, err := n.ns.Exec(ctx, agentBin, "run", "--config", n.cfgPath, "--wireguard", "fast")
+		out, err := n.NS.Exec(ctx, agentBin, "run", "--config", n.ConfigPath(), "--wireguard", "fast")
 		if err == nil || !strings.Contains(string(out), "auto, kernel, userspace") {
 			t.Errorf("--wireguard=fast: %v\n%s", err, out)
 		}

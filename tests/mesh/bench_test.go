@@ -14,13 +14,15 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
 // iperf runs one iperf3 test from client to server's addr and returns the
 // received rate in bit/s.
 func iperf(tb testing.TB, client, server *node, addr string, seconds int) float64 {
 	tb.Helper()
-	srv, err := server.ns.Start(exec.Command("iperf3", "-s", "-1", "-B", addr))
+	srv, err := server.NS.Start(exec.Command("iperf3", "-s", "-1", "-B", addr))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -36,7 +38,7 @@ func iperf(tb testing.TB, client, server *node, addr string, seconds int) float6
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+15)*time.Second)
-		out, err := client.ns.Exec(ctx, "iperf3", "-c", addr, "-t", strconv.Itoa(seconds), "-J")
+		out, err := client.NS.Exec(ctx, "iperf3", "-c", addr, "-t", strconv.Itoa(seconds), "-J")
 		cancel()
 		var r result
 		if jerr := json.Unmarshal(out, &r); jerr != nil && err == nil {
@@ -67,7 +69,7 @@ func plainWireGuard(b *testing.B, c *cluster, a, z *node) (addr string, pids []i
 	}
 	nodes := []*node{a, z}
 	for i, n := range nodes {
-		p, err := n.ns.Start(exec.Command(bin, "-f", "wgref0"))
+		p, err := n.NS.Start(exec.Command(bin, "-f", "wgref0"))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -77,17 +79,19 @@ func plainWireGuard(b *testing.B, c *cluster, a, z *node) (addr string, pids []i
 		o := nodes[1-i]
 		pid := strconv.Itoa(p.PID())
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		waitFor(b, 10*time.Second, func() (bool, string) {
-			out, err := n.ns.Exec(ctx, "nsenter", "-t", pid, "-m", "wg", "set", "wgref0", "private-key", keyFile, "listen-port", "51900",
+		if err := e2e.Poll(10*time.Second, 100*time.Millisecond, func() (bool, string) {
+			out, err := n.NS.Exec(ctx, "nsenter", "-t", pid, "-m", "wg", "set", "wgref0", "private-key", keyFile, "listen-port", "51900",
 				"peer", keys[1-i].PublicKey().String(), "allowed-ips", fmt.Sprintf("10.99.0.%d/32", 2-i),
 				"endpoint", o.ip.String()+":51900", "persistent-keepalive", "25")
 			return err == nil, string(out)
-		})
+		}); err != nil {
+			b.Fatal(err)
+		}
 		for _, cmd := range [][]string{
 			{"ip", "addr", "add", fmt.Sprintf("10.99.0.%d/24", i+1), "dev", "wgref0"},
 			{"ip", "link", "set", "wgref0", "mtu", "1420", "up"},
 		} {
-			if out, err := n.ns.Exec(ctx, cmd[0], cmd[1:]...); err != nil {
+			if out, err := n.NS.Exec(ctx, cmd[0], cmd[1:]...); err != nil {
 				b.Fatalf("%v: %v\n%s", cmd, err, out)
 			}
 		}
@@ -105,7 +109,7 @@ func BenchmarkThroughput(b *testing.B) {
 		c.staticMesh()
 		for _, n := range c.nodes {
 			if v := os.Getenv("BENCH_AGENT_ENV"); v != "" {
-				n.env = strings.Fields(v)
+				n.Env = strings.Fields(v)
 			}
 			if v := os.Getenv("BENCH_AGENT_ARGS"); v != "" {
 				n.start(strings.Fields(v)...)
@@ -124,13 +128,13 @@ func BenchmarkThroughput(b *testing.B) {
 		var refs, meshes, ratios []float64
 		for range rounds {
 			ref := iperf(b, n1, n2, refAddr, secs)
-			m := iperf(b, n1, n2, n2.id.Address, secs)
+			m := iperf(b, n1, n2, n2.ID.Address, secs)
 			refs, meshes, ratios = append(refs, ref), append(meshes, m), append(ratios, m/ref)
 		}
 		ref, meshRate, ratio := median(refs), median(meshes), median(ratios)
 
-		_, peak1, _ := rssKB(n1.proc.PID())
-		_, peak2, _ := rssKB(n2.proc.PID())
+		_, peak1, _ := rssKB(n1.Proc.PID())
+		_, peak2, _ := rssKB(n2.Proc.PID())
 		_, refPeak1, _ := rssKB(refPIDs[0])
 		_, refPeak2, _ := rssKB(refPIDs[1])
 		b.ReportMetric(raw/1e9, "raw-Gbit/s")
@@ -157,7 +161,7 @@ func BenchmarkConvergence(b *testing.B) {
 				c.discoveryMesh()
 				first := time.Now()
 				c.startAll()
-				last := c.nodes[len(c.nodes)-1].started
+				last := c.nodes[len(c.nodes)-1].Started
 				done := c.waitAllUp(c.nodes, 60*time.Second)
 				b.ReportMetric(done.Sub(last).Seconds(), "s-after-last-start")
 				b.ReportMetric(done.Sub(first).Seconds(), "s-after-first-start")
@@ -173,7 +177,7 @@ func BenchmarkConvergence(b *testing.B) {
 					for range 10 {
 						time.Sleep(time.Second)
 						for _, nd := range c.nodes {
-							m, err := procStatus(nd.proc.PID())
+							m, err := procStatus(nd.Proc.PID())
 							if err != nil {
 								b.Fatal(err)
 							}

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
 // TestDiscoveryMesh: three agents that know only the discovery service
@@ -22,8 +24,8 @@ func TestDiscoveryMesh(t *testing.T) {
 	for _, n := range c.nodes {
 		for _, m := range c.nodes {
 			if n != m {
-				if err := n.ping(m.id.Address); err != nil {
-					t.Errorf("ping %s -> %s: %v", n.name, m.name, err)
+				if err := n.ping(m.ID.Address); err != nil {
+					t.Errorf("ping %s -> %s: %v", n.Name, m.Name, err)
 				}
 			}
 		}
@@ -32,51 +34,53 @@ func TestDiscoveryMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 	n1, n3 := c.nodes[0], c.nodes[2]
-	s1, err := n1.status()
+	s1, err := n1.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !s1.Discovery || !slices.Contains(s1.Endpoints, n1.ip.String()+":51820") {
 		t.Errorf("n1 publishes %v (discovery %t); want its underlay endpoint %s:51820", s1.Endpoints, s1.Discovery, n1.ip)
 	}
-	if p := n1.peer(s1, "n3"); p == nil || p.AffiliateID != n3.id.AffiliateID || !slices.Contains(p.Candidates, n3.ip.String()+":51820") {
-		t.Errorf("n1's view of n3 = %+v; want affiliate %s with candidate %s:51820", p, n3.id.AffiliateID, n3.ip)
+	if p := e2e.Peer(s1, "n3"); p == nil || p.AffiliateID != n3.ID.AffiliateID || !slices.Contains(p.Candidates, n3.ip.String()+":51820") {
+		t.Errorf("n1's view of n3 = %+v; want affiliate %s with candidate %s:51820", p, n3.ID.AffiliateID, n3.ip)
 	}
 
 	// Clean shutdown of n3.
-	if err := n3.proc.Signal(syscall.SIGTERM); err != nil {
+	if err := n3.Proc.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-n3.proc.Done():
+	case <-n3.Proc.Done():
 	case <-time.After(15 * time.Second):
-		t.Fatalf("n3 did not exit within 15 s of SIGTERM:\n%s", n3.proc.Output())
+		t.Fatalf("n3 did not exit within 15 s of SIGTERM:\n%s", n3.Proc.Output())
 	}
-	if err := n3.proc.Wait(); err != nil {
-		t.Errorf("n3 exited with %v after SIGTERM; want 0:\n%s", err, n3.proc.Output())
+	if err := n3.Proc.Wait(); err != nil {
+		t.Errorf("n3 exited with %v after SIGTERM; want 0:\n%s", err, n3.Proc.Output())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if out, err := n3.ns.Exec(ctx, "ip", "link", "show", "meshspan0"); err == nil {
+	if out, err := n3.NS.Exec(ctx, "ip", "link", "show", "meshspan0"); err == nil {
 		t.Errorf("meshspan0 still exists in n3 after shutdown:\n%s", out)
 	}
-	if out, err := n3.ns.Exec(ctx, "ip", "-6", "rule", "list"); err != nil || strings.Contains(string(out), "lookup 180") {
+	if out, err := n3.NS.Exec(ctx, "ip", "-6", "rule", "list"); err != nil || strings.Contains(string(out), "lookup 180") {
 		t.Errorf("n3 policy rules after shutdown (%v):\n%s", err, out)
 	}
-	if out, err := n3.ns.Exec(ctx, "nft", "list", "tables"); err == nil && strings.Contains(string(out), "meshspan") {
+	if out, err := n3.NS.Exec(ctx, "nft", "list", "tables"); err == nil && strings.Contains(string(out), "meshspan") {
 		t.Errorf("n3's nftables table still there after shutdown:\n%s", out)
 	}
 	// Its affiliate is deleted: the others drop it as a peer (not just down).
-	waitFor(t, 10*time.Second, func() (bool, string) {
+	if err := e2e.Poll(10*time.Second, 100*time.Millisecond, func() (bool, string) {
 		for _, n := range c.nodes[:2] {
-			s, err := n.status()
+			s, err := n.Status()
 			if err != nil {
 				return false, err.Error()
 			}
-			if p := n.peer(s, "n3"); p != nil {
-				return false, n.name + " still lists n3 as " + p.State
+			if p := e2e.Peer(s, "n3"); p != nil {
+				return false, n.Name + " still lists n3 as " + p.State
 			}
 		}
 		return true, ""
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -3,6 +3,8 @@ package mesh
 import (
 	"testing"
 	"time"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
 // TestEndpointCycling: n3's first advertised endpoint leads nowhere. n3
@@ -35,19 +37,19 @@ func TestEndpointCycling(t *testing.T) {
 		t.Errorf("failover to the working endpoint took %s; want < 15 s", took)
 	}
 	for _, n := range []*node{n1, n2} {
-		s, err := n.status()
+		s, err := n.Status()
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := n.peer(s, "n3")
+		p := e2e.Peer(s, "n3")
 		if p.Endpoint != good || p.EndpointChanges < 2 {
-			t.Errorf("%s uses %s for n3 after %d endpoint changes; want %s after at least 2 (dead one first)", n.name, p.Endpoint, p.EndpointChanges, good)
+			t.Errorf("%s uses %s for n3 after %d endpoint changes; want %s after at least 2 (dead one first)", n.Name, p.Endpoint, p.EndpointChanges, good)
 		}
 		if len(p.Candidates) < 2 || p.Candidates[0] != dead {
-			t.Errorf("%s's candidates for n3 = %v; want %s first", n.name, p.Candidates, dead)
+			t.Errorf("%s's candidates for n3 = %v; want %s first", n.Name, p.Candidates, dead)
 		}
 	}
-	if err := n1.ping(n3.id.Address); err != nil {
+	if err := n1.ping(n3.ID.Address); err != nil {
 		t.Errorf("ping n1 -> n3 after failover: %v", err)
 	}
 }

@@ -14,15 +14,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/meshspan/terraform-provider-meshspan/internal/agent"
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
@@ -57,20 +54,12 @@ type cluster struct {
 	dir       string
 }
 
+// node is an agent (e2e.Node) on the cluster's switch.
 type node struct {
-	c        *cluster
-	i        int
-	name     string
-	ns       *netlab.NS
-	ip       netip.Addr
-	stateDir string
-	cfgPath  string
-	sock     string
-	id       e2e.Identity
-	proc     *netlab.Proc
-	started  time.Time
-	// env is added to the agent's environment (e.g. GOMEMLIMIT).
-	env []string
+	*e2e.Node
+	c  *cluster
+	i  int
+	ip netip.Addr
 }
 
 // newCluster builds n hosts on one switch, each with an identity made by
@@ -104,19 +93,16 @@ func newCluster(t testing.TB, n int, withDiscovery bool) *cluster {
 		}
 	}
 	for i := 1; i <= n; i++ {
-		nd := &node{c: c, i: i, name: fmt.Sprintf("n%d", i), ip: underlayAddr(i)}
-		if nd.ns, err = c.lab.Host(nd.name); err != nil {
+		nd := &node{c: c, i: i, ip: underlayAddr(i)}
+		name := fmt.Sprintf("n%d", i)
+		ns, err := c.lab.Host(name)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.sw.Attach(nd.ns, "eth0", netip.PrefixFrom(nd.ip, 24)); err != nil {
+		if err := c.sw.Attach(ns, "eth0", netip.PrefixFrom(nd.ip, 24)); err != nil {
 			t.Fatal(err)
 		}
-		nd.stateDir = filepath.Join(c.dir, nd.name, "state")
-		nd.cfgPath = filepath.Join(c.dir, nd.name, "config.yaml")
-		nd.sock = filepath.Join(c.dir, nd.name, "agent.sock")
-		if nd.id, err = e2e.NewIdentity(nd.ns, agentBin, c.secrets.ID, nd.stateDir); err != nil {
-			t.Fatal(err)
-		}
+		nd.Node = e2e.NewNode(t, agentBin, ns, name, filepath.Join(c.dir, name), c.secrets.ID)
 		c.nodes = append(c.nodes, nd)
 	}
 	return c
@@ -126,7 +112,7 @@ func newCluster(t testing.TB, n int, withDiscovery bool) *cluster {
 func (n *node) baseConfig() *config.Config {
 	cfg := &config.Config{
 		APIVersion: config.APIVersion,
-		Node:       config.Node{Name: n.name},
+		Node:       config.Node{Name: n.Name},
 		Cluster:    config.Cluster{ID: n.c.secrets.ID, Secret: n.c.secrets.Secret},
 	}
 	if n.c.discovery != "" {
@@ -141,20 +127,11 @@ func (m *node) staticPeer(endpoints ...string) config.StaticPeer {
 	if endpoints == nil {
 		endpoints = []string{netip.AddrPortFrom(m.ip, config.DefaultListenPort).String()}
 	}
-	return config.StaticPeer{Name: m.name, PublicKey: m.id.PublicKey, Address: m.id.Address, Endpoints: endpoints}
+	return config.StaticPeer{Name: m.Name, PublicKey: m.ID.PublicKey, Address: m.ID.Address, Endpoints: endpoints}
 }
 
 // writeConfig renders cfg to the node's config file.
-func (n *node) writeConfig(cfg *config.Config) {
-	n.c.t.Helper()
-	data, err := config.Render(cfg)
-	if err != nil {
-		n.c.t.Fatal(err)
-	}
-	if err := os.WriteFile(n.cfgPath, data, 0o600); err != nil {
-		n.c.t.Fatal(err)
-	}
-}
+func (n *node) writeConfig(cfg *config.Config) { n.WriteConfig(n.c.t, cfg) }
 
 // staticMesh gives every node every other node as a static peer.
 func (c *cluster) staticMesh() {
@@ -199,93 +176,35 @@ func expectedMode() string {
 
 func (n *node) start(extra ...string) {
 	n.c.t.Helper()
-	args := append([]string{"run", "--config", n.cfgPath, "--state-dir", n.stateDir, "--socket", n.sock, "--wireguard", wireguardMode()}, extra...)
-	cmd := exec.Command(agentBin, args...)
-	if n.env != nil {
-		cmd.Env = append(os.Environ(), n.env...)
-	}
-	p, err := n.ns.Start(cmd)
-	if err != nil {
-		n.c.t.Fatal(err)
-	}
-	n.proc, n.started = p, time.Now()
+	n.Start(n.c.t, append([]string{"--wireguard", wireguardMode()}, extra...)...)
 }
 
 func (c *cluster) startAll() {
 	for _, n := range c.nodes {
-		if v := os.Getenv("BENCH_AGENT_ENV"); v != "" && n.env == nil {
-			n.env = strings.Fields(v) // benchmarks: extra agent environment
+		if v := os.Getenv("BENCH_AGENT_ENV"); v != "" && n.Env == nil {
+			n.Env = strings.Fields(v) // benchmarks: extra agent environment
 		}
 		n.start()
 	}
 }
 
-func (n *node) status() (*agent.Status, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	return agent.FetchStatus(ctx, n.sock)
-}
-
-func (n *node) peer(s *agent.Status, name string) *agent.PeerStatus {
-	for i := range s.Peers {
-		if s.Peers[i].Name == name {
-			return &s.Peers[i]
-		}
-	}
-	return nil
-}
-
-// allUp reports whether every node sees every other node up. The nodes
-// are asked in parallel, so the answer is not a poll round behind at N = 20.
+// allUp reports whether every node sees every other node up (e2e.AllUp).
 func (c *cluster) allUp(nodes []*node) (bool, string) {
-	type answer struct {
-		s   *agent.Status
-		err error
-	}
-	answers := make([]answer, len(nodes))
-	var wg sync.WaitGroup
+	agents := make([]*e2e.Node, len(nodes))
 	for i, n := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s, err := n.status()
-			answers[i] = answer{s, err}
-		}()
+		agents[i] = n.Node
 	}
-	wg.Wait()
-	var b strings.Builder
-	ok := true
-	for i, n := range nodes {
-		s, err := answers[i].s, answers[i].err
-		if err != nil {
-			ok = false
-			fmt.Fprintf(&b, "%s: %v\n", n.name, err)
-			continue
-		}
-		for _, m := range nodes {
-			if m == n {
-				continue
-			}
-			p := n.peer(s, m.name)
-			if p == nil || p.State != "up" {
-				ok = false
-				state := "absent"
-				if p != nil {
-					state = p.State + " via " + p.Endpoint
-				}
-				fmt.Fprintf(&b, "%s sees %s %s\n", n.name, m.name, state)
-			}
-		}
-	}
-	return ok, b.String()
+	return e2e.AllUp(agents...)
 }
 
 func (c *cluster) waitAllUp(nodes []*node, timeout time.Duration) time.Time {
 	c.t.Helper()
-	waitFor(c.t, timeout, func() (bool, string) {
+	if err := e2e.Poll(timeout, 100*time.Millisecond, func() (bool, string) {
 		ok, why := c.allUp(nodes)
 		return ok, why + c.outputs(nodes)
-	})
+	}); err != nil {
+		c.t.Fatal(err)
+	}
 	return time.Now()
 }
 
@@ -301,39 +220,16 @@ func (c *cluster) outputs(nodes []*node) string {
 		fmt.Fprintf(&b, "--- discovery output (tail) ---\n%s\n", out)
 	}
 	for _, n := range nodes[:min(3, len(nodes))] {
-		if n.proc == nil {
-			continue
-		}
-		out := n.proc.Output()
-		if len(out) > 3000 {
-			out = out[len(out)-3000:]
-		}
-		fmt.Fprintf(&b, "--- %s output (tail) ---\n%s\n", n.name, out)
+		b.WriteString(e2e.Outputs(3000, n.Node))
 	}
 	return b.String()
-}
-
-// waitFor polls cond every 100 ms until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", timeout, why)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // ping sends one ICMPv6 echo from n to addr, 2 s timeout.
 func (n *node) ping(addr string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := n.ns.Exec(ctx, "ping", "-c", "1", "-W", "2", addr)
+	_, err := n.NS.Exec(ctx, "ping", "-c", "1", "-W", "2", addr)
 	return err
 }
 
@@ -344,9 +240,9 @@ func transfer(n, m *node, size int) error {
 	rand.Read(payload)
 	want := sha256.Sum256(payload)
 	var l net.Listener
-	addr := net.JoinHostPort(m.id.Address, "5201")
-	if err := m.ns.Do(func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
-		return fmt.Errorf("listen in %s: %w", m.name, err)
+	addr := net.JoinHostPort(m.ID.Address, "5201")
+	if err := m.NS.Do(func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
+		return fmt.Errorf("listen in %s: %w", m.Name, err)
 	}
 	defer l.Close()
 	got := make(chan [32]byte, 1)
@@ -369,25 +265,25 @@ func transfer(n, m *node, size int) error {
 		got <- sum
 	}()
 	var conn net.Conn
-	if err := n.ns.Do(func() (err error) { conn, err = net.DialTimeout("tcp", addr, 5*time.Second); return err }); err != nil {
-		return fmt.Errorf("dial %s from %s: %w", addr, n.name, err)
+	if err := n.NS.Do(func() (err error) { conn, err = net.DialTimeout("tcp", addr, 5*time.Second); return err }); err != nil {
+		return fmt.Errorf("dial %s from %s: %w", addr, n.Name, err)
 	}
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.Copy(conn, bytes.NewReader(payload)); err != nil {
 		conn.Close()
-		return fmt.Errorf("send %s -> %s: %w", n.name, m.name, err)
+		return fmt.Errorf("send %s -> %s: %w", n.Name, m.Name, err)
 	}
 	conn.Close()
 	select {
 	case sum := <-got:
 		if sum != want {
-			return fmt.Errorf("%s -> %s: content differs (sha256 %x, sent %x)", n.name, m.name, sum[:6], want[:6])
+			return fmt.Errorf("%s -> %s: content differs (sha256 %x, sent %x)", n.Name, m.Name, sum[:6], want[:6])
 		}
 		return nil
 	case err := <-errc:
 		return err
 	case <-time.After(25 * time.Second):
-		return fmt.Errorf("%s -> %s: transfer did not finish", n.name, m.name)
+		return fmt.Errorf("%s -> %s: transfer did not finish", n.Name, m.Name)
 	}
 }
 

@@ -4,12 +4,9 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,31 +23,13 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
-type agentNode struct {
-	name, dir string
-	ns        *netlab.NS
-	id        e2e.Identity
-	proc      *netlab.Proc
-}
+type agentNode struct{ *e2e.Node }
 
-func (n *agentNode) sock() string { return filepath.Join(n.dir, "agent.sock") }
-
-func (n *agentNode) status() *agent.Status {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	s, err := agent.FetchStatus(ctx, n.sock())
-	if err != nil {
-		return nil
-	}
-	return s
-}
-
+// peer is how n sees the named peer now (zero when it cannot tell).
 func (n *agentNode) peer(name string) agent.PeerStatus {
-	if s := n.status(); s != nil {
-		for _, p := range s.Peers {
-			if p.Name == name {
-				return p
-			}
+	if s, err := n.Status(); err == nil {
+		if p := e2e.Peer(s, name); p != nil {
+			return *p
 		}
 	}
 	return agent.PeerStatus{}
@@ -121,98 +100,82 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, strict bool, relayPort u
 	secrets, err := clusterkey.Generate()
 	must(err)
 	dir := t.TempDir()
-	host := func(name string, sw *netlab.Switch, addr, gw string) *agentNode {
+	host := func(name string, sw *netlab.Switch, addr, gw string) *netlab.NS {
 		ns, err := lab.Host(name)
 		must(err)
 		must(sw.Attach(ns, "eth0", netip.PrefixFrom(ip(addr), 24)))
 		if gw != "" {
 			must(ns.DefaultRoute(ip(gw)))
 		}
-		n := &agentNode{name: name, ns: ns, dir: filepath.Join(dir, name)}
-		must(os.MkdirAll(n.dir, 0o755))
-		return n
+		return ns
+	}
+	agentHost := func(name string, sw *netlab.Switch, addr, gw string) *agentNode {
+		return &agentNode{e2e.NewNode(t, bin, host(name, sw, addr, gw), name, filepath.Join(dir, name), secrets.ID)}
 	}
 	disc := host("disc", wan, "203.0.113.3", "")
-	_, err = disc.ns.Start(exec.Command(bin, "discovery", "serve", "--listen", "203.0.113.3:3000", "--metrics-listen", "", "--snapshot-path", ""))
+	_, _, err = e2e.StartDiscovery(disc, bin, netip.MustParseAddrPort("203.0.113.3:3000"))
 	must(err)
 
-	nodes := []*agentNode{host("a", lanA, "192.0.2.10", "192.0.2.1"), host("b", lanB, "198.51.100.10", "198.51.100.1"), host("r", wan, "203.0.113.21", "")}
+	nodes := []*agentNode{agentHost("a", lanA, "192.0.2.10", "192.0.2.1"), agentHost("b", lanB, "198.51.100.10", "198.51.100.1"), agentHost("r", wan, "203.0.113.21", "")}
 	for _, n := range nodes {
-		n.id, err = e2e.NewIdentity(n.ns, bin, secrets.ID, filepath.Join(n.dir, "state"))
-		must(err)
 		cfg := &config.Config{
 			APIVersion: config.APIVersion,
-			Node:       config.Node{Name: n.name},
+			Node:       config.Node{Name: n.Name},
 			Cluster:    config.Cluster{ID: secrets.ID, Secret: secrets.Secret},
 			Discovery:  config.Discovery{Endpoints: []string{"http://203.0.113.3:3000/"}},
-			Relay:      relayOf(n.name == "r" && path != "no-path", relayPort),
+			Relay:      relayOf(n.Name == "r" && path != "no-path", relayPort),
 		}
-		data, err := config.Render(cfg)
-		must(err)
-		must(os.WriteFile(filepath.Join(n.dir, "config.yaml"), data, 0o600))
+		n.WriteConfig(t, cfg)
 	}
 	for _, n := range nodes {
-		n.proc, err = n.ns.Start(exec.Command(bin, "run", "--config", filepath.Join(n.dir, "config.yaml"),
-			"--state-dir", filepath.Join(n.dir, "state"), "--socket", n.sock(), "--wireguard", "userspace", "--no-host-policy"))
-		must(err)
+		n.Start(t, "--wireguard", "userspace", "--no-host-policy")
 	}
 	a, b := nodes[0], nodes[1]
-	watch := watchTraversal(t, disc.ns, "203.0.113.3:3000", secrets.ID, secrets.Secret)
-	outputs := func() string {
-		var s strings.Builder
-		for _, n := range nodes {
-			out := n.proc.Output()
-			if len(out) > 2500 {
-				out = out[len(out)-2500:]
-			}
-			fmt.Fprintf(&s, "--- %s ---\n%s\n", n.name, out)
-		}
-		return s.String()
-	}
+	watch := watchTraversal(t, disc, "203.0.113.3:3000", secrets.ID, secrets.Secret)
+	outputs := func() string { return e2e.Outputs(2500, a.Node, b.Node, nodes[2].Node) }
 
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		pa, pb := a.peer("b"), b.peer("a")
+	var pa, pb agent.PeerStatus
+	if err := e2e.Poll(60*time.Second, 200*time.Millisecond, func() (bool, string) {
+		pa, pb = a.peer("b"), b.peer("a")
 		via := map[string]string{"relayed": "r", "direct": ""}[path]
 		if pa.Path == path && pa.Via == via && pa.State == "up" && pb.Path == path && pb.Via == via && pb.State == "up" {
 			t.Logf("a sees b: %s %s at %s (%s)", pa.Path, pa.Via, pa.Endpoint, pa.PathReason)
-			break
+			return true, ""
 		}
 		if path == "no-path" && pa.Path == path && pb.Path == path && pa.State != "up" && pb.State != "up" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a sees b %+v\nb sees a %+v\n%s", pa, pb, outputs())
+			return true, ""
 		}
 		watch.poll()
-		time.Sleep(200 * time.Millisecond)
+		return false, ""
+	}); err != nil {
+		t.Fatalf("a sees b %+v\nb sees a %+v\n%s", pa, pb, outputs())
 	}
 	watch.poll()
 	// Relaying is announced in the sealed discovery data, by r only.
 	for _, n := range nodes {
 		want := uint16(0)
-		if n.name == "r" && path != "no-path" {
+		if n.Name == "r" && path != "no-path" {
 			want = cmp.Or(relayPort, 51820)
 		}
-		if got := watch.relayPort[n.id.PublicKey]; got != want {
-			t.Errorf("%s publishes relay port %d, want %d", n.name, got, want)
+		if got := watch.relayPort[n.ID.PublicKey]; got != want {
+			t.Errorf("%s publishes relay port %d, want %d", n.Name, got, want)
 		}
 	}
 	// Neither a nor b could reach the other at first: one asked the other
 	// to meet through the discovery data, and both took part.
-	if !watch.asked(a.id.PublicKey, b.id.PublicKey) && !watch.asked(b.id.PublicKey, a.id.PublicKey) {
+	if !watch.asked(a.ID.PublicKey, b.ID.PublicKey) && !watch.asked(b.ID.PublicKey, a.ID.PublicKey) {
 		t.Errorf("no rendezvous between a and b was published")
 	}
 	for _, n := range []*agentNode{a, b} {
 		if p := metric(t, n, "meshspan_nat_punches_total"); p < 1 {
-			t.Errorf("%s: meshspan_nat_punches_total = %v, want >= 1", n.name, p)
+			t.Errorf("%s: meshspan_nat_punches_total = %v, want >= 1", n.Name, p)
 		}
 	}
 	if path == "no-path" {
 		// The table says so, and why, instead of a peer silently flapping.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		out, err := a.ns.Exec(ctx, bin, "status", "--socket", a.sock())
+		out, err := a.NS.Exec(ctx, bin, "status", "--socket", a.Socket())
 		if err != nil {
 			t.Fatalf("status: %v\n%s", err, out)
 		}
@@ -225,17 +188,17 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, strict bool, relayPort u
 	}
 	// Traffic between the mesh addresses crosses the relay.
 	var c *net.UDPConn
-	must(b.ns.Do(func() (err error) {
-		c, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip(b.id.Address), 7007)))
+	must(b.NS.Do(func() (err error) {
+		c, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip(b.ID.Address), 7007)))
 		return err
 	}))
 	defer c.Close()
 	var s *net.UDPConn
-	must(a.ns.Do(func() (err error) { s, err = net.ListenUDP("udp6", nil); return err }))
+	must(a.NS.Do(func() (err error) { s, err = net.ListenUDP("udp6", nil); return err }))
 	defer s.Close()
 	got := make([]byte, 100)
 	for i := 0; ; i++ {
-		s.WriteToUDPAddrPort(marker, netip.AddrPortFrom(ip(b.id.Address), 7007))
+		s.WriteToUDPAddrPort(marker, netip.AddrPortFrom(ip(b.ID.Address), 7007))
 		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 		if k, _, err := c.ReadFromUDPAddrPort(got); err == nil && string(got[:k]) == string(marker) {
 			break
@@ -256,19 +219,12 @@ func agentsBehindNAT(t *testing.T, mode netlab.NATMode, strict bool, relayPort u
 // metric reads one sample from n's /metrics (on its status socket).
 func metric(t *testing.T, n *agentNode, name string) float64 {
 	t.Helper()
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", n.sock())
-		}}}
-	resp, err := hc.Get("http://agent/metrics")
+	body, err := n.Metrics()
 	if err != nil {
-		t.Fatalf("%s /metrics: %v", n.name, err)
+		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	var v float64
-	for _, l := range strings.Split(string(body), "\n") {
+	for _, l := range strings.Split(body, "\n") {
 		if s, ok := strings.CutPrefix(l, name+" "); ok {
 			fmt.Sscan(s, &v)
 		}

@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -28,6 +27,7 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/natpath/drive"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
 	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
 )
 
@@ -108,12 +108,10 @@ func (w *world) relayProcess(ns *netlab.NS, addr netip.Addr, port uint16, mode s
 		w.t.Fatal(err)
 	}
 	w.t.Cleanup(func() { p.Stop(3 * time.Second) })
-	deadline := time.Now().Add(10 * time.Second)
-	for !bytes.Contains(p.Output(), []byte("relay ready")) {
-		if time.Now().After(deadline) {
-			w.t.Fatalf("relay process did not start: %s", p.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := e2e.Poll(10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		return bytes.Contains(p.Output(), []byte("relay ready")), string(p.Output())
+	}); err != nil {
+		w.t.Fatalf("relay process did not start: %v", err)
 	}
 	return relay.Target{Addr: netip.AddrPortFrom(addr, port), Key: key.PublicKey()}, p
 }
@@ -470,24 +468,20 @@ func (n *node) statusOf(p *node) natpath.Status {
 // waitPath waits until a and b each see the other in mode (and via, if set).
 func (w *world) waitPath(d time.Duration, mode natpath.Mode, via string) {
 	w.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		sa, sb := w.a.statusOf(w.b), w.b.statusOf(w.a)
-		if sa.Mode == mode && sb.Mode == mode && (via == "" || sa.Via == via && sb.Via == via) {
-			if mode == natpath.ModeRelayed {
-				w.relayedAt = time.Now()
-			}
-			return
+	var sa, sb natpath.Status
+	if err := e2e.Poll(d, 50*time.Millisecond, func() (bool, string) {
+		sa, sb = w.a.statusOf(w.b), w.b.statusOf(w.a)
+		return sa.Mode == mode && sb.Mode == mode && (via == "" || sa.Via == via && sb.Via == via), ""
+	}); err != nil {
+		for _, r := range w.routers {
+			out, _ := r.Exec(context.Background(), "conntrack", "-L", "-p", "udp")
+			w.t.Logf("conntrack on %s:\n%s", r.Name(), out)
 		}
-		if time.Now().After(deadline) {
-			for _, r := range w.routers {
-				out, _ := r.Exec(context.Background(), "conntrack", "-L", "-p", "udp")
-				w.t.Logf("conntrack on %s:\n%s", r.Name(), out)
-			}
-			w.t.Fatalf("after %s: a->b %s via %q (%s), b->a %s via %q (%s); want %s via %q\n%s\n%s",
-				d, sa.Mode, sa.Via, sa.Reason, sb.Mode, sb.Via, sb.Reason, mode, via, w.a.History(), w.b.History())
-		}
-		time.Sleep(50 * time.Millisecond)
+		w.t.Fatalf("after %s: a->b %s via %q (%s), b->a %s via %q (%s); want %s via %q\n%s\n%s",
+			d, sa.Mode, sa.Via, sa.Reason, sb.Mode, sb.Via, sb.Reason, mode, via, w.a.History(), w.b.History())
+	}
+	if mode == natpath.ModeRelayed {
+		w.relayedAt = time.Now()
 	}
 }
 
@@ -553,105 +547,24 @@ func roundTrip(t testing.TB, n *node, to netip.AddrPort, payload []byte, d time.
 	return 0
 }
 
-// capture runs tcpdump on every port of a switch (-i any in its namespace:
-// the bridge device itself does not see frames forwarded between ports).
+// capture records the UDP on every port of a switch (all interfaces of
+// its namespace: the bridge device itself does not see frames forwarded
+// between ports).
 type capture struct {
 	name string
-	file string
-	proc *netlab.Proc
+	*e2e.Capture
 }
 
 func (w *world) capture(sw *netlab.Switch, name string) *capture {
 	w.t.Helper()
-	f, err := os.CreateTemp("", "natcap-*.pcap")
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	f.Close()
-	w.t.Cleanup(func() {
-		if os.Getenv("NAT_KEEP_PCAP") == "" {
-			os.Remove(f.Name())
-		}
-	})
-	// On a busy host tcpdump may not run for a while, and the kernel drops
-	// what does not fit its ring meanwhile. The ring is made of blocks of
-	// at least one snaplen each (256 KiB here), and in immediate mode each
-	// block is handed over as soon as a packet is in it: with the default
-	// 2 MiB ring, a tcpdump stopped while 200 packets passed kept 4 of them.
-	// Without immediate mode blocks fill up (or are handed over after
-	// tcpdump's 1 s timeout) and it kept all 200; the 32 MiB ring is margin.
-	cmd := exec.Command("tcpdump", "-B", "32768", "-i", "any", "-U", "-s", "0", "-w", f.Name(), "udp")
-	p, err := sw.NS().Start(cmd)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	c := &capture{name: name, file: f.Name(), proc: p}
-	// tcpdump writes the pcap header once it is listening.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if st, err := os.Stat(c.file); err == nil && st.Size() > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("tcpdump on %s did not start: %s", name, p.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return c
+	return &capture{name: name, Capture: e2e.StartCapture(w.t, sw.NS(), "", e2e.UDP)}
 }
 
-// captureStats is what tcpdump reports on exit.
-type captureStats struct {
-	captured, received, dropped int // dropped: by the kernel (ring full)
-	ok                          bool
-}
-
-// parseCaptureStats reads tcpdump's closing lines ("N packets captured",
-// "N packets received by filter", "N packets dropped by kernel").
-func parseCaptureStats(out []byte) captureStats {
-	var st captureStats
-	found := 0
-	for _, line := range strings.Split(string(out), "\n") {
-		var n int
-		var rest string
-		if k, _ := fmt.Sscanf(strings.TrimSpace(line), "%d packets %s", &n, &rest); k != 2 {
-			continue
-		}
-		switch {
-		case strings.HasSuffix(line, "packets captured"):
-			st.captured = n
-			found++
-		case strings.HasSuffix(line, "received by filter"):
-			st.received = n
-			found++
-		case strings.HasSuffix(line, "dropped by kernel"):
-			st.dropped = n
-			found++
-		}
-	}
-	st.ok = found == 3
-	return st
-}
-
-// stop ends the capture and returns the bytes captured and tcpdump's own
-// count of what it captured and dropped.
-func (c *capture) stop(t testing.TB) ([]byte, captureStats) {
-	t.Helper()
-	if err := c.proc.Stop(3 * time.Second); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Logf("tcpdump %s: %v", c.name, err)
-		}
-	}
-	b, err := os.ReadFile(c.file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := parseCaptureStats(c.proc.Output())
-	if !st.ok {
-		t.Errorf("tcpdump %s printed no statistics on exit: %s", c.name, c.proc.Output())
-	}
-	return b, st
+// stop ends the capture and returns the frames captured and the kernel's
+// count of what it received and dropped.
+func (c *capture) stop() ([][]byte, e2e.CaptureStats) {
+	frames := c.Stop()
+	return frames, c.Stats()
 }
 
 // throughput sends size bytes over TCP from n to p through the mesh and

@@ -5,7 +5,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -273,12 +272,8 @@ func TestNoPlaintextOnAnyUnderlayLink(t *testing.T) {
 			}
 			// Positive control: the same marker sent in clear over the
 			// underlay (a to r1, and b to r1: together they cross every
-			// link) must show up in every file, or the capture proves
-			// nothing. It also drains the captures: tcpdump hands over the
-			// kernel's ring in order (a block when full, or after its 1 s
-			// timeout) and exits on SIGTERM without reading what is left,
-			// so only once the control is in a file is everything before
-			// it there too. Re-sent, bounded, until every file holds it.
+			// link) must show up in every capture, or the capture proves
+			// nothing. Re-sent, bounded, until every capture holds it.
 			ctlMarker := append([]byte("control:"), marker...)
 			var senders []*net.UDPConn
 			for _, n := range []*node{w.a, w.b} {
@@ -292,7 +287,7 @@ func TestNoPlaintextOnAnyUnderlayLink(t *testing.T) {
 			deadline := time.Now().Add(15 * time.Second)
 			for _, cp := range caps {
 				for time.Now().Before(deadline) {
-					if b, _ := os.ReadFile(cp.file); bytes.Contains(b, ctlMarker) {
+					if cp.Has(ctlMarker) {
 						break
 					}
 					for _, c := range senders {
@@ -302,12 +297,15 @@ func TestNoPlaintextOnAnyUnderlayLink(t *testing.T) {
 				}
 			}
 			for _, cp := range caps {
-				b, st := cp.stop(t)
-				n := bytes.Count(b, marker)
-				ctl := bytes.Count(b, ctlMarker)
-				data := wireGuardData(udpPayloads(b))
-				t.Logf("%s: %d WireGuard data packets, marker only in the %d control packet copies; tcpdump: %d captured, %d received by filter, %d dropped by kernel, %d left in its ring at exit",
-					cp.name, data, ctl, st.captured, st.received, st.dropped, st.received-st.captured-st.dropped)
+				frames, st := cp.stop()
+				var n, ctl int
+				for _, f := range frames {
+					n += bytes.Count(f, marker)
+					ctl += bytes.Count(f, ctlMarker)
+				}
+				data := wireGuardData(udpPayloads(frames))
+				t.Logf("%s: %d WireGuard data packets, marker only in the %d control packet copies; capture: %d captured, %d received by filter, %d dropped by kernel, %d not kept",
+					cp.name, data, ctl, st.Captured, st.Received, st.Dropped, st.Received-st.Captured-st.Dropped)
 				if n != ctl {
 					t.Errorf("%s: plaintext marker captured %d times outside the control packet", cp.name, n-ctl)
 				}
@@ -318,12 +316,12 @@ func TestNoPlaintextOnAnyUnderlayLink(t *testing.T) {
 				// the traffic: 50 round trips put at least 100 WireGuard
 				// data packets on every link (-i any sees most twice). A
 				// capture on a busy host may miss some, but only those
-				// tcpdump reports dropping, and not most of them.
-				if st.dropped > st.received/2 {
-					t.Errorf("%s: tcpdump dropped %d of %d packets: the capture proves nothing", cp.name, st.dropped, st.received)
+				// the kernel reports dropping, and not most of them.
+				if st.Dropped > st.Received/2 {
+					t.Errorf("%s: the capture dropped %d of %d packets: it proves nothing", cp.name, st.Dropped, st.Received)
 				}
-				if data+st.dropped < 100 {
-					t.Errorf("%s: %d WireGuard data packets captured (and %d packets dropped), want >= 100: the capture missed the mesh traffic", cp.name, data, st.dropped)
+				if data+st.Dropped < 100 {
+					t.Errorf("%s: %d WireGuard data packets captured (and %d packets dropped), want >= 100: the capture missed the mesh traffic", cp.name, data, st.Dropped)
 				}
 			}
 		})

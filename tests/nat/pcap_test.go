@@ -1,30 +1,21 @@
 package nat
 
 import (
-	"encoding/binary"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
-// udpPayloads returns the UDP payloads of a pcap written by
-// `tcpdump -i any` (link type LINUX_SLL2, IPv4 only: the underlay here is).
-func udpPayloads(pcap []byte) [][]byte {
-	const sll2 = 276
-	if len(pcap) < 24 || binary.LittleEndian.Uint32(pcap) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(pcap[20:]) != sll2 {
-		return nil
-	}
+// udpPayloads returns the UDP payloads of captured Ethernet frames (IPv4
+// only: the underlay here is).
+func udpPayloads(frames [][]byte) [][]byte {
 	var out [][]byte
-	for off := 24; off+16 <= len(pcap); {
-		incl := int(binary.LittleEndian.Uint32(pcap[off+8:]))
-		rec := pcap[off+16 : min(off+16+incl, len(pcap))]
-		off += 16 + incl
-		if len(rec) < 20+20+8 || binary.BigEndian.Uint16(rec) != 0x0800 {
+	for _, f := range frames {
+		pkt := e2e.IPPacket(f)
+		if len(pkt) == 0 || pkt[0]>>4 != 4 {
 			continue
 		}
-		ipv4 := rec[20:]
-		ihl := int(ipv4[0]&0x0f) * 4
-		if ipv4[9] != 17 || len(ipv4) < ihl+8 {
-			continue
+		if proto, l4 := e2e.Transport(pkt); proto == 17 && len(l4) >= 8 {
+			out = append(out, l4[8:])
 		}
-		out = append(out, ipv4[ihl+8:])
 	}
 	return out
 }

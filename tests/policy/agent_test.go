@@ -1,13 +1,8 @@
 package policy
 
 import (
-	"context"
-	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,16 +19,10 @@ var agentBin string
 
 func TestMain(m *testing.M) { e2e.Main(m, &agentBin) }
 
-// agentNode is a host running the real agent binary.
+// agentNode is a host running the real agent binary (e2e.Node).
 type agentNode struct {
-	name, dir   string
-	ns          *netlab.NS
+	*e2e.Node
 	ip          netip.Addr // underlay
-	cfgPath     string
-	stateDir    string
-	sock        string
-	id          e2e.Identity
-	proc        *netlab.Proc
 	secrets     clusterkey.Secrets
 	discoveries []string
 }
@@ -52,93 +41,38 @@ func newAgentNode(t *testing.T, lab *netlab.Lab, sw *netlab.Switch, secrets clus
 	if err := sw.Attach(ns, underIf, netip.PrefixFrom(ip, 24)); err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(t.TempDir(), name)
-	n := &agentNode{name: name, dir: dir, ns: ns, ip: ip, secrets: secrets,
-		cfgPath: filepath.Join(dir, "config.yaml"), stateDir: filepath.Join(dir, "state"), sock: filepath.Join(dir, "agent.sock")}
-	if n.id, err = e2e.NewIdentity(ns, agentBin, secrets.ID, n.stateDir); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return &agentNode{Node: e2e.NewNode(t, agentBin, ns, name, filepath.Join(t.TempDir(), name), secrets.ID), ip: ip, secrets: secrets}
 }
 
 func (n *agentNode) config() *config.Config {
 	return &config.Config{
 		APIVersion: config.APIVersion,
-		Node:       config.Node{Name: n.name},
+		Node:       config.Node{Name: n.Name},
 		Cluster:    config.Cluster{ID: n.secrets.ID, Secret: n.secrets.Secret},
 		Discovery:  config.Discovery{Endpoints: n.discoveries},
 	}
 }
 
 func (n *agentNode) staticPeer(networks ...string) config.StaticPeer {
-	return config.StaticPeer{Name: n.name, PublicKey: n.id.PublicKey, Address: n.id.Address,
+	return config.StaticPeer{Name: n.Name, PublicKey: n.ID.PublicKey, Address: n.ID.Address,
 		Endpoints: []string{netip.AddrPortFrom(n.ip, wgPort).String()}, Networks: networks}
 }
 
 func (n *agentNode) start(t *testing.T, cfg *config.Config) {
 	t.Helper()
-	data, err := config.Render(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(n.cfgPath, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n.proc, err = n.ns.Start(exec.Command(agentBin, "run", "--config", n.cfgPath, "--state-dir", n.stateDir,
-		"--socket", n.sock, "--wireguard", "userspace"))
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (n *agentNode) status() (*agent.Status, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	return agent.FetchStatus(ctx, n.sock)
+	n.WriteConfig(t, cfg)
+	n.Start(t, "--wireguard", "userspace")
 }
 
 // waitUp waits until every node sees every other one up.
 func waitUp(t *testing.T, timeout time.Duration, nodes ...*agentNode) {
 	t.Helper()
-	var why string
-	ok := eventually(timeout, func() bool {
-		var b strings.Builder
-		for _, n := range nodes {
-			s, err := n.status()
-			if err != nil {
-				fmt.Fprintf(&b, "%s: %v; ", n.name, err)
-				continue
-			}
-			for _, m := range nodes {
-				if m == n {
-					continue
-				}
-				state := "absent"
-				for _, p := range s.Peers {
-					if p.Name == m.name {
-						state = p.State + " via " + p.Endpoint
-					}
-				}
-				if !strings.HasPrefix(state, "up") {
-					fmt.Fprintf(&b, "%s sees %s %s; ", n.name, m.name, state)
-				}
-			}
-		}
-		why = b.String()
-		return why == ""
-	})
-	if !ok {
-		var out strings.Builder
-		for _, n := range nodes {
-			if n.proc != nil {
-				o := n.proc.Output()
-				if len(o) > 2000 {
-					o = o[len(o)-2000:]
-				}
-				fmt.Fprintf(&out, "\n--- %s ---\n%s", n.name, o)
-			}
-		}
-		t.Fatalf("mesh not up within %s: %s%s", timeout, why, out.String())
+	agents := make([]*e2e.Node, len(nodes))
+	for i, n := range nodes {
+		agents[i] = n.Node
+	}
+	if err := e2e.Poll(timeout, 20*time.Millisecond, func() (bool, string) { return e2e.AllUp(agents...) }); err != nil {
+		t.Fatalf("mesh not up: %v", err)
 	}
 }
 
@@ -159,16 +93,14 @@ func startDiscovery(t *testing.T, ns *netlab.NS, addr netip.Addr) string {
 
 func (n *agentNode) peerStatus(t *testing.T, name string) agent.PeerStatus {
 	t.Helper()
-	s, err := n.status()
+	s, err := n.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range s.Peers {
-		if p.Name == name {
-			return p
-		}
+	if p := e2e.Peer(s, name); p != nil {
+		return *p
 	}
-	t.Fatalf("%s does not list peer %s", n.name, name)
+	t.Fatalf("%s does not list peer %s", n.Name, name)
 	return agent.PeerStatus{}
 }
 

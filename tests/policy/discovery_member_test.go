@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
 // TestDiscoveryOnAMember: the discovery service runs on a member, pub, at
@@ -21,7 +23,7 @@ func TestDiscoveryOnAMember(t *testing.T) {
 	pub := newAgentNode(t, lab, wan, secrets, "pub", netip.MustParseAddr("203.0.113.10"))
 	other := newAgentNode(t, lab, wan, secrets, "other", netip.MustParseAddr("203.0.113.11"))
 	late := newAgentNode(t, lab, wan, secrets, "late", netip.MustParseAddr("203.0.113.12"))
-	url := startDiscovery(t, pub.ns, pub.ip) // default flags: WireGuard's mark
+	url := startDiscovery(t, pub.NS, pub.ip) // default flags: WireGuard's mark
 	for _, n := range []*agentNode{pub, other, late} {
 		n.discoveries = []string{url}
 	}
@@ -37,19 +39,19 @@ func TestDiscoveryOnAMember(t *testing.T) {
 		{"add", "rule", "inet", "cut", "in", "ip", "saddr", pub.ip.String(), "udp", "sport", "51820", "drop"},
 		{"add", "rule", "inet", "cut", "out", "ip", "daddr", pub.ip.String(), "udp", "dport", "51820", "drop"},
 	} {
-		if out, err := other.ns.Exec(context.Background(), "nft", cmd...); err != nil {
+		if out, err := other.NS.Exec(context.Background(), "nft", cmd...); err != nil {
 			t.Fatalf("nft %v: %v: %s", cmd, err, out)
 		}
 	}
-	if !eventually(45*time.Second, func() bool {
-		return other.peerStatus(t, "pub").State == "down" && pub.peerStatus(t, "other").State == "down"
-	}) {
+	if e2e.Poll(45*time.Second, 20*time.Millisecond, func() (bool, string) {
+		return other.peerStatus(t, "pub").State == "down" && pub.peerStatus(t, "other").State == "down", ""
+	}) != nil {
 		t.Fatalf("pub and other still see each other: %+v / %+v", other.peerStatus(t, "pub"), pub.peerStatus(t, "other"))
 	}
 	// Control: an ordinary connection from other to the service is now
 	// held in the mesh (fail closed), so discovery works only because its
 	// connections are marked.
-	if err := other.ns.Do(func() error {
+	if err := other.NS.Do(func() error {
 		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(pub.ip, 3000).String(), time.Second)
 		if err == nil {
 			c.Close()

@@ -4,7 +4,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -24,6 +23,7 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netpolicy"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
 )
 
@@ -248,7 +248,7 @@ func listenUDP(t *testing.T, ns *netlab.NS, port int, marker []byte) *udpSink {
 			if err != nil {
 				return
 			}
-			if containsBytes(buf[:n], marker) {
+			if e2e.Contains(buf[:n], marker) {
 				s.mu.Lock()
 				s.seen++
 				s.mu.Unlock()
@@ -274,242 +274,13 @@ func sendUDP(t *testing.T, ns *netlab.NS, dst netip.AddrPort, marker []byte, cou
 	}
 }
 
-// containsBytes is bytes.Contains, except that an empty marker is never found.
-func containsBytes(b, sub []byte) bool {
-	return len(sub) > 0 && bytes.Contains(b, sub)
-}
-
-// eventually polls cond every 20 ms until it holds or d passes.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func newMarker() []byte { return []byte("MESHSPAN-PLAINTEXT-" + randHex(16)) }
 
-// --- packet capture (AF_PACKET), no tcpdump needed ---
-
-// capture records every frame on one interface of a namespace.
-type capture struct {
-	fd     int
-	stop   chan struct{}
-	done   chan struct{}
-	mu     sync.Mutex
-	frames [][]byte
-	gso    []int // per frame: GSO segment payload size, 0 for a plain frame
-	bytes  int
-	// dropped is the kernel's count of frames that did not fit the socket
-	// buffer (PACKET_STATISTICS), read when the capture stops.
-	dropped int
-}
-
-// vnetHdrLen is sizeof(struct virtio_net_hdr).
-const vnetHdrLen = 10
-
-const captureLimit = 32 << 20
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-func startCapture(t *testing.T, ns *netlab.NS, ifname string) *capture {
-	t.Helper()
-	c := &capture{stop: make(chan struct{}), done: make(chan struct{})}
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-		if err != nil {
-			return fmt.Errorf("packet socket: %w", err)
-		}
-		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-			unix.Close(fd)
-			return fmt.Errorf("bind packet socket to %s: %w", ifname, err)
-		}
-		// A virtio-net header before each frame tells GSO frames' segment
-		// size, so tests can reason about packets as they go on the wire.
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
-			unix.Close(fd)
-			return fmt.Errorf("PACKET_VNET_HDR: %w", err)
-		}
-		// 32 MiB: on a busy host the loop may not run for a while, and
-		// the kernel drops what does not fit meanwhile (counted, below).
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20); err != nil {
-			unix.Close(fd)
-			return fmt.Errorf("SO_RCVBUFFORCE: %w", err)
-		}
-		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			unix.Close(fd)
-			return err
-		}
-		c.fd = fd
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go c.loop()
-	t.Cleanup(func() {
-		c.Stop()
-		if d := c.Dropped(); d > 0 {
-			t.Logf("capture on %s: the kernel dropped %d frames (%d captured)", ifname, d, len(c.Frames()))
-		}
-	})
-	return c
-}
-
-func (c *capture) loop() {
-	defer close(c.done)
-	buf := make([]byte, 65536)
-	for {
-		select {
-		case <-c.stop:
-			// What the kernel queued before Stop belongs to the capture:
-			// on a busy host this loop may not have run at all yet.
-			for {
-				n, _, err := unix.Recvfrom(c.fd, buf, unix.MSG_DONTWAIT)
-				if err != nil {
-					return
-				}
-				c.record(buf[:n])
-			}
-		default:
-		}
-		n, _, err := unix.Recvfrom(c.fd, buf, 0)
-		if err != nil {
-			continue // timeout: look at stop again
-		}
-		c.record(buf[:n])
-	}
-}
-
-// record keeps one frame read with its virtio-net header.
-func (c *capture) record(b []byte) {
-	if len(b) <= vnetHdrLen {
-		return
-	}
-	gso := int(binary.LittleEndian.Uint16(b[4:6])) // virtio_net_hdr.gso_size
-	if b[1] == 0 {                                 // gso_type none
-		gso = 0
-	}
-	c.mu.Lock()
-	if c.bytes < captureLimit {
-		c.frames = append(c.frames, append([]byte(nil), b[vnetHdrLen:]...))
-		c.gso = append(c.gso, gso)
-		c.bytes += len(b)
-	}
-	c.mu.Unlock()
-}
-
-// Stop ends the capture (idempotent) and returns every frame seen.
-func (c *capture) Stop() [][]byte {
-	select {
-	case <-c.stop:
-	default:
-		close(c.stop)
-		<-c.done
-		if st, err := unix.GetsockoptTpacketStats(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
-			c.mu.Lock()
-			c.dropped = int(st.Drops)
-			c.mu.Unlock()
-		}
-		unix.Close(c.fd)
-	}
-	return c.Frames()
-}
-
-// Dropped is how many frames the kernel dropped (known once stopped).
-func (c *capture) Dropped() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.dropped
-}
-
-// proves fails t when the capture dropped more frames than it kept: then
-// the absence of something in it proves nothing.
-func (c *capture) proves(t *testing.T, what string) {
-	t.Helper()
-	if d, n := c.Dropped(), len(c.Frames()); d > n {
-		t.Fatalf("the %s capture dropped %d frames and kept %d: it proves nothing", what, d, n)
-	}
-}
-
-// Frames returns the frames so far.
-func (c *capture) Frames() [][]byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([][]byte(nil), c.frames...)
-}
-
-// GSO returns each frame's GSO segment size (0 for plain frames).
-func (c *capture) GSO() []int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]int(nil), c.gso...)
-}
-
-func (c *capture) count(pred func([]byte) bool) int {
-	n := 0
-	for _, f := range c.Frames() {
-		if pred(f) {
-			n++
-		}
-	}
-	return n
-}
-
-func (c *capture) has(marker []byte) bool {
-	return c.count(func(f []byte) bool { return containsBytes(f, marker) }) > 0
-}
-
-// ipPacket strips the Ethernet header of a veth frame.
-func ipPacket(frame []byte) []byte {
-	if len(frame) < 14 {
-		return nil
-	}
-	switch binary.BigEndian.Uint16(frame[12:14]) {
-	case 0x0800, 0x86dd:
-		return frame[14:]
-	}
-	return nil
-}
-
-// transport returns the IP protocol and its header+payload.
-func transport(pkt []byte) (proto byte, l4 []byte) {
-	if len(pkt) < 1 {
-		return 0, nil
-	}
-	switch pkt[0] >> 4 {
-	case 4:
-		if len(pkt) < 20 {
-			return 0, nil
-		}
-		ihl := int(pkt[0]&0x0f) * 4
-		if len(pkt) < ihl {
-			return 0, nil
-		}
-		return pkt[9], pkt[ihl:]
-	case 6:
-		if len(pkt) < 40 {
-			return 0, nil
-		}
-		return pkt[6], pkt[40:] // our tests send no extension headers
-	}
-	return 0, nil
-}
+// --- what captures (e2e.Capture) hold ---
 
 // isWireGuardUDP matches UDP to or from the WireGuard port in a veth frame.
 func isWireGuardUDP(frame []byte) bool {
-	proto, l4 := transport(ipPacket(frame))
+	proto, l4 := e2e.Transport(e2e.IPPacket(frame))
 	if proto != unix.IPPROTO_UDP || len(l4) < 8 {
 		return false
 	}
@@ -519,7 +290,7 @@ func isWireGuardUDP(frame []byte) bool {
 // synMSS returns the MSS option of a TCP SYN (raw IP packet, as a TUN
 // capture gives them), or 0.
 func synMSS(pkt []byte) int {
-	proto, l4 := transport(pkt)
+	proto, l4 := e2e.Transport(pkt)
 	if proto != unix.IPPROTO_TCP || len(l4) < 20 || l4[13]&0x12 != 0x02 {
 		return 0
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
 // A node behind a masquerading router joins the mesh through discovery:
@@ -49,7 +50,7 @@ func TestNATedNodeJoinsTheMesh(t *testing.T) {
 	for _, r := range []struct {
 		n  *netlab.NS
 		gw string
-	}{{priv.ns, "198.51.100.1"}, {pub.ns, "203.0.113.254"}} {
+	}{{priv.NS, "198.51.100.1"}, {pub.NS, "203.0.113.254"}} {
 		if err := r.n.DefaultRoute(netip.MustParseAddr(r.gw)); err != nil {
 			t.Fatal(err)
 		}
@@ -64,29 +65,29 @@ func TestNATedNodeJoinsTheMesh(t *testing.T) {
 	if ep := pub.peerStatus(t, "priv").Endpoint; !strings.HasPrefix(ep, "203.0.113.1:") {
 		t.Errorf("pub reaches priv via %q, want the NAT's public address 203.0.113.1", ep)
 	}
-	listenTCP(t, priv.ns, 7000)
-	listenTCP(t, pub.ns, 7000)
-	wire := startCapture(t, rtr, netlab.NATWanIf)
+	listenTCP(t, priv.NS, 7000)
+	listenTCP(t, pub.NS, 7000)
+	wire := e2e.StartCapture(t, rtr, netlab.NATWanIf, nil)
 	marker := newMarker()
 	for _, c := range []struct {
 		from *agentNode
 		dst  string
 	}{
-		{pub, priv.id.Address},  // mesh address
+		{pub, priv.ID.Address},  // mesh address
 		{pub, priv.ip.String()}, // private underlay address, routed into the mesh
-		{priv, pub.id.Address},  // and back
+		{priv, pub.ID.Address},  // and back
 		{priv, pub.ip.String()},
 	} {
-		if err := echo(c.from.ns, netip.AddrPortFrom(netip.MustParseAddr(c.dst), 7000), marker, 5*time.Second); err != nil {
-			t.Errorf("%s -> %s:7000 through the mesh: %v", c.from.name, c.dst, err)
+		if err := echo(c.from.NS, netip.AddrPortFrom(netip.MustParseAddr(c.dst), 7000), marker, 5*time.Second); err != nil {
+			t.Errorf("%s -> %s:7000 through the mesh: %v", c.from.Name, c.dst, err)
 		}
 	}
 	wire.Stop()
-	wire.proves(t, "NAT wire")
-	if wire.has(marker) {
+	wire.Proves(t, "NAT wire")
+	if wire.Has(marker) {
 		t.Fatal("member traffic crossed the NAT in plaintext")
 	}
-	if wire.count(isWireGuardUDP) == 0 {
+	if wire.Count(isWireGuardUDP) == 0 {
 		t.Fatal("no WireGuard UDP crossed the NAT: the capture proves nothing")
 	}
 }
@@ -111,44 +112,44 @@ func TestMeshMTU(t *testing.T) {
 
 	for _, n := range []*agentNode{n1, n2} {
 		// 1400 fits the 1500-byte underlay with WireGuard's 80 bytes.
-		if s, err := n.status(); err != nil || slices.ContainsFunc(s.Warnings, isMTUWarning) {
-			t.Errorf("%s: status %v (%v) warns about the MTU; mesh %d fits underlay 1500", n.name, s.Warnings, err, mtu)
+		if s, err := n.Status(); err != nil || slices.ContainsFunc(s.Warnings, isMTUWarning) {
+			t.Errorf("%s: status %v (%v) warns about the MTU; mesh %d fits underlay 1500", n.Name, s.Warnings, err, mtu)
 		}
-		l, err := n.ns.Netlink().LinkByName(config.DefaultInterface)
+		l, err := n.NS.Netlink().LinkByName(config.DefaultInterface)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if l.Attrs().MTU != mtu {
-			t.Errorf("%s: mesh link MTU %d, want %d", n.name, l.Attrs().MTU, mtu)
+			t.Errorf("%s: mesh link MTU %d, want %d", n.Name, l.Attrs().MTU, mtu)
 		}
-		out, err := n.ns.Exec(context.Background(), "ip", "route", "show", "table", fmt.Sprint(config.DefaultRouteTable))
+		out, err := n.NS.Exec(context.Background(), "ip", "route", "show", "table", fmt.Sprint(config.DefaultRouteTable))
 		if err != nil || !strings.Contains(string(out), fmt.Sprintf("mtu %d", mtu)) {
-			t.Errorf("%s: table %d routes lack mtu %d (%v):\n%s", n.name, config.DefaultRouteTable, mtu, err, out)
+			t.Errorf("%s: table %d routes lack mtu %d (%v):\n%s", n.Name, config.DefaultRouteTable, mtu, err, out)
 		}
 	}
 
-	wire := startCapture(t, n2.ns, underIf)
+	wire := e2e.StartCapture(t, n2.NS, underIf, nil)
 	// DF-set ICMP filling the MTU exactly: IPv6 (40 + 8 header bytes) to the
 	// mesh address, IPv4 (20 + 8) to the underlay address routed into the mesh.
 	for _, p := range []struct {
 		dst     string
 		payload int
-	}{{n2.id.Address, mtu - 48}, {n2.ip.String(), mtu - 28}} {
-		if out, err := pingDF(n1.ns, p.dst, p.payload, 3); err != nil {
+	}{{n2.ID.Address, mtu - 48}, {n2.ip.String(), mtu - 28}} {
+		if out, err := pingDF(n1.NS, p.dst, p.payload, 3); err != nil {
 			t.Errorf("DF ping of %d bytes to %s at MTU %d: %v\n%s", p.payload, p.dst, mtu, err, out)
 		}
-		if out, err := pingDF(n1.ns, p.dst, p.payload+1, 1); err == nil {
+		if out, err := pingDF(n1.NS, p.dst, p.payload+1, 1); err == nil {
 			t.Errorf("DF ping one byte over the MTU to %s passed; want it refused:\n%s", p.dst, out)
 		}
 	}
 	// Large TCP segments: 8 MiB through the mesh, checked end to end.
-	if err := transfer(n1.ns, n2.ns, netip.MustParseAddr(n2.id.Address), 8<<20); err != nil {
+	if err := transfer(n1.NS, n2.NS, netip.MustParseAddr(n2.ID.Address), 8<<20); err != nil {
 		t.Fatal(err)
 	}
 	frames, gso := wire.Stop(), wire.GSO()
 	frags, wgMax := 0, 0
 	for i, f := range frames {
-		pkt := ipPacket(f)
+		pkt := e2e.IPPacket(f)
 		if isFragment(pkt) {
 			frags++
 		}
@@ -177,11 +178,11 @@ func TestMeshMTUAboveUnderlayWarns(t *testing.T) {
 	n1 := newAgentNode(t, lab, sw, secrets, "n1", netip.MustParseAddr("192.0.2.11"))
 	n2 := newAgentNode(t, lab, sw, secrets, "n2", netip.MustParseAddr("192.0.2.12"))
 	for _, n := range []*agentNode{n1, n2} {
-		l, err := n.ns.Netlink().LinkByName(underIf)
+		l, err := n.NS.Netlink().LinkByName(underIf)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := n.ns.Netlink().LinkSetMTU(l, 1400); err != nil {
+		if err := n.NS.Netlink().LinkSetMTU(l, 1400); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -193,14 +194,14 @@ func TestMeshMTUAboveUnderlayWarns(t *testing.T) {
 	}
 	want := "mesh MTU 1420 is above the underlay MTU 1400"
 	var last []string
-	if !eventually(20*time.Second, func() bool {
-		s, err := n1.status()
+	if e2e.Poll(20*time.Second, 20*time.Millisecond, func() (bool, string) {
+		s, err := n1.Status()
 		if err != nil {
-			return false
+			return false, ""
 		}
 		last = s.Warnings
-		return slices.ContainsFunc(s.Warnings, func(w string) bool { return strings.Contains(w, want) && strings.Contains(w, "1320") })
-	}) {
+		return slices.ContainsFunc(s.Warnings, func(w string) bool { return strings.Contains(w, want) && strings.Contains(w, "1320") }), ""
+	}) != nil {
 		t.Fatalf("n1 status warnings %q; want one saying %q and naming 1320 as the fix", last, want)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
 func psk(t *testing.T) wgtypes.Key {
@@ -48,8 +49,8 @@ func TestMemberTrafficGoesThroughTheMeshEncrypted(t *testing.T) {
 	a, b := meshedPair(t)
 	listenTCP(t, b.ns, 7000)
 
-	under := startCapture(t, a.ns, underIf)
-	mesh := startCapture(t, a.ns, a.wgName)
+	under := e2e.StartCapture(t, a.ns, underIf, nil)
+	mesh := e2e.StartCapture(t, a.ns, a.wgName, nil)
 	marker := newMarker()
 	for _, dst := range []netip.Addr{b.under4, b.under6} {
 		if err := echo(a.ns, netip.AddrPortFrom(dst, 7000), marker, 5*time.Second); err != nil {
@@ -58,15 +59,15 @@ func TestMemberTrafficGoesThroughTheMeshEncrypted(t *testing.T) {
 	}
 	under.Stop()
 	mesh.Stop()
-	under.proves(t, "underlay")
+	under.Proves(t, "underlay")
 
-	if under.has(marker) {
+	if under.Has(marker) {
 		t.Fatal("the marker crossed the underlay in plaintext")
 	}
-	if n := under.count(isWireGuardUDP); n == 0 {
+	if n := under.Count(isWireGuardUDP); n == 0 {
 		t.Fatal("no WireGuard UDP on the underlay: the capture saw nothing, or the traffic did not go through the tunnel")
 	}
-	if !mesh.has(marker) {
+	if !mesh.Has(marker) {
 		t.Fatal("the marker never crossed the mesh link")
 	}
 	mss4, mss6 := 0, 0
@@ -99,8 +100,8 @@ func TestDownPeerFailsClosedUnlessBypassAllowed(t *testing.T) {
 	s := a.state()
 	s.Unreachable = hostPrefixes(b.under4, b.under6)
 	a.apply(t, s)
-	under := startCapture(t, a.ns, underIf)
-	mesh := startCapture(t, a.ns, a.wgName)
+	under := e2e.StartCapture(t, a.ns, underIf, nil)
+	mesh := e2e.StartCapture(t, a.ns, a.wgName, nil)
 	for _, dst := range []netip.Addr{b.under4, b.under6} {
 		sendUDP(t, a.ns, netip.AddrPortFrom(dst, 7001), marker, 5)
 		if err := echo(a.ns, netip.AddrPortFrom(dst, 7002), marker, 300*time.Millisecond); err == nil {
@@ -111,12 +112,12 @@ func TestDownPeerFailsClosedUnlessBypassAllowed(t *testing.T) {
 	// session, holds it), and the underlay capture is live (it sees a
 	// datagram to a non-member).
 	control := controlDatagram(t, a, b)
-	if !eventually(3*time.Second, func() bool { return mesh.has(marker) && under.has(control) }) {
-		t.Fatalf("controls failed: marker on the mesh link %v, control on the underlay %v", mesh.has(marker), under.has(control))
+	if e2e.Poll(3*time.Second, 20*time.Millisecond, func() (bool, string) { return mesh.Has(marker) && under.Has(control), "" }) != nil {
+		t.Fatalf("controls failed: marker on the mesh link %v, control on the underlay %v", mesh.Has(marker), under.Has(control))
 	}
 	under.Stop()
-	under.proves(t, "underlay")
-	if under.has(marker) {
+	under.Proves(t, "underlay")
+	if under.Has(marker) {
 		t.Fatal("fail closed broken: the marker left on the underlay in plaintext with bypass off")
 	}
 	if sink.count() != 0 {
@@ -125,15 +126,15 @@ func TestDownPeerFailsClosedUnlessBypassAllowed(t *testing.T) {
 
 	s.AllowDownPeerBypass = true
 	a.apply(t, s)
-	under = startCapture(t, a.ns, underIf)
+	under = e2e.StartCapture(t, a.ns, underIf, nil)
 	for _, dst := range []netip.Addr{b.under4, b.under6} {
 		sendUDP(t, a.ns, netip.AddrPortFrom(dst, 7001), marker, 2)
 		if err := echo(a.ns, netip.AddrPortFrom(dst, 7002), marker, 3*time.Second); err != nil {
 			t.Fatalf("bypass on: TCP to down member %s over the underlay: %v", dst, err)
 		}
 	}
-	if !eventually(3*time.Second, func() bool { return sink.count() >= 2 && under.has(marker) }) {
-		t.Fatalf("bypass on: member got %d marker datagrams, capture saw marker: %v; want both (fallback to the underlay)", sink.count(), under.has(marker))
+	if e2e.Poll(3*time.Second, 20*time.Millisecond, func() (bool, string) { return sink.count() >= 2 && under.Has(marker), "" }) != nil {
+		t.Fatalf("bypass on: member got %d marker datagrams, capture saw marker: %v; want both (fallback to the underlay)", sink.count(), under.Has(marker))
 	}
 }
 
@@ -157,7 +158,7 @@ func TestGuardDropsPlaintextWhenTheMeshLinkIsGone(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), a.wgName) {
 		t.Fatalf("Apply without the mesh link: %v, want an error naming %s", err, a.wgName)
 	}
-	under := startCapture(t, a.ns, underIf)
+	under := e2e.StartCapture(t, a.ns, underIf, nil)
 	marker6 := newMarker()
 	sink6 := listenUDP(t, b.ns, 7004, marker6)
 	sendUDP(t, a.ns, netip.AddrPortFrom(b.under4, 7001), marker, 5)
@@ -165,15 +166,15 @@ func TestGuardDropsPlaintextWhenTheMeshLinkIsGone(t *testing.T) {
 	// Control: unmarked traffic to a non-member still flows, so the capture
 	// is live and the link is up.
 	control := controlDatagram(t, a, b)
-	if !eventually(3*time.Second, func() bool { return under.has(control) }) {
+	if e2e.Poll(3*time.Second, 20*time.Millisecond, func() (bool, string) { return under.Has(control), "" }) != nil {
 		t.Fatal("control datagram to a non-member did not cross the underlay: the capture proves nothing")
 	}
 	under.Stop()
-	under.proves(t, "underlay")
-	if under.has(marker) || sink.count() != 0 {
+	under.Proves(t, "underlay")
+	if under.Has(marker) || sink.count() != 0 {
 		t.Error("with the mesh link gone, IPv4 member traffic left in plaintext")
 	}
-	if under.has(marker6) || sink6.count() != 0 {
+	if under.Has(marker6) || sink6.count() != 0 {
 		t.Error("with the mesh link gone, IPv6 member traffic left in plaintext")
 	}
 }
@@ -192,14 +193,14 @@ func TestLANBypassStaysOffTheMesh(t *testing.T) {
 	if got := s.Marked(); len(got) != 1 || got[0].String() != "198.51.100.0/24" {
 		t.Fatalf("marked %v, want only 198.51.100.0/24", got)
 	}
-	under := startCapture(t, a.ns, underIf)
+	under := e2e.StartCapture(t, a.ns, underIf, nil)
 	for _, dst := range []netip.Addr{b.under4, b.under6} {
 		sendUDP(t, a.ns, netip.AddrPortFrom(dst, 7001), marker, 2)
 	}
-	if !eventually(3*time.Second, func() bool { return sink.count() >= 4 }) {
+	if e2e.Poll(3*time.Second, 20*time.Millisecond, func() (bool, string) { return sink.count() >= 4, "" }) != nil {
 		t.Fatalf("member on the bypassed LAN got %d of 4 datagrams directly", sink.count())
 	}
-	if under.Stop(); !under.has(marker) {
+	if under.Stop(); !under.Has(marker) {
 		t.Fatal("bypassed traffic did not cross the underlay directly")
 	}
 }

@@ -2,80 +2,33 @@ package vm
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
-// capture is tcpdump on a lab switch's bridge: every frame any host on the
-// underlay sends, VMs included.
-type capture struct {
-	p    *netlab.Proc
-	file string
-}
-
-func startCapture(ctx context.Context, sw *netlab.Switch, dir string) (*capture, error) {
-	c := &capture{file: filepath.Join(dir, fmt.Sprintf("br0-%d.pcap", time.Now().UnixNano()))}
-	p, err := sw.NS().Start(exec.Command("tcpdump", "-i", "br0", "-n", "-U", "-s", "512", "-w", c.file))
-	if err != nil {
-		return nil, err
-	}
-	c.p = p
-	deadline := time.Now().Add(15 * time.Second)
-	for !bytes.Contains(p.Output(), []byte("listening on")) {
-		if done, err := p.Exited(); done {
-			return nil, fmt.Errorf("tcpdump exited: %v: %s", err, p.Output())
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			p.Kill()
-			return nil, fmt.Errorf("tcpdump not listening after 15s: %s", p.Output())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return c, nil
-}
-
-func (c *capture) stop() {
-	c.p.Signal(syscall.SIGINT)
-	c.p.Stop(5 * time.Second)
+// startCapture records every frame on a lab switch's bridge: every frame
+// any host on the underlay sends, VMs included.
+func startCapture(sw *netlab.Switch) (*e2e.Capture, error) {
+	return e2e.NewCapture(sw.NS(), "br0", nil)
 }
 
 // carrying counts, per IPv4 destination, the captured frames whose bytes
 // contain marker (in plaintext).
-func (c *capture) carrying(marker []byte) (map[netip.Addr]int, error) {
-	b, err := os.ReadFile(c.file)
-	if err != nil {
-		return nil, err
-	}
-	return framesCarrying(b, marker), nil
-}
-
-// framesCarrying reads a pcap of Ethernet frames (link type 1).
-func framesCarrying(pcap, marker []byte) map[netip.Addr]int {
+func carrying(frames [][]byte, marker []byte) map[netip.Addr]int {
 	out := map[netip.Addr]int{}
-	if len(pcap) < 24 || binary.LittleEndian.Uint32(pcap) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(pcap[20:]) != 1 {
-		return out
-	}
-	for off := 24; off+16 <= len(pcap); {
-		incl := int(binary.LittleEndian.Uint32(pcap[off+8:]))
-		rec := pcap[off+16 : min(off+16+incl, len(pcap))]
-		off += 16 + incl
-		if len(rec) < 14+20 || binary.BigEndian.Uint16(rec[12:]) != 0x0800 {
+	for _, f := range frames {
+		pkt := e2e.IPPacket(f)
+		if len(pkt) < 20 || pkt[0]>>4 != 4 {
 			continue
 		}
-		if bytes.Contains(rec, marker) {
-			dst, _ := netip.AddrFromSlice(rec[14+16 : 14+20])
+		if bytes.Contains(f, marker) {
+			dst, _ := netip.AddrFromSlice(pkt[16:20])
 			out[dst]++
 		}
 	}

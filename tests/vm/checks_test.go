@@ -8,9 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"net/netip"
-
 	"github.com/meshspan/terraform-provider-meshspan/internal/lab"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
 // peerState reads one peer's state from a node's `meshspan-agent status`.
@@ -36,7 +35,7 @@ func peerState(ctx context.Context, l *lab.VMLab, node, peer string) (string, er
 // failClosed: with a member's agent killed, a VM on kernel WireGuard
 // sends it marked datagrams; none crosses the bridge in plaintext, while
 // the same marker to a non-member (the positive control) does.
-func failClosed(dir string) func(context.Context, *lab.VMLab) error {
+func failClosed() func(context.Context, *lab.VMLab) error {
 	return func(ctx context.Context, l *lab.VMLab) error {
 		const vm, down = "do-1", "metal-1"
 		member, _ := l.Node(down)
@@ -47,42 +46,34 @@ func failClosed(dir string) func(context.Context, *lab.VMLab) error {
 		}
 		// Wait for the VM to see the peer down: then the fail-closed
 		// guard, not the tunnel, is what holds the traffic back.
-		deadline := time.Now().Add(3 * time.Minute)
-		for {
+		var st string
+		var err error
+		if e2e.Poll(3*time.Minute, 2*time.Second, func() (bool, string) {
 			c, cancel := context.WithTimeout(ctx, 30*time.Second)
-			st, err := peerState(c, l, vm, down)
+			st, err = peerState(c, l, vm, down)
 			cancel()
-			if err == nil && st == "down" {
-				l.Say("  fail closed: %s sees %s %s", vm, down, st)
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("fail closed: %s still sees %s %q 3m after its agent stopped (%v)", vm, down, st, err)
-			}
-			time.Sleep(2 * time.Second)
+			return err == nil && st == "down", ""
+		}) != nil {
+			return fmt.Errorf("fail closed: %s still sees %s %q 3m after its agent stopped (%v)", vm, down, st, err)
 		}
-		capt, err := startCapture(ctx, l.Internet(), dir)
+		l.Say("  fail closed: %s sees %s %s", vm, down, st)
+		capt, err := startCapture(l.Internet())
 		if err != nil {
 			return err
 		}
-		defer capt.stop()
+		defer capt.Stop()
 		marker := newMarker()
 		c, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		if out, err := l.Exec(c, vm, markerArgs(marker, 5, 0.2, member.Address.Addr(), l.Mirror())...); err != nil {
 			return fmt.Errorf("fail closed: send markers: %v: %s", err, out)
 		}
-		var seen map[netip.Addr]int
-		for i := 0; i < 30; i++ {
-			if seen, err = capt.carrying([]byte(marker)); err == nil && seen[l.Mirror()] > 0 {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		capt.stop()
-		if seen, err = capt.carrying([]byte(marker)); err != nil {
-			return err
-		}
+		// Wait (bounded) for the control: then what was sent before it
+		// had its chance to show too.
+		e2e.Poll(6*time.Second, 200*time.Millisecond, func() (bool, string) {
+			return carrying(capt.Frames(), []byte(marker))[l.Mirror()] > 0, ""
+		})
+		seen := carrying(capt.Stop(), []byte(marker))
 		if seen[l.Mirror()] == 0 {
 			return fmt.Errorf("fail closed: positive control failed: the marker to non-member %s never showed on the bridge (%s)", l.Mirror(), describe(seen))
 		}
@@ -98,7 +89,7 @@ func failClosed(dir string) func(context.Context, *lab.VMLab) error {
 // starts with `flush ruleset`), restarts it, then flushes by hand: each
 // time the agent's table must come back by itself within seconds, and no
 // plaintext to a member crosses the bridge meanwhile.
-func nftRecovery(dir string) func(context.Context, *lab.VMLab) error {
+func nftRecovery() func(context.Context, *lab.VMLab) error {
 	return func(ctx context.Context, l *lab.VMLab) error {
 		const vm, peer = "hetzner-1", "hetzner-2"
 		member, _ := l.Node(peer)
@@ -108,7 +99,7 @@ func nftRecovery(dir string) func(context.Context, *lab.VMLab) error {
 			return fmt.Errorf("nftables.service: %v: %s", err, out)
 		}
 		for _, how := range []string{"systemctl restart nftables.service", "nft flush ruleset"} {
-			capt, err := startCapture(ctx, l.Internet(), dir)
+			capt, err := startCapture(l.Internet())
 			if err != nil {
 				return err
 			}
@@ -144,7 +135,7 @@ nft list table inet meshspan | grep -c 'meta mark set' | sed 's/^/marks=/'
 echo "handle=$h0->$h back_ms=$(( (e-s)/1000000 ))"`
 			out, err := l.Exec(c, vm, "sh", "-c", script)
 			serr := <-sender
-			capt.stop()
+			capt.Stop()
 			if err != nil {
 				return fmt.Errorf("after %q: %v: %s", how, err, out)
 			}
@@ -164,10 +155,7 @@ echo "handle=$h0->$h back_ms=$(( (e-s)/1000000 ))"`
 			if n, _ := strconv.Atoi(res["marks"]); n == 0 {
 				return fmt.Errorf("after %q the table came back without its mark rules: %s", how, out)
 			}
-			seen, err := capt.carrying([]byte(marker))
-			if err != nil {
-				return err
-			}
+			seen := carrying(capt.Frames(), []byte(marker))
 			if seen[l.Mirror()] == 0 {
 				return fmt.Errorf("after %q: positive control failed: no marker to non-member %s on the bridge", how, l.Mirror())
 			}

@@ -109,7 +109,7 @@ func TestMixedMesh(t *testing.T) {
 	// surviving nftables.service and a hand flush, and still blocking an
 	// outsider afterwards while a member gets through; a reboot, then
 	// `systemctl stop`; fail closed with a member stopped.
-	vmChecks := []func(context.Context, *lab.VMLab) error{nftRecovery(t.TempDir()), firewallPorts, rebootAndStop, failClosed(t.TempDir())}
+	vmChecks := []func(context.Context, *lab.VMLab) error{nftRecovery(), firewallPorts, rebootAndStop, failClosed()}
 	err := lab.Run(ctx, lab.Options{
 		Dir: e.dir, Terraform: e.terraform, Agent: e.agent, Out: out,
 		UpTimeout: 3 * time.Minute, IperfTime: time.Second, VMs: 2,

@@ -1,5 +1,9 @@
-// Package e2e holds what the end-to-end suites (tests/mesh, tests/policy,
-// tests/nat) share about running meshspan-agent in netlab namespaces.
+// Package e2e is the end-to-end suites' harness (tests/mesh, tests/policy,
+// tests/nat, tests/vm): an agent in a netlab namespace (Node: its config,
+// state, status socket, and its output shown when the test fails), the one
+// bounded polling helper (Poll), and the one packet capture (Capture, with
+// the kernel's own received and dropped counts, readable while it runs for
+// positive controls).
 package e2e
 
 import (
