@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -233,7 +234,7 @@ func (w *world) host(name string, sw *netlab.Switch, addr, gw, public string, re
 	}
 	err = ns.Do(func() (err error) {
 		n.dev, err = wg.Open(wg.Options{Name: "ms" + w.suffix + name, Mode: wg.ModeUserspace, MTU: 1420, ListenPort: wgPort,
-			PrivateKey: key, Address: netip.PrefixFrom(n.mesh, 64), Bind: n.bind})
+			PrivateKey: key, Address: netip.PrefixFrom(n.mesh, 64), Bind: n.bind, Logger: slog.New(handshakeLog{n})})
 		return err
 	})
 	if err != nil {
@@ -435,17 +436,44 @@ func (n *node) step(w *world, drv *drive.Driver, peers []*node, members []drive.
 
 // note appends to the history, bounded; n.mu is held.
 func (n *node) note(now time.Time, what string) {
-	if len(n.history) >= 200 {
-		n.history = n.history[100:]
+	if len(n.history) >= 400 {
+		n.history = n.history[200:]
 	}
 	n.history = append(n.history, now.Format("15:04:05.000")+" "+what)
 }
 
-// History is n's path changes and stalls, one a line.
+// History is n's path changes, stalls and WireGuard handshake events, one
+// a line; handshake lines name peers as wireguard-go does, hence the legend.
 func (n *node) History() string {
+	var legend []string
+	for _, p := range []*node{n.w.a, n.w.b, n.w.r1, n.w.r2} {
+		if p != nil && p != n {
+			k := p.key.PublicKey().String()
+			legend = append(legend, fmt.Sprintf("peer(%s…%s)=%s", k[:4], k[39:43], p.name))
+		}
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.name + ":\n  " + strings.Join(n.history, "\n  ")
+	return n.name + " (" + strings.Join(legend, " ") + "):\n  " + strings.Join(n.history, "\n  ")
+}
+
+// handshakeLog records wireguard-go's handshake events in a node's history:
+// with the path changes they tell whether a relay carried nothing or the
+// handshakes through it failed (two initiations crossing each other).
+type handshakeLog struct{ n *node }
+
+func (h handshakeLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h handshakeLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h handshakeLog) WithGroup(string) slog.Handler            { return h }
+
+func (h handshakeLog) Handle(_ context.Context, r slog.Record) error {
+	if !strings.Contains(r.Message, "andshake") && !strings.Contains(r.Message, "invalid") || strings.HasPrefix(r.Message, "Routine:") {
+		return nil
+	}
+	h.n.mu.Lock()
+	h.n.note(r.Time, "wg: "+r.Message)
+	h.n.mu.Unlock()
+	return nil
 }
 
 // passive configures peers on a public node that does not chase NATed
