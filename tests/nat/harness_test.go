@@ -193,7 +193,7 @@ func newWorldProbing(t testing.TB, mode netlab.NATMode, gateway bool, probeEvery
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("path history:\n%s\n%s", w.a.History(), w.b.History())
+			t.Logf("path history:\n%s\n%s\n%s", w.a.History(), w.b.History(), w.relayCounts())
 		}
 	})
 	w.stranger, err = lab.Host("strgr")
@@ -457,6 +457,33 @@ func (n *node) History() string {
 	return n.name + " (" + strings.Join(legend, " ") + "):\n  " + strings.Join(n.history, "\n  ")
 }
 
+// relayCounts says what each relay forwarded and dropped, and what a's and
+// b's devices show of each other, for failure messages.
+func (w *world) relayCounts() string {
+	var out []string
+	for _, r := range []*node{w.r1, w.r2} {
+		line := fmt.Sprintf("%s forwarded %d", r.name, r.server.Forwarded())
+		for _, why := range []string{relay.DropStranger, relay.DropUnknownPeer, relay.DropReplay, relay.DropAddrInUse, relay.DropIDConflict, relay.DropBadMAC, relay.DropNotMember} {
+			if d := r.server.Dropped(why); d > 0 {
+				line += fmt.Sprintf(", dropped %d %s", d, why)
+			}
+		}
+		out = append(out, line)
+	}
+	for _, n := range []*node{w.a, w.b} {
+		stats, _ := n.dev.Peers()
+		for _, s := range stats {
+			for _, p := range []*node{w.a, w.b} {
+				if p != n && s.PublicKey == p.key.PublicKey() {
+					out = append(out, fmt.Sprintf("%s's device for %s: endpoint %s, last handshake %s, rx %d, tx %d",
+						n.name, p.name, s.Endpoint, s.LastHandshake.Format("15:04:05.000"), s.RxBytes, s.TxBytes))
+				}
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // handshakeLog records wireguard-go's handshake events in a node's history:
 // with the path changes they tell whether a relay carried nothing or the
 // handshakes through it failed (two initiations crossing each other).
@@ -467,8 +494,22 @@ func (h handshakeLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
 func (h handshakeLog) WithGroup(string) slog.Handler            { return h }
 
 func (h handshakeLog) Handle(_ context.Context, r slog.Record) error {
-	if !strings.Contains(r.Message, "andshake") && !strings.Contains(r.Message, "invalid") || strings.HasPrefix(r.Message, "Routine:") {
+	keepalive := strings.Contains(r.Message, "keepalive")
+	if !keepalive && !strings.Contains(r.Message, "andshake") && !strings.Contains(r.Message, "invalid") || strings.HasPrefix(r.Message, "Routine:") {
 		return nil
+	}
+	if keepalive { // only between a and b: the relays' are noise here
+		other := h.n.w.a
+		if other == h.n {
+			other = h.n.w.b
+		}
+		if other == nil || h.n != h.n.w.a && h.n != h.n.w.b {
+			return nil
+		}
+		k := other.key.PublicKey().String()
+		if !strings.Contains(r.Message, k[:4]+"…"+k[39:43]) {
+			return nil
+		}
 	}
 	h.n.mu.Lock()
 	h.n.note(r.Time, "wg: "+r.Message)
