@@ -80,15 +80,8 @@ type probe struct {
 type pending struct {
 	relay netip.AddrPort // register: the relay asked
 	peer  ID             // ping: the peer asked
-	via   netip.AddrPort // ping through a relay (PingVia): that relay
 	to    netip.AddrPort
 	sent  time.Time
-}
-
-// viaKey names a relayed path: a peer through a relay.
-type viaKey struct {
-	relay netip.AddrPort
-	peer  ID
 }
 
 type epKey struct {
@@ -115,8 +108,8 @@ type Bind struct {
 	probes   map[ID]*probe
 	pending  map[[nonceLen]byte]pending
 	guard    *replayGuard
-	punching map[ID]time.Time     // end of the punch scheduled per peer
-	answered map[viaKey]time.Time // last pong through a relay (PingVia)
+	punching map[ID]time.Time // end of the punch scheduled per peer
+	via      *viaProbes       // probes through relays (PingVia)
 	counter  registrationCounter
 
 	stop chan struct{}
@@ -155,7 +148,7 @@ func NewBind(inner conn.Bind, cfg BindConfig) (*Bind, error) {
 	if cfg.ProbeBurst <= 0 {
 		cfg.ProbeBurst = DefaultProbeBurst
 	}
-	return &Bind{
+	b := &Bind{
 		inner:    inner,
 		cfg:      cfg,
 		self:     IDOf(cfg.PublicKey),
@@ -171,8 +164,9 @@ func NewBind(inner conn.Bind, cfg BindConfig) (*Bind, error) {
 		probeLimit: rate.NewLimiter(rate.Limit(cfg.ProbeRate), cfg.ProbeBurst),
 		guard:      newReplayGuard(DefaultWindow, 1<<14),
 		punching:   make(map[ID]time.Time),
-		answered:   make(map[viaKey]time.Time),
-	}, nil
+	}
+	b.via = newViaProbes(cfg.Key, cfg.PublicKey, b.probeLimit, func() time.Time { return b.now() })
+	return b, nil
 }
 
 // Open opens the inner bind and starts registering with relays and probing.
@@ -280,11 +274,7 @@ func (b *Bind) SetRelays(relays []Target) {
 		if !keep[a] {
 			delete(b.relays, a)
 			delete(b.bySlot, r.slot)
-			for k := range b.answered {
-				if k.relay == a {
-					delete(b.answered, k)
-				}
-			}
+			defer b.via.forget(a)
 			for k := range b.eps {
 				if k.slot == r.slot {
 					delete(b.eps, k)
@@ -362,91 +352,37 @@ func (b *Bind) Direct(peer [32]byte) (DirectState, bool) {
 }
 
 // PingVia probes the path to peer through relay end to end: the peer's
-// Bind answers through the same relay, and Answered then reports when.
-//
-// WireGuard cannot show that a relayed path works from both ends: its
-// persistent keepalive timer restarts on every packet received too, so once
-// one end's keepalive arrives before the other's timer fires, that end sends
-// every keepalive and hears nothing back for as long as the link is idle.
-// A relay-path probe gets an answer from the quiet end.
+// Bind (or Proxy) answers through the same relay, and Answered then reports
+// when. See viaProbes for why WireGuard alone cannot tell.
 func (b *Bind) PingVia(relay netip.AddrPort, peer [32]byte) {
 	relay = unmap(relay)
 	b.mu.RLock()
 	_, ok := b.relays[relay]
 	open := b.stop != nil
 	b.mu.RUnlock()
-	if !ok || !open || !b.probeLimit.Allow() {
+	if !ok || !open {
 		return
 	}
-	h, err := newHello(typePing, b.cfg.PublicKey, b.now())
-	if err != nil {
-		return
+	if f := b.via.ping(relay, IDOf(peer)); f != nil {
+		_ = b.sendTo(f, relay)
 	}
-	id := IDOf(peer)
-	b.track(h.Nonce, pending{peer: id, via: relay, to: relay, sent: h.Time})
-	_ = b.sendTo(viaFrame(id, h.marshal(b.cfg.Key)), relay)
 }
 
 // Answered reports when peer last answered a PingVia through relay (zero:
 // never, or not since the relay was removed).
 func (b *Bind) Answered(relay netip.AddrPort, peer [32]byte) time.Time {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	return b.answered[viaKey{unmap(relay), IDOf(peer)}]
+	return b.via.answeredAt(unmap(relay), IDOf(peer))
 }
 
-// viaFrame wraps a ping or pong for peer in a relay's send header.
-func viaFrame(peer ID, body []byte) []byte {
-	f := make([]byte, DataOverhead+len(body))
-	putDataHeader(f, typeSend, peer)
-	copy(f[DataOverhead:], body)
-	return f
-}
-
-// onVia handles a ping or pong that ep's peer sent through ep's relay. The
-// relay vouches only for the sender's registration; the frame must also be
-// signed with the cluster key and name the sender's own key.
+// onVia handles a ping or pong that ep's peer sent through ep's relay.
 func (b *Bind) onVia(frame []byte, ep *Endpoint) {
-	switch frame[1] {
-	case typePing:
-		h, err := parseHello(frame, b.cfg.Key)
-		if err != nil || IDOf(h.Key) != ep.Peer {
-			b.strangers.Add(1)
-			return
-		}
-		b.mu.Lock()
-		err = b.guard.check(h, b.now())
-		b.mu.Unlock()
-		if err != nil {
-			b.strangers.Add(1)
-			return
-		}
-		r := reply{Kind: typePong, Key: b.cfg.PublicKey, Nonce: h.Nonce, Observed: ep.Relay}
-		_ = b.sendTo(viaFrame(ep.Peer, r.marshal(b.cfg.Key)), ep.Relay)
-	case typePong:
-		r, err := parseReply(frame, b.cfg.Key)
-		if err != nil || r.Kind != typePong || IDOf(r.Key) != ep.Peer {
-			b.strangers.Add(1)
-			return
-		}
-		now := b.now()
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		p, ok := b.pending[r.Nonce]
-		if !ok || p.via != ep.Relay || p.peer != ep.Peer {
-			b.strangers.Add(1) // unsolicited, answered already, or another path's
-			return
-		}
-		delete(b.pending, r.Nonce)
-		if _, ok := b.relays[ep.Relay]; !ok {
-			return
-		}
-		if len(b.answered) > 4096 {
-			clear(b.answered) // bounded like the other caches
-		}
-		b.answered[viaKey{ep.Relay, ep.Peer}] = now
-	default:
+	answer, ok := b.via.handle(frame, ep.Relay, ep.Peer)
+	if !ok {
 		b.strangers.Add(1)
+		return
+	}
+	if answer != nil {
+		_ = b.sendTo(answer, ep.Relay)
 	}
 }
 
@@ -778,7 +714,7 @@ func (b *Bind) onReply(frame []byte, from netip.AddrPort) {
 		link.Registered, link.Observed, link.RTT = now, r.Observed, now.Sub(p.sent)
 	case typePong:
 		pr, ok := b.probes[p.peer]
-		if !ok || p.via.IsValid() || IDOf(r.Key) != p.peer || r.Key != pr.key {
+		if !ok || IDOf(r.Key) != p.peer || r.Key != pr.key {
 			return
 		}
 		// from, not p.to: the answer proves the path from where it came.
