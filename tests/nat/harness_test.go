@@ -603,8 +603,13 @@ func roundTrip(t testing.TB, n *node, to netip.AddrPort, payload []byte, d time.
 	// Relayed status means the relay was chosen, not that a handshake went
 	// through it yet: without a session, WireGuard resends an unanswered
 	// handshake (the last one went to a direct candidate) only after
-	// REKEY_TIMEOUT. Right after a relay was chosen, d counts from then.
-	if rel := n.w.relayedAt.Add(natpath.HandshakeRetry + d); rel.After(deadline) {
+	// REKEY_TIMEOUT. Both ends chose the relay at the same moment, so their
+	// resends are due together, and two initiations that cross can cancel
+	// each other (each end takes the other's and drops its own state; seen
+	// in the handshake log under load): the next resend, REKEY_TIMEOUT and up to
+	// 1/3 s of jitter later, completes it. Right after a relay was chosen,
+	// d counts from then.
+	if rel := n.w.relayedAt.Add(2*natpath.HandshakeRetry + time.Second + d); rel.After(deadline) {
 		deadline = rel
 	}
 	for time.Now().Before(deadline) {
