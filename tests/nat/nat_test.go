@@ -376,6 +376,11 @@ func routerFlow(t *testing.T, r *netlab.NS, from, to netip.AddrPort) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// The first packet before returning: the flow must hold the port
+	// before the nodes start, whenever this goroutine gets to run.
+	if _, err := c.Write([]byte("router flow")); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	t.Cleanup(func() { close(done); <-stopped; c.Close() })
@@ -384,12 +389,12 @@ func routerFlow(t *testing.T, r *netlab.NS, from, to netip.AddrPort) {
 		tick := time.NewTicker(500 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			c.Write([]byte("router flow"))
 			select {
 			case <-done:
 				return
 			case <-tick.C:
 			}
+			c.Write([]byte("router flow"))
 		}
 	}()
 }
