@@ -11,6 +11,14 @@
 // wall-clock multiples of RetryDirect, so both ends switch at the same moment
 // and open their NATs towards each other together.
 //
+// WireGuard alone cannot show an idle link alive at both ends: its
+// persistent keepalive timer restarts on every packet received as well as
+// sent, so once one end's keepalive arrives before the other's timer fires,
+// that end sends all the keepalives and hears nothing back until data flows
+// or the session is renewed (2 min). The longer the path (a relay hop, a
+// loaded host), the more stable that one-sidedness. A relayed path therefore
+// also counts the peer's answers to probes through the relay (Relay.Answered).
+//
 // A working path is abandoned only on sustained evidence: silence for
 // DownAfter, confirmed on at least ConfirmSteps consecutive Steps spanning a
 // further Probe window (see Confirmer). On a busy host a process may not run
@@ -98,6 +106,11 @@ type Relay struct {
 	// Endpoint is what to set on the WireGuard peer to go through this relay:
 	// the Bind's virtual address (userspace) or the local proxy (kernel).
 	Endpoint netip.AddrPort
+	// Answered is when the peer last answered a probe sent through this
+	// relay (relay.Bind.PingVia; zero without). An idle WireGuard link can
+	// be silent at one end for good (see Path), so on the relay in use it
+	// counts as hearing the peer.
+	Answered time.Time
 }
 
 // Input is what is known about one peer at one step.
@@ -204,8 +217,10 @@ func (p *Path) Step(now time.Time, in Input) Status {
 	heard := !in.LastActivity.IsZero() && in.LastActivity.After(p.setAt) && now.Sub(in.LastActivity) < p.t.DownAfter
 	liveRelay, liveIsRelay := relayOf(in.Relays, in.Live)
 	// The path in use has carried nothing for DownAfter, sustained.
+	lastHeard := p.lastHeard(in)
+	heardPath := lastHeard.After(p.setAt) && now.Sub(lastHeard) < p.t.DownAfter
 	silent := p.silence.Observe(now, last, p.t.Probe,
-		(p.mode == ModeDirect || p.mode == ModeRelayed) && !heard && now.Sub(in.LastActivity) >= p.t.DownAfter)
+		(p.mode == ModeDirect || p.mode == ModeRelayed) && !heardPath && now.Sub(lastHeard) >= p.t.DownAfter)
 
 	switch p.mode {
 	case "":
@@ -447,11 +462,24 @@ func (p *Path) relay(now time.Time, in Input, why string) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
+// lastHeard is when the peer was last heard on the path in use: the
+// device's last activity or, relayed, the peer's last answer through the
+// relay, whichever is later.
+func (p *Path) lastHeard(in Input) time.Time {
+	t := in.LastActivity
+	if p.mode == ModeRelayed {
+		if r, ok := relayOf(in.Relays, p.via.Endpoint); ok && r.Answered.After(t) {
+			t = r.Answered
+		}
+	}
+	return t
+}
+
 // silentFor is how long the path in use has carried nothing: since the
-// last activity, or since it was set if nothing came through it at all.
+// peer was last heard on it, or since it was set if never.
 func (p *Path) silentFor(now time.Time, in Input) time.Duration {
-	if in.LastActivity.After(p.setAt) {
-		return round(now.Sub(in.LastActivity))
+	if t := p.lastHeard(in); t.After(p.setAt) {
+		return round(now.Sub(t))
 	}
 	return round(now.Sub(p.setAt))
 }

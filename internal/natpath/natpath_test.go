@@ -139,6 +139,34 @@ func TestRelayFailover(t *testing.T) {
 	want(t, s.step(14), ModeRelayed, r2.Endpoint, "relay relay-1 is gone; relayed via relay-2")
 }
 
+// TestQuietEndAnsweringThroughTheRelayIsKept: on an idle relayed link the
+// peer's WireGuard sends nothing (our keepalives keep restarting its
+// keepalive timer), but the peer answers probes through the relay: the
+// relay is kept. When the answers stop too, it is failed over within the
+// documented bound, counted from the last answer.
+func TestQuietEndAnsweringThroughTheRelayIsKept(t *testing.T) {
+	// Probing (userspace), so no periodic direct retry interrupts.
+	s := relayed(t, Input{Direct: []netip.AddrPort{c0}, Relays: []Relay{r1, r2}, CanProbe: true})
+	answer := func(sec float64) {
+		s.in.Relays = []Relay{r1, r2}
+		s.in.Relays[0].Answered = at(sec)
+	}
+	for sec := 14.0; sec <= 120; sec += tick {
+		if int(sec)%4 == 0 { // a probe every health.endpointProbe
+			answer(sec - 0.3)
+		}
+		want(t, s.step(sec), ModeRelayed, netip.AddrPort{}, "relayed via relay-1")
+	}
+	// An answer through another relay than the one in use proves nothing
+	// about ours.
+	s.in.Relays[1].Answered = at(150)
+	sec, st := s.firstSet(121, 200, nil)
+	want(t, st, ModeRelayed, r2.Endpoint, "relay relay-1 carried no handshake for 13s; relayed via relay-2")
+	if lo := 119.7 + (DefaultDownAfter + DefaultProbe).Seconds(); sec < lo || sec > 119.7+failoverBound {
+		t.Errorf("failed over at +%vs, want within [%v, %v] of the last answer at +119.7s", sec, lo, 119.7+failoverBound)
+	}
+}
+
 // TestLateButAliveRelayIsKept: a relay that carries the peer's traffic is
 // kept even when single looks see it silent: the peer (or this process) is
 // late on a busy host, the path is not dead.

@@ -115,6 +115,9 @@ func (l *Lab) newNS(name string) (*NS, error) {
 	l.nss = append(l.nss, ns)
 	l.mu.Unlock()
 
+	if err := ensureNetnsMount(); err != nil {
+		return nil, fmt.Errorf("netlab: namespace %q: %w", full, err)
+	}
 	if err := createNamed(full); err != nil {
 		return nil, fmt.Errorf("netlab: create namespace %q: %w", full, err)
 	}

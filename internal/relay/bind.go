@@ -109,6 +109,7 @@ type Bind struct {
 	pending  map[[nonceLen]byte]pending
 	guard    *replayGuard
 	punching map[ID]time.Time // end of the punch scheduled per peer
+	via      *viaProbes       // probes through relays (PingVia)
 	counter  registrationCounter
 
 	stop chan struct{}
@@ -147,7 +148,7 @@ func NewBind(inner conn.Bind, cfg BindConfig) (*Bind, error) {
 	if cfg.ProbeBurst <= 0 {
 		cfg.ProbeBurst = DefaultProbeBurst
 	}
-	return &Bind{
+	b := &Bind{
 		inner:    inner,
 		cfg:      cfg,
 		self:     IDOf(cfg.PublicKey),
@@ -163,7 +164,9 @@ func NewBind(inner conn.Bind, cfg BindConfig) (*Bind, error) {
 		probeLimit: rate.NewLimiter(rate.Limit(cfg.ProbeRate), cfg.ProbeBurst),
 		guard:      newReplayGuard(DefaultWindow, 1<<14),
 		punching:   make(map[ID]time.Time),
-	}, nil
+	}
+	b.via = newViaProbes(cfg.Key, cfg.PublicKey, b.probeLimit, func() time.Time { return b.now() })
+	return b, nil
 }
 
 // Open opens the inner bind and starts registering with relays and probing.
@@ -271,6 +274,7 @@ func (b *Bind) SetRelays(relays []Target) {
 		if !keep[a] {
 			delete(b.relays, a)
 			delete(b.bySlot, r.slot)
+			defer b.via.forget(a)
 			for k := range b.eps {
 				if k.slot == r.slot {
 					delete(b.eps, k)
@@ -345,6 +349,41 @@ func (b *Bind) Direct(peer [32]byte) (DirectState, bool) {
 		return DirectState{}, false
 	}
 	return p.state, true
+}
+
+// PingVia probes the path to peer through relay end to end: the peer's
+// Bind (or Proxy) answers through the same relay, and Answered then reports
+// when. See viaProbes for why WireGuard alone cannot tell.
+func (b *Bind) PingVia(relay netip.AddrPort, peer [32]byte) {
+	relay = unmap(relay)
+	b.mu.RLock()
+	_, ok := b.relays[relay]
+	open := b.stop != nil
+	b.mu.RUnlock()
+	if !ok || !open {
+		return
+	}
+	if f := b.via.ping(relay, IDOf(peer)); f != nil {
+		_ = b.sendTo(f, relay)
+	}
+}
+
+// Answered reports when peer last answered a PingVia through relay (zero:
+// never, or not since the relay was removed).
+func (b *Bind) Answered(relay netip.AddrPort, peer [32]byte) time.Time {
+	return b.via.answeredAt(unmap(relay), IDOf(peer))
+}
+
+// onVia handles a ping or pong that ep's peer sent through ep's relay.
+func (b *Bind) onVia(frame []byte, ep *Endpoint) {
+	answer, ok := b.via.handle(frame, ep.Relay, ep.Peer)
+	if !ok {
+		b.strangers.Add(1)
+		return
+	}
+	if answer != nil {
+		_ = b.sendTo(answer, ep.Relay)
+	}
 }
 
 // Strangers counts relay frames dropped because they came from an address
@@ -439,6 +478,10 @@ func (b *Bind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				}
 				if ep == nil {
 					b.strangers.Add(1)
+					continue
+				}
+				if IsFrame(p[DataOverhead:]) { // a ping or pong through the relay
+					b.onVia(p[DataOverhead:], ep)
 					continue
 				}
 				sizes[i] = copy(bufs[i], p[DataOverhead:])

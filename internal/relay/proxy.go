@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/meshspan/terraform-provider-meshspan/internal/fwmark"
 )
 
@@ -34,6 +36,7 @@ type Proxy struct {
 	counter registrationCounter
 	peers   map[proxyKey]*proxyPeer
 	closed  bool
+	via     *viaProbes // probes through relays (PingVia)
 
 	stop chan struct{}
 	done sync.WaitGroup
@@ -83,6 +86,7 @@ func NewProxy(k *Key, privateKey [32]byte, wg netip.AddrPort, uplink string, reg
 		pending: map[[nonceLen]byte]pending{},
 		peers:   map[proxyKey]*proxyPeer{},
 		stop:    make(chan struct{}),
+		via:     newViaProbes(k, pub, rate.NewLimiter(DefaultProbeRate, DefaultProbeBurst), time.Now),
 	}
 	p.done.Add(2)
 	go p.readUplink()
@@ -123,6 +127,7 @@ func (p *Proxy) SetRelays(relays []Target) {
 	for a := range p.relays {
 		if !keep[a] {
 			delete(p.relays, a)
+			p.via.forget(a)
 		}
 	}
 	for k, pp := range p.peers {
@@ -230,6 +235,12 @@ func (p *Proxy) readUplink() {
 			if pp == nil {
 				continue
 			}
+			if IsFrame(f[DataOverhead:]) { // a ping or pong through the relay
+				if answer, _ := p.via.handle(f[DataOverhead:], from, pp.key.peer); answer != nil {
+					_, _ = p.uplink.WriteToUDPAddrPort(answer, from)
+				}
+				continue
+			}
 			_, _ = pp.conn.WriteToUDPAddrPort(f[DataOverhead:], p.wg)
 		case typeRegistered:
 			p.mu.Lock()
@@ -320,4 +331,25 @@ func (p *Proxy) Close() error {
 // RelayEndpoint is Endpoint, named as the path driver expects.
 func (p *Proxy) RelayEndpoint(relay netip.AddrPort, peer [32]byte) (netip.AddrPort, error) {
 	return p.Endpoint(relay, peer)
+}
+
+// PingVia probes the path to peer through relay end to end, as
+// Bind.PingVia does: kernel WireGuard's keepalives leave an idle link
+// silent at one end just as wireguard-go's do.
+func (p *Proxy) PingVia(relay netip.AddrPort, peer [32]byte) {
+	relay = unmap(relay)
+	p.mu.Lock()
+	_, ok := p.relays[relay]
+	p.mu.Unlock()
+	if !ok {
+		return
+	}
+	if f := p.via.ping(relay, IDOf(peer)); f != nil {
+		_, _ = p.uplink.WriteToUDPAddrPort(f, relay)
+	}
+}
+
+// Answered reports when peer last answered a PingVia through relay.
+func (p *Proxy) Answered(relay netip.AddrPort, peer [32]byte) time.Time {
+	return p.via.answeredAt(unmap(relay), IDOf(peer))
 }

@@ -124,3 +124,59 @@ func TestProxyCarriesKernelTrafficThroughRelay(t *testing.T) {
 		t.Errorf("proxy C opened %d sockets for a peer it never asked for", opened)
 	}
 }
+
+// TestProxyProbesThroughTheRelay: a proxy probes a peer through the relay
+// and the peer's proxy answers without the kernel seeing the probe, as
+// Binds do; a Bind's probe is answered by a proxy too.
+func TestProxyProbesThroughTheRelay(t *testing.T) {
+	k := testKey(t)
+	srv, relay, _ := startRelay(t, k)
+	_, kaAddr := fakeKernel(t)
+	kb, kbAddr := fakeKernel(t)
+	keyA, _ := wgtypes.GeneratePrivateKey()
+	keyB, _ := wgtypes.GeneratePrivateKey()
+	n := newNode(t, k, "10.99.0.3", nil) // a userspace member
+	admit(srv, keyA.PublicKey(), keyB.PublicKey(), n.key.PublicKey())
+	pa, err := NewProxy(k, keyA, kaAddr, "127.0.0.1:0", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pa.Close() })
+	pb, err := NewProxy(k, keyB, kbAddr, "127.0.0.1:0", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pb.Close() })
+	for _, p := range []*Proxy{pa, pb} {
+		p.SetRelays(at(srv, relay))
+	}
+	n.bind.SetRelays(at(srv, relay))
+	waitFor(t, "all registered", 5*time.Second, func() bool {
+		return !pa.Relays()[0].Registered.IsZero() && !pb.Relays()[0].Registered.IsZero() && registered(n.bind)
+	})
+	// The agent routes A and the member through the relay on B (and B on A).
+	for _, ask := range []struct {
+		p    *Proxy
+		peer wgtypes.Key
+	}{{pb, keyA}, {pa, keyB}, {pb, n.key}} {
+		if _, err := ask.p.Endpoint(relay, ask.peer.PublicKey()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	pa.PingVia(relay, keyB.PublicKey())
+	waitFor(t, "B's proxy answering A's probe", 5*time.Second, func() bool { return !pa.Answered(relay, keyB.PublicKey()).IsZero() })
+	n.bind.PingVia(relay, keyB.PublicKey())
+	waitFor(t, "B's proxy answering the member's probe", 5*time.Second, func() bool { return !n.bind.Answered(relay, keyB.PublicKey()).IsZero() })
+	// Neither probe reached B's kernel.
+	buf := make([]byte, 2048)
+	kb.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if k, _, err := kb.ReadFromUDPAddrPort(buf); err == nil {
+		t.Errorf("a probe reached the kernel: %x", buf[:k])
+	}
+	// Removing the relay forgets its answers.
+	pa.SetRelays(nil)
+	if got := pa.Answered(relay, keyB.PublicKey()); !got.IsZero() {
+		t.Errorf("answer through a removed relay still reported: %v", got)
+	}
+}

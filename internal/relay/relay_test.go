@@ -457,3 +457,50 @@ func TestRelaySlotsStayUniqueAcrossChurn(t *testing.T) {
 		t.Fatalf("after slot wrap-around the kept relay's endpoint resolves to %v (%v)", ep, err)
 	}
 }
+
+// TestPingViaRelayAnswersFromTheQuietEnd: a probe through the relay is
+// answered by the peer's Bind through the same relay, without WireGuard
+// sending anything; a probe through a relay the peer cannot be reached on,
+// or one naming another key, gets no answer.
+func TestPingViaRelayAnswersFromTheQuietEnd(t *testing.T) {
+	a, b, s, relay, _ := relayedPair(t)
+	pb := b.key.PublicKey()
+	if got := a.bind.Answered(relay, pb); !got.IsZero() {
+		t.Fatalf("answered before any probe: %v", got)
+	}
+	before := s.Forwarded()
+	start := time.Now()
+	a.bind.PingVia(relay, pb)
+	waitFor(t, "an answer through the relay", 5*time.Second, func() bool { return !a.bind.Answered(relay, pb).IsZero() })
+	if got := a.bind.Answered(relay, pb); got.Before(start) {
+		t.Errorf("answered at %v, before the probe was sent at %v", got, start)
+	}
+	if fw := s.Forwarded() - before; fw < 2 {
+		t.Errorf("relay forwarded %d frames for a probe and its answer, want 2", fw)
+	}
+	// b never learnt anything about a from it: its WireGuard saw nothing.
+	if st, _ := b.dev.IpcGet(); strings.Contains(st, "rx_bytes=") && !strings.Contains(st, "rx_bytes=0") {
+		t.Errorf("the probe reached WireGuard:\n%s", st)
+	}
+
+	// A ping through the relay that names another key than the registered
+	// sender's is dropped, not answered.
+	strangersBefore := b.bind.Strangers()
+	h, _ := newHello(typePing, testPrivate(t), time.Now())
+	frame := viaFrame(IDOf(pb), h.marshal(a.bind.cfg.Key))
+	if err := a.bind.sendTo(frame, relay); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the forged probe counted as a stranger", 5*time.Second, func() bool { return b.bind.Strangers() > strangersBefore })
+
+	// Through a relay the peer is not registered with: no answer.
+	s2, relay2, _ := startRelay(t, a.bind.cfg.Key)
+	admit(s2, a.key.PublicKey())
+	a.bind.SetRelays(append(at(s, relay), at(s2, relay2)...))
+	waitFor(t, "a registered with the second relay", 5*time.Second, func() bool { return registered(a.bind) })
+	a.bind.PingVia(relay2, pb)
+	waitFor(t, "the second relay dropping the probe", 5*time.Second, func() bool { return s2.Dropped(DropUnknownPeer) > 0 })
+	if got := a.bind.Answered(relay2, pb); !got.IsZero() {
+		t.Errorf("answered through a relay the peer never registered with, at %v", got)
+	}
+}

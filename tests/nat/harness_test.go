@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -190,7 +191,7 @@ func newWorldProbing(t testing.TB, mode netlab.NATMode, gateway bool, probeEvery
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("path history:\n%s\n%s", w.a.History(), w.b.History())
+			t.Logf("path history:\n%s\n%s\n%s", w.a.History(), w.b.History(), w.relayCounts())
 		}
 	})
 	w.stranger, err = lab.Host("strgr")
@@ -231,7 +232,7 @@ func (w *world) host(name string, sw *netlab.Switch, addr, gw, public string, re
 	}
 	err = ns.Do(func() (err error) {
 		n.dev, err = wg.Open(wg.Options{Name: "ms" + w.suffix + name, Mode: wg.ModeUserspace, MTU: 1420, ListenPort: wgPort,
-			PrivateKey: key, Address: netip.PrefixFrom(n.mesh, 64), Bind: n.bind})
+			PrivateKey: key, Address: netip.PrefixFrom(n.mesh, 64), Bind: n.bind, Logger: slog.New(handshakeLog{n})})
 		return err
 	})
 	if err != nil {
@@ -433,17 +434,85 @@ func (n *node) step(w *world, drv *drive.Driver, peers []*node, members []drive.
 
 // note appends to the history, bounded; n.mu is held.
 func (n *node) note(now time.Time, what string) {
-	if len(n.history) >= 200 {
-		n.history = n.history[100:]
+	if len(n.history) >= 400 {
+		n.history = n.history[200:]
 	}
 	n.history = append(n.history, now.Format("15:04:05.000")+" "+what)
 }
 
-// History is n's path changes and stalls, one a line.
+// History is n's path changes, stalls and WireGuard handshake events, one
+// a line; handshake lines name peers as wireguard-go does, hence the legend.
 func (n *node) History() string {
+	var legend []string
+	for _, p := range []*node{n.w.a, n.w.b, n.w.r1, n.w.r2} {
+		if p != nil && p != n {
+			k := p.key.PublicKey().String()
+			legend = append(legend, fmt.Sprintf("peer(%s…%s)=%s", k[:4], k[39:43], p.name))
+		}
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.name + ":\n  " + strings.Join(n.history, "\n  ")
+	return n.name + " (" + strings.Join(legend, " ") + "):\n  " + strings.Join(n.history, "\n  ")
+}
+
+// relayCounts says what each relay forwarded and dropped, and what a's and
+// b's devices show of each other, for failure messages.
+func (w *world) relayCounts() string {
+	var out []string
+	for _, r := range []*node{w.r1, w.r2} {
+		line := fmt.Sprintf("%s forwarded %d", r.name, r.server.Forwarded())
+		for _, why := range []string{relay.DropStranger, relay.DropUnknownPeer, relay.DropReplay, relay.DropAddrInUse, relay.DropIDConflict, relay.DropBadMAC, relay.DropNotMember} {
+			if d := r.server.Dropped(why); d > 0 {
+				line += fmt.Sprintf(", dropped %d %s", d, why)
+			}
+		}
+		out = append(out, line)
+	}
+	for _, n := range []*node{w.a, w.b} {
+		stats, _ := n.dev.Peers()
+		for _, s := range stats {
+			for _, p := range []*node{w.a, w.b} {
+				if p != n && s.PublicKey == p.key.PublicKey() {
+					out = append(out, fmt.Sprintf("%s's device for %s: endpoint %s, last handshake %s, rx %d, tx %d",
+						n.name, p.name, s.Endpoint, s.LastHandshake.Format("15:04:05.000"), s.RxBytes, s.TxBytes))
+				}
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// handshakeLog records wireguard-go's handshake events in a node's history:
+// with the path changes they tell whether a relay carried nothing or the
+// handshakes through it failed (two initiations crossing each other).
+type handshakeLog struct{ n *node }
+
+func (h handshakeLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h handshakeLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h handshakeLog) WithGroup(string) slog.Handler            { return h }
+
+func (h handshakeLog) Handle(_ context.Context, r slog.Record) error {
+	keepalive := strings.Contains(r.Message, "keepalive")
+	if !keepalive && !strings.Contains(r.Message, "andshake") && !strings.Contains(r.Message, "invalid") || strings.HasPrefix(r.Message, "Routine:") {
+		return nil
+	}
+	if keepalive { // only between a and b: the relays' are noise here
+		other := h.n.w.a
+		if other == h.n {
+			other = h.n.w.b
+		}
+		if other == nil || h.n != h.n.w.a && h.n != h.n.w.b {
+			return nil
+		}
+		k := other.key.PublicKey().String()
+		if !strings.Contains(r.Message, k[:4]+"…"+k[39:43]) {
+			return nil
+		}
+	}
+	h.n.mu.Lock()
+	h.n.note(r.Time, "wg: "+r.Message)
+	h.n.mu.Unlock()
+	return nil
 }
 
 // passive configures peers on a public node that does not chase NATed
@@ -528,8 +597,13 @@ func roundTrip(t testing.TB, n *node, to netip.AddrPort, payload []byte, d time.
 	// Relayed status means the relay was chosen, not that a handshake went
 	// through it yet: without a session, WireGuard resends an unanswered
 	// handshake (the last one went to a direct candidate) only after
-	// REKEY_TIMEOUT. Right after a relay was chosen, d counts from then.
-	if rel := n.w.relayedAt.Add(natpath.HandshakeRetry + d); rel.After(deadline) {
+	// REKEY_TIMEOUT. Both ends chose the relay at the same moment, so their
+	// resends are due together, and two initiations that cross can cancel
+	// each other (each end takes the other's and drops its own state; seen
+	// in the handshake log under load): the next resend, REKEY_TIMEOUT and up to
+	// 1/3 s of jitter later, completes it. Right after a relay was chosen,
+	// d counts from then.
+	if rel := n.w.relayedAt.Add(2*natpath.HandshakeRetry + time.Second + d); rel.After(deadline) {
 		deadline = rel
 	}
 	for time.Now().Before(deadline) {

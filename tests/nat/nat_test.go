@@ -3,6 +3,7 @@ package nat
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -333,10 +334,65 @@ func TestNoPlaintextOnAnyUnderlayLink(t *testing.T) {
 // punch that reaches them as an inbound flow, and their masquerade then
 // remaps the local node's port towards that peer, so simultaneous
 // initiation cannot meet. The relay covers it, and the status says why.
+//
+// Whether the punches cross (each reaching the other router before that
+// router's own left) is a race of a millisecond when a and b start together;
+// when they do not cross, the port is remapped on one side only, the probes
+// find the remapped port, and a and b rightly go direct (seen under load:
+// "a->b direct, want relayed"). The crossing is made certain: each router
+// holds a flow between the two routers' WireGuard ports, as a punch that
+// arrived first leaves, for as long as the test runs.
 func TestBareRouterPortPreservingIsRelayed(t *testing.T) {
 	w := newWorld(t, netlab.NATPreservePorts, false)
+	wanA, wanB := netip.AddrPortFrom(ip("203.0.113.1"), wgPort), netip.AddrPortFrom(ip("203.0.113.2"), wgPort)
+	routerFlow(t, w.routers[0], wanA, wanB)
+	routerFlow(t, w.routers[1], wanB, wanA)
 	w.start()
 	w.waitPath(30*time.Second, natpath.ModeRelayed, "")
 	roundTrip(t, w.a, echo(t, w.b), marker, 5*time.Second)
 	t.Logf("a->b: %s", w.a.statusOf(w.b).Reason)
+	// The premise held: each router sent its node's packets for the other
+	// node from another port than the WireGuard port.
+	for i, n := range []*node{w.a, w.b} {
+		r, peer := w.routers[i], []netip.AddrPort{wanB, wanA}[i]
+		out, err := r.Exec(context.Background(), "conntrack", "-L", "-p", "udp", "-s", n.lan.String(), "-d", peer.Addr().String())
+		kept := fmt.Sprintf("src=%s dst=%s sport=51820 dport=51820", peer.Addr(), n.public)
+		if err != nil || !strings.Contains(string(out), "sport=51820 dport=51820") || strings.Contains(string(out), kept) {
+			t.Errorf("%s did not remap %s's port towards the other site, so the test proves nothing: %s %v", r.Name(), n.name, out, err)
+		}
+	}
+}
+
+// routerFlow keeps a UDP flow from the router's own address from to the
+// address to open until the test ends: one packet every 500 ms.
+func routerFlow(t *testing.T, r *netlab.NS, from, to netip.AddrPort) {
+	t.Helper()
+	var c *net.UDPConn
+	if err := r.Do(func() (err error) {
+		c, err = net.DialUDP("udp4", net.UDPAddrFromAddrPort(from), net.UDPAddrFromAddrPort(to))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The first packet before returning: the flow must hold the port
+	// before the nodes start, whenever this goroutine gets to run.
+	if _, err := c.Write([]byte("router flow")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	t.Cleanup(func() { close(done); <-stopped; c.Close() })
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			c.Write([]byte("router flow"))
+		}
+	}()
 }

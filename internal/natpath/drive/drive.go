@@ -37,6 +37,14 @@ type Peer struct {
 	Direct []netip.AddrPort // candidates in order
 }
 
+// RelayPinger is implemented by binds that probe relayed paths end to end
+// (userspace): an idle WireGuard link can be silent at one end for good, and
+// the peer's answer through the relay shows the path works.
+type RelayPinger interface {
+	PingVia(relay netip.AddrPort, peer [32]byte)
+	Answered(relay netip.AddrPort, peer [32]byte) time.Time
+}
+
 // RelayMember is a member that offers relaying at Addr.
 type RelayMember struct {
 	Key  wgtypes.Key
@@ -63,6 +71,8 @@ type Driver struct {
 	// on a busy host the registration answer may be read late.
 	up       map[netip.AddrPort]*natpath.Confirmer
 	lastStep time.Time
+	// pinged is when a relayed peer was last probed through its relay.
+	pinged map[wgtypes.Key]time.Time
 
 	relaying bool
 }
@@ -76,7 +86,7 @@ type rxSeen struct {
 // must be for the relay to be used (3x the register interval is right).
 func New(bind Bind, t natpath.Timing, fresh time.Duration) *Driver {
 	return &Driver{bind: bind, t: t, table: natpath.NewTable(t), fresh: fresh, rx: map[wgtypes.Key]rxSeen{},
-		up: map[netip.AddrPort]*natpath.Confirmer{}}
+		up: map[netip.AddrPort]*natpath.Confirmer{}, pinged: map[wgtypes.Key]time.Time{}}
 }
 
 // Relaying reports whether any relay answered recently (as of the last Step).
@@ -119,6 +129,8 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 		}
 	}
 	prober, canProbe := d.bind.(Prober)
+	pinger, canPing := d.bind.(RelayPinger)
+	heard := make(map[wgtypes.Key]time.Time, len(peers))
 
 	in := make(map[wgtypes.Key]natpath.Input, len(peers))
 	seen := map[wgtypes.Key]bool{}
@@ -137,6 +149,7 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 		if rx.at.After(activity) {
 			activity = rx.at
 		}
+		heard[p.Key] = activity
 		direct := slices.DeleteFunc(slices.Clone(p.Direct), relay.IsVirtual) // relayed: not a direct path
 		pin := natpath.Input{Direct: direct, Live: o.Endpoint, LastActivity: activity, CanProbe: canProbe}
 		named := map[netip.AddrPort]bool{}
@@ -149,7 +162,11 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 			if err != nil {
 				continue
 			}
-			pin.Relays = append(pin.Relays, natpath.Relay{Name: r.Name, Addr: r.Addr, Endpoint: ep})
+			nr := natpath.Relay{Name: r.Name, Addr: r.Addr, Endpoint: ep}
+			if canPing {
+				nr.Answered = pinger.Answered(r.Addr, p.Key)
+			}
+			pin.Relays = append(pin.Relays, nr)
 		}
 		if canProbe {
 			prober.SetCandidates(p.Key, direct)
@@ -162,10 +179,25 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 	for k := range d.rx {
 		if !seen[k] {
 			delete(d.rx, k)
+			delete(d.pinged, k)
 			if canProbe {
 				prober.SetCandidates(k, nil)
 			}
 		}
 	}
-	return d.table.Step(now, in)
+	out := d.table.Step(now, in)
+	if canPing {
+		// A relayed peer not heard for a probe window is probed through
+		// its relay, once a window: the answer keeps a working relay.
+		for k, st := range out {
+			if st.Mode != natpath.ModeRelayed || !st.ViaAddr.IsValid() {
+				continue
+			}
+			if now.Sub(heard[k]) >= window && now.Sub(d.pinged[k]) >= window {
+				d.pinged[k] = now
+				pinger.PingVia(st.ViaAddr, k)
+			}
+		}
+	}
+	return out
 }

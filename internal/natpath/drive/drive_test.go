@@ -259,3 +259,75 @@ func TestRelayGoneOnlyOnSustainedStaleness(t *testing.T) {
 		t.Errorf("relay gone at +%vs, want +%vs (fresh %s + probe %s after the last answer)", gone, want, fresh, timing.Probe)
 	}
 }
+
+// pingBind is a fakeBind that probes relayed paths: the peer answers every
+// probe through the relay 100 ms later while answering is true.
+type pingBind struct {
+	*fakeBind
+	now       *time.Time
+	answering bool
+	pings     []time.Time
+	answered  time.Time
+}
+
+func (p *pingBind) PingVia(r netip.AddrPort, peer [32]byte) {
+	p.pings = append(p.pings, *p.now)
+	if p.answering {
+		p.answered = p.now.Add(100 * time.Millisecond)
+	}
+}
+
+func (p *pingBind) Answered(r netip.AddrPort, peer [32]byte) time.Time {
+	if p.answered.After(*p.now) {
+		return time.Time{} // not arrived yet
+	}
+	return p.answered
+}
+
+// TestQuietRelayedPeerIsProbedThroughTheRelay: the peer's WireGuard falls
+// silent on an idle relayed link (our keepalives keep restarting its
+// keepalive timer). The driver probes it through the relay once a probe
+// window, and its answers keep the relay; once they stop, the relay is
+// failed over within DownAfter + Probe (+ a look) of the last answer.
+func TestQuietRelayedPeerIsProbedThroughTheRelay(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 1, 0, 0, 0, time.UTC)
+	sec := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	timing := natpath.Timing{Probe: 4 * time.Second, DownAfter: 9 * time.Second}
+	r1 := netip.MustParseAddrPort("203.0.113.21:51820")
+	r2 := netip.MustParseAddrPort("203.0.113.22:51820")
+	peer := key(t)
+	relays := []RelayMember{{Key: key(t), Name: "r1", Addr: r1}, {Key: key(t), Name: "r2", Addr: r2}}
+	peers := []Peer{{Key: peer, Name: "b"}} // no direct candidate: relayed at once
+	now := sec(0)
+	fb := &pingBind{fakeBind: &fakeBind{registered: now}, now: &now, answering: true}
+	d := New(fb, timing, time.Hour)
+	step := func(s float64) natpath.Status {
+		now = sec(s)
+		// WireGuard heard the peer (a handshake) through the relay at +6 s only.
+		obs := map[wgtypes.Key]Observation{peer: {Endpoint: netip.AddrPortFrom(netip.MustParseAddr("100::1"), r1.Port()), LastHandshake: sec(6), RxBytes: 148}}
+		if s < 6 {
+			obs = nil
+		}
+		return d.Step(now, peers, relays, obs)[peer]
+	}
+	for s := 0.0; s <= 120; s++ {
+		if st := step(s); st.Mode != natpath.ModeRelayed || st.Via != "r1" {
+			t.Fatalf("+%vs: %+v, want relayed via r1 while the peer answers through it", s, st)
+		}
+	}
+	if n := len(fb.pings); n < 120/4-4 || n > 120/4+1 {
+		t.Errorf("%d probes through the relay in 120 s, want one per probe window (4 s)", n)
+	}
+	last := fb.answered
+	fb.answering = false
+	var moved float64
+	for s := 121.0; s <= 200 && moved == 0; s++ {
+		if st := step(s); st.Via != "r1" {
+			moved = s
+		}
+	}
+	lo, hi := last.Sub(t0)+timing.DownAfter+timing.Probe, last.Sub(t0)+timing.DownAfter+timing.Probe+2*time.Second
+	if got := time.Duration(moved * float64(time.Second)); got < lo || got > hi {
+		t.Errorf("relay failed over at +%vs, want within [%s, %s] (the last answer at %s, DownAfter %s, probe %s)", moved, lo, hi, last.Sub(t0), timing.DownAfter, timing.Probe)
+	}
+}
