@@ -156,6 +156,10 @@ type Options struct {
 	// UnderlayMTU is the smallest MTU towards the given peer endpoint
 	// addresses (default: their routes' links, or the default routes').
 	UnderlayMTU func(dests []netip.Addr) int
+
+	// realHost: the device is the host's (no OpenDevice seam), so packets
+	// the agent sends itself (echo requests) go where they should.
+	realHost bool
 }
 
 // agent is the state of one Run.
@@ -164,6 +168,7 @@ type agent struct {
 	cfg    *config.Config
 	log    *slog.Logger
 	id     Identity
+	pub    wgtypes.Key // id's public key
 	prefix netip.Prefix
 	psk    wgtypes.Key
 	filter mesh.Filter
@@ -199,7 +204,13 @@ type agent struct {
 	}
 	fastUntil    time.Time
 	lastObserved map[string][]netip.AddrPort
-	policyErr    string
+	// quiet: peers kept off WireGuard's handshake loop in the last pass
+	// (mesh.Status.Quiet).
+	quiet map[wgtypes.Key]bool
+	echo  *echoer // nil: none (test seams, or no CAP_NET_RAW)
+	// echoErr is the last echo error logged (each new one once).
+	echoErr   string
+	policyErr string
 	// underlay caches the underlay MTU towards the peers' endpoints.
 	underlay struct {
 		dests []netip.Addr
@@ -252,8 +263,17 @@ func Run(ctx context.Context, opts Options) (err error) {
 			a.log.Warn("close WireGuard device", "err", err)
 		}
 	})
+	if a.opts.realHost {
+		// Echo requests keep idle peers' verdicts honest (mesh.EchoEvery).
+		if e, err := openEcho(); err != nil {
+			a.log.Warn("no echo requests to silent peers (an idle peer may be shown down while it is up): needs CAP_NET_RAW", "err", err)
+		} else {
+			a.echo = e
+			cleanups = append(cleanups, func() { e.Close() })
+		}
+	}
 	a.log.Info("mesh interface up", "interface", a.dev.Name(), "mode", a.dev.Mode(), "why", a.opts.WireGuardWhy,
-		"address", a.id.Address, "publicKey", a.id.PublicKey().String(), "port", a.dev.ListenPort())
+		"address", a.id.Address, "publicKey", a.pub.String(), "port", a.dev.ListenPort())
 
 	a.policy = a.opts.Policy
 	if a.policy == nil && !a.opts.NoHostPolicy {
@@ -363,6 +383,7 @@ func newAgent(opts Options) (*agent, error) {
 	}
 	if opts.OpenDevice == nil {
 		opts.OpenDevice = wg.Open
+		opts.realHost = true
 	}
 	hostNets := opts.HostAddrs == nil
 	if opts.MAC == nil {
@@ -428,7 +449,8 @@ func newAgent(opts Options) (*agent, error) {
 	if a.id, err = LoadIdentity(opts.StateDir, cfg.Cluster.ID, opts.MAC); err != nil {
 		return nil, err
 	}
-	a.tracker = mesh.NewTracker(mesh.Health{DownAfter: cfg.Health.DownAfter.D(), EndpointProbe: cfg.Health.EndpointProbe.D()}, a.id.PublicKey())
+	a.pub = a.id.PublicKey() // an X25519 base multiplication: once, not every pass
+	a.tracker = mesh.NewTracker(mesh.Health{DownAfter: cfg.Health.DownAfter.D(), EndpointProbe: cfg.Health.EndpointProbe.D()}, a.pub)
 
 	a.disco = opts.Discovery
 	if a.disco == nil && len(cfg.Discovery.Endpoints) > 0 {
@@ -555,7 +577,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	}
 
 	set := mesh.Build(mesh.Input{
-		Self: a.id.PublicKey(), Prefix: a.prefix, Own: append(slices.Clone(addrs), a.id.Address), OwnNets: a.ownNets, Static: a.cfg.StaticPeers,
+		Self: a.pub, Prefix: a.prefix, Own: append(slices.Clone(addrs), a.id.Address), OwnNets: a.ownNets, Static: a.cfg.StaticPeers,
 		Affiliates: affs, Filter: a.peerFilter, Observed: observed, Approved: a.approved,
 	})
 	peers := set.Peers
@@ -579,10 +601,17 @@ func (a *agent) reconcile(ctx context.Context) {
 	}
 
 	want := make([]wg.PeerConfig, 0, len(peers))
+	quiet := make(map[wgtypes.Key]bool, len(peers))
+	var reset []wgtypes.Key
 	for _, p := range peers {
 		v := verdicts[p.PublicKey]
 		if paths != nil && !paths[p.PublicKey].Advisory {
 			v.SetEndpoint = paths[p.PublicKey].SetEndpoint
+			if v.Quiet {
+				// The path chooser (relays) decides: WireGuard must try
+				// what it sets.
+				v.Quiet, v.Keepalive = false, true
+			}
 		}
 		pc := wg.PeerConfig{PublicKey: p.PublicKey, PresharedKey: a.psk, Endpoint: v.SetEndpoint, AllowedIPs: p.AllowedIPs}
 		if v.Keepalive {
@@ -591,7 +620,34 @@ func (a *agent) reconcile(ctx context.Context) {
 		if v.SetEndpoint.IsValid() {
 			a.log.Debug("peer endpoint", "peer", p.Name, "endpoint", v.SetEndpoint, "state", v.State)
 		}
+		quiet[p.PublicKey] = v.Quiet
+		if was, known := a.quiet[p.PublicKey]; v.Quiet && known && !was {
+			reset = append(reset, p.PublicKey)
+		}
 		want = append(want, pc)
+	}
+	a.quiet = quiet
+	if a.echo != nil {
+		for _, p := range peers {
+			if v := verdicts[p.PublicKey]; !v.Echo || quiet[p.PublicKey] {
+				continue
+			}
+			if err := a.echo.send(p.Address); err != nil && err.Error() != a.echoErr {
+				a.echoErr = err.Error()
+				a.log.Warn("echo request to a silent peer", "peer", p.Name, "err", err)
+			}
+		}
+	}
+	if len(reset) > 0 {
+		// Turning keepalive off does not stop WireGuard's handshake
+		// retries (every 5 s for 90 s): re-creating the peer does, and
+		// leaves it without an endpoint until the next attempt sets one.
+		// It stays configured, so it is answered if it initiates.
+		if err := a.dev.SyncPeers(slices.DeleteFunc(slices.Clone(want), func(pc wg.PeerConfig) bool {
+			return slices.Contains(reset, pc.PublicKey)
+		})); err != nil {
+			warn("%v", err)
+		}
 	}
 	if err := a.dev.SyncPeers(want); err != nil {
 		warn("%v", err)
@@ -635,7 +691,7 @@ func (a *agent) reconcile(ctx context.Context) {
 			Hostname:        hostname(),
 			MachineType:     "unknown",
 			OperatingSystem: "meshspan (" + a.opts.Version + ")",
-			PublicKey:       a.id.PublicKey().String(),
+			PublicKey:       a.pub.String(),
 			Address:         a.id.Address,
 			Addresses:       routed,
 			Networks:        nets,
@@ -650,7 +706,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	}
 
 	st := &Status{
-		Node: a.nodeName(), PublicKey: a.id.PublicKey().String(), Address: a.id.Address.String(), AffiliateID: a.id.AffiliateID,
+		Node: a.nodeName(), PublicKey: a.pub.String(), Address: a.id.Address.String(), AffiliateID: a.id.AffiliateID,
 		Interface: a.dev.Name(), Mode: string(a.dev.Mode()), ListenPort: a.dev.ListenPort(),
 		Endpoints: strs(localEps), Discovery: a.disco != nil, Warnings: warnings, Peers: []PeerStatus{},
 		UpdatedAt: time.Now().UTC(),

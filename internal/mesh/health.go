@@ -68,7 +68,27 @@ type Status struct {
 	// that handshake before starting its own (the first may be unable to
 	// reach it, or may not know it yet).
 	Keepalive bool
+	// Quiet says the peer is waiting out its backoff (see Backoff): keep
+	// it off WireGuard's handshake loop until the next attempt, with no
+	// keepalive and its handshake timers reset, so it costs nothing but
+	// an answer if it initiates itself. Keepalive is false then.
+	Quiet bool
+	// Echo says an echo request should go to the peer's mesh address now:
+	// its session is live but nothing came from it for a third of
+	// health.downAfter (see EchoEvery).
+	Echo bool
 }
+
+// EchoEvery is how long a peer with a live session may stay silent before
+// an echo request asks it to answer, and how often while it stays silent.
+// Persistent keepalives alone do not make both sides hear each other:
+// WireGuard restarts the keepalive timer on every packet received as well
+// as sent, so on an idle link the side whose timer fires first sends every
+// interval and the other never does (it hears the first and so never
+// needs to). The first side then hears nothing but rekeys and would take
+// the other for down; an echo makes the other's kernel answer through the
+// tunnel. Two tries fit before downAfter.
+func EchoEvery(h Health) time.Duration { return h.DownAfter / 3 }
 
 // AnswerDelay is how long the higher-keyed side of a new pair waits for the
 // other side's handshake before initiating itself.
@@ -84,6 +104,35 @@ const (
 	ProbeRate  = 10 // per second
 	ProbeBurst = 20
 )
+
+// A peer that has never answered is tried with backoff: after FreeAttempts
+// candidates tried back to back, each further attempt (one candidate for
+// health.endpointProbe) follows a quiet time that doubles from
+// health.endpointProbe up to BackoffMax. Every attempt costs a WireGuard
+// handshake initiation (an X25519 key pair and two exchanges) and WireGuard
+// would otherwise retry every 5 s for ever: a member publishing many
+// affiliates that never answer would keep this node busy. An answer, or
+// new candidates (the peer published new data), ends the backoff; a peer
+// coming up initiates itself and is answered at once, since it stays
+// configured.
+const (
+	FreeAttempts = 3
+	BackoffMax   = time.Minute
+)
+
+// Backoff is the quiet time after a never-answered peer's attempt-th
+// attempt (counting from 1) before the next one.
+func Backoff(probe time.Duration, attempt int) time.Duration {
+	n := attempt - FreeAttempts
+	if n < 0 {
+		return 0
+	}
+	d := max(probe, time.Second)
+	for ; n > 0 && d < BackoffMax; n-- {
+		d *= 2
+	}
+	return min(d, BackoffMax)
+}
 
 // Tracker follows every peer across reconcile passes. It is not safe for
 // concurrent use; the agent's loop owns it.
@@ -106,6 +155,12 @@ type track struct {
 	changes   int
 	activated bool // activity seen at some point
 	firstSeen time.Time
+	// backoff of a peer that never answered: attempts since the last
+	// reset, the time the next may start, the candidates they were for
+	attempts int
+	nextTry  time.Time
+	tried    []netip.AddrPort
+	lastEcho time.Time
 }
 
 // NewTracker returns a tracker for the node whose public key is self.
@@ -147,8 +202,8 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 		if st.SetEndpoint.IsValid() {
 			t.tokens--
 		}
-		st.Keepalive = bytes.Compare(t.self[:], p.PublicKey[:]) < 0 || st.State != StateUnknown ||
-			now.Sub(tr.firstSeen) >= AnswerDelay
+		st.Keepalive = !st.Quiet && (bytes.Compare(t.self[:], p.PublicKey[:]) < 0 || st.State != StateUnknown ||
+			now.Sub(tr.firstSeen) >= AnswerDelay)
 		out[p.PublicKey] = st
 	}
 	for k := range t.peers {
@@ -203,26 +258,66 @@ func (tr *track) step(now time.Time, h Health, candidates []netip.AddrPort, o Ob
 		tr.state = StateDown
 	}
 
+	if !slices.Equal(candidates, tr.tried) {
+		// New data from the peer: whatever it is, it gets tried now.
+		tr.tried = slices.Clone(candidates)
+		tr.attempts, tr.nextTry = 0, time.Time{}
+	}
 	st := Status{State: tr.state, LastActivity: activity}
-	if !recent && !probing && mayset {
-		if next, ok := nextEndpoint(candidates, tr.endpoint); ok && (next != tr.endpoint || tr.setAt.IsZero()) {
-			tr.endpoint = next
-			tr.setAt = now
-			tr.changes++
-			st.SetEndpoint = next
-		} else if ok && len(candidates) == 1 {
-			// One candidate, already set: restart its probe window so the
-			// state stays down without re-setting it every pass.
-			tr.setAt = now
+	if tr.activated {
+		// It answered once: a peer that goes quiet later is tried without
+		// backoff, so a member coming back is found within a rotation.
+		if !recent && !probing && mayset {
+			if next, ok := nextEndpoint(candidates, tr.endpoint); ok && (next != tr.endpoint || tr.setAt.IsZero()) {
+				tr.set(now, next, &st)
+			} else if ok && len(candidates) == 1 {
+				// One candidate, already set: restart its probe window so
+				// the state stays down without re-setting it every pass.
+				tr.setAt = now
+			}
 		}
+	} else if !probing {
+		// Never answered: one attempt at a time, then quiet.
+		waiting := now.Before(tr.nextTry)
+		next, ok := nextEndpoint(candidates, tr.endpoint)
+		if ok && !waiting && mayset {
+			// Always set, even the same endpoint: while quiet the peer was
+			// re-created without one.
+			tr.set(now, next, &st)
+			tr.attempts++
+			tr.nextTry = now.Add(h.EndpointProbe + Backoff(h.EndpointProbe, tr.attempts))
+		} else {
+			st.Quiet = true
+		}
+	}
+	st.State = tr.state
+	if every := EchoEvery(h); sessionLive(now, o.LastHandshake) && !st.Quiet &&
+		now.Sub(latest(tr.lastRx, o.LastHandshake)) >= every && now.Sub(tr.lastEcho) >= every {
+		st.Echo = true
+		tr.lastEcho = now
 	}
 	st.EndpointChanges = tr.changes
 	return st
 }
 
+// set makes next the peer's endpoint now.
+func (tr *track) set(now time.Time, next netip.AddrPort, st *Status) {
+	tr.endpoint = next
+	tr.setAt = now
+	tr.changes++
+	st.SetEndpoint = next
+}
+
 // rejectAfter is WireGuard's RejectAfterTime: a session older than this
 // carries no data, so without a newer handshake there is no session.
 const rejectAfter = 180 * time.Second
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
 
 func sessionLive(now, lastHandshake time.Time) bool {
 	return !lastHandshake.IsZero() && now.Sub(lastHandshake) < rejectAfter

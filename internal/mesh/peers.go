@@ -261,16 +261,22 @@ func Build(in Input) Result {
 			e.claims = append(e.claims, ip)
 			e.routes = append(e.routes, ip)
 		}
-		// The first MaxCandidates usable endpoints the filter admits, in
-		// the peer's order; the rest is not even looked at.
+		// The first MaxCandidates usable endpoints the filter admits: those
+		// at the peer's own addresses (from its sealed data) first, then
+		// the rest in the peer's order; the rest is not even looked at.
+		// Any member may report endpoints it says it observed for a peer,
+		// so without the ranking one could push the real ones past the cap.
 		var eps []netip.AddrPort
-		for _, ap := range a.Endpoints {
-			if len(eps) == MaxCandidates {
-				break
-			}
-			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-			if usable(ap) && in.Filter.Admits(ap.Addr()) && !slices.Contains(eps, ap) {
-				eps = append(eps, ap)
+		ownAddrs := unmapAll(a.Addresses)
+		for _, own := range []bool{true, false} {
+			for _, ap := range a.Endpoints {
+				if len(eps) == MaxCandidates {
+					break
+				}
+				ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+				if containsAddr(ownAddrs, ap.Addr()) == own && usable(ap) && in.Filter.Admits(ap.Addr()) && !slices.Contains(eps, ap) {
+					eps = append(eps, ap)
+				}
 			}
 		}
 		for _, ap := range eps {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -226,6 +227,10 @@ func TestHostilePublisher(t *testing.T) {
 		return true, ""
 	})
 
+	// The real peer stays idle (keepalives only, as a member with nothing
+	// to send) and must read up at every poll from before the hostile
+	// affiliates arrive to the end of the window.
+	polls := startPolls(victim, peer, 2*time.Second)
 	hostile := startHostile(t, evilNS, url, secrets, victim, peer)
 	waitFor(t, 60*time.Second, func() (bool, string) {
 		s, err := victim.status()
@@ -241,75 +246,56 @@ func TestHostilePublisher(t *testing.T) {
 		return n == hostileAffiliates, fmt.Sprintf("victim knows %d of %d hostile affiliates", n, hostileAffiliates)
 	})
 
-	// The window: the real peer must read up at every poll, and the
-	// victim's CPU time is measured over it.
+	// The window, from the moment the victim knows every hostile
+	// affiliate: the victim's CPU time (user and system, all threads, from
+	// /proc) over it.
 	sinkCap := startCapture(t, sinkNS, "eth0", "udp and src host 192.0.2.11")
-	const window = 40 * time.Second
+	const window = 60 * time.Second
 	pid := victim.proc.PID()
 	t0, err := cpuTicks(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	// The real peer carries traffic, as a member does: one ICMPv6 echo a
-	// second over the mesh, each of which must be answered.
-	pingCtx, stopPing := context.WithTimeout(context.Background(), window+10*time.Second)
-	defer stopPing()
-	pingDone := make(chan error, 1)
-	var pingOut []byte
-	go func() {
-		var err error
-		pingOut, err = victim.ns.Exec(pingCtx, "ping", "-c", fmt.Sprint(int(window/time.Second)), "-i", "1", "-W", "3", peer.id.Address)
-		pingDone <- err
-	}()
-	polls, notUp := 0, []string{}
-	for time.Since(start) < window {
-		s, err := victim.status()
-		if err != nil {
-			t.Fatalf("victim status: %v", err)
+	if out := os.Getenv("TRUST_PERF"); out != "" {
+		// Diagnostics: a CPU profile of the victim agent over the window
+		// (perf record; the agent binary must keep its symbols).
+		perf := exec.Command("perf", "record", "-F", "499", "-g", "-o", out, "-p", fmt.Sprint(pid), "--", "sleep", fmt.Sprint(int(window/time.Second)))
+		if err := perf.Start(); err != nil {
+			t.Fatal(err)
 		}
-		polls++
-		if p := peerNamed(s, "peer"); p == nil || p.State != "up" {
-			other := "?"
-			if ps, err := peer.status(); err == nil {
-				if v := peerNamed(ps, "victim"); v != nil {
-					other = fmt.Sprintf("%+v", *v)
-				}
-			}
-			notUp = append(notUp, fmt.Sprintf("%s: %+v; the peer sees the victim as %s", time.Since(start).Round(time.Millisecond), p, other))
-		}
-		time.Sleep(2 * time.Second) // a poll costs the agent a status document of 100 peers
+		defer perf.Wait()
 	}
+	time.Sleep(window)
 	t1, err := cpuTicks(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(start)
-	if err := <-pingDone; err != nil || !strings.Contains(string(pingOut), " 0% packet loss") {
-		t.Errorf("pings to the real peer over the mesh during the window: %v\n%s", err, tail(pingOut, 600))
-	}
+	notUp, n := polls.stop()
 	sinkPkts, sinkKinds := sinkCap.stopKinds(t)
 	cpu := float64(t1-t0) / clkTck / elapsed.Seconds()
 	rate := float64(len(sinkPkts)) / elapsed.Seconds()
 	t.Logf("victim agent CPU over %s with %d hostile affiliates x %d endpoints: %.2f%% of a core; %d packets to the sink (%.1f/s); real peer up at %d of %d polls",
-		elapsed.Round(time.Millisecond), hostileAffiliates, hostileEndpoints, 100*cpu, len(sinkPkts), rate, polls-len(notUp), polls)
+		elapsed.Round(time.Millisecond), hostileAffiliates, hostileEndpoints, 100*cpu, len(sinkPkts), rate, n-len(notUp), n)
 	t.Logf("packets to the sink by kind: %v", sinkKinds)
 	if os.Getenv("TRUST_AGENT_ENV") != "" {
 		t.Logf("victim output (tail):\n%s", tail(victim.proc.Output(), 8000))
 	}
 	if len(notUp) > 0 {
-		t.Errorf("the real peer was not up at %d of %d polls: %v\n--- victim (tail) ---\n%s\n--- peer (tail) ---\n%s", len(notUp), polls, notUp, tail(victim.proc.Output(), 6000), tail(peer.proc.Output(), 6000))
+		t.Errorf("the real peer was not up at %d of %d polls: %v\n--- victim (tail) ---\n%s\n--- peer (tail) ---\n%s", len(notUp), n, notUp, tail(victim.proc.Output(), 6000), tail(peer.proc.Output(), 6000))
 	}
-	// The target is 5 % of a core, and the agent measures 3-5.5 %
-	// here (WireGuard's own handshake retries to 100 silent peers are most
-	// of it), so the target is reported, not asserted: a shared CI machine
-	// puts it on either side. What is asserted is the attack's own scale:
-	// the agent took 25.7 % of a core before its budgets.
+	// Between polls too: the victim logs every state change of a peer.
+	for _, who := range []*node{victim, peer} {
+		other := map[*node]string{victim: "peer", peer: "victim"}[who]
+		if lines := transitions(who.proc.Output(), other); len(lines) != 1 {
+			t.Errorf("%s logged %d state changes of %s; want one (up):\n%s", who.name, len(lines), other, strings.Join(lines, "\n"))
+		}
+	}
+	// The target: the agent stays under 5 % of a core. Most of
+	// what is left is the reconcile pass over 100 peers every second.
 	if cpu >= 0.05 {
-		t.Logf("NOTE: victim agent used %.1f%% of a core, over the 5%% target", 100*cpu)
-	}
-	if cpu >= 0.10 {
-		t.Errorf("victim agent used %.1f%% of a core; want well under the 25.7%% it took before the endpoint budgets (target 5%%)", 100*cpu)
+		t.Errorf("victim agent used %.2f%% of a core over %s; want under 5%%", 100*cpu, elapsed.Round(time.Second))
 	}
 	// The sink stands for members that never answer. The victim may try
 	// them, within its budgets: WireGuard handshake initiations (one per
@@ -380,6 +366,62 @@ func TestHostilePublisher(t *testing.T) {
 	if pkts := loCap.stop(t); len(pkts) > 0 {
 		t.Errorf("the victim sent %d UDP packets to its own loopback", len(pkts))
 	}
+}
+
+// polls reads a node's status at a period until stopped, noting every
+// poll at which its real peer is not up.
+type polls struct {
+	stopc chan struct{}
+	done  chan struct{}
+	n     int
+	notUp []string
+}
+
+func startPolls(victim, peer *node, every time.Duration) *polls {
+	p := &polls{stopc: make(chan struct{}), done: make(chan struct{})}
+	start := time.Now()
+	go func() {
+		defer close(p.done)
+		for {
+			s, err := victim.status()
+			p.n++
+			if err != nil {
+				p.notUp = append(p.notUp, fmt.Sprintf("%s: status: %v", time.Since(start).Round(time.Millisecond), err))
+			} else if q := peerNamed(s, "peer"); q == nil || q.State != "up" {
+				other := "?"
+				if ps, err := peer.status(); err == nil {
+					if v := peerNamed(ps, "victim"); v != nil {
+						other = fmt.Sprintf("%+v", *v)
+					}
+				}
+				p.notUp = append(p.notUp, fmt.Sprintf("%s: %+v; the peer sees the victim as %s", time.Since(start).Round(time.Millisecond), q, other))
+			}
+			select {
+			case <-p.stopc:
+				return
+			case <-time.After(every):
+			}
+		}
+	}()
+	return p
+}
+
+func (p *polls) stop() (notUp []string, n int) {
+	close(p.stopc)
+	<-p.done
+	return p.notUp, p.n
+}
+
+// transitions are the "peer state" lines an agent logged for the peer
+// named name.
+func transitions(out []byte, name string) []string {
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "peer state") && strings.Contains(l, "peer="+name+" ") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
 }
 
 func tail(b []byte, n int) []byte {
