@@ -2,6 +2,8 @@ package mesh
 
 import (
 	"bytes"
+	"cmp"
+	"hash/maphash"
 	"net/netip"
 	"slices"
 	"time"
@@ -143,6 +145,7 @@ type Tracker struct {
 	// tokens is the endpoint-set budget (ProbeRate), refilled at each Step.
 	tokens   float64
 	tokensAt time.Time
+	seed     maphash.Seed // orders peers never tried
 }
 
 type track struct {
@@ -165,7 +168,7 @@ type track struct {
 
 // NewTracker returns a tracker for the node whose public key is self.
 func NewTracker(h Health, self wgtypes.Key) *Tracker {
-	return &Tracker{health: h, self: self, peers: map[wgtypes.Key]*track{}, tokens: ProbeBurst}
+	return &Tracker{health: h, self: self, peers: map[wgtypes.Key]*track{}, tokens: ProbeBurst, seed: maphash.MakeSeed()}
 }
 
 // Step advances every peer to now. peers is the desired set (peers not in
@@ -189,7 +192,20 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 		}
 		return time.Time{}
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return setAt(a).Compare(setAt(b)) })
+	// Among peers never tried, static ones first, then affiliates in an
+	// order keyed by this tracker's random seed: affiliate IDs and keys are
+	// chosen by members, and a hostile one must not be able to make its
+	// affiliates go before an honest member's.
+	slices.SortStableFunc(order, func(a, b int) int {
+		if c := setAt(a).Compare(setAt(b)); c != 0 {
+			return c
+		}
+		pa, pb := &peers[a], &peers[b]
+		if c := cmp.Compare(discovered(pa), discovered(pb)); c != 0 {
+			return c
+		}
+		return cmp.Compare(maphash.Bytes(t.seed, pa.PublicKey[:]), maphash.Bytes(t.seed, pb.PublicKey[:]))
+	})
 	for _, i := range order {
 		p := &peers[i]
 		seen[p.PublicKey] = true
@@ -212,6 +228,13 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 		}
 	}
 	return out
+}
+
+func discovered(p *Peer) int {
+	if p.AffiliateID == "" {
+		return 0
+	}
+	return 1
 }
 
 // step advances one peer; mayset says whether the budget allows setting
