@@ -300,12 +300,17 @@ func TestHostilePublisher(t *testing.T) {
 		t.Errorf("victim agent used %.2f%% of a core over %s; want under 5%%", 100*cpu, elapsed.Round(time.Second))
 	}
 	// The sink stands for members that never answer. The victim may try
-	// them, within its budgets: WireGuard handshake initiations (one per
-	// 5 s per peer; endpoint changes, at most mesh.ProbeRate/s, move them
-	// rather than add) and direct probes (relay.DefaultProbeRate). 100
-	// peers took ~1,200 packets/s unbounded.
+	// them, within its budgets: WireGuard handshake initiations and direct
+	// probes (relay.DefaultProbeRate). 100 peers took ~1,200 packets/s
+	// unbounded. Never-answered peers are tried with backoff, one
+	// initiation per attempt (WireGuard's own retries are cut), and
+	// attempts are endpoint sets (mesh.ProbeRate); without the backoff
+	// WireGuard retried each peer every 5 s (~17/s here).
 	if maxRate := hostileAffiliates/5.0 + relay.DefaultProbeRate + 10; rate > maxRate {
 		t.Errorf("%.1f packets/s to never-answering endpoints; want at most %.0f", rate, maxRate)
+	}
+	if init, limit := float64(sinkKinds["wireguard initiation"])/elapsed.Seconds(), mesh.ProbeRate+mesh.ProbeBurst/elapsed.Seconds(); init > limit {
+		t.Errorf("%.1f WireGuard handshake initiations/s to never-answering endpoints; want at most %.1f (one per attempt, attempts within mesh.ProbeRate)", init, limit)
 	}
 
 	s, err := victim.status()
