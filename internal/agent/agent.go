@@ -634,7 +634,7 @@ func (a *agent) reconcile(ctx context.Context) {
 			}
 			if err := a.echo.send(p.Address); err != nil && err.Error() != a.echoErr {
 				a.echoErr = err.Error()
-				a.log.Warn("echo request to a silent peer", "peer", p.Name, "err", err)
+				a.log.Warn("echo request to a silent peer", "peer", p.Name, "address", p.Address, "err", err)
 			}
 		}
 	}

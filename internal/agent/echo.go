@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -46,6 +47,10 @@ func (e *echoer) send(to netip.Addr) error {
 	// Never hold up the reconcile pass on a full queue.
 	_ = e.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	_, err = e.c.WriteTo(b, &net.IPAddr{IP: to.AsSlice()})
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		err = oe.Err // without the address: the agent logs each distinct error once
+	}
 	return err
 }
 
