@@ -55,7 +55,8 @@ var (
 // addresses, its mesh address), at nothing (0.0.0.0, ::), at many
 // (multicast, broadcast), at link-local addresses, at the third party, and
 // at the sink. Each also publishes, as "observed", endpoints for the real
-// peer's affiliate.
+// peer's affiliate, and the first fills the 64 endpoint slots of the late
+// member's affiliate before that member publishes.
 type hostileFixture struct {
 	clients []*discovery.Client
 	cancel  context.CancelFunc
@@ -63,7 +64,7 @@ type hostileFixture struct {
 	keys    []wgtypes.Key
 }
 
-func startHostile(t *testing.T, ns *netlab.NS, url string, secrets clusterkey.Secrets, victim, peer *node) *hostileFixture {
+func startHostile(t *testing.T, ns *netlab.NS, url string, secrets clusterkey.Secrets, victim, peer, late *node) *hostileFixture {
 	t.Helper()
 	prefix := clusterkey.MeshPrefix(secrets.ID)
 	victimMesh, peerMesh := netip.MustParseAddr(victim.id.Address), netip.MustParseAddr(peer.id.Address)
@@ -94,6 +95,15 @@ func startHostile(t *testing.T, ns *netlab.NS, url string, secrets clusterkey.Se
 		sink = sink.Next()
 	}
 	observed := map[string][]netip.AddrPort{peer.id.AffiliateID: eps[:hostileEndpoints/2]}
+	// The late member's endpoint slots at the service, all taken before it
+	// publishes, with plausible endpoints (the sink's, inside the victim's
+	// filters.peerEndpoints) that would fill the victim's 8 candidates.
+	var crowd []netip.AddrPort
+	for a := sinkFirst; len(crowd) < hostileEndpoints; a = a.Next() {
+		for port := 1000; port < 1007 && len(crowd) < hostileEndpoints; port++ {
+			crowd = append(crowd, netip.AddrPortFrom(a, uint16(port)))
+		}
+	}
 	networks := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"), netip.MustParsePrefix("0.0.0.0/1"),
 		netip.MustParsePrefix("128.0.0.0/1"), netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24"),
 		netip.PrefixFrom(prefix.Addr(), 48).Masked(), netip.PrefixFrom(peerMesh, 128), netip.PrefixFrom(peerAddr, 32)}
@@ -118,10 +128,14 @@ func startHostile(t *testing.T, ns *netlab.NS, url string, secrets clusterkey.Se
 		if err != nil {
 			t.Fatal(err)
 		}
+		obs := observed
+		if i == 0 {
+			obs = map[string][]netip.AddrPort{peer.id.AffiliateID: eps[:hostileEndpoints/2], late.id.AffiliateID: crowd}
+		}
 		c.SetLocal(discovery.Affiliate{
 			NodeName: fmt.Sprintf("evil-%d", i), PublicKey: k.PublicKey().String(), Address: netip.AddrFrom16(b),
 			Addresses: []netip.Addr{peerAddr, victimAddr}, Networks: networks, Endpoints: eps,
-		}, observed)
+		}, obs)
 		f.clients = append(f.clients, c)
 		f.wg.Add(1)
 		go func() {
@@ -232,7 +246,10 @@ func TestHostilePublisher(t *testing.T) {
 	// to send) and must read up at every poll from before the hostile
 	// affiliates arrive to the end of the window.
 	polls := startPolls(victim, peer, 2*time.Second)
-	hostile := startHostile(t, evilNS, url, secrets, victim, peer)
+	// A member that publishes only later, after the hostile affiliates
+	// took its endpoint slots at the service.
+	late := newNode(t, lab, sw, secrets.ID, "late", lateAddr)
+	hostile := startHostile(t, evilNS, url, secrets, victim, peer, late)
 	waitFor(t, 60*time.Second, func() (bool, string) {
 		s, err := victim.status()
 		if err != nil {
@@ -369,8 +386,10 @@ func TestHostilePublisher(t *testing.T) {
 	// An honest member the victim learnt of before it could answer (its
 	// affiliate published, its agent not yet running) is tried with
 	// backoff, like the hostile ones; once its agent runs it initiates,
-	// and the victim, which kept it configured, answers at once.
-	late := newNode(t, lab, sw, secrets.ID, "late", lateAddr)
+	// and the victim, which kept it configured, answers at once. Its
+	// endpoint slots at the service were full of a hostile member's
+	// reports: its own endpoint is stored all the same, and is the
+	// victim's first candidate.
 	stopPre := prePublish(t, late, url, secrets)
 	defer stopPre()
 	waitFor(t, 30*time.Second, func() (bool, string) {
@@ -381,6 +400,11 @@ func TestHostilePublisher(t *testing.T) {
 		p := peerNamed(s, "late")
 		return p != nil && p.EndpointChanges >= mesh.FreeAttempts, fmt.Sprintf("victim has not yet tried the late member %d times: %+v", mesh.FreeAttempts, p)
 	})
+	if s, err := victim.status(); err != nil {
+		t.Fatal(err)
+	} else if p := peerNamed(s, "late"); len(p.Candidates) == 0 || p.Candidates[0] != netip.AddrPortFrom(lateAddr, 51820).String() {
+		t.Errorf("victim's candidates for the late member: %v; want its own endpoint %s first, ahead of the %d others reported for it", p.Candidates, netip.AddrPortFrom(lateAddr, 51820), hostileEndpoints)
+	}
 	late.writeConfig(t, &config.Config{
 		APIVersion: config.APIVersion,
 		Node:       config.Node{Name: late.name},
