@@ -193,7 +193,10 @@ type agent struct {
 	tracker     *mesh.Tracker
 
 	// live: WireGuard endpoints seen for peers, kept as candidates.
-	live      map[wgtypes.Key]netip.AddrPort
+	live map[wgtypes.Key]netip.AddrPort
+	// quiet: peers kept off WireGuard's handshake loop in the last pass
+	// (mesh.Status.Quiet).
+	quiet     map[wgtypes.Key]bool
 	published publisher
 	mem       struct {
 		lastCheck, quietSince, lastTrim time.Time

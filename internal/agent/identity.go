@@ -31,10 +31,19 @@ type Identity struct {
 	// first physical link's MAC, as Talos derives it).
 	Address     netip.Addr
 	AffiliateID string
+
+	// pub caches PrivateKey's public key (LoadIdentity sets it): every
+	// reconcile pass needs it, and it costs an X25519 multiplication.
+	pub wgtypes.Key
 }
 
 // PublicKey is the WireGuard public key peers configure.
-func (id Identity) PublicKey() wgtypes.Key { return id.PrivateKey.PublicKey() }
+func (id Identity) PublicKey() wgtypes.Key {
+	if id.pub != (wgtypes.Key{}) {
+		return id.pub
+	}
+	return id.PrivateKey.PublicKey()
+}
 
 type identityFile struct {
 	PrivateKey  string `yaml:"privateKey"`
@@ -98,6 +107,7 @@ func LoadIdentity(stateDir, clusterID string, mac func() (net.HardwareAddr, erro
 			return Identity{}, err
 		}
 	}
+	id.pub = id.PrivateKey.PublicKey()
 	return id, nil
 }
 

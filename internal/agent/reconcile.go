@@ -67,10 +67,17 @@ func (a *agent) reconcile(ctx context.Context) {
 		now: now, peers: peers, obs: dev.obs, remote: disc.traversal, static: a.cfg.StaticPeers,
 	})
 
-	want := wireguardPeers(wireguardInput{
+	wgo := wireguardPeers(wireguardInput{
 		peers: peers, verdicts: st.verdicts, paths: st.paths, psk: a.psk, keepalive: a.cfg.WireGuard.Keepalive.D(),
+		quiet: a.quiet,
 	}, a.log)
-	if err := a.dev.SyncPeers(want); err != nil {
+	a.quiet = wgo.quiet
+	if len(wgo.reset) > 0 {
+		if err := a.dev.SyncPeers(without(wgo.want, wgo.reset)); err != nil {
+			warn("%v", err)
+		}
+	}
+	if err := a.dev.SyncPeers(wgo.want); err != nil {
 		warn("%v", err)
 	}
 

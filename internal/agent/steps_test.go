@@ -168,7 +168,7 @@ func TestWireguardPeers(t *testing.T) {
 		b: {SetEndpoint: ap("192.0.2.2:51820")},
 	}
 	in := wireguardInput{peers: peers, verdicts: verdicts, psk: psk, keepalive: 5 * time.Second}
-	got := wireguardPeers(in, slog.New(slog.DiscardHandler))
+	got := wireguardPeers(in, slog.New(slog.DiscardHandler)).want
 	want := []wg.PeerConfig{
 		{PublicKey: a, PresharedKey: psk, Endpoint: ap("192.0.2.1:51820"), AllowedIPs: peers[0].AllowedIPs, Keepalive: mesh.WireGuardKeepalive(5 * time.Second)},
 		{PublicKey: b, PresharedKey: psk, Endpoint: ap("192.0.2.2:51820"), AllowedIPs: peers[1].AllowedIPs},
@@ -183,15 +183,51 @@ func TestWireguardPeers(t *testing.T) {
 		a: {SetEndpoint: ap("[100::1]:3478"), Path: "relayed"},
 		b: {SetEndpoint: ap("[100::2]:3478"), Advisory: true},
 	}
-	got = wireguardPeers(in, slog.New(slog.DiscardHandler))
+	got = wireguardPeers(in, slog.New(slog.DiscardHandler)).want
 	if got[0].Endpoint != ap("[100::1]:3478") || got[1].Endpoint != ap("192.0.2.2:51820") {
 		t.Errorf("with paths: endpoints %v, %v; want the chooser's for a, the tracker's for b", got[0].Endpoint, got[1].Endpoint)
 	}
 	// A chooser that leaves a peer out unsets its endpoint: the device keeps
 	// the one it has.
 	in.paths = map[wgtypes.Key]PathChoice{}
-	if got = wireguardPeers(in, slog.New(slog.DiscardHandler)); got[0].Endpoint.IsValid() {
+	if got = wireguardPeers(in, slog.New(slog.DiscardHandler)).want; got[0].Endpoint.IsValid() {
 		t.Errorf("peer without a choice got endpoint %v, want none set", got[0].Endpoint)
+	}
+}
+
+// A peer turning quiet is re-created once (WireGuard's own handshake
+// retries stop only then), without keepalive; a quiet peer the path
+// chooser sets an endpoint for is tried, not kept quiet.
+func TestWireguardPeersQuiet(t *testing.T) {
+	a, b := testKey(t), testKey(t)
+	peers := []mesh.Peer{{PublicKey: a}, {PublicKey: b}}
+	in := wireguardInput{peers: peers, keepalive: 5 * time.Second, verdicts: map[wgtypes.Key]mesh.Status{
+		a: {Keepalive: true}, b: {Keepalive: true},
+	}}
+	log := slog.New(slog.DiscardHandler)
+	out := wireguardPeers(in, log)
+	if len(out.reset) != 0 || out.quiet[a] || out.quiet[b] {
+		t.Fatalf("first pass: reset %v quiet %v; want none", out.reset, out.quiet)
+	}
+	in.quiet = out.quiet
+	in.verdicts[a] = mesh.Status{Quiet: true}
+	out = wireguardPeers(in, log)
+	if !slices.Equal(out.reset, []wgtypes.Key{a}) || !out.quiet[a] {
+		t.Fatalf("a turned quiet: reset %v quiet %v; want a reset once", out.reset, out.quiet)
+	}
+	if out.want[0].Keepalive != 0 {
+		t.Errorf("quiet peer keeps keepalive %v", out.want[0].Keepalive)
+	}
+	if got := without(out.want, out.reset); len(got) != 1 || got[0].PublicKey != b {
+		t.Errorf("without the reset peers: %+v; want only b", got)
+	}
+	in.quiet = out.quiet
+	if out = wireguardPeers(in, log); len(out.reset) != 0 {
+		t.Errorf("a still quiet: reset again %v", out.reset)
+	}
+	in.paths = map[wgtypes.Key]PathChoice{a: {SetEndpoint: ap("192.0.2.9:3478"), Path: "relayed"}}
+	if out = wireguardPeers(in, log); out.quiet[a] || out.want[0].Keepalive == 0 || out.want[0].Endpoint != ap("192.0.2.9:3478") {
+		t.Errorf("chooser's endpoint for a quiet peer: %+v quiet=%v; want tried with keepalive", out.want[0], out.quiet[a])
 	}
 }
 

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"log/slog"
+	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -19,18 +20,37 @@ type wireguardInput struct {
 	// keepalive is wireguard.keepalive, given to peers the tracker keeps
 	// alive.
 	keepalive time.Duration
+	// quiet: the peers that were quiet (mesh.Status.Quiet) in the last pass.
+	quiet map[wgtypes.Key]bool
+}
+
+// wireguardOutput is the device's peer configuration for this pass.
+type wireguardOutput struct {
+	want []wg.PeerConfig
+	// reset: peers that just turned quiet. Turning keepalive off does not
+	// stop WireGuard's handshake retries (every 5 s for 90 s); removing
+	// and re-adding the peer does, and leaves it without an endpoint until
+	// the next attempt sets one. It stays configured, so it is answered if
+	// it initiates.
+	reset []wgtypes.Key
+	quiet map[wgtypes.Key]bool
 }
 
 // wireguardPeers is the device's peer configuration for this pass, one
 // entry per peer, in the peer set's order. An endpoint is set only when the
 // tracker (or the path chooser) decided to change it; otherwise WireGuard
 // keeps the one it roamed to.
-func wireguardPeers(in wireguardInput, log *slog.Logger) []wg.PeerConfig {
-	want := make([]wg.PeerConfig, 0, len(in.peers))
+func wireguardPeers(in wireguardInput, log *slog.Logger) wireguardOutput {
+	out := wireguardOutput{want: make([]wg.PeerConfig, 0, len(in.peers)), quiet: make(map[wgtypes.Key]bool, len(in.peers))}
 	for _, p := range in.peers {
 		v := in.verdicts[p.PublicKey]
 		if in.paths != nil && !in.paths[p.PublicKey].Advisory {
 			v.SetEndpoint = in.paths[p.PublicKey].SetEndpoint
+			if v.Quiet {
+				// The path chooser (relays) decides: WireGuard must try
+				// what it sets.
+				v.Quiet, v.Keepalive = false, true
+			}
 		}
 		pc := wg.PeerConfig{PublicKey: p.PublicKey, PresharedKey: in.psk, Endpoint: v.SetEndpoint, AllowedIPs: p.AllowedIPs}
 		if v.Keepalive {
@@ -39,7 +59,16 @@ func wireguardPeers(in wireguardInput, log *slog.Logger) []wg.PeerConfig {
 		if v.SetEndpoint.IsValid() {
 			log.Debug("peer endpoint", "peer", p.Name, "endpoint", v.SetEndpoint, "state", v.State)
 		}
-		want = append(want, pc)
+		out.quiet[p.PublicKey] = v.Quiet
+		if was, known := in.quiet[p.PublicKey]; v.Quiet && known && !was {
+			out.reset = append(out.reset, p.PublicKey)
+		}
+		out.want = append(out.want, pc)
 	}
-	return want
+	return out
+}
+
+// without is want less the peers in drop.
+func without(want []wg.PeerConfig, drop []wgtypes.Key) []wg.PeerConfig {
+	return slices.DeleteFunc(slices.Clone(want), func(pc wg.PeerConfig) bool { return slices.Contains(drop, pc.PublicKey) })
 }

@@ -3,6 +3,7 @@ package discovery
 import (
 	"bytes"
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -139,8 +140,19 @@ func (m *MemoryStore) Update(_ context.Context, u Update) error {
 			continue
 		}
 		if len(a.endpoints) >= m.limits.EndpointsPerAffiliate {
-			err = ErrTooManyEndpoints
-			break
+			// Any member may report endpoints it observed for an
+			// affiliate; once they fill its slots, only the affiliate's
+			// own update (it carries its data) makes room, by replacing
+			// the endpoint that expires first and is not in the update.
+			v := -1
+			if len(u.Data) > 0 {
+				v = evictable(a.endpoints, u.Endpoints)
+			}
+			if v < 0 {
+				err = ErrTooManyEndpoints
+				break
+			}
+			a.endpoints = slices.Delete(a.endpoints, v, v+1)
 		}
 		a.endpoints = append(a.endpoints, memEndpoint{blob: blob, expires: expires})
 		changed = true
@@ -152,6 +164,18 @@ func (m *MemoryStore) Update(_ context.Context, u Update) error {
 		c.notify(u.AffiliateID, a.proto(u.AffiliateID, now))
 	}
 	return err
+}
+
+// evictable is the index of the endpoint that expires first among those
+// not in keep, or -1.
+func evictable(eps []memEndpoint, keep [][]byte) int {
+	v := -1
+	for i := range eps {
+		if (v < 0 || eps[i].expires < eps[v].expires) && !slices.ContainsFunc(keep, func(b []byte) bool { return bytes.Equal(b, eps[i].blob) }) {
+			v = i
+		}
+	}
+	return v
 }
 
 // Delete implements Store.

@@ -3,7 +3,9 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,9 +91,30 @@ func testStoreSemantics(t *testing.T, s Store, clock *fakeClock) {
 	if got := listAll(t, s, "c"); len(got) != 1 || got[0][:10] != "full=kept[" {
 		t.Fatalf("data kept after endpoint overflow: %v", got)
 	}
+	// A member fills another affiliate's endpoint slots with what it says
+	// it observed: further reports are refused, but the affiliate's own
+	// update still stores its endpoints, in place of the oldest reports.
+	junk := make([][]byte, 64)
+	for i := range junk {
+		junk[i] = []byte(fmt.Sprintf("junk-%02d", i))
+	}
+	must(s.Update(ctx, Update{ClusterID: "c", AffiliateID: "victim", Endpoints: junk, TTL: time.Minute}))
+	if err := s.Update(ctx, Update{ClusterID: "c", AffiliateID: "victim", Endpoints: [][]byte{[]byte("more-junk")}, TTL: time.Minute}); !errors.Is(err, ErrTooManyEndpoints) {
+		t.Fatalf("a report into a full affiliate: %v", err)
+	}
+	clock.Advance(time.Second)
+	own := [][]byte{[]byte("own-1"), []byte("own-2")}
+	must(s.Update(ctx, Update{ClusterID: "c", AffiliateID: "victim", Data: []byte("v"), Endpoints: own, TTL: 5 * time.Minute}))
+	got := listAll(t, s, "c")
+	if len(got) != 2 || !strings.HasPrefix(got[1], "victim=v[") || !strings.Contains(got[1], "own-1") || !strings.Contains(got[1], "own-2") {
+		t.Fatalf("the affiliate's own endpoints after others filled its slots: %v", got)
+	}
+	if err := s.Update(ctx, Update{ClusterID: "c", AffiliateID: "victim", Endpoints: [][]byte{[]byte("more-junk")}, TTL: time.Minute}); !errors.Is(err, ErrTooManyEndpoints) {
+		t.Fatalf("a report into a full affiliate: %v", err)
+	}
 	st, err := s.Stats(ctx)
 	must(err)
-	if st.Clusters != 1 || st.Affiliates != 1 || st.Watchers != 1 {
+	if st.Clusters != 1 || st.Affiliates != 2 || st.Watchers != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -214,7 +214,8 @@ end
 
 // KEYS: aff, exp, ep. ARGV: now, expires, maxAff, maxEp, cid, aid,
 // channel, data, publish command, endpoints...  Returns 0 ok, 1 too many
-// affiliates, 2 too many endpoints (data already stored), 3 ok and the
+// affiliates, 2 too many endpoints (data already stored; an update with
+// data replaces others' endpoints rather than fail), 3 ok and the
 // affiliate is new (the caller registers the cluster for GC).
 var updateScript = redis.NewScript(luaHelpers + `
 local now, exp = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -251,8 +252,21 @@ for i = 10, #ARGV do
     end
   else
     if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[4]) then
-      result = 2
-      break
+      -- Full: only the affiliate's own update (with data) makes room, by
+      -- replacing the endpoint expiring first that it does not carry.
+      local victim = nil
+      if data ~= '' then
+        local mine = {}
+        for j = 10, #ARGV do mine[ARGV[j]] = true end
+        for _, e in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+          if not mine[e] then victim = e break end
+        end
+      end
+      if not victim then
+        result = 2
+        break
+      end
+      redis.call('ZREM', KEYS[3], victim)
     end
     redis.call('ZADD', KEYS[3], exp, blob)
     changed = true

@@ -214,7 +214,7 @@ func (s *Server) storeError(err error) error {
 			fmt.Errorf("cluster already has the maximum of %d affiliates", s.limits.AffiliatesPerCluster))
 	case errors.Is(err, ErrTooManyEndpoints):
 		return s.invalid("endpoints_per_affiliate", codes.ResourceExhausted,
-			fmt.Errorf("affiliate already has the maximum of %d endpoints", s.limits.EndpointsPerAffiliate))
+			fmt.Errorf("affiliate already has the maximum of %d endpoints; endpoints reported for it by others are refused until some expire, while its own updates replace the oldest", s.limits.EndpointsPerAffiliate))
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed):
 		return status.Errorf(codes.Unavailable, "discovery store unavailable: %v", err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +101,36 @@ func TestTooManyEndpointsKeepsData(t *testing.T) {
 	_, err = c.AffiliateUpdate(ctx, &serverpb.AffiliateUpdateRequest{ClusterId: "c", AffiliateId: "a",
 		AffiliateEndpoints: eps[:1], Ttl: durationpb.New(time.Minute)})
 	wantCode(t, err, codes.OK, "")
+}
+
+// TestEndpointSlotsHostileReporter: a member reports 64 endpoints it says
+// it observed for another affiliate before that one publishes: further
+// reports are refused with a clear error, and the affiliate's own update
+// still stores its endpoints.
+func TestEndpointSlotsHostileReporter(t *testing.T) {
+	svc := startService(t, ServiceConfig{RateLimitRPS: -1})
+	c := dial(t, svc.Addr().String())
+	ctx := context.Background()
+	junk := make([][]byte, 64)
+	for i := range junk {
+		junk[i] = []byte(fmt.Sprintf("junk-%02d", i))
+	}
+	_, err := c.AffiliateUpdate(ctx, &serverpb.AffiliateUpdateRequest{ClusterId: "c", AffiliateId: "honest",
+		AffiliateEndpoints: junk, Ttl: durationpb.New(time.Minute)})
+	wantCode(t, err, codes.OK, "")
+	_, err = c.AffiliateUpdate(ctx, &serverpb.AffiliateUpdateRequest{ClusterId: "c", AffiliateId: "honest",
+		AffiliateEndpoints: [][]byte{[]byte("junk-more")}, Ttl: durationpb.New(time.Minute)})
+	wantCode(t, err, codes.ResourceExhausted, "reported for it by others are refused")
+	_, err = c.AffiliateUpdate(ctx, &serverpb.AffiliateUpdateRequest{ClusterId: "c", AffiliateId: "honest",
+		AffiliateData: []byte("data"), AffiliateEndpoints: [][]byte{[]byte("own")}, Ttl: durationpb.New(time.Minute)})
+	wantCode(t, err, codes.OK, "")
+	l, err := c.List(ctx, &serverpb.ListRequest{ClusterId: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Affiliates) != 1 || len(l.Affiliates[0].Endpoints) != 64 || !slices.ContainsFunc(l.Affiliates[0].Endpoints, func(b []byte) bool { return string(b) == "own" }) {
+		t.Fatalf("after the affiliate's own update: %v", l.Affiliates)
+	}
 }
 
 func TestTooManyAffiliates(t *testing.T) {

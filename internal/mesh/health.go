@@ -2,6 +2,8 @@ package mesh
 
 import (
 	"bytes"
+	"cmp"
+	"hash/maphash"
 	"net/netip"
 	"slices"
 	"time"
@@ -68,6 +70,11 @@ type Status struct {
 	// that handshake before starting its own (the first may be unable to
 	// reach it, or may not know it yet).
 	Keepalive bool
+	// Quiet says the peer is waiting out its backoff (see Backoff): keep
+	// it off WireGuard's handshake loop until the next attempt, with no
+	// keepalive and its handshake timers reset, so it costs nothing but
+	// an answer if it initiates itself. Keepalive is false then.
+	Quiet bool
 }
 
 // AnswerDelay is how long the higher-keyed side of a new pair waits for the
@@ -85,6 +92,35 @@ const (
 	ProbeBurst = 20
 )
 
+// A peer that has never answered is tried with backoff: after FreeAttempts
+// candidates tried back to back, each further attempt (one candidate for
+// health.endpointProbe) follows a quiet time that doubles from
+// health.endpointProbe up to BackoffMax. Every attempt costs a WireGuard
+// handshake initiation (an X25519 key pair and two exchanges) and WireGuard
+// would otherwise retry every 5 s for ever: a member publishing many
+// affiliates that never answer would keep this node busy. An answer, or
+// new candidates (the peer published new data), ends the backoff; a peer
+// coming up initiates itself and is answered at once, since it stays
+// configured.
+const (
+	FreeAttempts = 3
+	BackoffMax   = time.Minute
+)
+
+// Backoff is the quiet time after a never-answered peer's attempt-th
+// attempt (counting from 1) before the next one.
+func Backoff(probe time.Duration, attempt int) time.Duration {
+	n := attempt - FreeAttempts
+	if n < 0 {
+		return 0
+	}
+	d := max(probe, time.Second)
+	for ; n > 0 && d < BackoffMax; n-- {
+		d *= 2
+	}
+	return min(d, BackoffMax)
+}
+
 // Tracker follows every peer across reconcile passes. It is not safe for
 // concurrent use; the agent's loop owns it.
 type Tracker struct {
@@ -94,6 +130,7 @@ type Tracker struct {
 	// tokens is the endpoint-set budget (ProbeRate), refilled at each Step.
 	tokens   float64
 	tokensAt time.Time
+	seed     maphash.Seed // orders peers never tried
 }
 
 type track struct {
@@ -106,11 +143,16 @@ type track struct {
 	changes   int
 	activated bool // activity seen at some point
 	firstSeen time.Time
+	// backoff of a peer that never answered: attempts since the last
+	// reset, the time the next may start, the candidates they were for
+	attempts int
+	nextTry  time.Time
+	tried    []netip.AddrPort
 }
 
 // NewTracker returns a tracker for the node whose public key is self.
 func NewTracker(h Health, self wgtypes.Key) *Tracker {
-	return &Tracker{health: h, self: self, peers: map[wgtypes.Key]*track{}, tokens: ProbeBurst}
+	return &Tracker{health: h, self: self, peers: map[wgtypes.Key]*track{}, tokens: ProbeBurst, seed: maphash.MakeSeed()}
 }
 
 // Step advances every peer to now. peers is the desired set (peers not in
@@ -134,7 +176,20 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 		}
 		return time.Time{}
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return setAt(a).Compare(setAt(b)) })
+	// Among peers never tried, static ones first, then affiliates in an
+	// order keyed by this tracker's random seed: affiliate IDs and keys are
+	// chosen by members, and a hostile one must not be able to make its
+	// affiliates go before an honest member's.
+	slices.SortStableFunc(order, func(a, b int) int {
+		if c := setAt(a).Compare(setAt(b)); c != 0 {
+			return c
+		}
+		pa, pb := &peers[a], &peers[b]
+		if c := cmp.Compare(discovered(pa), discovered(pb)); c != 0 {
+			return c
+		}
+		return cmp.Compare(maphash.Bytes(t.seed, pa.PublicKey[:]), maphash.Bytes(t.seed, pb.PublicKey[:]))
+	})
 	for _, i := range order {
 		p := &peers[i]
 		seen[p.PublicKey] = true
@@ -147,8 +202,8 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 		if st.SetEndpoint.IsValid() {
 			t.tokens--
 		}
-		st.Keepalive = bytes.Compare(t.self[:], p.PublicKey[:]) < 0 || st.State != StateUnknown ||
-			now.Sub(tr.firstSeen) >= AnswerDelay
+		st.Keepalive = !st.Quiet && (bytes.Compare(t.self[:], p.PublicKey[:]) < 0 || st.State != StateUnknown ||
+			now.Sub(tr.firstSeen) >= AnswerDelay)
 		out[p.PublicKey] = st
 	}
 	for k := range t.peers {
@@ -157,6 +212,13 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 		}
 	}
 	return out
+}
+
+func discovered(p *Peer) int {
+	if p.AffiliateID == "" {
+		return 0
+	}
+	return 1
 }
 
 // step advances one peer; mayset says whether the budget allows setting
@@ -203,21 +265,49 @@ func (tr *track) step(now time.Time, h Health, candidates []netip.AddrPort, o Ob
 		tr.state = StateDown
 	}
 
+	if !slices.Equal(candidates, tr.tried) {
+		// New data from the peer: whatever it is, it gets tried now.
+		tr.tried = slices.Clone(candidates)
+		tr.attempts, tr.nextTry = 0, time.Time{}
+	}
 	st := Status{State: tr.state, LastActivity: activity}
-	if !recent && !probing && mayset {
-		if next, ok := nextEndpoint(candidates, tr.endpoint); ok && (next != tr.endpoint || tr.setAt.IsZero()) {
-			tr.endpoint = next
-			tr.setAt = now
-			tr.changes++
-			st.SetEndpoint = next
-		} else if ok && len(candidates) == 1 {
-			// One candidate, already set: restart its probe window so the
-			// state stays down without re-setting it every pass.
-			tr.setAt = now
+	if tr.activated {
+		// It answered once: a peer that goes quiet later is tried without
+		// backoff, so a member coming back is found within a rotation.
+		if !recent && !probing && mayset {
+			if next, ok := nextEndpoint(candidates, tr.endpoint); ok && (next != tr.endpoint || tr.setAt.IsZero()) {
+				tr.set(now, next, &st)
+			} else if ok && len(candidates) == 1 {
+				// One candidate, already set: restart its probe window so
+				// the state stays down without re-setting it every pass.
+				tr.setAt = now
+			}
+		}
+	} else if !probing {
+		// Never answered: one attempt at a time, then quiet.
+		waiting := now.Before(tr.nextTry)
+		next, ok := nextEndpoint(candidates, tr.endpoint)
+		if ok && !waiting && mayset {
+			// Always set, even the same endpoint: while quiet the peer was
+			// re-created without one.
+			tr.set(now, next, &st)
+			tr.attempts++
+			tr.nextTry = now.Add(h.EndpointProbe + Backoff(h.EndpointProbe, tr.attempts))
+		} else {
+			st.Quiet = true
 		}
 	}
+	st.State = tr.state
 	st.EndpointChanges = tr.changes
 	return st
+}
+
+// set makes next the peer's endpoint now.
+func (tr *track) set(now time.Time, next netip.AddrPort, st *Status) {
+	tr.endpoint = next
+	tr.setAt = now
+	tr.changes++
+	st.SetEndpoint = next
 }
 
 // rejectAfter is WireGuard's RejectAfterTime: a session older than this

@@ -3,6 +3,7 @@ package mesh
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -134,16 +135,110 @@ func TestTrackerRoamedPeerNeverOverwritten(t *testing.T) {
 	}
 }
 
+// A peer that answered once and then went silent, with one candidate, is
+// not re-set every pass.
 func TestTrackerSingleCandidateNotReset(t *testing.T) {
 	s := newSim(t, "192.0.2.1:51820")
 	s.at(0)
-	for sec := 1.0; sec <= 20; sec++ {
+	s.handshake(0.5)
+	s.at(1)
+	for sec := 2.0; sec <= 30; sec++ {
 		if st := s.at(sec); st.SetEndpoint.IsValid() {
 			t.Fatalf("t=%v: re-set the only candidate %v", sec, st.SetEndpoint)
 		}
 	}
-	if s.last.State != StateDown || s.last.EndpointChanges != 1 {
-		t.Fatalf("%+v; want down after one change", s.last)
+	if s.last.State != StateDown || s.last.EndpointChanges != 1 || s.last.Quiet || !s.last.Keepalive {
+		t.Fatalf("%+v; want down after one change, keepalive on, not quiet", s.last)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	probe := 4 * time.Second
+	want := map[int]time.Duration{1: 0, 2: 0, FreeAttempts: probe, 4: 2 * probe, 5: 4 * probe, 6: 8 * probe, 7: BackoffMax, 100: BackoffMax}
+	for attempt, w := range want {
+		if got := Backoff(probe, attempt); got != w {
+			t.Errorf("Backoff(%s, %d) = %s; want %s", probe, attempt, got, w)
+		}
+	}
+}
+
+// A peer that never answers is tried FreeAttempts times back to back, then
+// with a quiet time doubling up to BackoffMax, during which it is off
+// WireGuard's handshake loop (quiet, no keepalive).
+func TestTrackerNeverAnsweredBacksOff(t *testing.T) {
+	s := newSim(t, "192.0.2.1:51820", "198.51.100.1:51820")
+	var sets []float64
+	for sec := 0.0; sec <= 300; sec++ {
+		st := s.at(sec)
+		if st.SetEndpoint.IsValid() {
+			sets = append(sets, sec)
+		}
+		probing := len(sets) > 0 && sec-sets[len(sets)-1] < 4
+		if st.Quiet == probing || (st.Quiet && st.Keepalive) || (sec >= 1 && !st.Quiet && !st.Keepalive) {
+			t.Fatalf("t=%v: %+v; want quiet (and keepalive off) exactly between attempts (attempts at %v)", sec, st, sets)
+		}
+		if sec >= 4 && st.State != StateDown {
+			t.Fatalf("t=%v: %+v; want down", sec, st)
+		}
+	}
+	want := []float64{0, 4, 8, 16, 28, 48, 84, 148, 212, 276}
+	if !slices.Equal(sets, want) {
+		t.Fatalf("attempts at %v s; want %v", sets, want)
+	}
+	if s.current != s.peer.Endpoints[1] {
+		t.Fatalf("the tenth attempt went to %v; want the candidates in turn", s.current)
+	}
+}
+
+// An answer while quiet (the peer initiated) makes it up at once, and from
+// then on it is a peer like any other.
+func TestTrackerBackoffEndsOnAnswer(t *testing.T) {
+	s := newSim(t, "192.0.2.1:51820")
+	for sec := 0.0; sec <= 100; sec++ {
+		s.at(sec)
+	}
+	if !s.last.Quiet {
+		t.Fatalf("t=100: %+v; want quiet", s.last)
+	}
+	s.handshake(100.5)
+	if st := s.at(101); st.State != StateUp || st.Quiet || !st.Keepalive {
+		t.Fatalf("t=101: %+v; want up, keepalive on", st)
+	}
+	// Silent again: rotation without backoff (one candidate: kept, not quiet).
+	for sec := 102.0; sec <= 130; sec++ {
+		if st := s.at(sec); st.Quiet || !st.Keepalive {
+			t.Fatalf("t=%v: %+v; want no backoff for a peer that answered", sec, st)
+		}
+	}
+}
+
+// New candidates (the peer published new data) are tried at once.
+func TestTrackerBackoffEndsOnNewCandidates(t *testing.T) {
+	s := newSim(t, "192.0.2.1:51820")
+	for sec := 0.0; sec <= 100; sec++ {
+		s.at(sec)
+	}
+	s.peer.Endpoints = append(s.peer.Endpoints, netip.MustParseAddrPort("198.51.100.7:51820"))
+	if st := s.at(101); st.Quiet || st.SetEndpoint != s.peer.Endpoints[1] {
+		t.Fatalf("t=101: %+v; want an attempt at once, at the next candidate", st)
+	}
+	if st := s.at(105); st.SetEndpoint != s.peer.Endpoints[0] {
+		t.Fatalf("t=105: %+v; want the next candidate back to back", st)
+	}
+}
+
+// A peer with no candidate that never answered waits for its handshake:
+// keepalive would only make WireGuard compute initiations it cannot send.
+func TestTrackerNoCandidateIsQuiet(t *testing.T) {
+	s := newSim(t)
+	for sec := 0.0; sec <= 10; sec++ {
+		if st := s.at(sec); !st.Quiet || st.Keepalive || st.State != StateUnknown {
+			t.Fatalf("t=%v: %+v; want quiet, unknown", sec, st)
+		}
+	}
+	s.handshake(10.5)
+	if st := s.at(11); st.State != StateUp || st.Quiet || !st.Keepalive {
+		t.Fatalf("t=11: %+v; want up, keepalive on", st)
 	}
 }
 
@@ -168,7 +263,7 @@ func TestTrackerKeepaliveTieBreak(t *testing.T) {
 	start := time.Unix(1_700_000_000, 0)
 	step := func(tr *Tracker, peer wgtypes.Key, sec float64) Status {
 		now := start.Add(time.Duration(sec * float64(time.Second)))
-		return tr.Step(now, []Peer{{PublicKey: peer}}, nil)[peer]
+		return tr.Step(now, []Peer{{PublicKey: peer, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:51820")}}}, nil)[peer]
 	}
 	low, high := NewTracker(testHealth, lo), NewTracker(testHealth, hi)
 	if !step(low, hi, 0).Keepalive {

@@ -8,15 +8,19 @@
 //
 // WireGuard only re-handshakes every two minutes, so a handshake age alone
 // cannot tell a dead peer within seconds. Instead every peer gets a
-// persistent keepalive of half wireguard.keepalive (see WireGuardKeepalive):
+// persistent keepalive of half wireguard.keepalive (see WireGuardKeepalive).
 // WireGuard restarts that timer on every packet sent or received, so on an
-// idle link the two ends take turns and each hears from the other at least
-// every 2 × half = wireguard.keepalive (default 5 s). A peer is up while its
-// last activity — the later of its last handshake and the last time its rx
-// byte counter was seen to grow — is younger than health.downAfter (default
-// 8 s), and down otherwise: a dead peer is noticed within downAfter plus one
-// reconcile tick. A freshly chosen endpoint gets health.endpointProbe
-// (default 4 s) to show activity before the next candidate is tried.
+// idle link the end whose timer fires first keeps sending and the other
+// never needs to: the first hears nothing. So a peer with a live session
+// that stays silent for a third of health.downAfter is sent an echo request
+// (EchoEvery), which its kernel answers through the tunnel. A peer is up
+// while its last activity — the later of its last handshake and the last
+// time its rx byte counter was seen to grow — is younger than
+// health.downAfter (default 8 s), and down otherwise: a dead peer is
+// noticed within downAfter plus one reconcile tick. A freshly chosen
+// endpoint gets health.endpointProbe (default 4 s) to show activity before
+// the next candidate is tried; a peer that never answered is tried with
+// backoff (see Backoff).
 package mesh
 
 import (
@@ -261,16 +265,22 @@ func Build(in Input) Result {
 			e.claims = append(e.claims, ip)
 			e.routes = append(e.routes, ip)
 		}
-		// The first MaxCandidates usable endpoints the filter admits, in
-		// the peer's order; the rest is not even looked at.
+		// The first MaxCandidates usable endpoints the filter admits: those
+		// at the peer's own addresses (from its sealed data) first, then
+		// the rest in the peer's order; the rest is not even looked at.
+		// Any member may report endpoints it says it observed for a peer,
+		// so without the ranking one could push the real ones past the cap.
 		var eps []netip.AddrPort
-		for _, ap := range a.Endpoints {
-			if len(eps) == MaxCandidates {
-				break
-			}
-			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-			if usable(ap) && in.Filter.Admits(ap.Addr()) && !slices.Contains(eps, ap) {
-				eps = append(eps, ap)
+		ownAddrs := unmapAll(a.Addresses)
+		for _, own := range []bool{true, false} {
+			for _, ap := range a.Endpoints {
+				if len(eps) == MaxCandidates {
+					break
+				}
+				ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+				if containsAddr(ownAddrs, ap.Addr()) == own && usable(ap) && in.Filter.Admits(ap.Addr()) && !slices.Contains(eps, ap) {
+					eps = append(eps, ap)
+				}
 			}
 		}
 		for _, ap := range eps {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +40,7 @@ var (
 	evilAddr   = netip.MustParseAddr("192.0.2.66")
 	victimAddr = netip.MustParseAddr("192.0.2.11")
 	peerAddr   = netip.MustParseAddr("192.0.2.12")
+	lateAddr   = netip.MustParseAddr("192.0.2.13")
 	victimSide = netip.MustParsePrefix("198.51.100.11/24")
 	thirdAddr  = netip.MustParseAddr("198.51.100.9")
 	sinkFirst  = netip.MustParseAddr("192.0.2.200")
@@ -53,7 +55,8 @@ var (
 // addresses, its mesh address), at nothing (0.0.0.0, ::), at many
 // (multicast, broadcast), at link-local addresses, at the third party, and
 // at the sink. Each also publishes, as "observed", endpoints for the real
-// peer's affiliate.
+// peer's affiliate, and the first fills the 64 endpoint slots of the late
+// member's affiliate before that member publishes.
 type hostileFixture struct {
 	clients []*discovery.Client
 	cancel  context.CancelFunc
@@ -61,7 +64,7 @@ type hostileFixture struct {
 	keys    []wgtypes.Key
 }
 
-func startHostile(t *testing.T, ns *netlab.NS, url string, secrets clusterkey.Secrets, victim, peer *node) *hostileFixture {
+func startHostile(t *testing.T, ns *netlab.NS, url string, secrets clusterkey.Secrets, victim, peer, late *node) *hostileFixture {
 	t.Helper()
 	prefix := clusterkey.MeshPrefix(secrets.ID)
 	victimMesh, peerMesh := netip.MustParseAddr(victim.id.Address), netip.MustParseAddr(peer.id.Address)
@@ -92,6 +95,15 @@ func startHostile(t *testing.T, ns *netlab.NS, url string, secrets clusterkey.Se
 		sink = sink.Next()
 	}
 	observed := map[string][]netip.AddrPort{peer.id.AffiliateID: eps[:hostileEndpoints/2]}
+	// The late member's endpoint slots at the service, all taken before it
+	// publishes, with plausible endpoints (the sink's, inside the victim's
+	// filters.peerEndpoints) that would fill the victim's 8 candidates.
+	var crowd []netip.AddrPort
+	for a := sinkFirst; len(crowd) < hostileEndpoints; a = a.Next() {
+		for port := 1000; port < 1007 && len(crowd) < hostileEndpoints; port++ {
+			crowd = append(crowd, netip.AddrPortFrom(a, uint16(port)))
+		}
+	}
 	networks := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"), netip.MustParsePrefix("0.0.0.0/1"),
 		netip.MustParsePrefix("128.0.0.0/1"), netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24"),
 		netip.PrefixFrom(prefix.Addr(), 48).Masked(), netip.PrefixFrom(peerMesh, 128), netip.PrefixFrom(peerAddr, 32)}
@@ -116,10 +128,14 @@ func startHostile(t *testing.T, ns *netlab.NS, url string, secrets clusterkey.Se
 		if err != nil {
 			t.Fatal(err)
 		}
+		obs := observed
+		if i == 0 {
+			obs = map[string][]netip.AddrPort{peer.id.AffiliateID: eps[:hostileEndpoints/2], late.id.AffiliateID: crowd}
+		}
 		c.SetLocal(discovery.Affiliate{
 			NodeName: fmt.Sprintf("evil-%d", i), PublicKey: k.PublicKey().String(), Address: netip.AddrFrom16(b),
 			Addresses: []netip.Addr{peerAddr, victimAddr}, Networks: networks, Endpoints: eps,
-		}, observed)
+		}, obs)
 		f.clients = append(f.clients, c)
 		f.wg.Add(1)
 		go func() {
@@ -226,7 +242,14 @@ func TestHostilePublisher(t *testing.T) {
 		return true, ""
 	})
 
-	hostile := startHostile(t, evilNS, url, secrets, victim, peer)
+	// The real peer stays idle (keepalives only, as a member with nothing
+	// to send) and must read up at every poll from before the hostile
+	// affiliates arrive to the end of the window.
+	polls := startPolls(victim, peer, 2*time.Second)
+	// A member that publishes only later, after the hostile affiliates
+	// took its endpoint slots at the service.
+	late := newNode(t, lab, sw, secrets.ID, "late", lateAddr)
+	hostile := startHostile(t, evilNS, url, secrets, victim, peer, late)
 	waitFor(t, 60*time.Second, func() (bool, string) {
 		s, err := victim.status()
 		if err != nil {
@@ -241,83 +264,70 @@ func TestHostilePublisher(t *testing.T) {
 		return n == hostileAffiliates, fmt.Sprintf("victim knows %d of %d hostile affiliates", n, hostileAffiliates)
 	})
 
-	// The window: the real peer must read up at every poll, and the
-	// victim's CPU time is measured over it.
+	// The window, from the moment the victim knows every hostile
+	// affiliate: the victim's CPU time (user and system, all threads, from
+	// /proc) over it.
 	sinkCap := startCapture(t, sinkNS, "eth0", "udp and src host 192.0.2.11")
-	const window = 40 * time.Second
+	const window = 60 * time.Second
 	pid := victim.proc.PID()
 	t0, err := cpuTicks(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	// The real peer carries traffic, as a member does: one ICMPv6 echo a
-	// second over the mesh, each of which must be answered.
-	pingCtx, stopPing := context.WithTimeout(context.Background(), window+10*time.Second)
-	defer stopPing()
-	pingDone := make(chan error, 1)
-	var pingOut []byte
-	go func() {
-		var err error
-		pingOut, err = victim.ns.Exec(pingCtx, "ping", "-c", fmt.Sprint(int(window/time.Second)), "-i", "1", "-W", "3", peer.id.Address)
-		pingDone <- err
-	}()
-	polls, notUp := 0, []string{}
-	for time.Since(start) < window {
-		s, err := victim.status()
-		if err != nil {
-			t.Fatalf("victim status: %v", err)
+	if out := os.Getenv("TRUST_PERF"); out != "" {
+		// Diagnostics: a CPU profile of the victim agent over the window
+		// (perf record; the agent binary must keep its symbols).
+		perf := exec.Command("perf", "record", "-F", "499", "-g", "-o", out, "-p", fmt.Sprint(pid), "--", "sleep", fmt.Sprint(int(window/time.Second)))
+		if err := perf.Start(); err != nil {
+			t.Fatal(err)
 		}
-		polls++
-		if p := peerNamed(s, "peer"); p == nil || p.State != "up" {
-			other := "?"
-			if ps, err := peer.status(); err == nil {
-				if v := peerNamed(ps, "victim"); v != nil {
-					other = fmt.Sprintf("%+v", *v)
-				}
-			}
-			notUp = append(notUp, fmt.Sprintf("%s: %+v; the peer sees the victim as %s", time.Since(start).Round(time.Millisecond), p, other))
-		}
-		time.Sleep(2 * time.Second) // a poll costs the agent a status document of 100 peers
+		defer perf.Wait()
 	}
+	time.Sleep(window)
 	t1, err := cpuTicks(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(start)
-	if err := <-pingDone; err != nil || !strings.Contains(string(pingOut), " 0% packet loss") {
-		t.Errorf("pings to the real peer over the mesh during the window: %v\n%s", err, tail(pingOut, 600))
-	}
+	notUp, n := polls.stop()
 	sinkPkts, sinkKinds := sinkCap.stopKinds(t)
 	cpu := float64(t1-t0) / clkTck / elapsed.Seconds()
 	rate := float64(len(sinkPkts)) / elapsed.Seconds()
 	t.Logf("victim agent CPU over %s with %d hostile affiliates x %d endpoints: %.2f%% of a core; %d packets to the sink (%.1f/s); real peer up at %d of %d polls",
-		elapsed.Round(time.Millisecond), hostileAffiliates, hostileEndpoints, 100*cpu, len(sinkPkts), rate, polls-len(notUp), polls)
+		elapsed.Round(time.Millisecond), hostileAffiliates, hostileEndpoints, 100*cpu, len(sinkPkts), rate, n-len(notUp), n)
 	t.Logf("packets to the sink by kind: %v", sinkKinds)
 	if os.Getenv("TRUST_AGENT_ENV") != "" {
 		t.Logf("victim output (tail):\n%s", tail(victim.proc.Output(), 8000))
 	}
 	if len(notUp) > 0 {
-		t.Errorf("the real peer was not up at %d of %d polls: %v\n--- victim (tail) ---\n%s\n--- peer (tail) ---\n%s", len(notUp), polls, notUp, tail(victim.proc.Output(), 6000), tail(peer.proc.Output(), 6000))
+		t.Errorf("the real peer was not up at %d of %d polls: %v\n--- victim (tail) ---\n%s\n--- peer (tail) ---\n%s", len(notUp), n, notUp, tail(victim.proc.Output(), 6000), tail(peer.proc.Output(), 6000))
 	}
-	// The target is 5 % of a core, and the agent measures 3-5.5 %
-	// here (WireGuard's own handshake retries to 100 silent peers are most
-	// of it), so the target is reported, not asserted: a shared CI machine
-	// puts it on either side. What is asserted is the attack's own scale:
-	// the agent took 25.7 % of a core before its budgets.
+	// Between polls too: the victim logs every state change of a peer.
+	for _, who := range []*node{victim, peer} {
+		other := map[*node]string{victim: "peer", peer: "victim"}[who]
+		lines := transitions(who.proc.Output(), other)
+		if n := len(slices.DeleteFunc(slices.Clone(lines), func(l string) bool { return !strings.Contains(l, "state=down") })); n > 0 {
+			t.Errorf("%s logged %s down %d times:\n%s", who.name, other, n, strings.Join(lines, "\n"))
+		}
+	}
+	// The target: the agent stays under 5 % of a core. Most of
+	// what is left is the reconcile pass over 100 peers every second.
 	if cpu >= 0.05 {
-		t.Logf("NOTE: victim agent used %.1f%% of a core, over the 5%% target", 100*cpu)
-	}
-	if cpu >= 0.10 {
-		t.Errorf("victim agent used %.1f%% of a core; want well under the 25.7%% it took before the endpoint budgets (target 5%%)", 100*cpu)
+		t.Errorf("victim agent used %.2f%% of a core over %s; want under 5%%", 100*cpu, elapsed.Round(time.Second))
 	}
 	// The sink stands for members that never answer. The victim may try
-	// them, within its budgets: WireGuard handshake initiations (one per
-	// 5 s per peer; endpoint changes, at most mesh.ProbeRate/s, move them
-	// rather than add) and direct probes (relay.DefaultProbeRate). 100
-	// peers took ~1,200 packets/s unbounded.
+	// them, within its budgets: WireGuard handshake initiations and direct
+	// probes (relay.DefaultProbeRate). 100 peers took ~1,200 packets/s
+	// unbounded. Never-answered peers are tried with backoff, one
+	// initiation per attempt (WireGuard's own retries are cut), and
+	// attempts are endpoint sets (mesh.ProbeRate); without the backoff
+	// WireGuard retried each peer every 5 s (~17/s here).
 	if maxRate := hostileAffiliates/5.0 + relay.DefaultProbeRate + 10; rate > maxRate {
 		t.Errorf("%.1f packets/s to never-answering endpoints; want at most %.0f", rate, maxRate)
+	}
+	if init, limit := float64(sinkKinds["wireguard initiation"])/elapsed.Seconds(), mesh.ProbeRate+mesh.ProbeBurst/elapsed.Seconds(); init > limit {
+		t.Errorf("%.1f WireGuard handshake initiations/s to never-answering endpoints; want at most %.1f (one per attempt, attempts within mesh.ProbeRate)", init, limit)
 	}
 
 	s, err := victim.status()
@@ -373,12 +383,144 @@ func TestHostilePublisher(t *testing.T) {
 		t.Errorf("ping the real peer over the mesh: %v\n%s", err, out)
 	}
 
+	// An honest member the victim learnt of before it could answer (its
+	// affiliate published, its agent not yet running) is tried with
+	// backoff, like the hostile ones; once its agent runs it initiates,
+	// and the victim, which kept it configured, answers at once. Its
+	// endpoint slots at the service were full of a hostile member's
+	// reports: its own endpoint is stored all the same, and is the
+	// victim's first candidate.
+	stopPre := prePublish(t, late, url, secrets)
+	defer stopPre()
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		s, err := victim.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		p := peerNamed(s, "late")
+		return p != nil && p.EndpointChanges >= mesh.FreeAttempts, fmt.Sprintf("victim has not yet tried the late member %d times: %+v", mesh.FreeAttempts, p)
+	})
+	if s, err := victim.status(); err != nil {
+		t.Fatal(err)
+	} else if p := peerNamed(s, "late"); len(p.Candidates) == 0 || p.Candidates[0] != netip.AddrPortFrom(lateAddr, 51820).String() {
+		t.Errorf("victim's candidates for the late member: %v; want its own endpoint %s first, ahead of the %d others reported for it", p.Candidates, netip.AddrPortFrom(lateAddr, 51820), hostileEndpoints)
+	}
+	late.writeConfig(t, &config.Config{
+		APIVersion: config.APIVersion,
+		Node:       config.Node{Name: late.name},
+		Cluster:    config.Cluster{ID: secrets.ID, Secret: secrets.Secret},
+		Discovery:  config.Discovery{Endpoints: []string{url}},
+	})
+	lateStart := time.Now()
+	late.start(t)
+	waitFor(t, 15*time.Second, func() (bool, string) {
+		s, err := victim.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		p := peerNamed(s, "late")
+		return p != nil && p.State == "up", fmt.Sprintf("victim sees the late member as %+v", p)
+	})
+	t.Logf("a member the victim had backed off from was up %s after its agent started", time.Since(lateStart).Round(10*time.Millisecond))
+
 	hostile.stop()
 	if pkts := thirdCap.stop(t); len(pkts) > 0 {
 		t.Errorf("the third party received %d packets from the victim", len(pkts))
 	}
 	if pkts := loCap.stop(t); len(pkts) > 0 {
 		t.Errorf("the victim sent %d UDP packets to its own loopback", len(pkts))
+	}
+}
+
+// polls reads a node's status at a period until stopped, noting every
+// poll at which its real peer is not up.
+type polls struct {
+	stopc chan struct{}
+	done  chan struct{}
+	n     int
+	notUp []string
+}
+
+func startPolls(victim, peer *node, every time.Duration) *polls {
+	p := &polls{stopc: make(chan struct{}), done: make(chan struct{})}
+	start := time.Now()
+	go func() {
+		defer close(p.done)
+		for {
+			s, err := victim.status()
+			p.n++
+			if err != nil {
+				p.notUp = append(p.notUp, fmt.Sprintf("%s: status: %v", time.Since(start).Round(time.Millisecond), err))
+			} else if q := peerNamed(s, "peer"); q == nil || q.State != "up" {
+				other := "?"
+				if ps, err := peer.status(); err == nil {
+					if v := peerNamed(ps, "victim"); v != nil {
+						other = fmt.Sprintf("%+v", *v)
+					}
+				}
+				p.notUp = append(p.notUp, fmt.Sprintf("%s: %+v; the peer sees the victim as %s", time.Since(start).Round(time.Millisecond), q, other))
+			}
+			select {
+			case <-p.stopc:
+				return
+			case <-time.After(every):
+			}
+		}
+	}()
+	return p
+}
+
+func (p *polls) stop() (notUp []string, n int) {
+	close(p.stopc)
+	<-p.done
+	return p.notUp, p.n
+}
+
+// transitions are the "peer state" lines an agent logged for the peer
+// named name.
+func transitions(out []byte, name string) []string {
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "peer state") && strings.Contains(l, "peer="+name+" ") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// prePublish publishes n's affiliate as its agent will (same key, address,
+// routed address and endpoint) before the agent runs.
+func prePublish(t *testing.T, n *node, url string, secrets clusterkey.Secrets) (stop func()) {
+	t.Helper()
+	c, err := discovery.NewClient(discovery.ClientOptions{
+		Endpoints: []string{url}, ClusterID: secrets.ID, ClusterSecret: secrets.Secret, AffiliateID: n.id.AffiliateID,
+		TTL: 5 * time.Minute,
+		Dialer: func(ctx context.Context, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := n.ns.Do(func() (err error) {
+				var d net.Dialer
+				c, err = d.DialContext(ctx, "tcp", addr)
+				return err
+			})
+			return c, err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetLocal(discovery.Affiliate{
+		NodeName: n.name, PublicKey: n.id.PublicKey, Address: netip.MustParseAddr(n.id.Address),
+		Addresses: []netip.Addr{n.ip}, Endpoints: []netip.AddrPort{netip.AddrPortFrom(n.ip, 51820)},
+	}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
 	}
 }
 
