@@ -428,7 +428,10 @@ func newAgent(opts Options) (*agent, error) {
 	if a.id, err = LoadIdentity(opts.StateDir, cfg.Cluster.ID, opts.MAC); err != nil {
 		return nil, err
 	}
-	a.tracker = mesh.NewTracker(mesh.Health{DownAfter: cfg.Health.DownAfter.D(), EndpointProbe: cfg.Health.EndpointProbe.D()}, a.id.PublicKey())
+	a.tracker = mesh.NewTracker(mesh.Health{
+		DownAfter: cfg.Health.DownAfter.D(), EndpointProbe: cfg.Health.EndpointProbe.D(),
+		Keepalive: mesh.WireGuardKeepalive(cfg.WireGuard.Keepalive.D()),
+	}, a.id.PublicKey())
 
 	a.disco = opts.Discovery
 	if a.disco == nil && len(cfg.Discovery.Endpoints) > 0 {
@@ -587,6 +590,7 @@ func (a *agent) reconcile(ctx context.Context) {
 		pc := wg.PeerConfig{PublicKey: p.PublicKey, PresharedKey: a.psk, Endpoint: v.SetEndpoint, AllowedIPs: p.AllowedIPs}
 		if v.Keepalive {
 			pc.Keepalive = mesh.WireGuardKeepalive(a.cfg.WireGuard.Keepalive.D())
+			pc.SendKeepalive = v.SendKeepalive
 		}
 		if v.SetEndpoint.IsValid() {
 			a.log.Debug("peer endpoint", "peer", p.Name, "endpoint", v.SetEndpoint, "state", v.State)

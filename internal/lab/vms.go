@@ -432,6 +432,12 @@ func (l *VMLab) Exec(ctx context.Context, node string, argv ...string) ([]byte, 
 	return l.r.exec(ctx, node, argv...)
 }
 
+// Status runs `meshspan-agent status -o format` against a node's agent,
+// in its VM or its namespace.
+func (l *VMLab) Status(ctx context.Context, node, format string) ([]byte, error) {
+	return l.r.status(ctx, node, format)
+}
+
 // Say prints a line in the lab's output.
 func (l *VMLab) Say(format string, args ...any) { l.r.say(format, args...) }
 
