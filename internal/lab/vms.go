@@ -421,6 +421,9 @@ func (l *VMLab) Nodes() []Node { return l.r.out.Nodes }
 // NS is a namespace node's (or "mirror", "discovery") namespace.
 func (l *VMLab) NS(name string) *netlab.NS { return l.r.ns[name] }
 
+// Netlab is the lab's network namespace lab, for checks that add hosts.
+func (l *VMLab) Netlab() *netlab.Lab { return l.r.lab }
+
 // Internet is the switch the public nodes and VMs are on.
 func (l *VMLab) Internet() *netlab.Switch { return l.r.vm.inet }
 
