@@ -108,10 +108,11 @@ func TestMixedMesh(t *testing.T) {
 	out := &logWriter{t: t}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	// On top of the lab's own checks (vms.go): the host firewall's table
-	// surviving nftables.service and a hand flush, and still blocking an
-	// outsider afterwards while a member gets through; a reboot, then
-	// `systemctl stop`; fail closed with a member stopped.
+	// On top of the lab's own checks (vms.go): every peer up on the idle
+	// mesh; the host firewall's table surviving nftables.service and a
+	// hand flush, and still blocking an outsider afterwards while a member
+	// gets through; a reboot, then `systemctl stop`; fail closed with a
+	// member stopped; two NATed nodes relayed through a VM.
 	vmChecks := []func(context.Context, *lab.VMLab) error{idleMesh, nftRecovery(t.TempDir()), firewallPorts, rebootAndStop, failClosed(t.TempDir()),
 		kernelRelay(e.agent, t.TempDir())}
 	err := lab.Run(ctx, lab.Options{
