@@ -168,6 +168,11 @@ func kernelRelay(agentBin, dir string) func(context.Context, *lab.VMLab) error {
 			defer cancel()
 			return a.ns.Exec(c, "ping", "-6", "-n", "-c", "1", "-W", "3", "-M", "do", "-s", strconv.Itoa(size), to.Addr().String())
 		}
+		const forwarded = "meshspan_relay_forwarded_bytes_total"
+		before, err := vmMetric(ctx, l, relayVM, forwarded)
+		if err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
 		var out []byte
 		for i := 0; ; i++ {
 			if out, err = ping(size); err == nil {
@@ -182,18 +187,57 @@ func kernelRelay(agentBin, dir string) func(context.Context, *lab.VMLab) error {
 		if big, err := ping(size + 1); err == nil {
 			return fmt.Errorf("relay: a DF ping of %d bytes crossed a %d-byte mesh MTU: %s", size+49, mtu, big)
 		}
+		// The relay forwarded the echo and its reply: two packets filling
+		// the MTU (keepalives meanwhile are a few dozen bytes each).
+		after, err := vmMetric(ctx, l, relayVM, forwarded)
+		if err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+		if after-before < float64(2*mtu) {
+			return fmt.Errorf("relay: %s's relay forwarded %v bytes across the DF ping; want at least %d (echo and reply at the MTU)", relayVM, after-before, 2*mtu)
+		}
 		// The path held: still relayed via the VM after the ping.
 		if sa, err = read(a); err != nil || find(sa, b.name).Via != relayVM {
 			return fmt.Errorf("relay: after the ping %s sees %s %+v (%v); want relayed via %s", a.name, b.name, find(sa, b.name), err, relayVM)
 		}
 		rtt := ""
 		if i := strings.Index(string(out), "time="); i >= 0 {
-			rtt = strings.Fields(string(out)[i:])[0]
+			rtt = strings.Join(strings.Fields(string(out)[i:])[:2], " ")
 		}
-		l.Say("  kernel relay: %s and %s, each behind a fully-random NAT, relayed via kernel-WireGuard VM %s (relay_port %d) %v after start; DF ping of %d bytes (mesh MTU) %s -> %s: %s; %d bytes refused",
-			a.name, b.name, relayVM, relayPort, up.Round(time.Second), size+48, a.name, b.name, rtt, size+49)
+		l.Say("  kernel relay: %s and %s, each behind a fully-random NAT, relayed via kernel-WireGuard VM %s (relay_port %d) %v after start; DF ping of %d bytes (mesh MTU) %s -> %s: %s, %s's relay forwarded %.0f bytes meanwhile; %d bytes refused",
+			a.name, b.name, relayVM, relayPort, up.Round(time.Second), size+48, a.name, b.name, rtt, relayVM, after-before, size+49)
 		return nil
 	}
+}
+
+// metricOverSocket prints one unlabelled sample of the agent's /metrics,
+// read from its status socket (the VM has python3, not curl).
+const metricOverSocket = `import socket,sys
+s=socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(b"GET /metrics HTTP/1.0\r\nHost: agent\r\n\r\n")
+b=b""
+while True:
+    d=s.recv(65536)
+    if not d: break
+    b+=d
+for l in b.decode().splitlines():
+    if l.startswith(sys.argv[2]+" "): print(l.split()[-1])`
+
+// vmMetric reads one of the VM agent's metrics.
+func vmMetric(ctx context.Context, l *lab.VMLab, vm, name string) (float64, error) {
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := l.Exec(c, vm, "python3", "-c", metricOverSocket, "/run/meshspan/agent.sock", name)
+	if err != nil {
+		return 0, fmt.Errorf("%s's /metrics: %v: %s", vm, err, out)
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s's /metrics has no sample of %s: %q", vm, name, out)
+	}
+	return v, nil
 }
 
 func tail(b []byte) string {
