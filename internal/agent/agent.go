@@ -257,7 +257,10 @@ func newAgent(opts Options) (*agent, error) {
 	if a.id, err = LoadIdentity(opts.StateDir, cfg.Cluster.ID, opts.MAC); err != nil {
 		return nil, err
 	}
-	a.tracker = mesh.NewTracker(mesh.Health{DownAfter: cfg.Health.DownAfter.D(), EndpointProbe: cfg.Health.EndpointProbe.D()}, a.id.PublicKey())
+	a.tracker = mesh.NewTracker(mesh.Health{
+		DownAfter: cfg.Health.DownAfter.D(), EndpointProbe: cfg.Health.EndpointProbe.D(),
+		Keepalive: mesh.WireGuardKeepalive(cfg.WireGuard.Keepalive.D()),
+	}, a.id.PublicKey())
 
 	a.disco = opts.Discovery
 	if a.disco == nil && len(cfg.Discovery.Endpoints) > 0 {

@@ -209,6 +209,10 @@ func TestWireguardPeersQuiet(t *testing.T) {
 	if len(out.reset) != 0 || out.quiet[a] || out.quiet[b] {
 		t.Fatalf("first pass: reset %v quiet %v; want none", out.reset, out.quiet)
 	}
+	in.verdicts[b] = mesh.Status{Keepalive: true, SendKeepalive: true}
+	if out = wireguardPeers(in, log); !out.want[1].SendKeepalive || out.want[0].SendKeepalive {
+		t.Errorf("keepalive asked for b only: got a=%v b=%v", out.want[0].SendKeepalive, out.want[1].SendKeepalive)
+	}
 	in.quiet = out.quiet
 	in.verdicts[a] = mesh.Status{Quiet: true}
 	out = wireguardPeers(in, log)

@@ -55,6 +55,7 @@ func wireguardPeers(in wireguardInput, log *slog.Logger) wireguardOutput {
 		pc := wg.PeerConfig{PublicKey: p.PublicKey, PresharedKey: in.psk, Endpoint: v.SetEndpoint, AllowedIPs: p.AllowedIPs}
 		if v.Keepalive {
 			pc.Keepalive = mesh.WireGuardKeepalive(in.keepalive)
+			pc.SendKeepalive = v.SendKeepalive
 		}
 		if v.SetEndpoint.IsValid() {
 			log.Debug("peer endpoint", "peer", p.Name, "endpoint", v.SetEndpoint, "state", v.State)

@@ -421,6 +421,9 @@ func (l *VMLab) Nodes() []Node { return l.r.out.Nodes }
 // NS is a namespace node's (or "mirror", "discovery") namespace.
 func (l *VMLab) NS(name string) *netlab.NS { return l.r.ns[name] }
 
+// Netlab is the lab's network namespace lab, for checks that add hosts.
+func (l *VMLab) Netlab() *netlab.Lab { return l.r.lab }
+
 // Internet is the switch the public nodes and VMs are on.
 func (l *VMLab) Internet() *netlab.Switch { return l.r.vm.inet }
 
@@ -430,6 +433,12 @@ func (l *VMLab) MeshAddr(node string) netip.Addr { return l.r.meshAddr[node] }
 // Exec runs argv on a node, in its namespace or VM.
 func (l *VMLab) Exec(ctx context.Context, node string, argv ...string) ([]byte, error) {
 	return l.r.exec(ctx, node, argv...)
+}
+
+// Status runs `meshspan-agent status -o format` against a node's agent,
+// in its VM or its namespace.
+func (l *VMLab) Status(ctx context.Context, node, format string) ([]byte, error) {
+	return l.r.status(ctx, node, format)
 }
 
 // Say prints a line in the lab's output.

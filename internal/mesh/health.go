@@ -41,6 +41,11 @@ type Health struct {
 	// EndpointProbe: how long a newly set endpoint gets before the next
 	// candidate is tried.
 	EndpointProbe time.Duration
+	// Keepalive is the persistent keepalive programmed on every peer
+	// (WireGuardKeepalive). A peer this node has sent nothing for this
+	// long inside a session gets one keepalive at once (Status.SendKeepalive);
+	// zero turns that off.
+	Keepalive time.Duration
 }
 
 // Observation is what the WireGuard device reports for one peer.
@@ -75,6 +80,16 @@ type Status struct {
 	// keepalive and its handshake timers reset, so it costs nothing but
 	// an answer if it initiates itself. Keepalive is false then.
 	Quiet bool
+	// SendKeepalive asks for one keepalive to the peer now: this node sent
+	// it nothing for Health.Keepalive although a session is live. WireGuard
+	// restarts the persistent keepalive timer on every packet received too,
+	// so on an idle link with the same interval at both ends only the end
+	// whose timer fires first ever sends: the other's timer is restarted by
+	// each arriving keepalive just before it would fire. Kernel WireGuard's
+	// timers fire late (the timer wheel rounds a 2 s timeout up by up to
+	// 32 ms at HZ=250), so against a userspace peer the kernel end stayed
+	// silent between handshakes and looked down to the peer after downAfter.
+	SendKeepalive bool
 }
 
 // AnswerDelay is how long the higher-keyed side of a new pair waits for the
@@ -138,6 +153,8 @@ type track struct {
 	setAt     time.Time      // when; zero if never set
 	rxBytes   int64
 	lastRx    time.Time
+	txBytes   int64
+	lastTx    time.Time // when tx was last seen to grow (or a keepalive asked for)
 	lastStep  time.Time // when the previous observation was taken
 	state     State
 	changes   int
@@ -204,6 +221,7 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 		}
 		st.Keepalive = !st.Quiet && (bytes.Compare(t.self[:], p.PublicKey[:]) < 0 || st.State != StateUnknown ||
 			now.Sub(tr.firstSeen) >= AnswerDelay)
+		st.SendKeepalive = st.Keepalive && tr.silent(now, t.health.Keepalive, obs[p.PublicKey])
 		out[p.PublicKey] = st
 	}
 	for k := range t.peers {
@@ -237,6 +255,12 @@ func (tr *track) step(now time.Time, h Health, candidates []netip.AddrPort, o Ob
 		tr.lastRx = time.Time{}
 	}
 	tr.rxBytes = o.RxBytes
+	if o.TxBytes != tr.txBytes || tr.lastTx.IsZero() {
+		// Unlike rx, the later bound: an end whose own timer fires every
+		// interval must never look silent and send extra keepalives.
+		tr.lastTx = now
+	}
+	tr.txBytes = o.TxBytes
 	tr.lastStep = now
 
 	activity := o.LastHandshake
@@ -300,6 +324,19 @@ func (tr *track) step(now time.Time, h Health, candidates []netip.AddrPort, o Ob
 	st.State = tr.state
 	st.EndpointChanges = tr.changes
 	return st
+}
+
+// silent reports whether this node has sent the peer nothing for the
+// keepalive interval inside a live session, and if so counts a keepalive
+// as sent now (it is asked for at most once per interval). Outside a
+// session WireGuard's own timers handshake; and a peer that has gone
+// quiet does not restart our timer, so it fires by itself.
+func (tr *track) silent(now time.Time, keepalive time.Duration, o Observation) bool {
+	if keepalive <= 0 || !sessionLive(now, o.LastHandshake) || now.Sub(tr.lastTx) < keepalive {
+		return false
+	}
+	tr.lastTx = now
+	return true
 }
 
 // set makes next the peer's endpoint now.

@@ -319,3 +319,164 @@ func TestTrackerRxWithoutHandshakeIsNotUp(t *testing.T) {
 		t.Fatalf("%+v; want not up once the session expired", s.last)
 	}
 }
+
+// wgEnd models one end of an idle WireGuard link the way both back ends
+// run the persistent keepalive: the timer restarts on every authenticated
+// packet sent or received, and fires Interval later, rounded up to the
+// end's timer granularity (the kernel's timer wheel: 8 jiffies, 32 ms at
+// HZ=250 for a 2 s timeout; wireguard-go's Go timers: none).
+type wgEnd struct {
+	gran     time.Duration
+	deadline time.Duration
+	rx, tx   int64
+	sentAt   []time.Duration
+}
+
+func (e *wgEnd) arm(now, interval time.Duration) {
+	e.deadline = now + interval
+	if e.gran > 0 {
+		e.deadline = (e.deadline + e.gran - 1) / e.gran * e.gran
+	}
+}
+
+// TestTrackerIdleLinkBothEndsSend: an idle link between a userspace end and
+// a kernel end, the same persistent keepalive on both, each end's tracker
+// stepping once a second. Without Health.Keepalive the kernel end, whose
+// timer fires later, is restarted by every keepalive that arrives and never
+// sends one: the userspace end sees it down downAfter after the handshake
+// (the tests/vm flap). With it, the silent end is asked for a keepalive
+// (SendKeepalive) and both ends see each other up throughout.
+func TestTrackerIdleLinkBothEndsSend(t *testing.T) {
+	const (
+		interval = 2 * time.Second
+		delay    = 300 * time.Microsecond
+		tick     = time.Millisecond
+		run      = 60 * time.Second
+	)
+	for _, nudge := range []bool{false, true} {
+		h := testHealth
+		h.DownAfter = 8 * time.Second
+		if nudge {
+			h.Keepalive = interval
+		}
+		start := time.Unix(1_700_000_000, 0)
+		keys := [2]wgtypes.Key{testKey(t), testKey(t)}
+		ends := [2]*wgEnd{{}, {gran: 32 * time.Millisecond}} // userspace, kernel
+		trackers := [2]*Tracker{NewTracker(h, keys[0]), NewTracker(h, keys[1])}
+		type flight struct {
+			to int
+			at time.Duration
+		}
+		var inFlight []flight
+		send := func(i int, now time.Duration) {
+			ends[i].tx += 32
+			ends[i].sentAt = append(ends[i].sentAt, now)
+			ends[i].arm(now, interval)
+			inFlight = append(inFlight, flight{1 - i, now + delay})
+		}
+		// The handshake at 0 arms both timers.
+		ends[0].arm(0, interval)
+		ends[1].arm(delay, interval)
+		firstDown := [2]time.Duration{-1, -1}
+		for now := time.Duration(0); now < run; now += tick {
+			rest := inFlight[:0]
+			for _, f := range inFlight {
+				if f.at <= now {
+					ends[f.to].rx += 32
+					ends[f.to].arm(now, interval)
+				} else {
+					rest = append(rest, f)
+				}
+			}
+			inFlight = rest
+			for i, e := range ends {
+				if now >= e.deadline {
+					send(i, now)
+				}
+			}
+			// Each end's agent steps once a second, the kernel end's half a
+			// second after the other's.
+			for i := range ends {
+				if (now-time.Duration(i)*500*time.Millisecond)%time.Second != 0 || now < time.Second {
+					continue
+				}
+				peer := keys[1-i]
+				obs := map[wgtypes.Key]Observation{peer: {LastHandshake: start, RxBytes: ends[i].rx, TxBytes: ends[i].tx}}
+				st := trackers[i].Step(start.Add(now), []Peer{{PublicKey: peer}}, obs)[peer]
+				if st.SendKeepalive {
+					send(i, now)
+				}
+				if st.State != StateUp && firstDown[i] < 0 {
+					firstDown[i] = now
+				}
+			}
+		}
+		if !nudge {
+			// The model reproduces the flap: the kernel end never sends.
+			if len(ends[1].sentAt) != 0 || firstDown[0] < 0 {
+				t.Fatalf("without keepalive requests: kernel end sent %d keepalives, userspace end first saw it down at %v; want none sent and down (the model lost the race it is about)",
+					len(ends[1].sentAt), firstDown[0])
+			}
+			continue
+		}
+		for i, name := range []string{"userspace", "kernel"} {
+			if firstDown[i] >= 0 {
+				t.Errorf("%s end saw its peer not up at %v (peer sent %d keepalives in %v)", name, firstDown[i], len(ends[1-i].sentAt), run)
+			}
+		}
+		// The end that was silent now sends at least every interval plus
+		// one step of its tracker.
+		sent := ends[1].sentAt
+		if len(sent) == 0 {
+			t.Fatal("kernel end sent no keepalive")
+		}
+		var gap time.Duration
+		for i := 1; i < len(sent); i++ {
+			gap = max(gap, sent[i]-sent[i-1])
+		}
+		if gap > interval+time.Second+10*time.Millisecond {
+			t.Errorf("kernel end sent %d keepalives in %v, up to %v apart; want at most %v apart", len(sent), run, gap, interval+time.Second)
+		}
+	}
+}
+
+// A peer that keeps sending to this node restarts its keepalive timer, so
+// the tracker asks for a keepalive once this node has sent nothing for the
+// interval, and only inside a session.
+func TestTrackerSendKeepaliveOnlyWhenSilentInSession(t *testing.T) {
+	h := testHealth
+	h.Keepalive = 2 * time.Second
+	k := testKey(t)
+	tr := NewTracker(h, testKey(t))
+	start := time.Unix(1_700_000_000, 0)
+	obs := Observation{}
+	step := func(sec float64) Status {
+		return tr.Step(start.Add(time.Duration(sec*float64(time.Second))), []Peer{{PublicKey: k}}, map[wgtypes.Key]Observation{k: obs})[k]
+	}
+	// No session: WireGuard handshakes by itself; nothing asked.
+	for sec := 0.0; sec <= 5; sec++ {
+		obs.RxBytes += 32
+		if step(sec).SendKeepalive {
+			t.Fatalf("t=%v: keepalive asked for without a session", sec)
+		}
+	}
+	obs.LastHandshake = start.Add(5500 * time.Millisecond)
+	asked := 0
+	for sec := 6.0; sec <= 20; sec++ {
+		obs.RxBytes += 32 // the peer keeps sending; our tx stays put
+		if st := step(sec); st.SendKeepalive {
+			asked++
+			obs.TxBytes += 32
+		}
+	}
+	if asked < 4 || asked > 8 {
+		t.Errorf("asked for %d keepalives in 15 s of silence towards a live peer; want one every 2-3 s", asked)
+	}
+	// This node sends by itself (its timer fires): nothing asked.
+	for sec := 21.0; sec <= 30; sec++ {
+		obs.TxBytes += 32
+		if step(sec).SendKeepalive {
+			t.Fatalf("t=%v: keepalive asked for while tx grows", sec)
+		}
+	}
+}

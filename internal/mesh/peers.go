@@ -10,17 +10,18 @@
 // cannot tell a dead peer within seconds. Instead every peer gets a
 // persistent keepalive of half wireguard.keepalive (see WireGuardKeepalive).
 // WireGuard restarts that timer on every packet sent or received, so on an
-// idle link the end whose timer fires first keeps sending and the other
-// never needs to: the first hears nothing. So a peer with a live session
-// that stays silent for a third of health.downAfter is sent an echo request
-// (EchoEvery), which its kernel answers through the tunnel. A peer is up
-// while its last activity — the later of its last handshake and the last
-// time its rx byte counter was seen to grow — is younger than
-// health.downAfter (default 8 s), and down otherwise: a dead peer is
-// noticed within downAfter plus one reconcile tick. A freshly chosen
-// endpoint gets health.endpointProbe (default 4 s) to show activity before
-// the next candidate is tried; a peer that never answered is tried with
-// backoff (see Backoff).
+// idle link the end whose timer fires first keeps restarting the other's,
+// which then never sends (kernel timers fire tens of ms late, so a kernel
+// end loses to a userspace one every time); the tracker therefore asks for
+// a keepalive to any peer this node has sent nothing for one interval in a
+// live session (Status.SendKeepalive), and each end hears from the other at
+// least every interval plus a reconcile tick. A peer is up while its
+// last activity — the later of its last handshake and the last time its rx
+// byte counter was seen to grow — is younger than health.downAfter (default
+// 8 s), and down otherwise: a dead peer is noticed within downAfter plus one
+// reconcile tick. A freshly chosen endpoint gets health.endpointProbe
+// (default 4 s) to show activity before the next candidate is tried; a peer
+// that never answered is tried with backoff (see Backoff).
 package mesh
 
 import (

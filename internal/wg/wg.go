@@ -74,6 +74,12 @@ type PeerConfig struct {
 	Endpoint   netip.AddrPort
 	AllowedIPs []netip.Prefix
 	Keepalive  time.Duration
+	// SendKeepalive sends one keepalive to an existing peer now (with
+	// Keepalive set): SyncPeers turns its persistent keepalive off and on
+	// again in one configuration, which both back ends answer with an
+	// immediate keepalive (the kernel's netlink and wireguard-go's UAPI
+	// send one when the interval goes from zero to non-zero).
+	SendKeepalive bool
 }
 
 // PeerStats is what the device reports for one peer.
@@ -178,6 +184,13 @@ func diffPeers(cur []PeerStats, want []PeerConfig) wgtypes.Config {
 		if !samePrefixes(w.AllowedIPs, c.AllowedIPs) {
 			pc.ReplaceAllowedIPs = true
 			pc.AllowedIPs = ipNets(w.AllowedIPs)
+			changed = true
+		}
+		if w.SendKeepalive && w.Keepalive > 0 {
+			var off time.Duration
+			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: w.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &off})
+			ka := w.Keepalive
+			pc.PersistentKeepaliveInterval = &ka
 			changed = true
 		}
 		if changed {

@@ -146,3 +146,80 @@ func TestParseMode(t *testing.T) {
 		t.Error("ParseMode accepted \"fast\"")
 	}
 }
+
+// SendKeepalive makes the device send one keepalive at once, even though
+// its persistent keepalive timer is far from firing, and leaves the
+// interval as configured.
+func TestSendKeepalive(t *testing.T) {
+	n := pair(t)
+	const long = 60 * time.Second // neither timer fires during the test
+	cfgs := [2]PeerConfig{}
+	for _, i := range []int{1, 0} {
+		o := n[1-i]
+		cfgs[i] = PeerConfig{
+			PublicKey:  o.key.PublicKey(),
+			Endpoint:   netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(i+1)),
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(o.addr, 32)},
+			Keepalive:  long,
+		}
+		if i == 1 {
+			cfgs[i].Keepalive = 0 // device 0 initiates alone
+		}
+		if err := n[i].dev.SyncPeers([]PeerConfig{cfgs[i]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats := func(i int) PeerStats {
+		t.Helper()
+		s, err := n[i].dev.Peers()
+		if err != nil || len(s) != 1 {
+			t.Fatalf("device %d peers: %v %v", i, s, err)
+		}
+		return s[0]
+	}
+	// Wait for the session (device 0's first keepalive starts it).
+	deadline := time.Now().Add(10 * time.Second)
+	for stats(1).LastHandshake.IsZero() || stats(1).RxBytes == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no handshake within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cfgs[1].Keepalive = long
+	if err := n[1].dev.SyncPeers([]PeerConfig{cfgs[1]}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the keepalive that turning it on sends
+	before := stats(0).RxBytes
+
+	// An unchanged config sends nothing.
+	if err := n[1].dev.SyncPeers([]PeerConfig{cfgs[1]}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := stats(0).RxBytes; got != before {
+		t.Fatalf("device 0 received %d bytes after an unchanged sync; want none", got-before)
+	}
+	nudge := cfgs[1]
+	nudge.SendKeepalive = true
+	if err := n[1].dev.SyncPeers([]PeerConfig{nudge}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(2 * time.Second)
+	for stats(0).RxBytes-before < 32 {
+		if time.Now().After(deadline) {
+			t.Fatalf("device 0 received %d bytes within 2 s of SendKeepalive; want a keepalive (32)", stats(0).RxBytes-before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ka := stats(1).Keepalive; ka != long {
+		t.Errorf("persistent keepalive after SendKeepalive = %v, want %v", ka, long)
+	}
+	// In kernel mode the same two entries go over netlink, in this order.
+	cur := []PeerStats{stats(1)}
+	cfg := diffPeers(cur, []PeerConfig{nudge})
+	if len(cfg.Peers) != 2 || *cfg.Peers[0].PersistentKeepaliveInterval != 0 || *cfg.Peers[1].PersistentKeepaliveInterval != long ||
+		!cfg.Peers[0].UpdateOnly || !cfg.Peers[1].UpdateOnly || cfg.Peers[0].PublicKey != nudge.PublicKey || cfg.Peers[1].PublicKey != nudge.PublicKey {
+		t.Errorf("diff for SendKeepalive = %+v; want the peer's keepalive set to 0, then to %v", cfg.Peers, long)
+	}
+}

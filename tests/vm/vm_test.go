@@ -101,15 +101,20 @@ func setup(t *testing.T) env {
 // the host firewall; checks beyond it run in VMCheck.
 func TestMixedMesh(t *testing.T) {
 	e := setup(t)
+	if err := os.WriteFile(filepath.Join(e.dir, "relay_override.tf"), []byte(relayOverride), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	out := &logWriter{t: t}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	// On top of the lab's own checks (vms.go): the host firewall's table
-	// surviving nftables.service and a hand flush, and still blocking an
-	// outsider afterwards while a member gets through; a reboot, then
-	// `systemctl stop`; fail closed with a member stopped.
-	vmChecks := []func(context.Context, *lab.VMLab) error{nftRecovery(), firewallPorts, rebootAndStop, failClosed()}
+	// On top of the lab's own checks (vms.go): every peer up on the idle
+	// mesh; the host firewall's table surviving nftables.service and a
+	// hand flush, and still blocking an outsider afterwards while a member
+	// gets through; a reboot, then `systemctl stop`; fail closed with a
+	// member stopped; two NATed nodes relayed through a VM.
+	vmChecks := []func(context.Context, *lab.VMLab) error{idleMesh, nftRecovery(), firewallPorts, rebootAndStop, failClosed(),
+		kernelRelay(e.agent, t.TempDir())}
 	err := lab.Run(ctx, lab.Options{
 		Dir: e.dir, Terraform: e.terraform, Agent: e.agent, Out: out,
 		UpTimeout: 3 * time.Minute, IperfTime: time.Second, VMs: 2,
@@ -127,7 +132,7 @@ func TestMixedMesh(t *testing.T) {
 	}
 	text := out.String()
 	for _, want := range []string{"kernel WireGuard", "cloud-init done", "TCP over the mesh", "timings: image",
-		"after `systemctl restart nftables.service`", "after `nft flush ruleset`", "fail closed (kernel path)", "reboot: ", "systemctl stop meshspan-agent: ", "refused to outsider"} {
+		"after `systemctl restart nftables.service`", "after `nft flush ruleset`", "fail closed (kernel path)", "reboot: ", "systemctl stop meshspan-agent: ", "refused to outsider", "idle mesh: ", "kernel relay: "} {
 		if !strings.Contains(text, want) {
 			t.Errorf("lab output lacks %q", want)
 		}
