@@ -23,6 +23,18 @@ func fakeKernel(t *testing.T) (*net.UDPConn, netip.AddrPort) {
 	return c, c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
+// newProxy is a Proxy for key in front of a kernel at kernel, closed when
+// the test ends.
+func newProxy(t *testing.T, k *Key, key wgtypes.Key, kernel netip.AddrPort) *Proxy {
+	t.Helper()
+	p, err := NewProxy(k, key, kernel, "127.0.0.1:0", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 func TestProxyCarriesKernelTrafficThroughRelay(t *testing.T) {
 	k := testKey(t)
 	srv, relay, rec := startRelay(t, k)
@@ -31,16 +43,8 @@ func TestProxyCarriesKernelTrafficThroughRelay(t *testing.T) {
 	keyA, _ := wgtypes.GeneratePrivateKey()
 	keyB, _ := wgtypes.GeneratePrivateKey()
 	admit(srv, keyA.PublicKey(), keyB.PublicKey())
-	pa, err := NewProxy(k, keyA, kaAddr, "127.0.0.1:0", time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pa.Close() })
-	pb, err := NewProxy(k, keyB, kbAddr, "127.0.0.1:0", time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pb.Close() })
+	pa := newProxy(t, k, keyA, kaAddr)
+	pb := newProxy(t, k, keyB, kbAddr)
 	pa.SetRelays(at(srv, relay))
 	pb.SetRelays(at(srv, relay))
 	waitFor(t, "proxies registered", 5*time.Second, func() bool {
@@ -99,11 +103,7 @@ func TestProxyCarriesKernelTrafficThroughRelay(t *testing.T) {
 	keyC, _ := wgtypes.GeneratePrivateKey()
 	kc, kcAddr := fakeKernel(t)
 	admit(srv, keyC.PublicKey())
-	pc, err := NewProxy(k, keyC, kcAddr, "127.0.0.1:0", time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
+	pc := newProxy(t, k, keyC, kcAddr)
 	pc.SetRelays(at(srv, relay))
 	waitFor(t, "proxy C registered", 5*time.Second, func() bool { return !pc.Relays()[0].Registered.IsZero() })
 	epC, err := pa.Endpoint(relay, keyC.PublicKey())
@@ -137,16 +137,8 @@ func TestProxyProbesThroughTheRelay(t *testing.T) {
 	keyB, _ := wgtypes.GeneratePrivateKey()
 	n := newNode(t, k, "10.99.0.3", nil) // a userspace member
 	admit(srv, keyA.PublicKey(), keyB.PublicKey(), n.key.PublicKey())
-	pa, err := NewProxy(k, keyA, kaAddr, "127.0.0.1:0", time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pa.Close() })
-	pb, err := NewProxy(k, keyB, kbAddr, "127.0.0.1:0", time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pb.Close() })
+	pa := newProxy(t, k, keyA, kaAddr)
+	pb := newProxy(t, k, keyB, kbAddr)
 	for _, p := range []*Proxy{pa, pb} {
 		p.SetRelays(at(srv, relay))
 	}
