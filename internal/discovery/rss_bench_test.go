@@ -346,6 +346,7 @@ func measureSaturated(b *testing.B, bin string) saturatedResult {
 		}
 	})
 	setup := time.Since(start)
+	fmt.Printf("saturated: service pid %d set up in %s, offering load\n", pid, setup.Round(time.Second))
 	// Open loop at the offered rate: a slow service cannot slow the
 	// load down and hide its memory or latency.
 	recording.Store(true)

@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"sync"
 
 	serverpb "github.com/siderolabs/discovery-api/api/v1alpha1/server/pb"
@@ -68,8 +67,7 @@ type watchStream struct {
 	stream grpc.ServerStream
 
 	mu      sync.Mutex
-	ip      netip.Addr    // the client address of the watch slot held
-	slot    bool          // a per-address watch slot is held
+	slot    bool          // a per-address watch slot is held (for clientIP)
 	sub     *Subscription // nil until the store answered
 	sending bool          // a sender goroutine runs
 	dirty   bool          // changes were announced since the sender last looked
@@ -120,7 +118,7 @@ func (w *watchStream) subscribe(ctx context.Context, req *serverpb.WatchRequest)
 		return nil, err
 	}
 	w.mu.Lock()
-	w.ip, w.slot = ip, true
+	w.slot = true
 	w.mu.Unlock()
 	snap, sub, err := s.store.Watch(ctx, req.ClusterId)
 	if err != nil {
@@ -237,7 +235,9 @@ func (w *watchStream) close() error {
 		w.sub.Close()
 	}
 	if w.slot {
-		w.srv.watchers.release(w.ip)
+		// The address is found again rather than kept: an idle watch's
+		// memory is what this file is about.
+		w.srv.watchers.release(w.srv.clientIP(w.stream.Context()))
 	}
 	return w.err
 }
