@@ -225,21 +225,24 @@ func (w *watchStream) closeDone() {
 }
 
 // close cleans up after the handler's wait; kept out of line so its
-// locals do not join the waiting frame.
+// locals do not join the waiting frame. The subscription is closed
+// without w.mu held: closing takes the store's cluster lock, under which
+// the store calls wake, which takes w.mu.
 //
 //go:noinline
 func (w *watchStream) close() error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.sub != nil {
-		w.sub.Close()
+	sub, slot, err := w.sub, w.slot, w.err
+	w.mu.Unlock()
+	if sub != nil {
+		sub.Close()
 	}
-	if w.slot {
+	if slot {
 		// The address is found again rather than kept: an idle watch's
 		// memory is what this file is about.
 		w.srv.watchers.release(w.srv.clientIP(w.stream.Context()))
 	}
-	return w.err
+	return err
 }
 
 // batch merges runs of queued changes of one kind (updates, deletions)
