@@ -14,9 +14,11 @@ import (
 
 // maxBatchBytes bounds one watch message that carries several queued
 // changes: far below gRPC's 4 MB default receive limit, large enough that a
-// watcher catching up after a burst (a 1,000-member cluster starting) gets a
-// few messages instead of a thousand.
-const maxBatchBytes = 64 << 10
+// watcher catching up after a burst (a 1,000-member cluster starting) gets
+// tens of messages instead of a thousand. At N = 1,000 members, 16 KB
+// converged as fast as 64 KB with a third less peak memory (673 against
+// 998 MiB in one run each): fewer bytes are encoded and queued at once.
+const maxBatchBytes = 16 << 10
 
 // serviceDesc is the Cluster service with its Watch handler replaced by
 // one that receives the request on the sender goroutine (see serveWatch);
