@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,9 @@ type Client struct {
 
 	decryptFailures atomic.Uint64
 	published       atomic.Bool
+
+	memoMu sync.Mutex
+	memo   map[*dclient.Affiliate]Affiliate // conversions by the client's value
 }
 
 type endpointClient struct {
@@ -261,14 +265,29 @@ func (c *Client) SetLocal(self Affiliate, observed map[string][]netip.AddrPort) 
 
 // Affiliates is the merged, de-duplicated view of every live affiliate but
 // ourselves. While a service is unreachable its last view is kept.
+//
+// Each affiliate is converted once per change: the underlying client
+// replaces an affiliate's value whenever its blob changes, so conversions
+// are kept by that value and a call after one change converts one
+// affiliate, not all of them. The slices in what it returns are shared
+// with later calls: read them, do not modify them in place.
 func (c *Client) Affiliates() []Affiliate {
+	c.memoMu.Lock()
+	defer c.memoMu.Unlock()
+	memo := make(map[*dclient.Affiliate]Affiliate, len(c.memo))
 	byID := make(map[string]int)
 	var out []Affiliate
 	for _, s := range c.subs {
 		for _, da := range s.dc.GetAffiliates() {
-			a, ok := affiliateFromProto(da)
+			a, ok := memo[da]
 			if !ok {
-				continue
+				if a, ok = c.memo[da]; !ok {
+					if a, ok = affiliateFromProto(da); !ok {
+						continue
+					}
+					a.Endpoints = slices.Clip(a.Endpoints)
+				}
+				memo[da] = a
 			}
 			i, seen := byID[a.ID]
 			if !seen {
@@ -278,12 +297,13 @@ func (c *Client) Affiliates() []Affiliate {
 			}
 			for _, ep := range a.Endpoints {
 				if !slices.Contains(out[i].Endpoints, ep) {
-					out[i].Endpoints = append(out[i].Endpoints, ep)
+					out[i].Endpoints = append(slices.Clip(out[i].Endpoints), ep)
 				}
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	c.memo = memo
+	slices.SortFunc(out, func(a, b Affiliate) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 

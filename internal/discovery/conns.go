@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -74,15 +74,16 @@ func (c ConnLimits) check() error {
 }
 
 // connTracker counts connections per client address. It wraps the
-// listener (to count and refuse) and is the gRPC stats handler (to mark
-// connections over the per-address limit, so their RPCs fail with a
-// message naming the limit rather than a bare reset).
+// listener (to count and refuse) and remembers connections over the
+// per-address limit, so their RPCs fail with a message naming the limit
+// rather than a bare reset.
 type connTracker struct {
 	limits  ConnLimits
 	trusted func(netip.Addr) bool
 	onLimit func(reason string)
 
 	total  atomic.Int64
+	nOver  atomic.Int64 // len(over), read without the lock
 	mu     sync.Mutex
 	perIP  map[netip.Addr]int
 	over   map[string]struct{} // remote addr strings of connections over PerAddress
@@ -93,8 +94,6 @@ func newConnTracker(l ConnLimits, trusted func(netip.Addr) bool, onLimit func(st
 	return &connTracker{limits: l, trusted: trusted, onLimit: onLimit, perIP: make(map[netip.Addr]int),
 		over: make(map[string]struct{}), graceT: 5 * time.Second}
 }
-
-type overLimitKey struct{}
 
 // listener wraps l so every accepted connection is counted.
 func (t *connTracker) listener(l net.Listener) net.Listener {
@@ -142,6 +141,7 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 			t.onLimit("connections_per_address")
 			t.mu.Lock()
 			t.over[c.RemoteAddr().String()] = struct{}{}
+			t.nOver.Add(1)
 			tc.overKey = c.RemoteAddr().String()
 			t.mu.Unlock()
 			tc.timer = time.AfterFunc(t.graceT, func() { tc.Close() }) //nolint:errcheck
@@ -171,6 +171,7 @@ func (c *trackedConn) Close() error {
 		}
 		if c.overKey != "" {
 			delete(c.t.over, c.overKey)
+			c.t.nOver.Add(-1)
 		}
 		c.t.mu.Unlock()
 	})
@@ -180,32 +181,26 @@ func (c *trackedConn) Close() error {
 // Count is the number of open connections.
 func (t *connTracker) Count() int { return int(t.total.Load()) }
 
-// TagConn implements stats.Handler: a connection over the per-address limit
-// carries a mark its RPCs are refused on.
-func (t *connTracker) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
-	if info.RemoteAddr == nil {
-		return ctx
-	}
-	t.mu.Lock()
-	_, over := t.over[info.RemoteAddr.String()]
-	t.mu.Unlock()
-	if over {
-		return context.WithValue(ctx, overLimitKey{}, addrIP(info.RemoteAddr))
-	}
-	return ctx
-}
-
-func (t *connTracker) HandleConn(context.Context, stats.ConnStats)                     {}
-func (t *connTracker) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-func (t *connTracker) HandleRPC(context.Context, stats.RPCStats)                       {}
-
-// refuseOverLimit is the error for an RPC on a connection over the limit.
+// refuseOverLimit is the error for an RPC on a connection over the
+// per-address limit, nil on others. It is looked up per call rather than
+// tagged on the connection by a gRPC stats handler: a stats handler makes
+// gRPC build and hand over an event for every message of every stream.
 func (t *connTracker) refuseOverLimit(ctx context.Context) error {
-	ip, ok := ctx.Value(overLimitKey{}).(netip.Addr)
-	if !ok {
+	if t.nOver.Load() == 0 {
 		return nil
 	}
-	return status.Errorf(codes.ResourceExhausted, "connection limit of %d per client address reached for %s: close idle connections or raise --max-conns-per-address", t.limits.PerAddress, ip)
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return nil
+	}
+	key := p.Addr.String()
+	t.mu.Lock()
+	_, over := t.over[key]
+	t.mu.Unlock()
+	if !over {
+		return nil
+	}
+	return status.Errorf(codes.ResourceExhausted, "connection limit of %d per client address reached for %s: close idle connections or raise --max-conns-per-address", t.limits.PerAddress, addrIP(p.Addr))
 }
 
 // watcherCounter bounds open watches per client address.

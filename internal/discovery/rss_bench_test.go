@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -38,29 +39,55 @@ const sideroPeakMiB = 1224
 
 // childService is a discovery service in its own process.
 type childService struct {
-	cmd  *exec.Cmd
-	addr string
+	cmd     *exec.Cmd
+	addr    string
+	metrics string
 }
 
-func startChildService(b *testing.B, extra ...string) *childService {
-	b.Helper()
+// baselineEnv names other agent binaries (earlier builds) that the
+// benchmarks also measure, in the same run, for before/after ratios:
+// name=path[,name=path...].
+const baselineEnv = "MESHSPAN_BENCH_BASELINE_BIN"
+
+type benchBinary struct{ name, path string }
+
+// benchBinaries are the binaries to measure: the agent, then any named in
+// baselineEnv.
+func benchBinaries(b *testing.B) []benchBinary {
 	bin, err := agentbin.Path()
 	if err != nil {
 		b.Fatal(err)
 	}
+	bins := []benchBinary{{"agent", bin}}
+	for _, kv := range strings.Split(os.Getenv(baselineEnv), ",") {
+		if name, path, ok := strings.Cut(kv, "="); ok {
+			bins = append(bins, benchBinary{name, path})
+		} else if kv != "" {
+			bins = append(bins, benchBinary{"baseline", kv})
+		}
+	}
+	return bins
+}
+
+func freeLoopbackAddr(b *testing.B) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	args := append([]string{"discovery", "serve", "--listen", addr, "--metrics-listen", "", "--snapshot-path", "", "--firewall-mark", "0", "--log-level", "warn"}, extra...)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startChildService(b *testing.B, bin string, extra ...string) *childService {
+	b.Helper()
+	addr, maddr := freeLoopbackAddr(b), freeLoopbackAddr(b)
+	args := append([]string{"discovery", "serve", "--listen", addr, "--metrics-listen", maddr, "--snapshot-path", "", "--firewall-mark", "0", "--log-level", "warn"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	c := &childService{cmd: cmd, addr: addr}
+	c := &childService{cmd: cmd, addr: addr, metrics: maddr}
 	b.Cleanup(c.stop)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -74,6 +101,33 @@ func startChildService(b *testing.B, extra ...string) *childService {
 		return err == nil
 	})
 	return c
+}
+
+// goStats reads the child's Go runtime figures from its metrics endpoint:
+// stack and heap in use (bytes) and goroutines.
+func (c *childService) goStats() (stack, heap, goroutines float64) {
+	resp, err := http.Get("http://" + c.metrics + "/metrics")
+	if err != nil {
+		return 0, 0, 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		f, _ := strconv.ParseFloat(v, 64)
+		switch name {
+		case "go_memstats_stack_inuse_bytes":
+			stack = f
+		case "go_memstats_heap_inuse_bytes":
+			heap = f
+		case "go_goroutines":
+			goroutines = f
+		}
+	}
+	return stack, heap, goroutines
 }
 
 func (c *childService) stop() {
@@ -160,144 +214,211 @@ func parallel(n, w int, fn func(i int)) {
 	wg.Wait()
 }
 
-func BenchmarkServiceMemory(b *testing.B) {
-	var perConn, perWatcher float64
-	b.Run("idle", func(b *testing.B) {
-		const conns, watchers = 2000, 5000
-		svc := startChildService(b)
-		pid := svc.cmd.Process.Pid
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		r0 := settledRSS(pid)
-		clients := make([]serverpb.ClusterClient, conns)
-		parallel(conns, 32, func(i int) {
-			conn, c := loadClient(b, svc.addr, i)
-			b.Cleanup(func() { conn.Close() })
-			clients[i] = c
-			if _, err := c.Hello(ctx, &serverpb.HelloRequest{ClusterId: "idle"}); err != nil {
-				b.Error(err)
-			}
-		})
-		r1 := settledRSS(pid)
-		// Watchers: streams over the connections already open, 5 per
-		// cluster, each past its first (empty) snapshot.
-		parallel(watchers, 32, func(i int) {
-			st, err := clients[i%conns].Watch(ctx, &serverpb.WatchRequest{ClusterId: fmt.Sprint("idle-", i/5)})
-			if err == nil {
-				_, err = st.Recv()
-			}
-			if err != nil {
-				b.Error(err)
-			}
-		})
-		r2 := settledRSS(pid)
-		perConn, perWatcher = (r1-r0)/conns, (r2-r1)/watchers
-		b.ReportMetric(perConn, "B/idle-conn")
-		b.ReportMetric(perWatcher, "B/idle-watcher")
-		fmt.Printf("idle: %.1f KB per connection (%d), %.1f KB per watcher (%d; target <= 8 KB, reference ~33 KB, earlier 12.7 KB)\n",
-			perConn/1024, conns, perWatcher/1024, watchers)
-	})
-	b.Run("saturated", func(b *testing.B) {
-		const clusters, affs, offered, seconds = benchClusters, benchAffiliates, 1000, 10
-		svc := startChildService(b)
-		pid := svc.cmd.Process.Pid
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		n := clusters * affs
-		clients := make([]serverpb.ClusterClient, n)
-		var recvd atomic.Int64
-		var latMu sync.Mutex
-		var lat []time.Duration
-		var recording atomic.Bool
-		update := func(i int) error {
-			cl, af := i/affs, i%affs
-			data := benchData(time.Now().UnixNano())
-			ep := []byte{byte(af), byte(cl), byte(cl >> 8), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
-			_, err := clients[i].AffiliateUpdate(ctx, &serverpb.AffiliateUpdateRequest{
-				ClusterId: fmt.Sprintf("bench-cluster-%04d", cl), AffiliateId: fmt.Sprintf("affiliate-%02d-%s", af, strings.Repeat("x", 30)),
-				AffiliateData: data, AffiliateEndpoints: [][]byte{ep}, Ttl: durationpb.New(30 * time.Minute),
-			})
-			return err
+// idleResult is what idle connections and watchers cost the service.
+type idleResult struct {
+	perConn, perWatcher                 float64 // bytes of RSS
+	stackPerW, heapPerW, goroutinesPerW float64 // the Go runtime's view of a watcher
+}
+
+func measureIdle(b *testing.B, bin string) idleResult {
+	const conns, watchers = 2000, 5000
+	svc := startChildService(b, bin)
+	defer svc.stop()
+	pid := svc.cmd.Process.Pid
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r0 := settledRSS(pid)
+	clients := make([]serverpb.ClusterClient, conns)
+	var closers []func()
+	defer func() {
+		for _, c := range closers {
+			c()
 		}
-		// Every affiliate is a node: its own connection, a watch on its
-		// cluster, then its first update.
-		start := time.Now()
-		parallel(n, 64, func(i int) {
-			conn, c := loadClient(b, svc.addr, i)
-			b.Cleanup(func() { conn.Close() })
-			clients[i] = c
-			st, err := c.Watch(ctx, &serverpb.WatchRequest{ClusterId: fmt.Sprintf("bench-cluster-%04d", i/affs)})
-			if err == nil {
-				_, err = st.Recv()
+	}()
+	var mu sync.Mutex
+	parallel(conns, 32, func(i int) {
+		conn, c := loadClient(b, svc.addr, i)
+		mu.Lock()
+		closers = append(closers, func() { conn.Close() })
+		mu.Unlock()
+		clients[i] = c
+		if _, err := c.Hello(ctx, &serverpb.HelloRequest{ClusterId: "idle"}); err != nil {
+			b.Error(err)
+		}
+	})
+	r1 := settledRSS(pid)
+	s1, h1, g1 := svc.goStats()
+	// Watchers: streams over the connections already open, 5 per
+	// cluster, each past its first (empty) snapshot.
+	parallel(watchers, 32, func(i int) {
+		st, err := clients[i%conns].Watch(ctx, &serverpb.WatchRequest{ClusterId: fmt.Sprint("idle-", i/5)})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		if err != nil {
+			b.Error(err)
+		}
+	})
+	r2 := settledRSS(pid)
+	s2, h2, g2 := svc.goStats()
+	return idleResult{perConn: (r1 - r0) / conns, perWatcher: (r2 - r1) / watchers,
+		stackPerW: (s2 - s1) / watchers, heapPerW: (h2 - h1) / watchers, goroutinesPerW: (g2 - g1) / watchers}
+}
+
+// saturatedResult is the 1,000 clusters x 10 affiliates run.
+type saturatedResult struct {
+	peakMiB, rate, cpuPerUpdate float64 // MiB, updates/s, ns
+	p99                         time.Duration
+	failed, delivered           int64
+	setup                       time.Duration
+}
+
+func measureSaturated(b *testing.B, bin string) saturatedResult {
+	const clusters, affs, offered, seconds = benchClusters, benchAffiliates, 1000, 10
+	svc := startChildService(b, bin)
+	defer svc.stop()
+	pid := svc.cmd.Process.Pid
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := clusters * affs
+	clients := make([]serverpb.ClusterClient, n)
+	conns := make([]*grpc.ClientConn, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
 			}
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			go func() {
-				for {
-					m, err := st.Recv()
-					if err != nil {
-						return
-					}
-					recvd.Add(1)
-					if recording.Load() && !m.Deleted && len(m.Affiliates[0].Data) >= 8 {
-						d := time.Duration(time.Now().UnixNano() - int64(binary.LittleEndian.Uint64(m.Affiliates[0].Data)))
+		}
+	}()
+	var recvd atomic.Int64
+	var latMu sync.Mutex
+	var lat []time.Duration
+	var recording atomic.Bool
+	update := func(i int) error {
+		cl, af := i/affs, i%affs
+		data := benchData(time.Now().UnixNano())
+		ep := []byte{byte(af), byte(cl), byte(cl >> 8), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
+		_, err := clients[i].AffiliateUpdate(ctx, &serverpb.AffiliateUpdateRequest{
+			ClusterId: fmt.Sprintf("bench-cluster-%04d", cl), AffiliateId: fmt.Sprintf("affiliate-%02d-%s", af, strings.Repeat("x", 30)),
+			AffiliateData: data, AffiliateEndpoints: [][]byte{ep}, Ttl: durationpb.New(30 * time.Minute),
+		})
+		return err
+	}
+	// Every affiliate is a node: its own connection, a watch on its
+	// cluster, then its first update.
+	start := time.Now()
+	parallel(n, 64, func(i int) {
+		conn, c := loadClient(b, svc.addr, i)
+		conns[i], clients[i] = conn, c
+		st, err := c.Watch(ctx, &serverpb.WatchRequest{ClusterId: fmt.Sprintf("bench-cluster-%04d", i/affs)})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		go func() {
+			for {
+				m, err := st.Recv()
+				if err != nil {
+					return
+				}
+				recvd.Add(int64(len(m.Affiliates)))
+				if !recording.Load() || m.Deleted {
+					continue
+				}
+				now := time.Now().UnixNano()
+				for _, a := range m.Affiliates {
+					if len(a.Data) >= 8 {
+						d := time.Duration(now - int64(binary.LittleEndian.Uint64(a.Data)))
 						latMu.Lock()
 						lat = append(lat, d)
 						latMu.Unlock()
 					}
 				}
-			}()
-		})
-		parallel(n, 64, func(i int) {
-			if err := update(i); err != nil {
-				b.Error(err)
 			}
-		})
-		setup := time.Since(start)
-		// Open loop at the offered rate: a slow service cannot slow the
-		// load down and hide its memory or latency.
-		recording.Store(true)
-		cpu0 := procCPU(pid)
-		var done, failed atomic.Int64
-		var wg sync.WaitGroup
-		total := offered * seconds
-		interval := time.Second / offered
-		t0 := time.Now()
-		for k := range total {
-			if d := time.Until(t0.Add(time.Duration(k) * interval)); d > 0 {
-				time.Sleep(d)
+		}()
+	})
+	parallel(n, 64, func(i int) {
+		if err := update(i); err != nil {
+			b.Error(err)
+		}
+	})
+	setup := time.Since(start)
+	fmt.Printf("saturated: service pid %d set up in %s, offering load\n", pid, setup.Round(time.Second))
+	// Open loop at the offered rate: a slow service cannot slow the
+	// load down and hide its memory or latency.
+	recording.Store(true)
+	cpu0 := procCPU(pid)
+	var done, failed atomic.Int64
+	var wg sync.WaitGroup
+	total := offered * seconds
+	interval := time.Second / offered
+	t0 := time.Now()
+	for k := range total {
+		if d := time.Until(t0.Add(time.Duration(k) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if update((k*7919)%n) == nil {
+				done.Add(1)
+			} else {
+				failed.Add(1)
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if update((k*7919)%n) == nil {
-					done.Add(1)
-				} else {
-					failed.Add(1)
-				}
-			}()
+		}()
+	}
+	wg.Wait()
+	rate := float64(done.Load()) / time.Since(t0).Seconds()
+	time.Sleep(time.Second)
+	res := saturatedResult{rate: rate, failed: failed.Load(), delivered: recvd.Load(), setup: setup,
+		cpuPerUpdate: float64(procCPU(pid)-cpu0) / float64(max(done.Load(), 1))}
+	recording.Store(false)
+	res.peakMiB = procKB(pid, "VmHWM") / 1024
+	latMu.Lock()
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		res.p99 = lat[len(lat)*99/100]
+	}
+	latMu.Unlock()
+	return res
+}
+
+func BenchmarkServiceMemory(b *testing.B) {
+	bins := benchBinaries(b)
+	b.Run("idle", func(b *testing.B) {
+		var rs []idleResult
+		for _, bin := range bins {
+			r := measureIdle(b, bin.path)
+			rs = append(rs, r)
+			fmt.Printf("idle (%s): %.1f KB per connection (2000), %.1f KB per watcher (5000; target <= 8 KB, reference ~33 KB); per watcher the Go runtime holds %.1f KB of stack, %.1f KB of heap, %.2f goroutines\n",
+				bin.name, r.perConn/1024, r.perWatcher/1024, r.stackPerW/1024, r.heapPerW/1024, r.goroutinesPerW)
 		}
-		wg.Wait()
-		rate := float64(done.Load()) / time.Since(t0).Seconds()
-		time.Sleep(time.Second)
-		cpuPerUpdate := float64(procCPU(pid)-cpu0) / float64(max(done.Load(), 1))
-		recording.Store(false)
-		peak := procKB(pid, "VmHWM") / 1024
-		latMu.Lock()
-		slices.Sort(lat)
-		var p99 time.Duration
-		if len(lat) > 0 {
-			p99 = lat[len(lat)*99/100]
+		b.ReportMetric(rs[0].perConn, "B/idle-conn")
+		b.ReportMetric(rs[0].perWatcher, "B/idle-watcher")
+		for i, r := range rs[1:] {
+			fmt.Printf("idle: agent/%s per connection %.2fx, per watcher %.2fx\n", bins[i+1].name, rs[0].perConn/r.perConn, rs[0].perWatcher/r.perWatcher)
 		}
-		latMu.Unlock()
-		b.ReportMetric(peak, "peak-RSS-MiB")
-		b.ReportMetric(rate, "updates/s")
-		b.ReportMetric(float64(p99.Microseconds())/1000, "p99-watch-ms")
-		b.ReportMetric(cpuPerUpdate/1e3, "service-CPU-us/update")
-		fmt.Printf("saturated %d clusters x %d affiliates (a connection and a watch each; setup %s): offered %d updates/s, achieved %.0f (%d failed), "+
-			"p99 watch latency %.1f ms, %d deltas delivered; service CPU %.0f us per update (10 watchers each); service peak RSS %.0f MiB = %.2fx Sidero's %d MiB (target <= 0.5x)\n",
-			clusters, affs, setup.Round(time.Second), offered, rate, failed.Load(), float64(p99.Microseconds())/1000, recvd.Load(), cpuPerUpdate/1e3, peak, peak/sideroPeakMiB, sideroPeakMiB)
+	})
+	b.Run("saturated", func(b *testing.B) {
+		var rs []saturatedResult
+		for _, bin := range bins {
+			r := measureSaturated(b, bin.path)
+			rs = append(rs, r)
+			fmt.Printf("saturated (%s) %d clusters x %d affiliates (a connection and a watch each; setup %s): offered %d updates/s, achieved %.0f (%d failed), "+
+				"p99 watch latency %.1f ms, %d affiliate changes delivered; service CPU %.0f us per update (10 watchers each); service peak RSS %.0f MiB = %.2fx Sidero's %d MiB (target <= 0.5x)\n",
+				bin.name, benchClusters, benchAffiliates, r.setup.Round(time.Second), 1000, r.rate, r.failed, float64(r.p99.Microseconds())/1000, r.delivered, r.cpuPerUpdate/1e3, r.peakMiB, r.peakMiB/sideroPeakMiB, sideroPeakMiB)
+		}
+		r := rs[0]
+		b.ReportMetric(r.peakMiB, "peak-RSS-MiB")
+		b.ReportMetric(r.rate, "updates/s")
+		b.ReportMetric(float64(r.p99.Microseconds())/1000, "p99-watch-ms")
+		b.ReportMetric(r.cpuPerUpdate/1e3, "service-CPU-us/update")
+		for i, o := range rs[1:] {
+			fmt.Printf("saturated: agent/%s peak RSS %.2fx, rate %.2fx, service CPU per update %.2fx, p99 %.2fx\n", bins[i+1].name,
+				r.peakMiB/o.peakMiB, r.rate/o.rate, r.cpuPerUpdate/o.cpuPerUpdate, float64(r.p99)/float64(max(o.p99, 1)))
+		}
 	})
 }

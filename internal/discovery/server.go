@@ -106,7 +106,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 }
 
 // Register adds the service to g.
-func (s *Server) Register(g *grpc.Server) { serverpb.RegisterClusterServer(g, s) }
+func (s *Server) Register(g *grpc.Server) { g.RegisterService(serviceDesc(), s) }
 
 // ServerOptions returns the interceptors that meter, rate-limit and
 // recover every call; pass them to grpc.NewServer.
@@ -179,9 +179,8 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 		// Streams are metered at their end; latency is how long they lived.
 		s.metrics.observe(method, status.Code(err), time.Since(start))
 	}()
-	if err := s.admit(ss.Context(), method); err != nil {
-		return err
-	}
+	// Streams (Watch) admit themselves, off the stream's goroutine (see
+	// serveWatch).
 	return handler(srv, ss)
 }
 
@@ -316,49 +315,6 @@ func (s *Server) List(ctx context.Context, req *serverpb.ListRequest) (*serverpb
 		return nil, s.storeError(err)
 	}
 	return &serverpb.ListResponse{Affiliates: affs}, nil
-}
-
-// Watch implements serverpb.ClusterServer: a full snapshot first (even when
-// empty), then one message per changed affiliate.
-func (s *Server) Watch(req *serverpb.WatchRequest, stream serverpb.Cluster_WatchServer) error {
-	if err := s.checkCluster(req.ClusterId); err != nil {
-		return err
-	}
-	ctx := stream.Context()
-	ip := s.clientIP(ctx)
-	if err := s.watchers.acquire(ip); err != nil {
-		s.metrics.rejections.WithLabelValues("watchers_per_address").Inc()
-		return err
-	}
-	defer s.watchers.release(ip)
-	snap, sub, err := s.store.Watch(ctx, req.ClusterId)
-	if err != nil {
-		return s.storeError(err)
-	}
-	defer sub.Close()
-	if err := stream.Send(&serverpb.WatchResponse{Affiliates: snap}); err != nil {
-		return err
-	}
-	for {
-		msgs, err := sub.Next(ctx)
-		switch {
-		case errors.Is(err, ErrLostUpdates):
-			s.metrics.rejections.WithLabelValues("watch_backlog").Inc()
-			return status.Error(codes.Aborted, "lost update: watcher too slow, reconnect to resync")
-		case errors.Is(err, ErrClosed):
-			return nil // server shutting down: end cleanly, like the reference
-		case errors.Is(err, ErrUnavailable):
-			return status.Errorf(codes.Unavailable, "discovery store unavailable, reconnect to resync: %v", err)
-		case err != nil:
-			return status.FromContextError(err).Err()
-		}
-		for _, m := range msgs {
-			if err := stream.Send(m); err != nil {
-				return err
-			}
-		}
-		s.metrics.watchSent.Add(float64(len(msgs)))
-	}
 }
 
 // clientIP is the caller's address: the TCP peer, or, when the peer is a

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -403,7 +404,14 @@ func TestSlowWatcherGetsLatestState(t *testing.T) {
 			t.Fatalf("watch ended after %d messages: %v", received, err)
 		}
 		received++
-		latest[m.Affiliates[0].Id] = string(m.Affiliates[0].Data[:9])
+		// A message may carry several affiliates: changes that queued up
+		// while the watcher did not read.
+		for _, a := range m.Affiliates {
+			if len(a.Data) < 9 {
+				t.Fatalf("message %d: affiliate %q without its data", received, a.Id)
+			}
+			latest[a.Id] = string(a.Data[:9])
+		}
 		if received > affiliates*rounds {
 			t.Fatalf("more messages than changes: %v", latest)
 		}
@@ -431,4 +439,48 @@ func TestHelloRedirect(t *testing.T) {
 	if _, err := c.List(context.Background(), &serverpb.ListRequest{ClusterId: "c"}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestWatchCloseDuringUpdates: watches ending while their cluster's
+// changes are being fanned out must not stall the cluster (a watch's
+// cleanup and the store's notification take the same two locks).
+func TestWatchCloseDuringUpdates(t *testing.T) {
+	svc := startService(t, ServiceConfig{RateLimitRPS: -1})
+	c := dial(t, svc.Addr().String())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(stop); i++ {
+				uctx, ucancel := context.WithTimeout(ctx, 10*time.Second)
+				_, err := c.AffiliateUpdate(uctx, &serverpb.AffiliateUpdateRequest{ClusterId: "c", AffiliateId: fmt.Sprint("a", w, "-", i%50),
+					AffiliateData: []byte("data"), Ttl: durationpb.New(time.Minute)})
+				ucancel()
+				if err != nil {
+					t.Errorf("update stalled or failed: %v", err)
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+				st, err := c.Watch(wctx, &serverpb.WatchRequest{ClusterId: "c"})
+				if err == nil {
+					_, err = st.Recv()
+				}
+				wcancel()
+				if err != nil {
+					t.Errorf("watch stalled or failed: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -204,7 +204,11 @@ func Start(cfg ServiceConfig) (*Service, error) {
 	opts := append(srv.GRPCOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(kp),
-		grpc.StatsHandler(s.conns),
+		// Most connections are idle watchers: a read buffer sized for the
+		// small requests of this API (larger frames are read in several
+		// calls) instead of 32 KB held for the connection's life. Write
+		// buffers are already taken from a pool only while writing.
+		grpc.ReadBufferSize(8<<10),
 	)
 	if kr != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{

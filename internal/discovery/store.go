@@ -98,7 +98,8 @@ type Subscription struct {
 	pending    map[string]*serverpb.Affiliate // nil value: deleted
 	order      []string
 	err        error
-	ready      chan struct{}
+	ready      chan struct{} // Next's wake-up; nil once onChange is set
+	onChange   func()        // the server's sender: called, never under mu, after a push or fail
 	maxPending int
 	onClose    func()
 	closeOnce  sync.Once
@@ -139,9 +140,30 @@ func (s *Subscription) push(id string, aff *serverpb.Affiliate) {
 }
 
 func (s *Subscription) wake() {
+	s.mu.Lock()
+	f, ready := s.onChange, s.ready
+	s.mu.Unlock()
+	if f != nil {
+		f()
+		return
+	}
 	select {
-	case s.ready <- struct{}{}:
+	case ready <- struct{}{}:
 	default:
+	}
+}
+
+// notify makes f the way the subscription announces changes instead of
+// Next's channel (the server's senders take over; Next must not be used
+// afterwards). f runs at once if changes or an error are already queued.
+func (s *Subscription) notify(f func()) {
+	s.mu.Lock()
+	s.onChange = f
+	s.ready = nil
+	queued := s.err != nil || len(s.order) > 0
+	s.mu.Unlock()
+	if queued {
+		f()
 	}
 }
 
@@ -190,10 +212,13 @@ func (s *Subscription) Next(ctx context.Context) ([]*serverpb.WatchResponse, err
 		if out, err := s.take(); err != nil || out != nil {
 			return out, err
 		}
+		s.mu.Lock()
+		ready := s.ready
+		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-s.ready:
+		case <-ready:
 		}
 	}
 }
