@@ -202,6 +202,7 @@ type agent struct {
 		lastCheck, quietSince, lastTrim time.Time
 		lastTotal                       int64 // rx+tx of all peers at lastCheck
 		idle                            bool
+		released                        bool // releaseBinaryPages ran
 	}
 	peerKeys map[wgtypes.Key]bool
 	decrypt  struct {
@@ -490,6 +491,11 @@ func (a *agent) trimWhenIdle() {
 		if !a.mem.idle {
 			debug.SetGCPercent(idleGCPercent)
 			a.mem.idle = true
+			if !a.mem.released {
+				// Once per process: what start-up alone touched.
+				releaseBinaryPages()
+				a.mem.released = true
+			}
 		}
 		debug.FreeOSMemory()
 		a.mem.lastTrim = now

@@ -234,3 +234,47 @@ func median(v []float64) float64 {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// BenchmarkIdleRSS starts 20 agents (discovery, full mesh), waits until all
+// are up and then reports their memory twice while the mesh stays idle:
+// 35-45 s after all are up (the agents enter their idle regime after 30 s
+// of quiet) and again 130-140 s after, when the periodic paths (discovery
+// refresh, keepalives, the 2 min rekey) have run once more, so memory the
+// agent gave back and took again shows. The target is VmRSS <= 30 MB.
+func BenchmarkIdleRSS(b *testing.B) {
+	const n = 20
+	for range b.N {
+		c := newCluster(b, n, true)
+		c.discoveryMesh()
+		c.startAll()
+		up := c.waitAllUp(c.nodes, 60*time.Second)
+		for _, w := range []struct {
+			name string
+			from time.Duration
+		}{{"early", 35 * time.Second}, {"late", 130 * time.Second}} {
+			time.Sleep(time.Until(up.Add(w.from)))
+			var top, topFile, sum, priv, samples int
+			for range 10 {
+				time.Sleep(time.Second)
+				for _, nd := range c.nodes {
+					m, err := procStatus(nd.Proc.PID())
+					if err != nil {
+						b.Fatal(err)
+					}
+					sum += m["VmRSS:"]
+					priv += m["Private_Dirty:"]
+					samples++
+					if m["VmRSS:"] > top {
+						top, topFile = m["VmRSS:"], m["RssFile:"]
+					}
+				}
+			}
+			mean, meanPriv := float64(sum)/1024/float64(samples), float64(priv)/1024/float64(samples)
+			b.ReportMetric(float64(top)/1024, w.name+"-max-RSS-MB")
+			b.ReportMetric(mean, w.name+"-mean-RSS-MB")
+			b.ReportMetric(meanPriv, w.name+"-mean-private-MB")
+			b.Logf("N=%d idle, %v-%v after all up: VmRSS max %.1f MB (of it %.1f MB pages of the binary), mean %.1f MB; Private_Dirty mean %.1f MB",
+				n, w.from, w.from+10*time.Second, float64(top)/1024, float64(topFile)/1024, mean, meanPriv)
+		}
+	}
+}
