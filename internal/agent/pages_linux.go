@@ -15,7 +15,8 @@ import (
 // cached file pages 64 KiB around every fault, so an idle agent keeps
 // ~19 MB of the 28 MB binary mapped while its steady loop needs far less.
 // The pages stay in the page cache; what the agent still runs faults back
-// in within a tick. Clean file pages only: nothing is lost.
+// in within a tick. Clean file pages only: nothing is lost (except a
+// debugger's breakpoints, written into private copies of code pages).
 func releaseBinaryPages() {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {

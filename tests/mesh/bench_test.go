@@ -253,7 +253,8 @@ func BenchmarkIdleRSS(b *testing.B) {
 			from time.Duration
 		}{{"early", 35 * time.Second}, {"late", 130 * time.Second}} {
 			time.Sleep(time.Until(up.Add(w.from)))
-			var top, topFile, sum, priv, samples int
+			var top, topFile, sum, priv, samples, over int
+			var topNode string
 			for range 10 {
 				time.Sleep(time.Second)
 				for _, nd := range c.nodes {
@@ -264,8 +265,11 @@ func BenchmarkIdleRSS(b *testing.B) {
 					sum += m["VmRSS:"]
 					priv += m["Private_Dirty:"]
 					samples++
+					if m["VmRSS:"] > 30<<10 {
+						over++
+					}
 					if m["VmRSS:"] > top {
-						top, topFile = m["VmRSS:"], m["RssFile:"]
+						top, topFile, topNode = m["VmRSS:"], m["RssFile:"], nd.Name
 					}
 				}
 			}
@@ -273,8 +277,8 @@ func BenchmarkIdleRSS(b *testing.B) {
 			b.ReportMetric(float64(top)/1024, w.name+"-max-RSS-MB")
 			b.ReportMetric(mean, w.name+"-mean-RSS-MB")
 			b.ReportMetric(meanPriv, w.name+"-mean-private-MB")
-			b.Logf("N=%d idle, %v-%v after all up: VmRSS max %.1f MB (of it %.1f MB pages of the binary), mean %.1f MB; Private_Dirty mean %.1f MB",
-				n, w.from, w.from+10*time.Second, float64(top)/1024, float64(topFile)/1024, mean, meanPriv)
+			b.Logf("N=%d idle, %v-%v after all up: VmRSS max %.1f MB (%s; of it %.1f MB pages of the binary), mean %.1f MB, %d of %d samples over 30 MB; Private_Dirty mean %.1f MB",
+				n, w.from, w.from+10*time.Second, float64(top)/1024, topNode, float64(topFile)/1024, mean, over, samples, meanPriv)
 		}
 	}
 }
