@@ -198,13 +198,9 @@ type agent struct {
 	// (mesh.Status.Quiet).
 	quiet     map[wgtypes.Key]bool
 	published publisher
-	mem       struct {
-		lastCheck, quietSince, lastTrim time.Time
-		lastTotal                       int64 // rx+tx of all peers at lastCheck
-		idle                            bool
-	}
-	peerKeys map[wgtypes.Key]bool
-	decrypt  struct {
+	mem       memRegime
+	peerKeys  map[wgtypes.Key]bool
+	decrypt   struct {
 		count uint64    // decrypt failures seen so far
 		at    time.Time // when the count last grew
 	}
@@ -461,39 +457,83 @@ func (a *agent) logTransitions(old, cur *Status) {
 // packet buffers get collected and re-allocated). Once the mesh has been
 // quiet for idleAfter, the GC target drops to idleGCPercent and freed pages
 // (64 KiB packet buffers, touched once and then garbage) go back to the
-// kernel, again every idleTrim while it stays quiet.
+// kernel, again every idleTrim while it stays quiet; the first time, the
+// pages of the binary only start-up needed go too.
 func (a *agent) trimWhenIdle() {
-	const (
-		idleAfter     = 30 * time.Second
-		idleTrim      = time.Minute
-		busyRate      = 256 << 10 // bytes/s over all peers
-		idleGCPercent = 20
-	)
-	now := time.Now()
+	const idleGCPercent = 20
 	var total int64
 	for _, p := range a.snapshot().Peers {
 		total += p.RxBytes + p.TxBytes
 	}
-	elapsed := now.Sub(a.mem.lastCheck)
-	busy := a.mem.lastCheck.IsZero() || float64(total-a.mem.lastTotal) > busyRate*elapsed.Seconds()
-	a.mem.lastCheck, a.mem.lastTotal = now, total
-	switch {
-	case busy:
-		a.mem.quietSince = time.Time{}
-		if a.mem.idle {
-			debug.SetGCPercent(100)
-			a.mem.idle = false
-		}
-	case a.mem.quietSince.IsZero():
-		a.mem.quietSince = now
-	case now.Sub(a.mem.quietSince) >= idleAfter && (!a.mem.idle || now.Sub(a.mem.lastTrim) >= idleTrim):
-		if !a.mem.idle {
-			debug.SetGCPercent(idleGCPercent)
-			a.mem.idle = true
+	switch a.mem.observe(time.Now(), total) {
+	case memBusy:
+		debug.SetGCPercent(100)
+	case memIdle:
+		debug.SetGCPercent(idleGCPercent)
+		if !a.mem.released {
+			// Once per process: what start-up alone touched.
+			releaseBinaryPages()
+			a.mem.released = true
 		}
 		debug.FreeOSMemory()
-		a.mem.lastTrim = now
+	case memTrim:
+		debug.FreeOSMemory()
 	}
+}
+
+// memRegime decides, from the mesh's traffic, when the agent's memory
+// settings change (trimWhenIdle). It does no I/O.
+type memRegime struct {
+	lastCheck, quietSince, lastTrim time.Time
+	lastTotal                       int64 // rx+tx of all peers at lastCheck
+	idle                            bool
+	released                        bool // releaseBinaryPages ran
+}
+
+type memAction int
+
+const (
+	memKeep memAction = iota
+	memBusy           // traffic again: back to the default GC pace
+	memIdle           // quiet for idleAfter: idle GC pace, give memory back
+	memTrim           // still quiet idleTrim later: give memory back again
+)
+
+const (
+	idleAfter = 30 * time.Second
+	idleTrim  = time.Minute
+	busyRate  = 256 << 10 // bytes/s over all peers
+	// minRateWindow: a pass right after another one (a discovery update
+	// triggers one at once) would turn one handshake into a high rate;
+	// the rate is taken over at least this long.
+	minRateWindow = 900 * time.Millisecond
+)
+
+// observe takes the peers' rx+tx byte total at now.
+func (m *memRegime) observe(now time.Time, total int64) memAction {
+	elapsed := now.Sub(m.lastCheck)
+	if !m.lastCheck.IsZero() && elapsed < minRateWindow {
+		return memKeep
+	}
+	busy := m.lastCheck.IsZero() || float64(total-m.lastTotal) > busyRate*elapsed.Seconds()
+	m.lastCheck, m.lastTotal = now, total
+	switch {
+	case busy:
+		m.quietSince = time.Time{}
+		if m.idle {
+			m.idle = false
+			return memBusy
+		}
+	case m.quietSince.IsZero():
+		m.quietSince = now
+	case now.Sub(m.quietSince) >= idleAfter && !m.idle:
+		m.idle, m.lastTrim = true, now
+		return memIdle
+	case m.idle && now.Sub(m.lastTrim) >= idleTrim:
+		m.lastTrim = now
+		return memTrim
+	}
+	return memKeep
 }
 
 // nextTick is the time to the next pass without events.

@@ -234,3 +234,56 @@ func median(v []float64) float64 {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// BenchmarkIdleRSS starts 20 agents (discovery, full mesh), waits until all
+// are up and then reports their memory twice while the mesh stays idle:
+// 35-45 s after all are up (the agents enter their idle regime after 30 s
+// of quiet) and again 130-140 s after, when the periodic paths (discovery
+// refresh, keepalives, the 2 min rekey) have run once more, so memory the
+// agent gave back and took again shows (BENCH_IDLE_LATE=10m looks later).
+// The target is VmRSS <= 30 MB.
+func BenchmarkIdleRSS(b *testing.B) {
+	const n = 20
+	for range b.N {
+		c := newCluster(b, n, true)
+		c.discoveryMesh()
+		c.startAll()
+		up := c.waitAllUp(c.nodes, 60*time.Second)
+		late := 130 * time.Second
+		if d, err := time.ParseDuration(os.Getenv("BENCH_IDLE_LATE")); err == nil && d > 45*time.Second {
+			late = d // a longer look: BENCH_IDLE_LATE=10m
+		}
+		for _, w := range []struct {
+			name string
+			from time.Duration
+		}{{"early", 35 * time.Second}, {"late", late}} {
+			time.Sleep(time.Until(up.Add(w.from)))
+			var top, topFile, sum, priv, samples, over int
+			var topNode string
+			for range 10 {
+				time.Sleep(time.Second)
+				for _, nd := range c.nodes {
+					m, err := procStatus(nd.Proc.PID())
+					if err != nil {
+						b.Fatal(err)
+					}
+					sum += m["VmRSS:"]
+					priv += m["Private_Dirty:"]
+					samples++
+					if m["VmRSS:"] > 30<<10 {
+						over++
+					}
+					if m["VmRSS:"] > top {
+						top, topFile, topNode = m["VmRSS:"], m["RssFile:"], nd.Name
+					}
+				}
+			}
+			mean, meanPriv := float64(sum)/1024/float64(samples), float64(priv)/1024/float64(samples)
+			b.ReportMetric(float64(top)/1024, w.name+"-max-RSS-MB")
+			b.ReportMetric(mean, w.name+"-mean-RSS-MB")
+			b.ReportMetric(meanPriv, w.name+"-mean-private-MB")
+			b.Logf("N=%d idle, %v-%v after all up: VmRSS max %.1f MB (%s; of it %.1f MB pages of the binary), mean %.1f MB, %d of %d samples over 30 MB; Private_Dirty mean %.1f MB",
+				n, w.from, w.from+10*time.Second, float64(top)/1024, topNode, float64(topFile)/1024, mean, over, samples, meanPriv)
+		}
+	}
+}
