@@ -470,11 +470,6 @@ func (a *agent) trimWhenIdle() {
 		debug.SetGCPercent(100)
 	case memIdle:
 		debug.SetGCPercent(idleGCPercent)
-		if !a.mem.released {
-			// Once per process: what start-up alone touched.
-			releaseBinaryPages()
-			a.mem.released = true
-		}
 		debug.FreeOSMemory()
 	case memTrim:
 		debug.FreeOSMemory()
@@ -487,7 +482,6 @@ type memRegime struct {
 	lastCheck, quietSince, lastTrim time.Time
 	lastTotal                       int64 // rx+tx of all peers at lastCheck
 	idle                            bool
-	released                        bool // releaseBinaryPages ran
 }
 
 type memAction int
