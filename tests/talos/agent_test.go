@@ -51,16 +51,7 @@ func TestAgentMeshesWithTalosNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
-	svc, err := discovery.Start(discovery.ServiceConfig{Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = svc.Shutdown(sctx)
-	}()
-	endpoint := "http://" + svc.Addr().String() + "/"
+	endpoint := startDiscovery(t)
 
 	bundle, err := secrets.NewBundle(secrets.NewFixedClock(time.Now()), talosconfig.TalosVersion1_11)
 	if err != nil {

@@ -139,16 +139,7 @@ func TestTalosAndMeshspanShareDiscovery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	svc, err := discovery.Start(discovery.ServiceConfig{Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = svc.Shutdown(sctx)
-	}()
-	endpoint := "http://" + svc.Addr().String() + "/"
+	endpoint := startDiscovery(t)
 
 	// The cluster comes from Talos's own secrets generator (URL-safe ID).
 	bundle, err := secrets.NewBundle(secrets.NewFixedClock(time.Now()), talosconfig.TalosVersion1_11)
@@ -310,4 +301,20 @@ func TestTalosAndMeshspanShareDiscovery(t *testing.T) {
 			t.Error("a discovery client did not stop within 10s")
 		}
 	}
+}
+
+// startDiscovery starts a meshspan discovery service on loopback for the
+// test and returns its endpoint URL.
+func startDiscovery(t *testing.T) string {
+	t.Helper()
+	svc, err := discovery.Start(discovery.ServiceConfig{Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = svc.Shutdown(ctx)
+	})
+	return "http://" + svc.Addr().String() + "/"
 }
