@@ -172,33 +172,18 @@ func BenchmarkConvergence(b *testing.B) {
 					// without traffic; from 35 s on, sample every agent once a
 					// second for 10 s and report the worst sample.
 					time.Sleep(35 * time.Second)
-					var top, anon, file, pss, sum, samples int
-					var topNode *node
-					for range 10 {
-						time.Sleep(time.Second)
-						for _, nd := range c.nodes {
-							m, err := procStatus(nd.Proc.PID())
-							if err != nil {
-								b.Fatal(err)
-							}
-							sum += m["VmRSS:"]
-							samples++
-							if m["VmRSS:"] > top {
-								top, anon, file, pss, topNode = m["VmRSS:"], m["RssAnon:"], m["RssFile:"], m["Pss:"], nd
-							}
-						}
-					}
-					b.ReportMetric(float64(top)/1024, "idle-max-RSS-MB")
-					b.ReportMetric(float64(anon)/1024, "idle-anon-MB")
-					b.ReportMetric(float64(pss)/1024, "idle-PSS-MB")
+					s := sampleRSS(b, c.nodes)
+					b.ReportMetric(mb(s.top), "idle-max-RSS-MB")
+					b.ReportMetric(mb(s.topAnon), "idle-anon-MB")
+					b.ReportMetric(mb(s.topPSS), "idle-PSS-MB")
 					// The binary's pages are shared by every agent here (one
 					// per host in production): PSS divides them among the 20.
 					b.Logf("N=20 idle RSS over 10 s: max %.1f MB (%.1f MB private heap/stacks + %.1f MB pages of the binary; PSS %.1f MB), mean %.1f MB",
-						float64(top)/1024, float64(anon)/1024, float64(file)/1024, float64(pss)/1024, float64(sum)/1024/float64(samples))
+						mb(s.top), mb(s.topAnon), mb(s.topFile), mb(s.topPSS), s.mean())
 					// Where the private part goes, as the Go runtime sees it
 					// (read after sampling: serving /metrics allocates).
 					gm := map[string]float64{}
-					for _, l := range strings.Split(metrics(b, topNode), "\n") {
+					for _, l := range strings.Split(metrics(b, s.topNode), "\n") {
 						if f := strings.Fields(l); len(f) == 2 && strings.HasPrefix(f[0], "go_") {
 							gm[f[0]], _ = strconv.ParseFloat(f[1], 64)
 						}
@@ -258,32 +243,55 @@ func BenchmarkIdleRSS(b *testing.B) {
 			from time.Duration
 		}{{"early", 35 * time.Second}, {"late", late}} {
 			time.Sleep(time.Until(up.Add(w.from)))
-			var top, topFile, sum, priv, samples, over int
-			var topNode string
-			for range 10 {
-				time.Sleep(time.Second)
-				for _, nd := range c.nodes {
-					m, err := procStatus(nd.Proc.PID())
-					if err != nil {
-						b.Fatal(err)
-					}
-					sum += m["VmRSS:"]
-					priv += m["Private_Dirty:"]
-					samples++
-					if m["VmRSS:"] > 30<<10 {
-						over++
-					}
-					if m["VmRSS:"] > top {
-						top, topFile, topNode = m["VmRSS:"], m["RssFile:"], nd.Name
-					}
-				}
-			}
-			mean, meanPriv := float64(sum)/1024/float64(samples), float64(priv)/1024/float64(samples)
-			b.ReportMetric(float64(top)/1024, w.name+"-max-RSS-MB")
-			b.ReportMetric(mean, w.name+"-mean-RSS-MB")
+			s := sampleRSS(b, c.nodes)
+			meanPriv := mb(s.priv) / float64(s.samples)
+			b.ReportMetric(mb(s.top), w.name+"-max-RSS-MB")
+			b.ReportMetric(s.mean(), w.name+"-mean-RSS-MB")
 			b.ReportMetric(meanPriv, w.name+"-mean-private-MB")
 			b.Logf("N=%d idle, %v-%v after all up: VmRSS max %.1f MB (%s; of it %.1f MB pages of the binary), mean %.1f MB, %d of %d samples over 30 MB; Private_Dirty mean %.1f MB",
-				n, w.from, w.from+10*time.Second, float64(top)/1024, topNode, float64(topFile)/1024, mean, over, samples, meanPriv)
+				n, w.from, w.from+10*time.Second, mb(s.top), s.topNode.Name, mb(s.topFile), s.mean(), s.over, s.samples, meanPriv)
 		}
 	}
 }
+
+// idleRSSTarget is the node agent's idle VmRSS target at N = 20, in kB.
+const idleRSSTarget = 30 << 10
+
+// rssSample is what sampleRSS saw, in kB: the largest VmRSS sample with its
+// breakdown, and sums over every sample.
+type rssSample struct {
+	top, topAnon, topFile, topPSS int
+	topNode                       *node
+	sum, priv, samples, over      int // over: samples above idleRSSTarget
+}
+
+// sampleRSS reads every node's /proc status and smaps_rollup once a second
+// for 10 s.
+func sampleRSS(b *testing.B, nodes []*node) rssSample {
+	var s rssSample
+	for range 10 {
+		time.Sleep(time.Second)
+		for _, nd := range nodes {
+			m, err := procStatus(nd.Proc.PID())
+			if err != nil {
+				b.Fatal(err)
+			}
+			rss := m["VmRSS:"]
+			s.sum += rss
+			s.priv += m["Private_Dirty:"]
+			s.samples++
+			if rss > idleRSSTarget {
+				s.over++
+			}
+			if rss > s.top {
+				s.top, s.topAnon, s.topFile, s.topPSS, s.topNode = rss, m["RssAnon:"], m["RssFile:"], m["Pss:"], nd
+			}
+		}
+	}
+	return s
+}
+
+// mean is the mean VmRSS in MB.
+func (s rssSample) mean() float64 { return mb(s.sum) / float64(s.samples) }
+
+func mb(kb int) float64 { return float64(kb) / 1024 }
