@@ -133,16 +133,8 @@ func peerNamed(s *agent.Status, name string) *agent.PeerStatus {
 // waitFor polls cond every 200 ms until it holds or timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", timeout, why)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := e2e.Poll(timeout, 200*time.Millisecond, cond); err != nil {
+		t.Fatal(err)
 	}
 }
 
