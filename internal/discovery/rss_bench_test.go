@@ -49,7 +49,18 @@ type childService struct {
 // name=path[,name=path...].
 const baselineEnv = "MESHSPAN_BENCH_BASELINE_BIN"
 
-type benchBinary struct{ name, path string }
+// sideroEnv names a build of Sidero's discovery service (the reference the
+// targets are set against), measured in the same run under the same load.
+// The project does not build it; to measure against it:
+//
+//	go install github.com/siderolabs/discovery-service/cmd/discovery-service@v1.1.0
+//	MESHSPAN_BENCH_SIDERO_BIN=$(go env GOPATH)/bin/discovery-service make bench
+const sideroEnv = "MESHSPAN_BENCH_SIDERO_BIN"
+
+type benchBinary struct {
+	name, path string
+	sidero     bool // Sidero's command line, not the agent's
+}
 
 // benchBinaries are the binaries to measure: the agent, then any named in
 // baselineEnv.
@@ -58,13 +69,16 @@ func benchBinaries(b *testing.B) []benchBinary {
 	if err != nil {
 		b.Fatal(err)
 	}
-	bins := []benchBinary{{"agent", bin}}
+	bins := []benchBinary{{name: "agent", path: bin}}
 	for _, kv := range strings.Split(os.Getenv(baselineEnv), ",") {
 		if name, path, ok := strings.Cut(kv, "="); ok {
-			bins = append(bins, benchBinary{name, path})
+			bins = append(bins, benchBinary{name: name, path: path})
 		} else if kv != "" {
-			bins = append(bins, benchBinary{"baseline", kv})
+			bins = append(bins, benchBinary{name: "baseline", path: kv})
 		}
+	}
+	if p := os.Getenv(sideroEnv); p != "" {
+		bins = append(bins, benchBinary{name: "sidero", path: p, sidero: true})
 	}
 	return bins
 }
@@ -78,11 +92,14 @@ func freeLoopbackAddr(b *testing.B) string {
 	return l.Addr().String()
 }
 
-func startChildService(b *testing.B, bin string, extra ...string) *childService {
+func startChildService(b *testing.B, bin benchBinary) *childService {
 	b.Helper()
 	addr, maddr := freeLoopbackAddr(b), freeLoopbackAddr(b)
-	args := append([]string{"discovery", "serve", "--listen", addr, "--metrics-listen", maddr, "--snapshot-path", "", "--firewall-mark", "0", "--log-level", "warn"}, extra...)
-	cmd := exec.Command(bin, args...)
+	args := []string{"discovery", "serve", "--listen", addr, "--metrics-listen", maddr, "--snapshot-path", "", "--firewall-mark", "0", "--log-level", "warn"}
+	if bin.sidero {
+		args = []string{"--addr", addr, "--metrics-addr", maddr, "--landing-addr", "", "--snapshots-enabled=false"}
+	}
+	cmd := exec.Command(bin.path, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -220,7 +237,7 @@ type idleResult struct {
 	stackPerW, heapPerW, goroutinesPerW float64 // the Go runtime's view of a watcher
 }
 
-func measureIdle(b *testing.B, bin string) idleResult {
+func measureIdle(b *testing.B, bin benchBinary) idleResult {
 	const conns, watchers = 2000, 5000
 	svc := startChildService(b, bin)
 	defer svc.stop()
@@ -273,7 +290,7 @@ type saturatedResult struct {
 	setup                       time.Duration
 }
 
-func measureSaturated(b *testing.B, bin string) saturatedResult {
+func measureSaturated(b *testing.B, bin benchBinary) saturatedResult {
 	const clusters, affs, offered, seconds = benchClusters, benchAffiliates, 1000, 10
 	svc := startChildService(b, bin)
 	defer svc.stop()
@@ -391,7 +408,7 @@ func BenchmarkServiceMemory(b *testing.B) {
 	b.Run("idle", func(b *testing.B) {
 		var rs []idleResult
 		for _, bin := range bins {
-			r := measureIdle(b, bin.path)
+			r := measureIdle(b, bin)
 			rs = append(rs, r)
 			fmt.Printf("idle (%s): %.1f KB per connection (2000), %.1f KB per watcher (5000; target <= 8 KB, reference ~33 KB); per watcher the Go runtime holds %.1f KB of stack, %.1f KB of heap, %.2f goroutines\n",
 				bin.name, r.perConn/1024, r.perWatcher/1024, r.stackPerW/1024, r.heapPerW/1024, r.goroutinesPerW)
@@ -405,7 +422,7 @@ func BenchmarkServiceMemory(b *testing.B) {
 	b.Run("saturated", func(b *testing.B) {
 		var rs []saturatedResult
 		for _, bin := range bins {
-			r := measureSaturated(b, bin.path)
+			r := measureSaturated(b, bin)
 			rs = append(rs, r)
 			fmt.Printf("saturated (%s) %d clusters x %d affiliates (a connection and a watch each; setup %s): offered %d updates/s, achieved %.0f (%d failed), "+
 				"p99 watch latency %.1f ms, %d affiliate changes delivered; service CPU %.0f us per update (10 watchers each); service peak RSS %.0f MiB = %.2fx Sidero's %d MiB (target <= 0.5x)\n",
