@@ -22,6 +22,7 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
 	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
+	"github.com/meshspan/terraform-provider-meshspan/internal/testing/e2e"
 )
 
 // The hostile publisher's size: what the issue measured with.
@@ -225,8 +226,9 @@ func TestHostilePublisher(t *testing.T) {
 	// Whatever leaves the victim towards the third party (or any
 	// broadcast or multicast that reaches it), and any UDP on the
 	// victim's own loopback.
-	thirdCap := startCapture(t, third, "eth0", "ip and ( src host 192.0.2.11 or src host 198.51.100.11 )")
-	loCap := startCapture(t, victim.ns, "lo", "udp")
+	fromVictim := fromHost(victimAddr, victimSide.Addr())
+	thirdCap := e2e.StartCapture(t, third, "eth0", nil)
+	loCap := e2e.StartCapture(t, victim.ns, "lo", e2e.UDP)
 
 	victim.start(t)
 	peer.start(t)
@@ -267,7 +269,7 @@ func TestHostilePublisher(t *testing.T) {
 	// The window, from the moment the victim knows every hostile
 	// affiliate: the victim's CPU time (user and system, all threads, from
 	// /proc) over it.
-	sinkCap := startCapture(t, sinkNS, "eth0", "udp and src host 192.0.2.11")
+	sinkCap := e2e.StartCapture(t, sinkNS, "eth0", e2e.UDP)
 	const window = 60 * time.Second
 	pid := victim.proc.PID()
 	t0, err := cpuTicks(pid)
@@ -291,7 +293,13 @@ func TestHostilePublisher(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 	notUp, n := polls.stop()
-	sinkPkts, sinkKinds := sinkCap.stopKinds(t)
+	var sinkPkts [][]byte
+	sinkKinds := map[string]int{}
+	for _, f := range slices.DeleteFunc(sinkCap.Stop(), func(f []byte) bool { return !fromHost(victimAddr)(f) }) {
+		sinkPkts = append(sinkPkts, f)
+		sinkKinds[udpKind(f)]++
+	}
+	sinkCap.Proves(t, "sink")
 	cpu := float64(t1-t0) / clkTck / elapsed.Seconds()
 	rate := float64(len(sinkPkts)) / elapsed.Seconds()
 	t.Logf("victim agent CPU over %s with %d hostile affiliates x %d endpoints: %.2f%% of a core; %d packets to the sink (%.1f/s); real peer up at %d of %d polls",
@@ -424,12 +432,15 @@ func TestHostilePublisher(t *testing.T) {
 	t.Logf("a member the victim had backed off from was up %s after its agent started", time.Since(lateStart).Round(10*time.Millisecond))
 
 	hostile.stop()
-	if pkts := thirdCap.stop(t); len(pkts) > 0 {
-		t.Errorf("the third party received %d packets from the victim", len(pkts))
+	thirdCap.Stop()
+	thirdCap.Proves(t, "third party")
+	if n := thirdCap.Count(fromVictim); n > 0 {
+		t.Errorf("the third party received %d packets from the victim", n)
 	}
-	if pkts := loCap.stop(t); len(pkts) > 0 {
+	if pkts := loCap.Stop(); len(pkts) > 0 {
 		t.Errorf("the victim sent %d UDP packets to its own loopback", len(pkts))
 	}
+	loCap.Proves(t, "victim loopback")
 }
 
 // polls reads a node's status at a period until stopped, noting every

@@ -7,7 +7,6 @@ package trust
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -16,9 +15,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -161,93 +160,33 @@ func startDiscovery(t *testing.T, ns *netlab.NS, listen netip.AddrPort) string {
 	return "http://" + listen.String() + "/"
 }
 
-// capture is a tcpdump writing a pcap inside a namespace.
-type capture struct {
-	proc *netlab.Proc
-	path string
-}
-
-func startCapture(t *testing.T, ns *netlab.NS, iface, filter string) *capture {
-	t.Helper()
-	c := &capture{path: filepath.Join(t.TempDir(), ns.Name()+"-"+iface+".pcap")}
-	args := append([]string{"-i", iface, "-n", "-U", "-s", "96", "-w", c.path}, strings.Fields(filter)...)
-	p, err := ns.Start(exec.Command("tcpdump", args...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.proc = p
-	waitFor(t, 10*time.Second, func() (bool, string) {
-		out := string(p.Output())
-		return strings.Contains(out, "listening on"), "tcpdump not listening: " + out
-	})
-	return c
-}
-
-// stop ends the capture and returns the packets' times.
-func (c *capture) stop(t *testing.T) []time.Time {
-	times, _ := c.stopKinds(t)
-	return times
-}
-
-// stopKinds is stop plus a count of the UDP payloads by kind: WireGuard
-// message types, relay frames by type (0xEC, type), other.
-func (c *capture) stopKinds(t *testing.T) ([]time.Time, map[string]int) {
-	t.Helper()
-	_ = c.proc.Signal(syscall.SIGINT)
-	select {
-	case <-c.proc.Done():
-	case <-time.After(10 * time.Second):
-		_ = c.proc.Kill()
-	}
-	data, err := os.ReadFile(c.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pcapTimes(data), pcapKinds(data)
-}
-
-// pcapKinds counts the UDP payloads of an Ethernet pcap by kind.
-func pcapKinds(b []byte) map[string]int {
-	kinds := map[string]int{}
-	if len(b) < 24 || binary.LittleEndian.Uint32(b) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(b[20:]) != 1 {
-		return kinds
-	}
-	for off := 24; off+16 <= len(b); {
-		incl := int(binary.LittleEndian.Uint32(b[off+8:]))
-		rec := b[off+16 : min(off+16+incl, len(b))]
-		off += 16 + incl
-		if len(rec) < 14+20+8+2 || binary.BigEndian.Uint16(rec[12:]) != 0x0800 {
-			kinds["other"]++
-			continue
+// fromHost keeps the IPv4 packets sent from one of addrs.
+func fromHost(addrs ...netip.Addr) func([]byte) bool {
+	return func(frame []byte) bool {
+		ip := e2e.IPPacket(frame)
+		if len(ip) < 20 || ip[0]>>4 != 4 {
+			return false
 		}
-		ip := rec[14:]
-		p := ip[int(ip[0]&0x0f)*4+8:]
-		switch {
-		case len(p) < 2:
-			kinds["other"]++
-		case p[0] == 0xEC:
-			kinds[fmt.Sprintf("relay frame %d", p[1])]++
-		case p[0] >= 1 && p[0] <= 4 && len(p) >= 4 && p[1] == 0 && p[2] == 0 && p[3] == 0:
-			kinds[[]string{"", "wireguard initiation", "wireguard response", "wireguard cookie", "wireguard data"}[p[0]]]++
-		default:
-			kinds["other"]++
-		}
+		src := netip.AddrFrom4([4]byte(ip[12:16]))
+		return slices.Contains(addrs, src)
 	}
-	return kinds
 }
 
-// pcapTimes returns the timestamps of a little-endian microsecond pcap.
-func pcapTimes(b []byte) []time.Time {
-	if len(b) < 24 || binary.LittleEndian.Uint32(b) != 0xa1b2c3d4 {
-		return nil
+// udpKind names a UDP payload: WireGuard message types, relay frames by
+// type (0xEC, type), other.
+func udpKind(frame []byte) string {
+	proto, l4 := e2e.Transport(e2e.IPPacket(frame))
+	if proto != 17 || len(l4) < 8+2 {
+		return "other"
 	}
-	var out []time.Time
-	for off := 24; off+16 <= len(b); {
-		sec, usec := binary.LittleEndian.Uint32(b[off:]), binary.LittleEndian.Uint32(b[off+4:])
-		out = append(out, time.Unix(int64(sec), int64(usec)*1000))
-		off += 16 + int(binary.LittleEndian.Uint32(b[off+8:]))
+	p := l4[8:]
+	switch {
+	case p[0] == 0xEC:
+		return fmt.Sprintf("relay frame %d", p[1])
+	case p[0] >= 1 && p[0] <= 4 && len(p) >= 4 && p[1] == 0 && p[2] == 0 && p[3] == 0:
+		return []string{"", "wireguard initiation", "wireguard response", "wireguard cookie", "wireguard data"}[p[0]]
 	}
-	return out
+	return "other"
 }
 
 // cpuTicks is a process's user+system time in clock ticks (/proc/PID/stat).
