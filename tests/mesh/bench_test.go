@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -172,7 +173,10 @@ func BenchmarkConvergence(b *testing.B) {
 					// without traffic; from 35 s on, sample every agent once a
 					// second for 10 s and report the worst sample.
 					time.Sleep(35 * time.Second)
-					s := sampleRSS(b, c.nodes)
+					s, err := sampleRSS(c.nodes)
+					if err != nil {
+						b.Fatal(err)
+					}
 					b.ReportMetric(mb(s.top), "idle-max-RSS-MB")
 					b.ReportMetric(mb(s.topAnon), "idle-anon-MB")
 					b.ReportMetric(mb(s.topPSS), "idle-PSS-MB")
@@ -227,13 +231,30 @@ func median(v []float64) float64 {
 // refresh, keepalives, the 2 min rekey) have run once more, so memory the
 // agent gave back and took again shows (BENCH_IDLE_LATE=10m looks later).
 // The target is VmRSS <= 30 MB.
+//
+// MESHSPAN_BENCH_BASELINE_BIN (name=path[,name=path...], as for the
+// discovery benchmarks) names earlier builds: each gets a cluster of its own
+// beside the agent's, started and sampled at the same times, so before and
+// after come from one run under the same load.
 func BenchmarkIdleRSS(b *testing.B) {
 	const n = 20
+	if agentBin == "" {
+		b.Skip("needs root (network namespaces); run as root or via make test")
+	}
+	bins := benchBinaries()
 	for range b.N {
-		c := newCluster(b, n, true)
-		c.discoveryMesh()
-		c.startAll()
-		up := c.waitAllUp(c.nodes, 60*time.Second)
+		clusters := make([]*cluster, len(bins))
+		for i, bin := range bins {
+			clusters[i] = newClusterOf(b, bin.path, n, true)
+			clusters[i].discoveryMesh()
+			clusters[i].startAll()
+		}
+		var up time.Time
+		for _, c := range clusters {
+			if t := c.waitAllUp(c.nodes, 90*time.Second); t.After(up) {
+				up = t
+			}
+		}
 		late := 130 * time.Second
 		if d, err := time.ParseDuration(os.Getenv("BENCH_IDLE_LATE")); err == nil && d > 45*time.Second {
 			late = d // a longer look: BENCH_IDLE_LATE=10m
@@ -243,15 +264,49 @@ func BenchmarkIdleRSS(b *testing.B) {
 			from time.Duration
 		}{{"early", 35 * time.Second}, {"late", late}} {
 			time.Sleep(time.Until(up.Add(w.from)))
-			s := sampleRSS(b, c.nodes)
-			meanPriv := mb(s.priv) / float64(s.samples)
-			b.ReportMetric(mb(s.top), w.name+"-max-RSS-MB")
-			b.ReportMetric(s.mean(), w.name+"-mean-RSS-MB")
-			b.ReportMetric(meanPriv, w.name+"-mean-private-MB")
-			b.Logf("N=%d idle, %v-%v after all up: VmRSS max %.1f MB (%s; of it %.1f MB pages of the binary), mean %.1f MB, %d of %d samples over 30 MB; Private_Dirty mean %.1f MB",
-				n, w.from, w.from+10*time.Second, mb(s.top), s.topNode.Name, mb(s.topFile), s.mean(), s.over, s.samples, meanPriv)
+			samples := make([]rssSample, len(clusters))
+			errs := make([]error, len(clusters))
+			var wg sync.WaitGroup
+			for i, c := range clusters {
+				wg.Go(func() { samples[i], errs[i] = sampleRSS(c.nodes) })
+			}
+			wg.Wait()
+			for i, s := range samples {
+				if errs[i] != nil {
+					b.Fatal(errs[i])
+				}
+				unit := func(u string) string { return bins[i].prefix + w.name + "-" + u }
+				meanPriv := mb(s.priv) / float64(s.samples)
+				b.ReportMetric(mb(s.top), unit("max-RSS-MB"))
+				b.ReportMetric(s.mean(), unit("mean-RSS-MB"))
+				b.ReportMetric(meanPriv, unit("mean-private-MB"))
+				b.ReportMetric(mb(s.fileSum)/float64(s.samples), unit("mean-file-MB"))
+				b.Logf("%s: N=%d idle, %v-%v after all up: VmRSS max %.1f MB (%s; of it %.1f MB private, %.1f MB pages of the binary), mean %.1f MB (RssAnon %.1f + RssFile %.1f), %d of %d samples over 30 MB; Private_Dirty mean %.1f MB",
+					bins[i].name, n, w.from, w.from+10*time.Second, mb(s.top), s.topNode.Name, mb(s.topAnon), mb(s.topFile), s.mean(),
+					mb(s.anonSum)/float64(s.samples), mb(s.fileSum)/float64(s.samples), s.over, s.samples, meanPriv)
+			}
 		}
 	}
+}
+
+// benchBinary is an agent binary a benchmark measures; prefix starts its
+// metrics' units ("" for the agent under test).
+type benchBinary struct{ name, path, prefix string }
+
+// benchBinaries are the agent under test, then the builds named in
+// MESHSPAN_BENCH_BASELINE_BIN (name=path, or a bare path named baseline).
+func benchBinaries() []benchBinary {
+	bins := []benchBinary{{name: "agent", path: agentBin}}
+	for _, kv := range strings.Split(os.Getenv("MESHSPAN_BENCH_BASELINE_BIN"), ",") {
+		name, path, ok := strings.Cut(kv, "=")
+		if !ok {
+			name, path = "baseline", kv
+		}
+		if path != "" {
+			bins = append(bins, benchBinary{name: name, path: path, prefix: name + "-"})
+		}
+	}
+	return bins
 }
 
 // idleRSSTarget is the node agent's idle VmRSS target at N = 20, in kB.
@@ -263,21 +318,24 @@ type rssSample struct {
 	top, topAnon, topFile, topPSS int
 	topNode                       *node
 	sum, priv, samples, over      int // over: samples above idleRSSTarget
+	anonSum, fileSum              int
 }
 
 // sampleRSS reads every node's /proc status and smaps_rollup once a second
 // for 10 s.
-func sampleRSS(b *testing.B, nodes []*node) rssSample {
+func sampleRSS(nodes []*node) (rssSample, error) {
 	var s rssSample
 	for range 10 {
 		time.Sleep(time.Second)
 		for _, nd := range nodes {
 			m, err := procStatus(nd.Proc.PID())
 			if err != nil {
-				b.Fatal(err)
+				return s, err
 			}
 			rss := m["VmRSS:"]
 			s.sum += rss
+			s.anonSum += m["RssAnon:"]
+			s.fileSum += m["RssFile:"]
 			s.priv += m["Private_Dirty:"]
 			s.samples++
 			if rss > idleRSSTarget {
@@ -288,7 +346,7 @@ func sampleRSS(b *testing.B, nodes []*node) rssSample {
 			}
 		}
 	}
-	return s
+	return s, nil
 }
 
 // mean is the mean VmRSS in MB.
