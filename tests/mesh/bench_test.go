@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -233,65 +232,53 @@ func median(v []float64) float64 {
 // The target is VmRSS <= 30 MB.
 //
 // MESHSPAN_BENCH_BASELINE_BIN (name=path[,name=path...], as for the
-// discovery benchmarks) names earlier builds: each gets a cluster of its own
-// beside the agent's, started and sampled at the same times, so before and
-// after come from one run under the same load.
+// discovery benchmarks) names earlier builds, each measured the same way in
+// a sub-benchmark of its own after the agent's, so before and after come
+// from one run. One cluster at a time: the kernel's neighbour table is
+// shared by all namespaces (gc_thresh3, 1024 entries), and three 20-node
+// clusters overflow it.
 func BenchmarkIdleRSS(b *testing.B) {
-	const n = 20
-	if agentBin == "" {
-		b.Skip("needs root (network namespaces); run as root or via make test")
-	}
-	bins := benchBinaries()
-	for range b.N {
-		clusters := make([]*cluster, len(bins))
-		for i, bin := range bins {
-			clusters[i] = newClusterOf(b, bin.path, n, true)
-			clusters[i].discoveryMesh()
-			clusters[i].startAll()
-		}
-		var up time.Time
-		for _, c := range clusters {
-			if t := c.waitAllUp(c.nodes, 90*time.Second); t.After(up) {
-				up = t
+	for _, bin := range benchBinaries() {
+		b.Run(bin.name, func(b *testing.B) {
+			for range b.N {
+				idleRSS(b, bin.path)
 			}
-		}
-		late := 130 * time.Second
-		if d, err := time.ParseDuration(os.Getenv("BENCH_IDLE_LATE")); err == nil && d > 45*time.Second {
-			late = d // a longer look: BENCH_IDLE_LATE=10m
-		}
-		for _, w := range []struct {
-			name string
-			from time.Duration
-		}{{"early", 35 * time.Second}, {"late", late}} {
-			time.Sleep(time.Until(up.Add(w.from)))
-			samples := make([]rssSample, len(clusters))
-			errs := make([]error, len(clusters))
-			var wg sync.WaitGroup
-			for i, c := range clusters {
-				wg.Go(func() { samples[i], errs[i] = sampleRSS(c.nodes) })
-			}
-			wg.Wait()
-			for i, s := range samples {
-				if errs[i] != nil {
-					b.Fatal(errs[i])
-				}
-				unit := func(u string) string { return bins[i].prefix + w.name + "-" + u }
-				meanPriv := mb(s.priv) / float64(s.samples)
-				b.ReportMetric(mb(s.top), unit("max-RSS-MB"))
-				b.ReportMetric(s.mean(), unit("mean-RSS-MB"))
-				b.ReportMetric(meanPriv, unit("mean-private-MB"))
-				b.ReportMetric(mb(s.fileSum)/float64(s.samples), unit("mean-file-MB"))
-				b.Logf("%s: N=%d idle, %v-%v after all up: VmRSS max %.1f MB (%s; of it %.1f MB private, %.1f MB pages of the binary), mean %.1f MB (RssAnon %.1f + RssFile %.1f), %d of %d samples over 30 MB; Private_Dirty mean %.1f MB",
-					bins[i].name, n, w.from, w.from+10*time.Second, mb(s.top), s.topNode.Name, mb(s.topAnon), mb(s.topFile), s.mean(),
-					mb(s.anonSum)/float64(s.samples), mb(s.fileSum)/float64(s.samples), s.over, s.samples, meanPriv)
-			}
-		}
+		})
 	}
 }
 
-// benchBinary is an agent binary a benchmark measures; prefix starts its
-// metrics' units ("" for the agent under test).
-type benchBinary struct{ name, path, prefix string }
+func idleRSS(b *testing.B, bin string) {
+	const n = 20
+	c := newClusterOf(b, bin, n, true)
+	c.discoveryMesh()
+	c.startAll()
+	up := c.waitAllUp(c.nodes, 60*time.Second)
+	late := 130 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("BENCH_IDLE_LATE")); err == nil && d > 45*time.Second {
+		late = d // a longer look: BENCH_IDLE_LATE=10m
+	}
+	for _, w := range []struct {
+		name string
+		from time.Duration
+	}{{"early", 35 * time.Second}, {"late", late}} {
+		time.Sleep(time.Until(up.Add(w.from)))
+		s, err := sampleRSS(c.nodes)
+		if err != nil {
+			b.Fatal(err)
+		}
+		meanPriv := mb(s.priv) / float64(s.samples)
+		b.ReportMetric(mb(s.top), w.name+"-max-RSS-MB")
+		b.ReportMetric(s.mean(), w.name+"-mean-RSS-MB")
+		b.ReportMetric(mb(s.anonSum)/float64(s.samples), w.name+"-mean-anon-MB")
+		b.ReportMetric(mb(s.fileSum)/float64(s.samples), w.name+"-mean-file-MB")
+		b.Logf("N=%d idle, %v-%v after all up: VmRSS max %.1f MB (%s: %.1f MB RssAnon + %.1f MB RssFile, pages of the binary), mean %.1f MB (RssAnon %.1f + RssFile %.1f), %d of %d samples over 30 MB; Private_Dirty mean %.1f MB",
+			n, w.from, w.from+10*time.Second, mb(s.top), s.topNode.Name, mb(s.topAnon), mb(s.topFile), s.mean(),
+			mb(s.anonSum)/float64(s.samples), mb(s.fileSum)/float64(s.samples), s.over, s.samples, meanPriv)
+	}
+}
+
+// benchBinary is an agent binary a benchmark measures.
+type benchBinary struct{ name, path string }
 
 // benchBinaries are the agent under test, then the builds named in
 // MESHSPAN_BENCH_BASELINE_BIN (name=path, or a bare path named baseline).
@@ -303,7 +290,7 @@ func benchBinaries() []benchBinary {
 			name, path = "baseline", kv
 		}
 		if path != "" {
-			bins = append(bins, benchBinary{name: name, path: path, prefix: name + "-"})
+			bins = append(bins, benchBinary{name: name, path: path})
 		}
 	}
 	return bins
