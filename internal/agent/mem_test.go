@@ -44,10 +44,10 @@ func TestIdleGCPercent(t *testing.T) {
 		want int
 	}{
 		{0, 100},                // no collection yet
-		{512 << 10, 100},        // a small heap keeps the default pace
-		{4 << 20, 25},           // kernel WireGuard: headroom over a few MB
-		{20 << 20, 5},           // userspace: its buffers are most of the heap
-		{30 << 20, 5},           // never below 5 %
+		{1 << 20, 100},          // a small heap keeps the default pace
+		{8 << 20, 25},           // kernel WireGuard: headroom over a few MB
+		{30 << 20, 6},           // userspace: its buffers are most of the heap
+		{60 << 20, 5},           // never below 5 %
 		{idleHeadroom * 10, 10}, // exactly the headroom
 	} {
 		if got := idleGCPercent(c.live); got != c.want {
