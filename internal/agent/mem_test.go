@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"runtime"
 	"testing"
 	"time"
 )
@@ -35,4 +36,28 @@ func TestMemRegime(t *testing.T) {
 	step(95*time.Second, 0, memKeep)
 	step(124*time.Second, 0, memKeep)
 	step(125*time.Second, 0, memIdle)
+}
+
+func TestIdleGCPercent(t *testing.T) {
+	for _, c := range []struct {
+		live uint64
+		want int
+	}{
+		{0, 100},                // no collection yet
+		{1 << 20, 100},          // a small heap keeps the default pace
+		{8 << 20, 25},           // kernel WireGuard: headroom over a few MB
+		{30 << 20, 6},           // userspace: its buffers are most of the heap
+		{60 << 20, 5},           // never below 5 %
+		{idleHeadroom * 10, 10}, // exactly the headroom
+	} {
+		if got := idleGCPercent(c.live); got != c.want {
+			t.Errorf("idleGCPercent(%d) = %d, want %d", c.live, got, c.want)
+		}
+	}
+	if liveHeap() == 0 {
+		runtime.GC()
+		if liveHeap() == 0 {
+			t.Error("liveHeap reads 0 after a collection")
+		}
+	}
 }

@@ -172,7 +172,10 @@ func BenchmarkConvergence(b *testing.B) {
 					// without traffic; from 35 s on, sample every agent once a
 					// second for 10 s and report the worst sample.
 					time.Sleep(35 * time.Second)
-					s := sampleRSS(b, c.nodes)
+					s, err := sampleRSS(c.nodes)
+					if err != nil {
+						b.Fatal(err)
+					}
 					b.ReportMetric(mb(s.top), "idle-max-RSS-MB")
 					b.ReportMetric(mb(s.topAnon), "idle-anon-MB")
 					b.ReportMetric(mb(s.topPSS), "idle-PSS-MB")
@@ -227,31 +230,70 @@ func median(v []float64) float64 {
 // refresh, keepalives, the 2 min rekey) have run once more, so memory the
 // agent gave back and took again shows (BENCH_IDLE_LATE=10m looks later).
 // The target is VmRSS <= 30 MB.
+//
+// MESHSPAN_BENCH_BASELINE_BIN (name=path[,name=path...], as for the
+// discovery benchmarks) names earlier builds, each measured the same way in
+// a sub-benchmark of its own after the agent's, so before and after come
+// from one run. One cluster at a time: the kernel's neighbour table is
+// shared by all namespaces (gc_thresh3, 1024 entries), and three 20-node
+// clusters overflow it.
 func BenchmarkIdleRSS(b *testing.B) {
+	for _, bin := range benchBinaries() {
+		b.Run(bin.name, func(b *testing.B) {
+			for range b.N {
+				idleRSS(b, bin.path)
+			}
+		})
+	}
+}
+
+func idleRSS(b *testing.B, bin string) {
 	const n = 20
-	for range b.N {
-		c := newCluster(b, n, true)
-		c.discoveryMesh()
-		c.startAll()
-		up := c.waitAllUp(c.nodes, 60*time.Second)
-		late := 130 * time.Second
-		if d, err := time.ParseDuration(os.Getenv("BENCH_IDLE_LATE")); err == nil && d > 45*time.Second {
-			late = d // a longer look: BENCH_IDLE_LATE=10m
+	c := newClusterOf(b, bin, n, true)
+	c.discoveryMesh()
+	c.startAll()
+	up := c.waitAllUp(c.nodes, 60*time.Second)
+	late := 130 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("BENCH_IDLE_LATE")); err == nil && d > 45*time.Second {
+		late = d // a longer look: BENCH_IDLE_LATE=10m
+	}
+	for _, w := range []struct {
+		name string
+		from time.Duration
+	}{{"early", 35 * time.Second}, {"late", late}} {
+		time.Sleep(time.Until(up.Add(w.from)))
+		s, err := sampleRSS(c.nodes)
+		if err != nil {
+			b.Fatal(err)
 		}
-		for _, w := range []struct {
-			name string
-			from time.Duration
-		}{{"early", 35 * time.Second}, {"late", late}} {
-			time.Sleep(time.Until(up.Add(w.from)))
-			s := sampleRSS(b, c.nodes)
-			meanPriv := mb(s.priv) / float64(s.samples)
-			b.ReportMetric(mb(s.top), w.name+"-max-RSS-MB")
-			b.ReportMetric(s.mean(), w.name+"-mean-RSS-MB")
-			b.ReportMetric(meanPriv, w.name+"-mean-private-MB")
-			b.Logf("N=%d idle, %v-%v after all up: VmRSS max %.1f MB (%s; of it %.1f MB pages of the binary), mean %.1f MB, %d of %d samples over 30 MB; Private_Dirty mean %.1f MB",
-				n, w.from, w.from+10*time.Second, mb(s.top), s.topNode.Name, mb(s.topFile), s.mean(), s.over, s.samples, meanPriv)
+		meanPriv := mb(s.priv) / float64(s.samples)
+		b.ReportMetric(mb(s.top), w.name+"-max-RSS-MB")
+		b.ReportMetric(s.mean(), w.name+"-mean-RSS-MB")
+		b.ReportMetric(mb(s.anonSum)/float64(s.samples), w.name+"-mean-anon-MB")
+		b.ReportMetric(mb(s.fileSum)/float64(s.samples), w.name+"-mean-file-MB")
+		b.Logf("N=%d idle, %v-%v after all up: VmRSS max %.1f MB (%s: %.1f MB RssAnon + %.1f MB RssFile, pages of the binary), mean %.1f MB (RssAnon %.1f + RssFile %.1f), %d of %d samples over 30 MB; Private_Dirty mean %.1f MB",
+			n, w.from, w.from+10*time.Second, mb(s.top), s.topNode.Name, mb(s.topAnon), mb(s.topFile), s.mean(),
+			mb(s.anonSum)/float64(s.samples), mb(s.fileSum)/float64(s.samples), s.over, s.samples, meanPriv)
+	}
+}
+
+// benchBinary is an agent binary a benchmark measures.
+type benchBinary struct{ name, path string }
+
+// benchBinaries are the agent under test, then the builds named in
+// MESHSPAN_BENCH_BASELINE_BIN (name=path, or a bare path named baseline).
+func benchBinaries() []benchBinary {
+	bins := []benchBinary{{name: "agent", path: agentBin}}
+	for _, kv := range strings.Split(os.Getenv("MESHSPAN_BENCH_BASELINE_BIN"), ",") {
+		name, path, ok := strings.Cut(kv, "=")
+		if !ok {
+			name, path = "baseline", kv
+		}
+		if path != "" {
+			bins = append(bins, benchBinary{name: name, path: path})
 		}
 	}
+	return bins
 }
 
 // idleRSSTarget is the node agent's idle VmRSS target at N = 20, in kB.
@@ -263,21 +305,24 @@ type rssSample struct {
 	top, topAnon, topFile, topPSS int
 	topNode                       *node
 	sum, priv, samples, over      int // over: samples above idleRSSTarget
+	anonSum, fileSum              int
 }
 
 // sampleRSS reads every node's /proc status and smaps_rollup once a second
 // for 10 s.
-func sampleRSS(b *testing.B, nodes []*node) rssSample {
+func sampleRSS(nodes []*node) (rssSample, error) {
 	var s rssSample
 	for range 10 {
 		time.Sleep(time.Second)
 		for _, nd := range nodes {
 			m, err := procStatus(nd.Proc.PID())
 			if err != nil {
-				b.Fatal(err)
+				return s, err
 			}
 			rss := m["VmRSS:"]
 			s.sum += rss
+			s.anonSum += m["RssAnon:"]
+			s.fileSum += m["RssFile:"]
 			s.priv += m["Private_Dirty:"]
 			s.samples++
 			if rss > idleRSSTarget {
@@ -288,7 +333,7 @@ func sampleRSS(b *testing.B, nodes []*node) rssSample {
 			}
 		}
 	}
-	return s
+	return s, nil
 }
 
 // mean is the mean VmRSS in MB.

@@ -52,6 +52,8 @@ type cluster struct {
 	discProc  *netlab.Proc
 	discNS    *netlab.NS
 	dir       string
+	// bin is the agent binary this cluster's agents and discovery run.
+	bin string
 }
 
 // node is an agent (e2e.Node) on the cluster's switch.
@@ -67,10 +69,17 @@ type node struct {
 // discovery service runs in its own namespace on the same switch.
 func newCluster(t testing.TB, n int, withDiscovery bool) *cluster {
 	t.Helper()
+	return newClusterOf(t, agentBin, n, withDiscovery)
+}
+
+// newClusterOf is newCluster with another agent binary (a benchmark's
+// baseline build).
+func newClusterOf(t testing.TB, bin string, n int, withDiscovery bool) *cluster {
+	t.Helper()
 	if agentBin == "" {
 		t.Skip("needs root (network namespaces); run as root or via make test")
 	}
-	c := &cluster{t: t, lab: netlab.NewT(t), dir: t.TempDir()}
+	c := &cluster{t: t, lab: netlab.NewT(t), dir: t.TempDir(), bin: bin}
 	var err error
 	if c.secrets, err = clusterkey.Generate(); err != nil {
 		t.Fatal(err)
@@ -88,7 +97,7 @@ func newCluster(t testing.TB, n int, withDiscovery bool) *cluster {
 			t.Fatal(err)
 		}
 		c.discNS = ds
-		if c.discProc, c.discovery, err = e2e.StartDiscovery(ds, agentBin, netip.AddrPortFrom(addr, 3000)); err != nil {
+		if c.discProc, c.discovery, err = e2e.StartDiscovery(ds, c.bin, netip.AddrPortFrom(addr, 3000)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -102,7 +111,7 @@ func newCluster(t testing.TB, n int, withDiscovery bool) *cluster {
 		if err := c.sw.Attach(ns, "eth0", netip.PrefixFrom(nd.ip, 24)); err != nil {
 			t.Fatal(err)
 		}
-		nd.Node = e2e.NewNode(t, agentBin, ns, name, filepath.Join(c.dir, name), c.secrets.ID)
+		nd.Node = e2e.NewNode(t, c.bin, ns, name, filepath.Join(c.dir, name), c.secrets.ID)
 		c.nodes = append(c.nodes, nd)
 	}
 	return c

@@ -19,9 +19,17 @@ const Env = "MESHSPAN_AGENT_BIN"
 // LabEnv names the variable that points at a prebuilt meshspan-lab.
 const LabEnv = "MESHSPAN_LAB_BIN"
 
+// Tags are the build tags the agent is released with (the GNUmakefile's
+// AGENT_TAGS): grpcnotrace keeps golang.org/x/net/trace, and with it
+// html/template, out of the agent. A template package that can call methods
+// by name makes the linker keep every exported method of every type, and
+// the binary (and the pages of it an agent maps) grows by half.
+const Tags = "grpcnotrace"
+
 // binary is one command, built at most once per test process.
 type binary struct {
 	name, pkg, env string
+	tags           string
 
 	mu    sync.Mutex
 	built string // a binary this package built, removed by Remove
@@ -31,7 +39,7 @@ type binary struct {
 }
 
 var (
-	agent   = &binary{name: "meshspan-agent", pkg: "github.com/meshspan/terraform-provider-meshspan/agent", env: Env}
+	agent   = &binary{name: "meshspan-agent", pkg: "github.com/meshspan/terraform-provider-meshspan/agent", env: Env, tags: Tags}
 	labTool = &binary{name: "meshspan-lab", pkg: "github.com/meshspan/terraform-provider-meshspan/cmd/meshspan-lab", env: LabEnv}
 )
 
@@ -59,7 +67,7 @@ func (b *binary) get() (string, error) {
 		return "", b.err
 	}
 	bin := filepath.Join(dir, b.name)
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, b.pkg)
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", b.tags, "-ldflags", "-s -w", "-o", bin, b.pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
