@@ -22,6 +22,11 @@ func TestReleaseBuildLeavesOutTemplateTracing(t *testing.T) {
 	if !strings.Contains(string(mk), "\nAGENT_TAGS := "+agentbin.Tags+"\n") || !strings.Contains(string(mk), "-tags $(AGENT_TAGS)") {
 		t.Errorf("GNUmakefile: the agent must be built with AGENT_TAGS := %s, as internal/testing/agentbin builds it", agentbin.Tags)
 	}
+	if rel, err := os.ReadFile("../.goreleaser.yml"); err != nil {
+		t.Fatal(err)
+	} else if !strings.Contains(string(rel), "tags: ["+agentbin.Tags+"]") {
+		t.Errorf(".goreleaser.yml: the agent's build must set tags: [%s], as the GNUmakefile does", agentbin.Tags)
+	}
 	deps := func(tags string) []string {
 		out, err := exec.Command("go", "list", "-deps", "-tags", tags, ".").Output()
 		if err != nil {
