@@ -360,7 +360,7 @@ const (
 )
 
 // sweepRates are the offered rates of the sweep (updates/s).
-var sweepRates = []float64{1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000, 10000, 12500, 16000, 20000}
+var sweepRates = []float64{250, 500, 750, 1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000, 10000, 12500, 16000, 20000}
 
 // best is the highest sustained step with p99 at most bound (zero bound:
 // any sustained step); ok is false when none is.
