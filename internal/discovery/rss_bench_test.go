@@ -134,6 +134,24 @@ func startChildService(b *testing.B, bin benchBinary) *childService {
 	return c
 }
 
+// raiseFileLimit lets this process hold n descriptors: the sweep keeps
+// every service's 10,000 client connections open at once.
+func raiseFileLimit(b *testing.B, n int) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatal(err)
+	}
+	if lim.Cur >= uint64(n) {
+		return
+	}
+	want := lim
+	want.Cur = max(uint64(n), lim.Cur)
+	want.Max = max(want.Max, want.Cur)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &want); err != nil {
+		b.Skipf("the sweep needs %d open files, the limit is %d (%v): raise it (ulimit -n)", n, lim.Cur, err)
+	}
+}
+
 // tailWriter keeps the last max bytes written to it.
 type tailWriter struct {
 	mu  sync.Mutex
@@ -536,24 +554,36 @@ func (l *satLoad) step(ctx context.Context, pid int, rate float64, d time.Durati
 	return r
 }
 
-func measureSaturated(b *testing.B, bin benchBinary) saturatedResult {
+// satRun is one service of the saturated run, set up and kept running
+// for the sweep.
+type satRun struct {
+	bin  benchBinary
+	pid  int
+	load *satLoad
+	res  saturatedResult
+}
+
+// setupSaturated starts a service, connects its 10,000 nodes and runs the
+// 1,000 updates/s memory phase. The service and its clients stay up until
+// b's cleanup, for the sweep.
+func setupSaturated(b *testing.B, bin benchBinary) *satRun {
 	const clusters, affs, offered, seconds = benchClusters, benchAffiliates, 1000, 10
 	svc := startChildService(b, bin)
-	defer svc.stop()
 	pid := svc.cmd.Process.Pid
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	n := clusters * affs
 	l := &satLoad{n: n, clients: make([]serverpb.ClusterClient, n)}
 	l.stepStart.Store(math.MaxInt64)
 	conns := make([]*grpc.ClientConn, n)
-	defer func() {
+	b.Cleanup(func() {
+		cancel()
 		for _, c := range conns {
 			if c != nil {
 				c.Close()
 			}
 		}
-	}()
+		svc.stop()
+	})
 	// Every affiliate is a node: its own connection (four per source
 	// address, so the per-address rate limit of 15/s never caps the
 	// sweep), a watch on its cluster, then its first update.
@@ -597,24 +627,35 @@ func measureSaturated(b *testing.B, bin benchBinary) saturatedResult {
 	})
 	setup := time.Since(start)
 	fmt.Printf("saturated (%s): service pid %d set up in %s, offering load\n", bin.name, pid, setup.Round(time.Second))
+	run := &satRun{bin: bin, pid: pid, load: l, res: saturatedResult{setup: setup}}
 	if b.Failed() {
-		return saturatedResult{setup: setup}
+		return run
 	}
 	// Open loop at the offered rate: a slow service cannot slow the
 	// load down and hide its memory or latency.
 	l.lat.reset()
 	cpu0 := procCPU(pid)
 	_, acked, failed := l.offer(ctx, offered, seconds*time.Second)
-	rate := float64(acked) / seconds
 	l.quiet()
-	res := saturatedResult{rate: min(rate, offered), failed: failed, delivered: l.recvd.Load(), setup: setup,
-		cpuPerUpdate: float64(procCPU(pid)-cpu0) / float64(max(acked, 1)), p99: l.lat.quantile(0.99)}
-	res.peakMiB = procKB(pid, "VmHWM") / 1024
+	run.res.rate = min(float64(acked)/seconds, offered)
+	run.res.failed, run.res.delivered = failed, l.recvd.Load()
+	run.res.cpuPerUpdate = float64(procCPU(pid)-cpu0) / float64(max(acked, 1))
+	run.res.p99 = l.lat.quantile(0.99)
+	run.res.peakMiB = procKB(pid, "VmHWM") / 1024
+	return run
+}
 
-	// The sweep: service on the last CPU, generator on the others.
+// sweep finds every service's limit. The services take turns at each
+// offered rate (in a rotating order), so a burst of other work on a shared
+// machine lands on all of them alike rather than on whichever ran then.
+func sweep(b *testing.B, runs []*satRun) {
 	if cpus := runtime.NumCPU(); cpus >= 2 {
-		if err := pinThreads(pid, cpus-1); err != nil {
-			b.Fatal(err)
+		// The services on the last CPU (only the one under load does
+		// work), the generator on the others.
+		for _, r := range runs {
+			if err := pinThreads(r.pid, cpus-1); err != nil {
+				b.Fatal(err)
+			}
 		}
 		gen := make([]int, 0, cpus-1)
 		for c := range cpus - 1 {
@@ -625,32 +666,37 @@ func measureSaturated(b *testing.B, bin benchBinary) saturatedResult {
 		}
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(cpus - 1))
 		defer func() {
-			all := append(gen, cpus-1)
-			if err := pinThreads(os.Getpid(), all...); err != nil {
+			if err := pinThreads(os.Getpid(), append(gen, cpus-1)...); err != nil {
 				b.Error(err)
 			}
 		}()
-		time.Sleep(time.Second) // the service's runtime notices its one CPU
+		time.Sleep(time.Second) // the services' runtimes notice their one CPU
 	}
-	for _, r := range sweepRates {
-		var s stepResult
-		// A failed step is tried once more: one blip of a shared
-		// machine decides nothing alone.
-		for try := range 2 {
-			s = l.step(ctx, pid, r, sweepStep)
-			res.steps = append(res.steps, s)
-			fmt.Printf("saturated (%s) sweep: offered %.0f/s achieved %.0f/s p99 %.1f ms (%d deliveries timed) service %.0f us/update %.2f cores, generator %.2f cores: %s\n",
-				bin.name, s.offered, s.achieved, float64(s.p99.Microseconds())/1000, s.samples, s.cpuPerUpdate/1e3, s.serviceCores, s.generatorCores,
-				map[bool]string{true: "sustained", false: "NOT sustained"}[s.sustained]+map[bool]string{true: " (retry)", false: ""}[try > 0])
-			if s.sustained {
-				break
+	ended := make([]bool, len(runs))
+	ctx := context.Background()
+	for k, rate := range sweepRates {
+		for j := range runs {
+			i := (j + k) % len(runs)
+			if ended[i] {
+				continue
 			}
-		}
-		if !s.sustained {
-			break
+			r := runs[i]
+			var s stepResult
+			// A failed step is tried once more: one blip of a shared
+			// machine decides nothing alone.
+			for try := range 2 {
+				s = r.load.step(ctx, r.pid, rate, sweepStep)
+				r.res.steps = append(r.res.steps, s)
+				fmt.Printf("saturated (%s) sweep: offered %.0f/s achieved %.0f/s p99 %.1f ms (%d deliveries timed) service %.0f us/update %.2f cores, generator %.2f cores: %s\n",
+					r.bin.name, s.offered, s.achieved, float64(s.p99.Microseconds())/1000, s.samples, s.cpuPerUpdate/1e3, s.serviceCores, s.generatorCores,
+					map[bool]string{true: "sustained", false: "NOT sustained"}[s.sustained]+map[bool]string{true: " (retry)", false: ""}[try > 0])
+				if s.sustained {
+					break
+				}
+			}
+			ended[i] = !s.sustained
 		}
 	}
-	return res
 }
 
 func BenchmarkServiceMemory(b *testing.B) {
@@ -670,13 +716,23 @@ func BenchmarkServiceMemory(b *testing.B) {
 		}
 	})
 	b.Run("saturated", func(b *testing.B) {
-		var rs []saturatedResult
+		raiseFileLimit(b, len(bins)*(benchClusters*benchAffiliates+100)+1000)
+		var runs []*satRun
 		for _, bin := range bins {
-			r := measureSaturated(b, bin)
-			rs = append(rs, r)
+			run := setupSaturated(b, bin)
+			runs = append(runs, run)
+			r := run.res
 			fmt.Printf("saturated (%s) %d clusters x %d affiliates (a connection and a watch each; setup %s): offered %d updates/s, achieved %.0f (%d failed), "+
 				"p99 watch latency %.1f ms, %d affiliate changes delivered; service CPU %.0f us per update (10 watchers each); service peak RSS %.0f MiB = %.2fx Sidero's %d MiB (target <= 0.5x)\n",
 				bin.name, benchClusters, benchAffiliates, r.setup.Round(time.Second), 1000, r.rate, r.failed, float64(r.p99.Microseconds())/1000, r.delivered, r.cpuPerUpdate/1e3, r.peakMiB, r.peakMiB/sideroPeakMiB, sideroPeakMiB)
+		}
+		if b.Failed() {
+			return
+		}
+		sweep(b, runs)
+		var rs []saturatedResult
+		for _, run := range runs {
+			rs = append(rs, run.res)
 		}
 		r := rs[0]
 		b.ReportMetric(r.peakMiB, "peak-RSS-MiB")
