@@ -326,8 +326,11 @@ func measureIdle(b *testing.B, bin benchBinary) idleResult {
 // service's limit on the same set-up: open-loop steps of rising offered
 // rate (sweepRates, sweepStep each), the service pinned to one CPU and
 // this process (the load generator and the 10,000 watchers) to the other,
-// so what runs out is the service's CPU, not the generator's (the
-// generator's CPU use is printed per step to show it).
+// so the two do not compete for a core. The generator's gRPC clients cost
+// about as much CPU per update as the service (each watch message is a
+// read and a flow-control ping on its side too), so both cores' use is
+// printed per step: near 0.9 cores of generator, the generator may be what
+// ran out (on 2 cores that caps the sweep near 3,000 updates/s).
 //
 // A step is sustained when the service acknowledged at least 95 % of the
 // offered updates within the step and the p99 watch latency (from an
