@@ -92,8 +92,9 @@ func (a *memAffiliate) proto(id string, now int64) *serverpb.Affiliate {
 }
 
 func (c *memCluster) notify(id string, aff *serverpb.Affiliate) {
+	ch := newChange(id, aff)
 	for s := range c.subs {
-		s.push(id, aff)
+		s.pushChange(ch)
 	}
 }
 

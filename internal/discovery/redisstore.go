@@ -689,9 +689,10 @@ func (r *RedisStore) deliver(payload string) {
 		r.log.Warn("discovery: redis: malformed change message ignored")
 		return
 	}
+	ch := newChange(aid, state)
 	r.mu.Lock()
 	for sub := range r.subs[cid] {
-		sub.push(aid, state)
+		sub.pushChange(ch)
 	}
 	r.mu.Unlock()
 }

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	serverpb "github.com/siderolabs/discovery-api/api/v1alpha1/server/pb"
@@ -60,6 +61,9 @@ type Server struct {
 	limiter  *ipLimiter
 	watchers *watcherCounter
 	conns    *connTracker
+	// sharedEncoding: GRPCOptions installed the codec that passes
+	// pre-encoded watch messages through (see change.message).
+	sharedEncoding atomic.Bool
 }
 
 // NewServer checks opts and builds the service.
@@ -108,12 +112,15 @@ func NewServer(opts ServerOptions) (*Server, error) {
 // Register adds the service to g.
 func (s *Server) Register(g *grpc.Server) { g.RegisterService(serviceDesc(), s) }
 
-// ServerOptions returns the interceptors that meter, rate-limit and
-// recover every call; pass them to grpc.NewServer.
+// GRPCOptions returns the interceptors that meter, rate-limit and recover
+// every call, and the codec that sends a change encoded once to all the
+// watchers of its cluster; pass them to grpc.NewServer.
 func (s *Server) GRPCOptions() []grpc.ServerOption {
+	s.sharedEncoding.Store(true)
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.ForceServerCodecV2(newCodec()),
 	}
 }
 

@@ -209,6 +209,14 @@ func Start(cfg ServiceConfig) (*Service, error) {
 		// calls) instead of 32 KB held for the connection's life. Write
 		// buffers are already taken from a pool only while writing.
 		grpc.ReadBufferSize(8<<10),
+		// Static flow-control windows of HTTP/2's default size: the
+		// dynamic ones make the server send a window update and a BDP
+		// ping on each request that arrives after a pause (every
+		// AffiliateUpdate of a node does) and read the client's ack: a
+		// write and a read per update, to grow windows that requests of
+		// at most a few KB never fill.
+		grpc.StaticStreamWindowSize(65535),
+		grpc.StaticConnWindowSize(65535),
 	)
 	if kr != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{

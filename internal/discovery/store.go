@@ -8,6 +8,7 @@ import (
 	"time"
 
 	serverpb "github.com/siderolabs/discovery-api/api/v1alpha1/server/pb"
+	"google.golang.org/protobuf/proto"
 )
 
 // Limits bound what one client can make the service store. The defaults are
@@ -95,7 +96,7 @@ type Store interface {
 // stream with Aborted, which makes clients resync from a fresh snapshot.
 type Subscription struct {
 	mu         sync.Mutex
-	pending    map[string]*serverpb.Affiliate // nil value: deleted
+	pending    map[string]*change
 	order      []string
 	err        error
 	ready      chan struct{} // Next's wake-up; nil once onChange is set
@@ -118,7 +119,12 @@ func newSubscription(maxPending int, onClose func()) *Subscription {
 
 // push queues the latest state of one affiliate (nil aff with id = deleted).
 // It never blocks.
-func (s *Subscription) push(id string, aff *serverpb.Affiliate) {
+func (s *Subscription) push(id string, aff *serverpb.Affiliate) { s.pushChange(newChange(id, aff)) }
+
+// pushChange queues ch; stores give every watcher of a cluster the same
+// change, so that its message is encoded once (see change).
+func (s *Subscription) pushChange(ch *change) {
+	id := ch.id
 	s.mu.Lock()
 	if s.err == nil {
 		if _, ok := s.pending[id]; !ok {
@@ -130,9 +136,9 @@ func (s *Subscription) push(id string, aff *serverpb.Affiliate) {
 		}
 		if s.err == nil {
 			if s.pending == nil {
-				s.pending = make(map[string]*serverpb.Affiliate)
+				s.pending = make(map[string]*change)
 			}
-			s.pending[id] = aff
+			s.pending[id] = ch
 		}
 	}
 	s.mu.Unlock()
@@ -167,8 +173,9 @@ func (s *Subscription) notify(f func()) {
 	}
 }
 
-// take returns what is queued without waiting: nil, nil if nothing is.
-func (s *Subscription) take() ([]*serverpb.WatchResponse, error) {
+// take returns what is queued, in the order the affiliates first changed,
+// without waiting: nil, nil if nothing is.
+func (s *Subscription) take() ([]*change, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -177,14 +184,9 @@ func (s *Subscription) take() ([]*serverpb.WatchResponse, error) {
 	if len(s.order) == 0 {
 		return nil, nil
 	}
-	out := make([]*serverpb.WatchResponse, 0, len(s.order))
+	out := make([]*change, 0, len(s.order))
 	for _, id := range s.order {
-		aff := s.pending[id]
-		if aff == nil {
-			out = append(out, &serverpb.WatchResponse{Deleted: true, Affiliates: []*serverpb.Affiliate{{Id: id}}})
-		} else {
-			out = append(out, &serverpb.WatchResponse{Affiliates: []*serverpb.Affiliate{aff}})
-		}
+		out = append(out, s.pending[id])
 	}
 	// A burst's map is dropped rather than kept: an idle watcher then
 	// holds none.
@@ -209,7 +211,11 @@ func (s *Subscription) Next(ctx context.Context) ([]*serverpb.WatchResponse, err
 	for {
 		// Once failed, queued changes are moot: the stream ends and the
 		// client resyncs from a fresh snapshot.
-		if out, err := s.take(); err != nil || out != nil {
+		if chs, err := s.take(); err != nil || chs != nil {
+			out := make([]*serverpb.WatchResponse, len(chs))
+			for i, ch := range chs {
+				out[i] = ch.response()
+			}
 			return out, err
 		}
 		s.mu.Lock()
@@ -292,4 +298,42 @@ func (l Limits) validateUpdate(u Update) error {
 		return fmt.Errorf("ttl %s is negative", u.TTL)
 	}
 	return nil
+}
+
+// change is one affiliate's new state (aff nil: deleted). A store makes one
+// per change and queues the same one for every watcher of the cluster, so
+// the message that carries it alone (the usual case: a watcher that keeps
+// up gets one change per message) is encoded once for all of them instead
+// of once per watcher.
+type change struct {
+	id   string
+	aff  *serverpb.Affiliate // nil: deleted
+	once sync.Once
+	enc  preEncoded // the WatchResponse carrying only this change
+}
+
+func newChange(id string, aff *serverpb.Affiliate) *change { return &change{id: id, aff: aff} }
+
+// response is the WatchResponse that carries this change alone.
+func (c *change) response() *serverpb.WatchResponse {
+	if c.aff == nil {
+		return &serverpb.WatchResponse{Deleted: true, Affiliates: []*serverpb.Affiliate{{Id: c.id}}}
+	}
+	return &serverpb.WatchResponse{Affiliates: []*serverpb.Affiliate{c.aff}}
+}
+
+// message is what a watcher sends for this change alone: the response
+// encoded once, shared by every watcher (the server's codec passes it
+// through), or the response itself should encoding fail (gRPC then
+// reports the error on the stream).
+func (c *change) message() any {
+	c.once.Do(func() {
+		if b, err := proto.Marshal(c.response()); err == nil {
+			c.enc = b
+		}
+	})
+	if c.enc == nil {
+		return c.response()
+	}
+	return c.enc
 }

@@ -8,6 +8,9 @@ import (
 	serverpb "github.com/siderolabs/discovery-api/api/v1alpha1/server/pb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -180,7 +183,7 @@ func (w *watchStream) drain() {
 		w.dirty = false
 		sub := w.sub
 		w.mu.Unlock()
-		msgs, err := sub.take()
+		chs, err := sub.take()
 		switch {
 		case errors.Is(err, ErrLostUpdates):
 			w.srv.metrics.rejections.WithLabelValues("watch_backlog").Inc()
@@ -192,7 +195,7 @@ func (w *watchStream) drain() {
 		case err != nil:
 			w.finish(status.Error(codes.Internal, "discovery watch failed"))
 		}
-		msgs = batch(msgs)
+		msgs := messages(chs, w.srv.sharedEncoding.Load())
 		for i, m := range msgs {
 			if err := w.stream.SendMsg(m); err != nil {
 				w.finish(err)
@@ -247,26 +250,57 @@ func (w *watchStream) close() error {
 	return err
 }
 
-// batch merges runs of queued changes of one kind (updates, deletions)
-// into messages of at most maxBatchBytes: clients apply every affiliate of
-// a message (the snapshot is one such message), so a backlog costs a few
-// sends instead of one per affiliate.
-func batch(msgs []*serverpb.WatchResponse) []*serverpb.WatchResponse {
-	if len(msgs) < 2 {
-		return msgs
-	}
-	out := msgs[:0]
-	size := 0
-	for _, m := range msgs {
-		n := proto.Size(m.Affiliates[0])
-		if k := len(out); k > 0 && out[k-1].Deleted == m.Deleted && size+n <= maxBatchBytes {
-			out[k-1].Affiliates = append(out[k-1].Affiliates, m.Affiliates...)
-			size += n
-			continue
+// messages turns queued changes into the messages to send. Runs of one
+// kind (updates, deletions) are merged into messages of at most
+// maxBatchBytes: clients apply every affiliate of a message (the snapshot
+// is one such message), so a backlog costs a few sends instead of one per
+// affiliate. With shared set (the server's codec is installed), a change
+// sent alone is the message every watcher of the cluster sends for it,
+// encoded once (change.message).
+func messages(chs []*change, shared bool) []any {
+	out := make([]any, 0, len(chs))
+	for i := 0; i < len(chs); {
+		first := chs[i]
+		j := i + 1
+		if j < len(chs) {
+			size := proto.Size(first.response().Affiliates[0])
+			for ; j < len(chs) && (chs[j].aff == nil) == (first.aff == nil); j++ {
+				n := proto.Size(chs[j].response().Affiliates[0])
+				if size+n > maxBatchBytes {
+					break
+				}
+				size += n
+			}
 		}
-		out = append(out, m)
-		size = n
+		if j == i+1 && shared {
+			out = append(out, first.message())
+		} else {
+			m := first.response()
+			for _, ch := range chs[i+1 : j] {
+				m.Affiliates = append(m.Affiliates, ch.response().Affiliates[0])
+			}
+			out = append(out, m)
+		}
+		i = j
 	}
-	clear(msgs[len(out):])
 	return out
+}
+
+// preEncoded is a message already in wire form.
+type preEncoded []byte
+
+// codec is gRPC's proto codec, except that it sends a preEncoded message as
+// it is: the change every watcher of a cluster sends is encoded once, not
+// once per watcher. The bytes are never written to after encoding, so
+// sharing them between streams (and gRPC's free of them, a no-op for a
+// mem.SliceBuffer) is safe.
+type codec struct{ encoding.CodecV2 }
+
+func newCodec() codec { return codec{encoding.GetCodecV2(grpcproto.Name)} }
+
+func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	if b, ok := v.(preEncoded); ok {
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	return c.CodecV2.Marshal(v)
 }
