@@ -142,6 +142,11 @@ type Options struct {
 	NoHostPolicy bool
 	// Tick is the reconcile period without events (default DefaultTick).
 	Tick time.Duration
+	// SharedProcess says other agents run in this process (scale tests):
+	// the GC pace and returning memory to the kernel are process-wide, so
+	// the idle trimming is left out (each agent's would be a full GC of
+	// all of them).
+	SharedProcess bool
 	// MemoryLimit is the Go soft memory limit in bytes, applied when
 	// GOMEMLIMIT is unset; 0 means DefaultMemoryLimit, -1 none.
 	MemoryLimit int64
