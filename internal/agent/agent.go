@@ -184,6 +184,7 @@ type agent struct {
 	approved   []mesh.ApprovedRoute
 	exclude    []netip.Prefix
 	refused    refusedAdverts
+	specs      specCache // the last peer set and its input
 	// ownNets are the host's addresses with their subnets, as of the last
 	// HostAddrs call (nil when a test replaces HostAddrs).
 	ownNets []netip.Prefix
@@ -444,6 +445,15 @@ func (a *agent) underlayMTU(now time.Time, stats []wg.PeerStats) int {
 }
 
 func (a *agent) logTransitions(old, cur *Status) {
+	if old != nil && slices.EqualFunc(old.Peers, cur.Peers, func(o, c PeerStatus) bool { return o.PublicKey == c.PublicKey }) {
+		// Peers come in the same order pass after pass: compare in place.
+		for i := range cur.Peers {
+			if c := &cur.Peers[i]; old.Peers[i].State != c.State {
+				a.log.Info("peer state", "peer", c.Name, "publicKey", c.PublicKey, "state", c.State, "endpoint", c.Endpoint)
+			}
+		}
+		return
+	}
 	prev := map[string]string{}
 	if old != nil {
 		for _, p := range old.Peers {

@@ -49,7 +49,9 @@ func readDiscovery(d Discovery) discoveryView {
 		return v
 	}
 	v.observedSelf = d.ObservedAddress()
-	for _, a := range d.Affiliates() {
+	affs := d.Affiliates()
+	v.affiliates = make([]mesh.Affiliate, 0, len(affs))
+	for _, a := range affs {
 		if k, err := wgtypes.ParseKey(a.PublicKey); err == nil && !a.Traversal.IsZero() {
 			v.traversal[k] = a.Traversal
 		}

@@ -54,7 +54,7 @@ func (a *agent) reconcile(ctx context.Context) {
 		warnings = append(warnings, w)
 	}
 
-	set := peerSpecs(peerSpecInput{
+	set := a.specs.peerSpecs(peerSpecInput{
 		self: a.id.PublicKey(), prefix: a.prefix, own: append(slices.Clone(addrs), a.id.Address), ownNets: a.ownNets,
 		static: a.cfg.StaticPeers, affs: disc.affiliates, filter: a.peerFilter, live: a.live, approved: a.approved,
 	})
@@ -114,6 +114,9 @@ func (a *agent) reconcile(ctx context.Context) {
 // watchPeerSet starts a converging phase (a shorter tick, see nextTick)
 // when the set of peers changed.
 func (a *agent) watchPeerSet(now time.Time, peers []mesh.Peer) {
+	if a.peerKeys != nil && samePeerKeys(a.peerKeys, peers) {
+		return // the common case, without building the set
+	}
 	keys := make(map[wgtypes.Key]bool, len(peers))
 	for _, p := range peers {
 		keys[p.PublicKey] = true
@@ -121,4 +124,18 @@ func (a *agent) watchPeerSet(now time.Time, peers []mesh.Peer) {
 	if !reflect.DeepEqual(keys, a.peerKeys) {
 		a.peerKeys, a.fastUntil = keys, now.Add(convergeFor)
 	}
+}
+
+// samePeerKeys reports whether peers hold exactly the keys of set (peers
+// hold each key once).
+func samePeerKeys(set map[wgtypes.Key]bool, peers []mesh.Peer) bool {
+	if len(set) != len(peers) {
+		return false
+	}
+	for i := range peers {
+		if !set[peers[i].PublicKey] {
+			return false
+		}
+	}
+	return true
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
@@ -38,6 +40,9 @@ func BenchmarkReconcile(b *testing.B) {
 		for _, kind := range []string{"tick", "change"} {
 			b.Run(strconv.Itoa(n)+"/"+kind, func(b *testing.B) {
 				a, d := benchAgent(b, n)
+				if r := os.Getenv("BENCH_MEMPROFILERATE"); r != "" {
+					runtime.MemProfileRate, _ = strconv.Atoi(r) // newAgent turned it off
+				}
 				ctx := context.Background()
 				a.reconcile(ctx)
 				a.reconcile(ctx)

@@ -31,7 +31,7 @@ func report(in reportInput) *Status {
 	st := &Status{
 		Node: in.node, PublicKey: in.id.PublicKey().String(), Address: in.id.Address.String(), AffiliateID: in.id.AffiliateID,
 		Interface: in.dev.Name(), Mode: string(in.dev.Mode()), ListenPort: in.dev.ListenPort(),
-		Endpoints: strs(in.endpoints), Discovery: in.discovery, Warnings: in.warnings, Peers: []PeerStatus{},
+		Endpoints: strs(in.endpoints), Discovery: in.discovery, Warnings: in.warnings, Peers: make([]PeerStatus, 0, len(in.peers)),
 		UpdatedAt: in.now.UTC(),
 	}
 	if st.Warnings == nil {

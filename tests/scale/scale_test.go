@@ -82,6 +82,8 @@ func startChild(t testing.TB) *service {
 	s.cmd = exec.Command(bin, "discovery", "serve", "--listen", s.addr, "--metrics-listen", s.metrics,
 		"--snapshot-path", "", "--firewall-mark", "0", "--log-level", "warn")
 	s.cmd.Stderr = os.Stderr
+	// Gone with this process, even when it is killed.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -133,9 +133,7 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 	heard := make(map[wgtypes.Key]time.Time, len(peers))
 
 	in := make(map[wgtypes.Key]natpath.Input, len(peers))
-	seen := map[wgtypes.Key]bool{}
 	for _, p := range peers {
-		seen[p.Key] = true
 		o := obs[p.Key]
 		rx := d.rx[p.Key]
 		switch {
@@ -150,7 +148,10 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 			activity = rx.at
 		}
 		heard[p.Key] = activity
-		direct := slices.DeleteFunc(slices.Clone(p.Direct), relay.IsVirtual) // relayed: not a direct path
+		direct := slices.Clip(p.Direct)
+		if slices.ContainsFunc(direct, relay.IsVirtual) {
+			direct = slices.DeleteFunc(slices.Clone(direct), relay.IsVirtual) // relayed: not a direct path
+		}
 		pin := natpath.Input{Direct: direct, Live: o.Endpoint, LastActivity: activity, CanProbe: canProbe}
 		named := map[netip.AddrPort]bool{}
 		for _, r := range relays {
@@ -177,7 +178,7 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 		in[p.Key] = pin
 	}
 	for k := range d.rx {
-		if !seen[k] {
+		if _, ok := in[k]; !ok {
 			delete(d.rx, k)
 			delete(d.pinged, k)
 			if canProbe {
