@@ -73,6 +73,9 @@ const (
 type Discovery interface {
 	Run(ctx context.Context) error
 	SetLocal(self discovery.Affiliate, observed map[string][]netip.AddrPort)
+	// Affiliates returns the same slice for as long as the affiliates do
+	// not change (the agent keeps what it derived from it), and a new one
+	// when they do; its elements are not modified in place.
 	Affiliates() []discovery.Affiliate
 	ObservedAddress() netip.Addr
 	Changes() <-chan struct{}
@@ -185,6 +188,7 @@ type agent struct {
 	exclude    []netip.Prefix
 	refused    refusedAdverts
 	specs      specCache // the last peer set and its input
+	discoCache discoveryCache
 	// ownNets are the host's addresses with their subnets, as of the last
 	// HostAddrs call (nil when a test replaces HostAddrs).
 	ownNets []netip.Prefix

@@ -37,7 +37,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	if err != nil {
 		warn("%v", err)
 	}
-	disc := readDiscovery(a.disco)
+	disc := a.discoCache.read(a.disco)
 	localEps := mesh.LocalEndpoints(mesh.LocalInput{
 		Addrs: addrs, Prefix: a.prefix, Observed: disc.observedSelf, Port: uint16(a.dev.ListenPort()),
 		Filter: a.filter, Extra: a.extra,

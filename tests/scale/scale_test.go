@@ -206,6 +206,13 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	return ds[int(p*float64(len(ds)-1)+0.5)]
 }
 
+// progress prints a step of a benchmark run as it happens (long runs).
+func progress(r scaleRun, format string, args ...any) {
+	if !r.strict {
+		fmt.Printf("  "+format+"\n", args...)
+	}
+}
+
 // scaleRun is one measurement's parameters.
 type scaleRun struct {
 	n       int
@@ -285,6 +292,8 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 		return res
 	}
 
+	progress(r, "N=%d: all know all after %s", n, res.converge.Round(time.Millisecond))
+
 	// Idle: nothing changes. The agents' ticks go on (250 ms while peers
 	// are unknown within 15 s of a peer-set change, then 1 s): wait that
 	// out, then take this process's CPU (all members) and the service's.
@@ -340,6 +349,7 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 			}
 		}
 		res.changes = append(res.changes, last.Sub(m0.disco.published()))
+		progress(r, "N=%d: member %d's new endpoint reached all %s after it was published", n, m0.i, res.changes[len(res.changes)-1].Round(time.Millisecond))
 		time.Sleep(500 * time.Millisecond)
 	}
 	res.memPerMember = float64(heapInUse()-min(mem0, heapInUse())) / float64(n)
