@@ -75,6 +75,9 @@ type Driver struct {
 	pinged map[wgtypes.Key]time.Time
 
 	relaying bool
+	// scratch, reused by every Step
+	heard map[wgtypes.Key]time.Time
+	in    map[wgtypes.Key]natpath.Input
 }
 
 type rxSeen struct {
@@ -130,9 +133,12 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 	}
 	prober, canProbe := d.bind.(Prober)
 	pinger, canPing := d.bind.(RelayPinger)
-	heard := make(map[wgtypes.Key]time.Time, len(peers))
-
-	in := make(map[wgtypes.Key]natpath.Input, len(peers))
+	if d.heard == nil {
+		d.heard, d.in = make(map[wgtypes.Key]time.Time, len(peers)), make(map[wgtypes.Key]natpath.Input, len(peers))
+	}
+	heard, in := d.heard, d.in
+	clear(heard)
+	clear(in)
 	for _, p := range peers {
 		o := obs[p.Key]
 		rx := d.rx[p.Key]
