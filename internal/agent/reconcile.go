@@ -99,13 +99,20 @@ func (a *agent) reconcile(ctx context.Context) {
 		a.published.publish(a.disco, self, eps.observed)
 	}
 
-	s := report(reportInput{
+	ri := reportInput{
 		id: a.id, node: a.nodeName(), dev: a.dev, endpoints: localEps, discovery: a.disco != nil,
 		observedSelf: disc.observedSelf, warnings: warnings,
 		peers: peers, verdicts: st.verdicts, byKey: dev.byKey, paths: st.paths, now: time.Now(),
-	})
+	}
 	a.mu.Lock()
 	old := a.status
+	a.mu.Unlock()
+	if len(peers) > 0 && len(peers) == len(a.reported) && &peers[0] == &a.reported[0] {
+		ri.prev = old
+	}
+	s := report(ri)
+	a.reported = peers
+	a.mu.Lock()
 	a.status = s
 	a.mu.Unlock()
 	a.logTransitions(old, s)
