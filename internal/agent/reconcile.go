@@ -107,9 +107,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	a.mu.Lock()
 	old := a.status
 	a.mu.Unlock()
-	if len(peers) > 0 && len(peers) == len(a.reported) && &peers[0] == &a.reported[0] {
-		ri.prev = old
-	}
+	ri.prev, ri.prevPeers = old, a.reported
 	s := report(ri)
 	a.reported = peers
 	a.mu.Lock()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -24,11 +25,12 @@ type reportInput struct {
 	byKey        map[wgtypes.Key]wg.PeerStats
 	paths        map[wgtypes.Key]PathChoice
 	now          time.Time
-	// prev is the last pass's status when it was made from this very
-	// peer set (the same slice, see specCache): the peers' key, address,
-	// AllowedIPs and candidates are taken from it instead of formatted
-	// again, a third of the status at a thousand peers.
-	prev *Status
+	// prev is the last pass's status and prevPeers the peers it was made
+	// from: a peer at the same place with the same key, address,
+	// AllowedIPs and candidates takes their text from it instead of
+	// formatting them again (a third of the status at a thousand peers).
+	prev      *Status
+	prevPeers []mesh.Peer
 }
 
 // report is the status the socket serves until the next pass.
@@ -45,7 +47,7 @@ func report(in reportInput) *Status {
 	if in.observedSelf.IsValid() {
 		st.ObservedAddress = in.observedSelf.String()
 	}
-	reuse := in.prev != nil && len(in.prev.Peers) == len(in.peers)
+	reuse := in.prev != nil && len(in.prev.Peers) == len(in.prevPeers)
 	for i, p := range in.peers {
 		v, s := in.verdicts[p.PublicKey], in.byKey[p.PublicKey]
 		ps := PeerStatus{
@@ -54,7 +56,7 @@ func report(in reportInput) *Status {
 			LastHandshake: timeString(s.LastHandshake), LastActivity: timeString(v.LastActivity),
 			EndpointChanges: v.EndpointChanges,
 		}
-		if reuse {
+		if reuse && i < len(in.prevPeers) && samePeerText(&in.prevPeers[i], &p) {
 			q := &in.prev.Peers[i]
 			ps.PublicKey, ps.Address, ps.AllowedIPs, ps.Candidates = q.PublicKey, q.Address, q.AllowedIPs, q.Candidates
 		} else {
@@ -69,4 +71,11 @@ func report(in reportInput) *Status {
 		st.Peers = append(st.Peers, ps)
 	}
 	return st
+}
+
+// samePeerText reports whether a and b format the same key, address,
+// AllowedIPs and candidates.
+func samePeerText(a, b *mesh.Peer) bool {
+	return a.PublicKey == b.PublicKey && a.Address == b.Address &&
+		slices.Equal(a.AllowedIPs, b.AllowedIPs) && slices.Equal(a.Endpoints, b.Endpoints)
 }
