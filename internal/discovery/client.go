@@ -323,9 +323,19 @@ func (c *Client) Affiliates() []Affiliate {
 		}
 	}
 	c.memo = memo
-	slices.SortFunc(out, func(a, b Affiliate) int { return strings.Compare(a.ID, b.ID) })
-	c.view, c.viewGen, c.viewOK = out, gen, true
-	return out
+	// Sorted through an index: moving the affiliates themselves (large
+	// structs holding pointers) around a thousand times cost more.
+	order := make([]int, len(out))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(out[a].ID, out[b].ID) })
+	sorted := make([]Affiliate, len(out))
+	for i, j := range order {
+		sorted[i] = out[j]
+	}
+	c.view, c.viewGen, c.viewOK = sorted, gen, true
+	return sorted
 }
 
 // ObservedAddress is our address as the first service that reported one

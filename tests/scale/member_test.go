@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -53,6 +55,15 @@ func (m *member) endpoint(gen int) netip.AddrPort {
 	return netip.AddrPortFrom(hostAddr(m.i, gen), listenPort)
 }
 
+// clientLog receives the discovery clients' warnings and errors (to
+// stderr with SCALE_CLIENT_LOG=1, for a run that does not converge).
+var clientLog = func() *slog.Logger {
+	if os.Getenv("SCALE_CLIENT_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}()
+
 // newMember prepares member i's state directory, identity and discovery
 // client; start runs it.
 func newMember(i int, dir, svcAddr, clusterID, secret string) (*member, error) {
@@ -69,7 +80,7 @@ func newMember(i int, dir, svcAddr, clusterID, secret string) (*member, error) {
 	src := net.IPv4(127, 1+byte(i/250), byte(i%250), 1)
 	c, err := discovery.NewClient(discovery.ClientOptions{
 		Endpoints: []string{"http://" + svcAddr}, ClusterID: clusterID, ClusterSecret: secret,
-		AffiliateID: m.id.AffiliateID, ClientVersion: "meshspan-scale",
+		AffiliateID: m.id.AffiliateID, ClientVersion: "meshspan-scale", Logger: clientLog,
 		Dialer: func(ctx context.Context, a string) (net.Conn, error) {
 			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}
 			return d.DialContext(ctx, "tcp", a)
@@ -119,10 +130,12 @@ type publishClock struct {
 	mu    sync.Mutex
 	watch netip.AddrPort
 	at    time.Time
+	sets  int // SetLocal calls
 }
 
 func (p *publishClock) SetLocal(self discovery.Affiliate, observed map[string][]netip.AddrPort) {
 	p.mu.Lock()
+	p.sets++
 	if p.watch.IsValid() && p.at.IsZero() && slices.Contains(self.Endpoints, p.watch) {
 		p.at = time.Now()
 	}
@@ -252,4 +265,10 @@ func (d *fakeDevice) passCount() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.passes
+}
+
+func (p *publishClock) publishes() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sets
 }

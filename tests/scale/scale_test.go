@@ -26,6 +26,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -81,6 +82,8 @@ func startChild(t testing.TB) *service {
 	s := &service{addr: freeAddr(t), metrics: freeAddr(t)}
 	s.cmd = exec.Command(bin, "discovery", "serve", "--listen", s.addr, "--metrics-listen", s.metrics,
 		"--snapshot-path", "", "--firewall-mark", "0", "--log-level", "warn")
+	// SCALE_SERVICE_ARGS adds flags (a limit changed, to see its effect).
+	s.cmd.Args = append(s.cmd.Args, strings.Fields(os.Getenv("SCALE_SERVICE_ARGS"))...)
 	s.cmd.Stderr = os.Stderr
 	// Gone with this process, even when it is killed.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -183,6 +186,7 @@ type result struct {
 	serviceCPU          time.Duration
 	servicePeakMiB      float64
 	msgs                float64
+	publishes           []int // SetLocal calls per member (first few)
 }
 
 // within polls cond every 20 ms until it holds or limit passes.
@@ -204,6 +208,16 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	}
 	slices.Sort(ds)
 	return ds[int(p*float64(len(ds)-1)+0.5)]
+}
+
+// clientHas reports whether c holds ep for the affiliate with public key k.
+func clientHas(c *discovery.Client, k string, ep netip.AddrPort) bool {
+	for _, a := range c.Affiliates() {
+		if a.PublicKey == k {
+			return slices.Contains(a.Endpoints, ep)
+		}
+	}
+	return false
 }
 
 // progress prints a step of a benchmark run as it happens (long runs).
@@ -280,8 +294,8 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 		var lag []string
 		for _, m := range members {
 			if k := m.dev.knownPeers(); k != n-1 && len(lag) < 3 {
-				lag = append(lag, fmt.Sprintf("member %d configures %d peers with a candidate, its client sees %d affiliates, %d passes",
-					m.i, k, len(m.disco.Affiliates()), m.dev.passCount()))
+				lag = append(lag, fmt.Sprintf("member %d configures %d peers with a candidate, its client sees %d affiliates, %d passes, %d publishes",
+					m.i, k, len(m.disco.Affiliates()), m.dev.passCount(), m.disco.publishes()))
 			}
 		}
 		msg := fmt.Sprintf("N=%d: after %s members had %.1f %% of their peers; %s", n, res.converge.Round(time.Millisecond), res.knownFrac*100, strings.Join(lag, "; "))
@@ -324,16 +338,28 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 		}
 		m0.disco.expect(ep)
 		m0.host.Store(ep.Addr())
+		// Where the time goes: when each member's discovery client held
+		// the new endpoint (seen by this poll, every 20 ms), against when
+		// its agent had configured it.
+		held := make([]time.Time, n)
+		key := m0.id.PublicKey().String()
 		_, ok := within(r.limit, func() bool {
 			if m0.disco.published().IsZero() {
 				return false
 			}
-			for _, m := range members {
-				if m != m0 && m.dev.reachedAt().IsZero() {
-					return false
+			now, done := time.Now(), true
+			for j, m := range members {
+				if m == m0 {
+					continue
+				}
+				if held[j].IsZero() && clientHas(m.disco.Client, key, ep) {
+					held[j] = now
+				}
+				if m.dev.reachedAt().IsZero() {
+					done = false
 				}
 			}
-			return true
+			return done
 		})
 		if !ok {
 			if r.strict {
@@ -348,9 +374,21 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 				last = m.dev.reachedAt()
 			}
 		}
-		res.changes = append(res.changes, last.Sub(m0.disco.published()))
-		progress(r, "N=%d: member %d's new endpoint reached all %s after it was published", n, m0.i, res.changes[len(res.changes)-1].Round(time.Millisecond))
+		pub := m0.disco.published()
+		res.changes = append(res.changes, last.Sub(pub))
+		var clients []time.Duration
+		for j, h := range held {
+			if members[j] != m0 && !h.IsZero() {
+				clients = append(clients, h.Sub(pub))
+			}
+		}
+		progress(r, "N=%d: member %d's new endpoint reached all %s after it was published; the members' discovery clients held it after %s (first), %s (median), %s (last)",
+			n, m0.i, res.changes[len(res.changes)-1].Round(time.Millisecond), percentile(clients, 0).Round(time.Millisecond),
+			percentile(clients, 0.5).Round(time.Millisecond), percentile(clients, 1).Round(time.Millisecond))
 		time.Sleep(500 * time.Millisecond)
+	}
+	for _, m := range members[:min(5, n)] {
+		res.publishes = append(res.publishes, m.disco.publishes())
 	}
 	res.memPerMember = float64(heapInUse()-min(mem0, heapInUse())) / float64(n)
 	res.serviceCPU = svc.cpu() - scpu0
@@ -389,6 +427,7 @@ func TestControlPlaneScale(t *testing.T) {
 			svc := startInProcess(t)
 			r := runScale(t, scaleRun{n: n, limit: 90 * time.Second, changes: 2, idle: time.Second, strict: true}, svc)
 			t.Log(r)
+			t.Log("publishes:", r.publishes)
 		})
 	}
 }
