@@ -179,6 +179,7 @@ type result struct {
 	changes      []time.Duration
 	lost         int // changes that did not reach every member in time
 	memPerMember float64
+	cpuPerMember time.Duration // over the whole run: start, idle and the changes
 	// idle window: CPU of this process (all members) and of the service
 	idleWindow          time.Duration
 	idleCPU, idleSvcCPU time.Duration
@@ -246,7 +247,7 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	mem0, scpu0 := heapInUse(), svc.cpu()
+	mem0, cpu0, scpu0 := heapInUse(), processCPU(), svc.cpu()
 	members := make([]*member, n)
 	dirs := make([]string, n)
 	base := t.TempDir()
@@ -390,6 +391,7 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 	for _, m := range members[:min(5, n)] {
 		res.publishes = append(res.publishes, m.disco.publishes())
 	}
+	res.cpuPerMember = (processCPU() - cpu0) / time.Duration(n)
 	res.memPerMember = float64(heapInUse()-min(mem0, heapInUse())) / float64(n)
 	res.serviceCPU = svc.cpu() - scpu0
 	res.servicePeakMiB = svc.peakRSS()
@@ -408,9 +410,9 @@ func (r result) String() string {
 	if r.lost > 0 {
 		s += fmt.Sprintf(", %d did not reach all", r.lost)
 	}
-	s += fmt.Sprintf("); idle per member: CPU %.3f %% (%.2f passes/s, %s per pass), memory %.0f KB",
+	s += fmt.Sprintf("); per member: idle CPU %.3f %% (%.2f passes/s, %s per pass), CPU %s in all, heap %.0f KB",
 		r.idleCPU.Seconds()/w*100/float64(r.n), float64(r.idlePasses)/w/float64(r.n),
-		(r.idleCPU / time.Duration(max(r.idlePasses, 1))).Round(time.Microsecond), r.memPerMember/1024)
+		(r.idleCPU / time.Duration(max(r.idlePasses, 1))).Round(time.Microsecond), r.cpuPerMember.Round(time.Millisecond), r.memPerMember/1024)
 	if r.servicePeakMiB > 0 {
 		s += fmt.Sprintf("; service: idle CPU %.2f %%, CPU %s in all, peak RSS %.0f MiB, %.0f watch messages",
 			r.idleSvcCPU.Seconds()/w*100, r.serviceCPU.Round(time.Millisecond), r.servicePeakMiB, r.msgs)
