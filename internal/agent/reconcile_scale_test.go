@@ -60,7 +60,7 @@ func BenchmarkReconcile(b *testing.B) {
 	}
 }
 
-func benchAgent(b *testing.B, n int) (*agent, *listDisco) {
+func benchAgent(b testing.TB, n int) (*agent, *listDisco) {
 	sec, err := clusterkey.Generate()
 	if err != nil {
 		b.Fatal(err)
@@ -117,4 +117,44 @@ func (f *lastDevice) Peers() ([]wg.PeerStats, error) {
 func (f *lastDevice) SyncPeers(want []wg.PeerConfig) error {
 	f.peers = slices.Clone(want)
 	return nil
+}
+
+// A pass reuses the last peer set, discovery view and status text only
+// while their input is unchanged: a new affiliate slice with one endpoint
+// moved shows in the next pass's candidates, and the unchanged peers keep
+// theirs.
+func TestReconcileCachesFollowChanges(t *testing.T) {
+	a, d := benchAgent(t, 20)
+	ctx := context.Background()
+	a.reconcile(ctx)
+	a.reconcile(ctx)
+	first := a.snapshot()
+	if len(first.Peers) != 20 {
+		t.Fatalf("%d peers, want 20", len(first.Peers))
+	}
+	moved := slices.Clone(d.affs)
+	ep := netip.MustParseAddrPort("203.0.113.7:40000")
+	moved[3].Endpoints = []netip.AddrPort{ep}
+	d.affs = moved
+	a.reconcile(ctx)
+	second := a.snapshot()
+	key := moved[3].PublicKey
+	for i, p := range second.Peers {
+		if p.PublicKey == key {
+			if !slices.Equal(p.Candidates, []string{ep.String()}) {
+				t.Errorf("moved peer's candidates %v, want [%s]", p.Candidates, ep)
+			}
+			continue
+		}
+		if !slices.Equal(p.Candidates, first.Peers[i].Candidates) || p.PublicKey != first.Peers[i].PublicKey {
+			t.Errorf("peer %d changed from %+v to %+v", i, first.Peers[i], p)
+		}
+	}
+	// The same slice again: nothing changes.
+	a.reconcile(ctx)
+	if third := a.snapshot(); !slices.EqualFunc(third.Peers, second.Peers, func(x, y PeerStatus) bool {
+		return x.PublicKey == y.PublicKey && slices.Equal(x.Candidates, y.Candidates) && slices.Equal(x.AllowedIPs, y.AllowedIPs)
+	}) {
+		t.Errorf("a pass over unchanged input changed the peers")
+	}
 }
