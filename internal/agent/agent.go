@@ -74,6 +74,9 @@ const (
 type Discovery interface {
 	Run(ctx context.Context) error
 	SetLocal(self discovery.Affiliate, observed map[string][]netip.AddrPort)
+	// Affiliates returns the same slice for as long as the affiliates do
+	// not change (the agent keeps what it derived from it), and a new one
+	// when they do; its elements are not modified in place.
 	Affiliates() []discovery.Affiliate
 	ObservedAddress() netip.Addr
 	Changes() <-chan struct{}
@@ -143,6 +146,11 @@ type Options struct {
 	NoHostPolicy bool
 	// Tick is the reconcile period without events (default DefaultTick).
 	Tick time.Duration
+	// SharedProcess says other agents run in this process (scale tests):
+	// the GC pace and returning memory to the kernel are process-wide, so
+	// the idle trimming is left out (each agent's would be a full GC of
+	// all of them).
+	SharedProcess bool
 	// MemoryLimit is the Go soft memory limit in bytes, applied when
 	// GOMEMLIMIT is unset; 0 means DefaultMemoryLimit, -1 none.
 	MemoryLimit int64
@@ -180,6 +188,9 @@ type agent struct {
 	approved   []mesh.ApprovedRoute
 	exclude    []netip.Prefix
 	refused    refusedAdverts
+	specs      specCache // the last peer set and its input
+	discoCache discoveryCache
+	reported   []mesh.Peer // the peer set of the last status
 	// ownNets are the host's addresses with their subnets, as of the last
 	// HostAddrs call (nil when a test replaces HostAddrs).
 	ownNets []netip.Prefix
@@ -440,6 +451,15 @@ func (a *agent) underlayMTU(now time.Time, stats []wg.PeerStats) int {
 }
 
 func (a *agent) logTransitions(old, cur *Status) {
+	if old != nil && slices.EqualFunc(old.Peers, cur.Peers, func(o, c PeerStatus) bool { return o.PublicKey == c.PublicKey }) {
+		// Peers come in the same order pass after pass: compare in place.
+		for i := range cur.Peers {
+			if c := &cur.Peers[i]; old.Peers[i].State != c.State {
+				a.log.Info("peer state", "peer", c.Name, "publicKey", c.PublicKey, "state", c.State, "endpoint", c.Endpoint)
+			}
+		}
+		return
+	}
 	prev := map[string]string{}
 	if old != nil {
 		for _, p := range old.Peers {

@@ -37,7 +37,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	if err != nil {
 		warn("%v", err)
 	}
-	disc := readDiscovery(a.disco)
+	disc := a.discoCache.read(a.disco)
 	localEps := mesh.LocalEndpoints(mesh.LocalInput{
 		Addrs: addrs, Prefix: a.prefix, Observed: disc.observedSelf, Port: uint16(a.dev.ListenPort()),
 		Filter: a.filter, Extra: a.extra,
@@ -54,7 +54,7 @@ func (a *agent) reconcile(ctx context.Context) {
 		warnings = append(warnings, w)
 	}
 
-	set := peerSpecs(peerSpecInput{
+	set := a.specs.peerSpecs(peerSpecInput{
 		self: a.id.PublicKey(), prefix: a.prefix, own: append(slices.Clone(addrs), a.id.Address), ownNets: a.ownNets,
 		static: a.cfg.StaticPeers, affs: disc.affiliates, filter: a.peerFilter, live: a.live, approved: a.approved,
 	})
@@ -99,13 +99,18 @@ func (a *agent) reconcile(ctx context.Context) {
 		a.published.publish(a.disco, self, eps.observed)
 	}
 
-	s := report(reportInput{
+	ri := reportInput{
 		id: a.id, node: a.nodeName(), dev: a.dev, endpoints: localEps, discovery: a.disco != nil,
 		observedSelf: disc.observedSelf, warnings: warnings,
 		peers: peers, verdicts: st.verdicts, byKey: dev.byKey, paths: st.paths, now: time.Now(),
-	})
+	}
 	a.mu.Lock()
 	old := a.status
+	a.mu.Unlock()
+	ri.prev, ri.prevPeers = old, a.reported
+	s := report(ri)
+	a.reported = peers
+	a.mu.Lock()
 	a.status = s
 	a.mu.Unlock()
 	a.logTransitions(old, s)
@@ -114,6 +119,9 @@ func (a *agent) reconcile(ctx context.Context) {
 // watchPeerSet starts a converging phase (a shorter tick, see nextTick)
 // when the set of peers changed.
 func (a *agent) watchPeerSet(now time.Time, peers []mesh.Peer) {
+	if a.peerKeys != nil && samePeerKeys(a.peerKeys, peers) {
+		return // the common case, without building the set
+	}
 	keys := make(map[wgtypes.Key]bool, len(peers))
 	for _, p := range peers {
 		keys[p.PublicKey] = true
@@ -121,4 +129,18 @@ func (a *agent) watchPeerSet(now time.Time, peers []mesh.Peer) {
 	if !reflect.DeepEqual(keys, a.peerKeys) {
 		a.peerKeys, a.fastUntil = keys, now.Add(convergeFor)
 	}
+}
+
+// samePeerKeys reports whether peers hold exactly the keys of set (peers
+// hold each key once).
+func samePeerKeys(set map[wgtypes.Key]bool, peers []mesh.Peer) bool {
+	if len(set) != len(peers) {
+		return false
+	}
+	for i := range peers {
+		if !set[peers[i].PublicKey] {
+			return false
+		}
+	}
+	return true
 }

@@ -216,7 +216,9 @@ func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 		case <-tick.C:
 		}
 		a.reconcile(ctx)
-		a.trimWhenIdle()
+		if !a.opts.SharedProcess {
+			a.trimWhenIdle()
+		}
 		tick.Reset(a.nextTick())
 	}
 }

@@ -363,3 +363,42 @@ func TestInteropDiscoveryClient(t *testing.T) {
 	})
 	_ = durationpb.New
 }
+
+// Affiliates returns the same view until a change arrives, then a new one
+// holding the change: the agent keeps what it derived from the view for as
+// long as it is the same slice.
+func TestClientAffiliatesViewFollowsChanges(t *testing.T) {
+	svc := startService(t, ServiceConfig{RateLimitRPS: -1})
+	secret := newSecret(t)
+	url := "http://" + svc.Addr().String() + "/"
+	var cs []*runningClient
+	for range 2 {
+		id, err := NewAffiliateID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, runClient(t, ClientOptions{Endpoints: []string{url}, ClusterID: "cluster-view", ClusterSecret: secret, AffiliateID: id}))
+	}
+	watcher, mover := cs[0], cs[1]
+	watcher.SetLocal(testAffiliate("", 1), nil)
+	mover.SetLocal(testAffiliate("", 2), nil)
+	eventually(t, 10*time.Second, "the watcher sees the mover", func() bool { return len(watcher.Affiliates()) == 1 })
+	v1, v2 := watcher.Affiliates(), watcher.Affiliates()
+	if &v1[0] != &v2[0] {
+		t.Error("two calls without a change built two views")
+	}
+	moved := testAffiliate("", 2)
+	ep := netip.MustParseAddrPort("198.51.100.9:51820")
+	moved.Endpoints = []netip.AddrPort{ep}
+	mover.SetLocal(moved, nil)
+	eventually(t, 10*time.Second, "the watcher sees the new endpoint", func() bool {
+		v := watcher.Affiliates()
+		return len(v) == 1 && slices.Contains(v[0].Endpoints, ep) // the service adds endpoints to those it holds
+	})
+	if v3 := watcher.Affiliates(); &v3[0] == &v1[0] {
+		t.Error("the view after a change is the old slice")
+	}
+	if !slices.Equal(v1[0].Endpoints, testAffiliate("", 2).Endpoints) {
+		t.Errorf("the old view changed in place: %v", v1[0].Endpoints)
+	}
+}

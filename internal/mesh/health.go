@@ -146,6 +146,7 @@ type Tracker struct {
 	tokens   float64
 	tokensAt time.Time
 	seed     maphash.Seed // orders peers never tried
+	steps    uint64       // Steps taken; a track not stepped in the last is forgotten
 }
 
 type track struct {
@@ -160,6 +161,7 @@ type track struct {
 	changes   int
 	activated bool // activity seen at some point
 	firstSeen time.Time
+	seen      uint64 // the Tracker's step that last saw it
 	// backoff of a peer that never answered: attempts since the last
 	// reset, the time the next may start, the candidates they were for
 	attempts int
@@ -177,44 +179,57 @@ func NewTracker(h Health, self wgtypes.Key) *Tracker {
 // peer missing there is treated as silent).
 func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observation) map[wgtypes.Key]Status {
 	out := make(map[wgtypes.Key]Status, len(peers))
-	seen := make(map[wgtypes.Key]bool, len(peers))
+	t.steps++
 	if !t.tokensAt.IsZero() && now.After(t.tokensAt) {
 		t.tokens = min(ProbeBurst, t.tokens+now.Sub(t.tokensAt).Seconds()*ProbeRate)
 	}
 	t.tokensAt = now
 	// Serve the peers waiting longest first, so none starves.
-	order := make([]int, len(peers))
-	for i := range order {
-		order[i] = i
-	}
-	setAt := func(i int) time.Time {
-		if tr := t.peers[peers[i].PublicKey]; tr != nil {
-			return tr.setAt
-		}
-		return time.Time{}
-	}
 	// Among peers never tried, static ones first, then affiliates in an
 	// order keyed by this tracker's random seed: affiliate IDs and keys are
 	// chosen by members, and a hostile one must not be able to make its
-	// affiliates go before an honest member's.
-	slices.SortStableFunc(order, func(a, b int) int {
-		if c := setAt(a).Compare(setAt(b)); c != 0 {
+	// affiliates go before an honest member's. The keys are taken once per
+	// peer, not in every comparison (at a thousand peers the sort was most
+	// of a pass); the index last makes the order that of a stable sort.
+	type sortKey struct {
+		setAt      time.Time
+		discovered int
+		hash       uint64
+		i          int
+	}
+	keys := make([]sortKey, len(peers))
+	for i := range peers {
+		p := &peers[i]
+		k := sortKey{discovered: discovered(p), hash: maphash.Bytes(t.seed, p.PublicKey[:]), i: i}
+		if tr := t.peers[p.PublicKey]; tr != nil {
+			k.setAt = tr.setAt
+		}
+		keys[i] = k
+	}
+	slices.SortFunc(keys, func(a, b sortKey) int {
+		if c := a.setAt.Compare(b.setAt); c != 0 {
 			return c
 		}
-		pa, pb := &peers[a], &peers[b]
-		if c := cmp.Compare(discovered(pa), discovered(pb)); c != 0 {
+		if c := cmp.Compare(a.discovered, b.discovered); c != 0 {
 			return c
 		}
-		return cmp.Compare(maphash.Bytes(t.seed, pa.PublicKey[:]), maphash.Bytes(t.seed, pb.PublicKey[:]))
+		if c := cmp.Compare(a.hash, b.hash); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.i, b.i)
 	})
+	order := make([]int, len(keys))
+	for j, k := range keys {
+		order[j] = k.i
+	}
 	for _, i := range order {
 		p := &peers[i]
-		seen[p.PublicKey] = true
 		tr := t.peers[p.PublicKey]
 		if tr == nil {
 			tr = &track{firstSeen: now}
 			t.peers[p.PublicKey] = tr
 		}
+		tr.seen = t.steps
 		st := tr.step(now, t.health, p.Endpoints, obs[p.PublicKey], t.tokens >= 1)
 		if st.SetEndpoint.IsValid() {
 			t.tokens--
@@ -224,8 +239,8 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 		st.SendKeepalive = st.Keepalive && tr.silent(now, t.health.Keepalive, obs[p.PublicKey])
 		out[p.PublicKey] = st
 	}
-	for k := range t.peers {
-		if !seen[k] {
+	for k, tr := range t.peers {
+		if tr.seen != t.steps {
 			delete(t.peers, k)
 		}
 	}

@@ -423,7 +423,14 @@ type owners struct {
 }
 
 func claimOwners(entries []*entry) *owners {
-	o := &owners{owner: map[netip.Addr]int{}}
+	// Sized up front: at a thousand peers, growing the maps was most of
+	// the work.
+	claims, routes := 0, 0
+	for _, e := range entries {
+		claims += len(e.claims) + len(e.proven)
+		routes += len(e.routes)
+	}
+	o := &owners{owner: make(map[netip.Addr]int, claims), sorted: make([]netip.Addr, 0, claims)}
 	rank := func(i int, a netip.Addr) int {
 		switch e := entries[i]; {
 		case e.static:
@@ -433,28 +440,19 @@ func claimOwners(entries []*entry) *owners {
 		}
 		return 0
 	}
-	best := map[netip.Addr]int{} // rank of the current owner (or of the contest)
-	routed := map[netip.Addr]bool{}
+	best := make(map[netip.Addr]int, claims) // rank of the current owner (or of the contest)
+	routed := make(map[netip.Addr]bool, routes)
 	for _, e := range entries {
 		for _, a := range e.routes {
 			routed[a] = true
 		}
 	}
 	for i, e := range entries {
-		for _, a := range slices.Concat(e.claims, e.proven) {
-			prev, ok := o.owner[a]
-			r := rank(i, a)
-			switch {
-			case !ok || r > best[a]:
-				o.owner[a], best[a] = i, r
-			case prev == i || r < best[a] || r == 2:
-				// its own; or a stronger claim (the first static peer) holds
-			case prev >= 0:
-				o.owner[a] = -1
-				if routed[a] {
-					o.warnings = append(o.warnings, fmt.Sprintf("peers %s and %s both claim %s; it is routed to neither", entries[prev].label(), e.label(), a))
-				}
-			}
+		for _, a := range e.claims {
+			o.claim(i, e, a, rank(i, a), best, routed, entries)
+		}
+		for _, a := range e.proven {
+			o.claim(i, e, a, rank(i, a), best, routed, entries)
 		}
 	}
 	for a, i := range o.owner {
@@ -465,6 +463,23 @@ func claimOwners(entries []*entry) *owners {
 	}
 	slices.SortFunc(o.sorted, netip.Addr.Compare)
 	return o
+}
+
+// claim records entry i's claim of a, of rank r (best holds the rank of
+// each address's current owner or contest).
+func (o *owners) claim(i int, e *entry, a netip.Addr, r int, best map[netip.Addr]int, routed map[netip.Addr]bool, entries []*entry) {
+	prev, ok := o.owner[a]
+	switch {
+	case !ok || r > best[a]:
+		o.owner[a], best[a] = i, r
+	case prev == i || r < best[a] || r == 2:
+		// its own; or a stronger claim (the first static peer) holds
+	case prev >= 0:
+		o.owner[a] = -1
+		if routed[a] {
+			o.warnings = append(o.warnings, fmt.Sprintf("peers %s and %s both claim %s; it is routed to neither", entries[prev].label(), e.label(), a))
+		}
+	}
 }
 
 // cutOthers removes from n every claimed address not owned by entry i.

@@ -1,23 +1,31 @@
 // Package scale runs the control planes of N cluster members against one
-// real discovery service on loopback: per member the real discovery client
-// (sealing and opening blobs as Talos does) and the real peer computation
-// (internal/mesh), with WireGuard replaced by a recording fake. No packet
-// leaves the host: endpoints are documentation addresses nothing is sent to.
+// real discovery service on loopback. Each member is the real agent loop
+// (agent.Run: discovery client sealing and opening blobs as Talos does,
+// peer computation and trust rules, health tracker, natpath chooser, status
+// socket), on a change and on its tick as on a node; only the WireGuard
+// device is a recording fake whose peers never answer, the host's
+// addresses are given, and there is no relay. No packet leaves the host:
+// endpoints are documentation addresses nothing is sent to.
 //
-//	go test ./tests/scale/                                  N = 10 and 100
+//	go test ./tests/scale/                                        N = 10 and 100
 //	go test -run '^$' -bench Scale -benchtime 1x ./tests/scale/   N = 10, 100, 500 and 1000
 //
-// It measures, per N: time from start until every member knows every other
-// (with its endpoint), time for one member's endpoint change to reach all,
-// control-plane CPU and memory per member, and the service's CPU, memory
-// and watch messages.
+// The benchmark needs the agent binary for the service's own process
+// (MESHSPAN_AGENT_BIN, else it is built); at N = 1000 the members' heaps
+// come to ~5 GB (GOMEMLIMIT=10GiB keeps the process below 11 GB).
+// SCALE_SERVICE_ARGS adds flags to the service (e.g. "--rate-limit -1"),
+// SCALE_CLIENT_LOG=1 prints the discovery clients' warnings. It prints,
+// per N, and per change as it happens: time from start
+// until every member has every other configured with a candidate endpoint;
+// time from one member publishing a new endpoint until the last other
+// member has it as a candidate of a device configuration (p50 and max over
+// several changes); control-plane CPU while idle and memory per member; the
+// service's CPU, peak memory and watch messages.
 package scale
 
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -29,139 +37,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-
+	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
-	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
 )
-
-// prefix is the cluster's mesh /64 (ULA).
-var prefix = netip.MustParsePrefix("fd7f:175a:b97c:5602::/64")
-
-// fakeDevice records the peer set the control plane configures: public
-// key -> candidate endpoints (the device holds one at a time, rotating
-// through them; a new endpoint is usable once it is a candidate).
-type fakeDevice struct {
-	mu      sync.Mutex
-	peers   map[wgtypes.Key][]netip.AddrPort
-	applies int
-}
-
-func (d *fakeDevice) apply(peers []mesh.Peer) {
-	m := make(map[wgtypes.Key][]netip.AddrPort, len(peers))
-	for _, p := range peers {
-		m[p.PublicKey] = p.Endpoints
-	}
-	d.mu.Lock()
-	d.peers = m
-	d.applies++
-	d.mu.Unlock()
-}
-
-func (d *fakeDevice) hasEndpoint(k wgtypes.Key, ep netip.AddrPort) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Contains(d.peers[k], ep)
-}
-
-func (d *fakeDevice) peerKeys() map[wgtypes.Key][]netip.AddrPort {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.peers
-}
-
-func (d *fakeDevice) count() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.peers)
-}
-
-// member is one node's control plane.
-type member struct {
-	i      int
-	key    wgtypes.Key
-	self   discovery.Affiliate
-	client *discovery.Client
-	dev    fakeDevice
-	// computeNS is time spent in mesh.Peers (the per-event recompute).
-	computeNS atomic.Int64
-	warning   atomic.Value // first warning mesh.Peers gave, if any
-}
-
-func endpointFor(i, gen int) netip.AddrPort {
-	// 198.51.100.0/24 and 203.0.113.0/24 (documentation) give 512
-	// addresses; the port tells members and generations apart.
-	base := [4]byte{198, 51, 100, byte(i % 256)}
-	if i%512 >= 256 {
-		base = [4]byte{203, 0, 113, byte(i % 256)}
-	}
-	return netip.AddrPortFrom(netip.AddrFrom4(base), uint16(20000+i/512*1000+gen))
-}
-
-func newMember(i int, addr, clusterID, secret string) (*member, error) {
-	k, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		return nil, err
-	}
-	m := &member{i: i, key: k.PublicKey()}
-	var a [16]byte
-	copy(a[:8], prefix.Addr().AsSlice())
-	a[14], a[15] = byte(i>>8), byte(i)
-	a[8] = 0x02
-	m.self = discovery.Affiliate{
-		ID: fmt.Sprintf("node-%04d", i), NodeName: fmt.Sprintf("node-%04d", i), Hostname: fmt.Sprintf("node-%04d", i),
-		MachineType: "worker", OperatingSystem: "meshspan", PublicKey: m.key.String(),
-		Address:   netip.AddrFrom16(a),
-		Endpoints: []netip.AddrPort{endpointFor(i, 0)},
-	}
-	// Each member connects from its own loopback address, as members behind
-	// their own public addresses do, so the service's per-address limits
-	// (rate, connections, watches) stay at their defaults.
-	src := net.IPv4(127, 1+byte(i/250), byte(i%250), 1)
-	m.client, err = discovery.NewClient(discovery.ClientOptions{
-		Endpoints: []string{"http://" + addr}, ClusterID: clusterID, ClusterSecret: secret,
-		AffiliateID: m.self.ID, TTL: 30 * time.Minute,
-		Dialer: func(ctx context.Context, a string) (net.Conn, error) {
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}
-			return d.DialContext(ctx, "tcp", a)
-		},
-	})
-	return m, err
-}
-
-// run is the control loop: on every discovery change, recompute the peer
-// set and configure the device, as the agent's reconcile pass does.
-func (m *member) run(ctx context.Context) {
-	go m.client.Run(ctx) //nolint:errcheck // ends with ctx
-	m.client.SetLocal(m.self, nil)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.client.Changes():
-		}
-		affs := m.client.Affiliates()
-		in := mesh.Input{Self: m.key, Prefix: prefix, Affiliates: make([]mesh.Affiliate, 0, len(affs))}
-		for _, a := range affs {
-			in.Affiliates = append(in.Affiliates, mesh.Affiliate{ID: a.ID, NodeName: a.NodeName, PublicKey: a.PublicKey,
-				Address: a.Address, Addresses: a.Addresses, Networks: a.Networks, ExcludeNetworks: a.ExcludeNetworks, Endpoints: a.Endpoints})
-		}
-		start := time.Now()
-		peers, warns := mesh.Peers(in)
-		m.computeNS.Add(int64(time.Since(start)))
-		if len(warns) > 0 && m.warning.Load() == nil {
-			m.warning.Store(warns[0])
-		}
-		m.dev.apply(peers)
-	}
-}
 
 // service is the discovery service under test: in this process for the
 // quick runs, its own process for the benchmark (so its CPU and memory are
@@ -203,7 +86,11 @@ func startChild(t testing.TB) *service {
 	s := &service{addr: freeAddr(t), metrics: freeAddr(t)}
 	s.cmd = exec.Command(bin, "discovery", "serve", "--listen", s.addr, "--metrics-listen", s.metrics,
 		"--snapshot-path", "", "--firewall-mark", "0", "--log-level", "warn")
+	// SCALE_SERVICE_ARGS adds flags (a limit changed, to see its effect).
+	s.cmd.Args = append(s.cmd.Args, strings.Fields(os.Getenv("SCALE_SERVICE_ARGS"))...)
 	s.cmd.Stderr = os.Stderr
+	// Gone with this process, even when it is killed.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -289,15 +176,22 @@ func heapInUse() uint64 {
 }
 
 type result struct {
-	n                       int
-	knownFrac               float64 // of all member-peer pairs, at the end
-	fullKnowledge, change   time.Duration
-	cpuPerMember            time.Duration
-	memPerMember            float64 // bytes
-	computePerMember        time.Duration
-	serviceCPU              time.Duration
-	servicePeakMiB, msgs    float64
-	idleCPUPerMemberPercent float64
+	n         int
+	knownFrac float64 // of all member-peer pairs, at the end
+	converge  time.Duration
+	// changes: per endpoint change, publish to the last member configured
+	changes      []time.Duration
+	lost         int // changes that did not reach every member in time
+	memPerMember float64
+	cpuPerMember time.Duration // over the whole run: start, idle and the changes
+	// idle window: CPU of this process (all members) and of the service
+	idleWindow          time.Duration
+	idleCPU, idleSvcCPU time.Duration
+	idlePasses          int // reconcile passes of all members in the window
+	serviceCPU          time.Duration
+	servicePeakMiB      float64
+	msgs                float64
+	publishes           []int // SetLocal calls per member (first few)
 }
 
 // within polls cond every 20 ms until it holds or limit passes.
@@ -312,111 +206,197 @@ func within(limit time.Duration, cond func() bool) (time.Duration, bool) {
 	return time.Since(start), true
 }
 
-// runScale starts n members and measures. strict (the tests) fails when a
-// deadline passes; otherwise (the benchmarks) what was reached is reported.
-func runScale(t testing.TB, n int, svc *service, limit time.Duration, strict bool) result {
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	clusterID := base64.StdEncoding.EncodeToString(secret[:16]) + "scale"
+// percentile of ds (sorted in place), p in 0..1.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[int(p*float64(len(ds)-1)+0.5)]
+}
+
+// clientHas reports whether c holds ep for the affiliate with public key k.
+func clientHas(c *discovery.Client, k string, ep netip.AddrPort) bool {
+	for _, a := range c.Affiliates() {
+		if a.PublicKey == k {
+			return slices.Contains(a.Endpoints, ep)
+		}
+	}
+	return false
+}
+
+// progress prints a step of a benchmark run as it happens (long runs).
+func progress(r scaleRun, format string, args ...any) {
+	if !r.strict {
+		fmt.Printf("  "+format+"\n", args...)
+	}
+}
+
+// scaleRun is one measurement's parameters.
+type scaleRun struct {
+	n       int
+	limit   time.Duration // for convergence and for each change
+	changes int           // endpoint changes measured one after another
+	settle  time.Duration // wait after convergence before the idle window
+	idle    time.Duration // idle window
+	strict  bool          // the tests: fail when a limit passes
+}
+
+// runScale starts n members, waits until all know all, measures idle CPU,
+// then moves members' endpoints one at a time.
+func runScale(t testing.TB, r scaleRun, svc *service) result {
+	n := r.n
+	sec, err := clusterkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	mem0, cpu0, scpu0 := heapInUse(), processCPU(), svc.cpu()
 	members := make([]*member, n)
+	dirs := make([]string, n)
+	base := t.TempDir()
 	for i := range members {
-		m, err := newMember(i, svc.addr, clusterID, base64.StdEncoding.EncodeToString(secret))
-		if err != nil {
+		dirs[i] = fmt.Sprintf("%s/%d", base, i)
+		if err := os.Mkdir(dirs[i], 0o700); err != nil {
 			t.Fatal(err)
 		}
-		members[i] = m
+		if members[i], err = newMember(i, dirs[i], svc.addr, sec.ID, sec.Secret); err != nil {
+			t.Fatal(err)
+		}
 	}
-	start := time.Now()
-	var wg sync.WaitGroup
-	for _, m := range members {
-		wg.Add(1)
-		go func() { defer wg.Done(); m.run(ctx) }()
-	}
-	defer wg.Wait()
-	defer cancel()
-	full, ok := within(limit, func() bool {
+	defer func() {
+		cancel()
 		for _, m := range members {
-			if m.dev.count() != n-1 {
+			select {
+			case <-m.done:
+			case <-time.After(30 * time.Second):
+				t.Errorf("member %d did not stop", m.i)
+				return
+			}
+		}
+	}()
+	for i, m := range members {
+		if err := m.start(ctx, dirs[i], svc.addr, sec.ID, sec.Secret); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := result{n: n}
+	var ok bool
+	res.converge, ok = within(r.limit, func() bool {
+		for _, m := range members {
+			if m.dev.knownPeers() != n-1 {
 				return false
 			}
 		}
 		return true
 	})
+	known := 0
+	for _, m := range members {
+		known += m.dev.knownPeers()
+	}
+	res.knownFrac = float64(known) / float64(n*(n-1))
 	if !ok {
-		known, complete := 0, 0
-		missing := map[int]int{} // member index -> how many others lack it
+		var lag []string
 		for _, m := range members {
-			known += m.dev.count()
-			if m.dev.count() == n-1 {
-				complete++
-			}
-			for _, o := range members {
-				if o != m {
-					if _, has := m.dev.peerKeys()[o.key]; !has {
-						missing[o.i]++
-					}
-				}
+			if k := m.dev.knownPeers(); k != n-1 && len(lag) < 3 {
+				lag = append(lag, fmt.Sprintf("member %d configures %d peers with a candidate, its client sees %d affiliates, %d passes, %d publishes",
+					m.i, k, len(m.disco.Affiliates()), m.dev.passCount(), m.disco.publishes()))
 			}
 		}
-		var diag []string
-		for _, m := range members {
-			if m.dev.count() < n-1 && len(diag) < 3 {
-				diag = append(diag, fmt.Sprintf("member %d configures %d peers, its client sees %d affiliates, Hello answered: %t, applies %d",
-					m.i, m.dev.count(), len(m.client.Affiliates()), m.client.ObservedAddress().IsValid(), m.dev.applies))
-			}
-		}
-		for i, c := range missing {
-			if len(diag) < 5 {
-				w, _ := members[i].warning.Load().(string)
-				diag = append(diag, fmt.Sprintf("member %d unknown to %d others (published: %t; its first mesh warning: %q)", i, c, members[i].client.DecryptFailures() == 0, w))
-			}
-		}
-		msg := fmt.Sprintf("N=%d: after %s, %d of %d members know all others (%d of %d peers in total); %s", n, full.Round(time.Millisecond), complete, n, known, n*(n-1), strings.Join(diag, "; "))
-		if strict {
+		msg := fmt.Sprintf("N=%d: after %s members had %.1f %% of their peers; %s", n, res.converge.Round(time.Millisecond), res.knownFrac*100, strings.Join(lag, "; "))
+		if r.strict {
 			t.Fatal(msg)
 		}
 		fmt.Println("NOT CONVERGED:", msg)
-		return result{n: n, fullKnowledge: full, knownFrac: float64(known) / float64(n*(n-1))}
+		return res
 	}
-	res := result{n: n, fullKnowledge: full, knownFrac: 1}
-	_ = start
-	// Idle: nothing changes for 2 s; what do the control planes burn?
-	time.Sleep(500 * time.Millisecond)
-	idle0 := processCPU()
-	time.Sleep(2 * time.Second)
-	res.idleCPUPerMemberPercent = float64(processCPU()-idle0) / float64(2*time.Second) * 100 / float64(n)
 
-	// One member's endpoint changes: how long until all others use it?
-	m0 := members[0]
-	moved := m0.self
-	moved.Endpoints = []netip.AddrPort{endpointFor(0, 1)}
-	changed := time.Now()
-	m0.client.SetLocal(moved, nil)
-	res.change, ok = within(limit, func() bool {
-		for _, m := range members[1:] {
-			if !m.dev.hasEndpoint(m0.key, moved.Endpoints[0]) {
-				return false
+	progress(r, "N=%d: all know all after %s", n, res.converge.Round(time.Millisecond))
+
+	// Idle: nothing changes. The agents' ticks go on (250 ms while peers
+	// are unknown within 15 s of a peer-set change, then 1 s): wait that
+	// out, then take this process's CPU (all members) and the service's.
+	time.Sleep(r.settle)
+	passes0 := 0
+	for _, m := range members {
+		passes0 += m.dev.passCount()
+	}
+	c0, s0, t0 := processCPU(), svc.cpu(), time.Now()
+	time.Sleep(r.idle)
+	res.idleCPU, res.idleSvcCPU, res.idleWindow = processCPU()-c0, svc.cpu()-s0, time.Since(t0)
+	for _, m := range members {
+		res.idlePasses += m.dev.passCount()
+	}
+	res.idlePasses -= passes0
+
+	// Endpoint changes, one at a time, of members spread over the cluster:
+	// the host's address changes; the agent notices it on its next pass and
+	// publishes; the clock runs from that publish until the last other
+	// member's device is configured with the new endpoint as a candidate.
+	for c := range r.changes {
+		m0 := members[(c*n/max(r.changes, 1)+c)%n]
+		ep := m0.endpoint(c + 1)
+		for _, m := range members {
+			if m != m0 {
+				m.dev.expect(m0.id.PublicKey(), ep)
 			}
 		}
-		return true
-	})
-	if !ok {
-		if strict {
-			t.Fatalf("N=%d: endpoint change did not reach every member within %s", n, limit)
+		m0.disco.expect(ep)
+		m0.host.Store(ep.Addr())
+		// Where the time goes: when each member's discovery client held
+		// the new endpoint (seen by this poll, every 20 ms), against when
+		// its agent had configured it.
+		held := make([]time.Time, n)
+		key := m0.id.PublicKey().String()
+		_, ok := within(r.limit, func() bool {
+			if m0.disco.published().IsZero() {
+				return false
+			}
+			now, done := time.Now(), true
+			for j, m := range members {
+				if m == m0 {
+					continue
+				}
+				if held[j].IsZero() && clientHas(m.disco.Client, key, ep) {
+					held[j] = now
+				}
+				if m.dev.reachedAt().IsZero() {
+					done = false
+				}
+			}
+			return done
+		})
+		if !ok {
+			if r.strict {
+				t.Fatalf("N=%d: member %d's new endpoint did not reach every member within %s", n, m0.i, r.limit)
+			}
+			res.lost++
+			continue
 		}
-		fmt.Printf("N=%d: endpoint change did not reach every member within %s\n", n, limit)
+		var last time.Time
+		for _, m := range members {
+			if m != m0 && m.dev.reachedAt().After(last) {
+				last = m.dev.reachedAt()
+			}
+		}
+		pub := m0.disco.published()
+		res.changes = append(res.changes, last.Sub(pub))
+		var clients []time.Duration
+		for j, h := range held {
+			if members[j] != m0 && !h.IsZero() {
+				clients = append(clients, h.Sub(pub))
+			}
+		}
+		progress(r, "N=%d: member %d's new endpoint reached all %s after it was published; a 20 ms poll saw it in the members' discovery clients after %s (first), %s (median), %s (last)",
+			n, m0.i, res.changes[len(res.changes)-1].Round(time.Millisecond), percentile(clients, 0).Round(time.Millisecond),
+			percentile(clients, 0.5).Round(time.Millisecond), percentile(clients, 1).Round(time.Millisecond))
+		time.Sleep(500 * time.Millisecond)
 	}
-	_ = changed
+	for _, m := range members[:min(5, n)] {
+		res.publishes = append(res.publishes, m.disco.publishes())
+	}
 	res.cpuPerMember = (processCPU() - cpu0) / time.Duration(n)
 	res.memPerMember = float64(heapInUse()-min(mem0, heapInUse())) / float64(n)
-	var compute time.Duration
-	for _, m := range members {
-		compute += time.Duration(m.computeNS.Load())
-	}
-	res.computePerMember = compute / time.Duration(n)
 	res.serviceCPU = svc.cpu() - scpu0
 	res.servicePeakMiB = svc.peakRSS()
 	res.msgs = svc.watchMessages()
@@ -425,25 +405,35 @@ func runScale(t testing.TB, n int, svc *service, limit time.Duration, strict boo
 
 func (r result) String() string {
 	if r.knownFrac < 1 {
-		return fmt.Sprintf("N=%4d: not converged: after %s members knew %.1f %% of each other", r.n, r.fullKnowledge.Round(time.Millisecond), r.knownFrac*100)
+		return fmt.Sprintf("N=%4d: not converged: after %s members had %.1f %% of their peers", r.n, r.converge.Round(time.Millisecond), r.knownFrac*100)
 	}
-	s := fmt.Sprintf("N=%4d: all know all after %7s; one endpoint change reached all in %6s; per member: CPU %6s (mesh.Peers wall %6s), memory %5.0f KB, idle CPU %.3f%%",
-		r.n, r.fullKnowledge.Round(time.Millisecond), r.change.Round(time.Millisecond), r.cpuPerMember.Round(time.Millisecond),
-		r.computePerMember.Round(time.Microsecond), r.memPerMember/1024, r.idleCPUPerMemberPercent)
+	ch := slices.Clone(r.changes)
+	w := r.idleWindow.Seconds()
+	s := fmt.Sprintf("N=%4d: all know all after %7s; endpoint change reaches all: p50 %6s max %6s (%d changes",
+		r.n, r.converge.Round(time.Millisecond), percentile(ch, 0.5).Round(time.Millisecond), percentile(ch, 1).Round(time.Millisecond), len(r.changes))
+	if r.lost > 0 {
+		s += fmt.Sprintf(", %d did not reach all", r.lost)
+	}
+	s += fmt.Sprintf("); per member: idle CPU %.3f %% (%.2f passes/s, %s per pass), CPU %s in all, heap %.0f KB",
+		r.idleCPU.Seconds()/w*100/float64(r.n), float64(r.idlePasses)/w/float64(r.n),
+		(r.idleCPU / time.Duration(max(r.idlePasses, 1))).Round(time.Microsecond), r.cpuPerMember.Round(time.Millisecond), r.memPerMember/1024)
 	if r.servicePeakMiB > 0 {
-		s += fmt.Sprintf("; service: CPU %s, peak RSS %.0f MiB, %.0f watch messages", r.serviceCPU.Round(time.Millisecond), r.servicePeakMiB, r.msgs)
+		s += fmt.Sprintf("; service: idle CPU %.2f %%, CPU %s in all, peak RSS %.0f MiB, %.0f watch messages",
+			r.idleSvcCPU.Seconds()/w*100, r.serviceCPU.Round(time.Millisecond), r.servicePeakMiB, r.msgs)
 	}
 	return s
 }
 
-// TestControlPlaneScale: 10 and 100 members converge and follow a change.
-// Deadlines are generous (the machine is shared); the figures are logged.
+// TestControlPlaneScale: 10 and 100 members converge and follow endpoint
+// changes. Limits are generous (the machine is shared): targets are shown
+// by the benchmark's figures, not asserted here.
 func TestControlPlaneScale(t *testing.T) {
 	for _, n := range []int{10, 100} {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
 			svc := startInProcess(t)
-			r := runScale(t, n, svc, 60*time.Second, true)
+			r := runScale(t, scaleRun{n: n, limit: 90 * time.Second, changes: 2, idle: time.Second, strict: true}, svc)
 			t.Log(r)
+			t.Log("publishes:", r.publishes)
 		})
 	}
 }
@@ -456,46 +446,12 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 	for _, n := range []int{10, 100, 500, 1000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			svc := startChild(b)
-			r := runScale(b, n, svc, 3*time.Minute, false)
+			r := runScale(b, scaleRun{n: n, limit: 3 * time.Minute, changes: 5, settle: 16 * time.Second, idle: 10 * time.Second}, svc)
 			b.ReportMetric(r.knownFrac, "fraction-known")
-			b.ReportMetric(r.fullKnowledge.Seconds(), "s-all-know-all")
-			b.ReportMetric(r.change.Seconds(), "s-change-reaches-all")
+			b.ReportMetric(r.converge.Seconds(), "s-all-know-all")
+			b.ReportMetric(percentile(slices.Clone(r.changes), 1).Seconds(), "s-change-reaches-all-max")
 			b.ReportMetric(r.servicePeakMiB, "service-peak-MiB")
 			fmt.Println(r)
-		})
-	}
-}
-
-// BenchmarkPeersRecompute: what one discovery event costs a member that
-// recomputes its whole peer set (mesh.Peers over all N affiliates), the
-// agent's reconcile pass today. Across a cluster one change costs N times
-// this; a full start N² times.
-func BenchmarkPeersRecompute(b *testing.B) {
-	for _, n := range []int{100, 500, 1000} {
-		b.Run(strconv.Itoa(n), func(b *testing.B) {
-			in := mesh.Input{Prefix: prefix}
-			for i := range n {
-				m, err := newMember(i, "127.0.0.1:1", "c", base64.StdEncoding.EncodeToString(make([]byte, 32)))
-				if err != nil {
-					b.Fatal(err)
-				}
-				a := m.self
-				in.Affiliates = append(in.Affiliates, mesh.Affiliate{ID: a.ID, NodeName: a.NodeName, PublicKey: a.PublicKey,
-					Address: a.Address, Endpoints: a.Endpoints})
-			}
-			in.Self = wgtypes.Key{}
-			start := time.Now()
-			calls := 0
-			for time.Since(start) < 2*time.Second || calls < 3 {
-				if peers, _ := mesh.Peers(in); len(peers) != n {
-					b.Fatalf("%d peers of %d", len(peers), n)
-				}
-				calls++
-			}
-			per := time.Since(start) / time.Duration(calls)
-			b.ReportMetric(float64(per.Microseconds()), "us/recompute")
-			fmt.Printf("N=%4d: one recompute of the peer set %8s; one change across the cluster %8s of CPU; a full start %s\n",
-				n, per.Round(time.Microsecond), (per * time.Duration(n)).Round(time.Millisecond), (per * time.Duration(n) * time.Duration(n)).Round(time.Second))
 		})
 	}
 }

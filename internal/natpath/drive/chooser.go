@@ -42,6 +42,10 @@ type Chooser struct {
 	remote    map[wgtypes.Key]discovery.Traversal
 	last      map[wgtypes.Key]natpath.Status
 	hasDirect map[wgtypes.Key]bool
+	// scratch, reused by every Choose (a pass at a thousand peers
+	// otherwise allocates its maps anew)
+	dpeers []Peer
+	dobs   map[wgtypes.Key]Observation
 }
 
 // Traverse reads what peers publish and returns what this node publishes;
@@ -77,15 +81,23 @@ func (c *Chooser) Traverse(now time.Time, remote map[wgtypes.Key]discovery.Trave
 
 // Choose runs one natpath pass over the agent's peers.
 func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]natpath.Choice {
-	dpeers := make([]Peer, 0, len(peers))
-	dobs := make(map[wgtypes.Key]Observation, len(obs))
-	c.hasDirect = make(map[wgtypes.Key]bool, len(peers))
+	dpeers := c.dpeers[:0]
+	if c.dobs == nil {
+		c.dobs = make(map[wgtypes.Key]Observation, len(obs))
+	}
+	dobs := c.dobs
+	clear(dobs)
+	if c.hasDirect == nil {
+		c.hasDirect = make(map[wgtypes.Key]bool, len(peers))
+	}
+	clear(c.hasDirect)
 	for _, p := range peers {
 		dpeers = append(dpeers, Peer{Key: p.PublicKey, Name: p.Name, Direct: p.Endpoints})
 		o := obs[p.PublicKey]
 		dobs[p.PublicKey] = Observation{Endpoint: o.Endpoint, LastHandshake: o.LastHandshake, RxBytes: o.RxBytes}
 		c.hasDirect[p.PublicKey] = slices.ContainsFunc(p.Endpoints, func(ep netip.AddrPort) bool { return !relay.IsVirtual(ep) })
 	}
+	c.dpeers = dpeers
 	st := c.Driver.Step(now, dpeers, Relays(dpeers, c.remote), dobs)
 	c.last = st
 	advisory := !c.Driver.Relaying()

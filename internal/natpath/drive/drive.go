@@ -75,6 +75,9 @@ type Driver struct {
 	pinged map[wgtypes.Key]time.Time
 
 	relaying bool
+	// scratch, reused by every Step
+	heard map[wgtypes.Key]time.Time
+	in    map[wgtypes.Key]natpath.Input
 }
 
 type rxSeen struct {
@@ -130,12 +133,13 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 	}
 	prober, canProbe := d.bind.(Prober)
 	pinger, canPing := d.bind.(RelayPinger)
-	heard := make(map[wgtypes.Key]time.Time, len(peers))
-
-	in := make(map[wgtypes.Key]natpath.Input, len(peers))
-	seen := map[wgtypes.Key]bool{}
+	if d.heard == nil {
+		d.heard, d.in = make(map[wgtypes.Key]time.Time, len(peers)), make(map[wgtypes.Key]natpath.Input, len(peers))
+	}
+	heard, in := d.heard, d.in
+	clear(heard)
+	clear(in)
 	for _, p := range peers {
-		seen[p.Key] = true
 		o := obs[p.Key]
 		rx := d.rx[p.Key]
 		switch {
@@ -150,7 +154,10 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 			activity = rx.at
 		}
 		heard[p.Key] = activity
-		direct := slices.DeleteFunc(slices.Clone(p.Direct), relay.IsVirtual) // relayed: not a direct path
+		direct := slices.Clip(p.Direct)
+		if slices.ContainsFunc(direct, relay.IsVirtual) {
+			direct = slices.DeleteFunc(slices.Clone(direct), relay.IsVirtual) // relayed: not a direct path
+		}
 		pin := natpath.Input{Direct: direct, Live: o.Endpoint, LastActivity: activity, CanProbe: canProbe}
 		named := map[netip.AddrPort]bool{}
 		for _, r := range relays {
@@ -177,7 +184,7 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 		in[p.Key] = pin
 	}
 	for k := range d.rx {
-		if !seen[k] {
+		if _, ok := in[k]; !ok {
 			delete(d.rx, k)
 			delete(d.pinged, k)
 			if canProbe {

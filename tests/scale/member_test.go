@@ -1,0 +1,274 @@
+package scale
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/agent"
+	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
+	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
+	"github.com/meshspan/terraform-provider-meshspan/internal/natpath/drive"
+	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+)
+
+// member is one node: the real agent loop (agent.Run) with its real
+// discovery client, peer computation, health tracker and natpath chooser;
+// only the WireGuard device (a recording fake), the host's addresses and
+// natpath's relay transport (none) are replaced.
+type member struct {
+	i     int
+	id    agent.Identity
+	dev   *fakeDevice
+	paths *watchPaths
+	disco *publishClock
+	// host is the address the host reports (HostAddrs); changing it
+	// changes the endpoint the agent publishes, as a new address does.
+	host atomic.Value // netip.Addr
+	done chan error
+}
+
+// hostAddr is member i's underlay address in generation gen: IPv6
+// documentation space, so a thousand members get distinct addresses (two
+// members claiming one address would both lose it).
+func hostAddr(i, gen int) netip.Addr {
+	return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, byte(gen), byte(i >> 8), byte(i)})
+}
+
+const listenPort = 51820
+
+func (m *member) endpoint(gen int) netip.AddrPort {
+	return netip.AddrPortFrom(hostAddr(m.i, gen), listenPort)
+}
+
+// clientLog receives the discovery clients' warnings and errors (to
+// stderr with SCALE_CLIENT_LOG=1, for a run that does not converge).
+var clientLog = func() *slog.Logger {
+	if os.Getenv("SCALE_CLIENT_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}()
+
+// newMember prepares member i's state directory, identity and discovery
+// client; start runs it.
+func newMember(i int, dir, svcAddr, clusterID, secret string) (*member, error) {
+	m := &member{i: i, done: make(chan error, 1)}
+	m.host.Store(hostAddr(i, 0))
+	mac := net.HardwareAddr{0x02, 0, 0, 0, byte(i >> 8), byte(i)}
+	var err error
+	if m.id, err = agent.LoadIdentity(dir, clusterID, func() (net.HardwareAddr, error) { return mac, nil }); err != nil {
+		return nil, err
+	}
+	// Each member connects from its own loopback address, as members behind
+	// their own public addresses do, so the service's per-address limits
+	// (rate, connections, watches) stay at their defaults.
+	src := net.IPv4(127, 1+byte(i/250), byte(i%250), 1)
+	c, err := discovery.NewClient(discovery.ClientOptions{
+		Endpoints: []string{"http://" + svcAddr}, ClusterID: clusterID, ClusterSecret: secret,
+		AffiliateID: m.id.AffiliateID, ClientVersion: "meshspan-scale", Logger: clientLog,
+		Dialer: func(ctx context.Context, a string) (net.Conn, error) {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}
+			return d.DialContext(ctx, "tcp", a)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.disco = &publishClock{Client: c}
+	m.dev = &fakeDevice{}
+	m.paths = &watchPaths{Chooser: &drive.Chooser{
+		Driver: drive.New(noRelays{}, natpath.Timing{Probe: config.DefaultEndpointProbe, DownAfter: config.DefaultDownAfter}, 3*relay.DefaultRegisterInterval),
+		MTU:    config.DefaultMTU,
+	}, dev: m.dev}
+	return m, nil
+}
+
+// start runs the member's agent until ctx ends.
+func (m *member) start(ctx context.Context, dir, svcAddr, clusterID, secret string) error {
+	cfg := &config.Config{
+		APIVersion: config.APIVersion,
+		Node:       config.Node{Name: fmt.Sprintf("node-%04d", m.i)},
+		Cluster:    config.Cluster{ID: clusterID, Secret: secret},
+		Discovery:  config.Discovery{Endpoints: []string{"http://" + svcAddr}},
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	opts := agent.Options{
+		Config: cfg, StateDir: dir, Socket: filepath.Join(dir, "agent.sock"),
+		NoHostPolicy: true, MemoryLimit: -1, SharedProcess: true,
+		Discovery: m.disco, Paths: m.paths,
+		OpenDevice:  func(wg.Options) (agent.Device, error) { return m.dev, nil },
+		HostAddrs:   func() ([]netip.Addr, error) { return []netip.Addr{m.host.Load().(netip.Addr)}, nil },
+		MAC:         func() (net.HardwareAddr, error) { return nil, errors.New("identity exists; MAC not needed") },
+		UnderlayMTU: func([]netip.Addr) int { return 1500 },
+	}
+	go func() { m.done <- agent.Run(ctx, opts) }()
+	return nil
+}
+
+// publishClock is the agent's discovery client; it notes when the agent
+// published a watched endpoint (the start of a change's propagation).
+type publishClock struct {
+	*discovery.Client
+	mu    sync.Mutex
+	watch netip.AddrPort
+	at    time.Time
+	sets  int // SetLocal calls
+}
+
+func (p *publishClock) SetLocal(self discovery.Affiliate, observed map[string][]netip.AddrPort) {
+	p.mu.Lock()
+	p.sets++
+	if p.watch.IsValid() && p.at.IsZero() && slices.Contains(self.Endpoints, p.watch) {
+		p.at = time.Now()
+	}
+	p.mu.Unlock()
+	p.Client.SetLocal(self, observed)
+}
+
+func (p *publishClock) expect(ep netip.AddrPort) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.watch, p.at = ep, time.Time{}
+}
+
+func (p *publishClock) published() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.at
+}
+
+// watchPaths is natpath's chooser as `meshspan-agent run` uses it with
+// kernel WireGuard; it also sees the peer set every pass computes (each
+// peer with its candidate endpoints), which the device then gets.
+type watchPaths struct {
+	*drive.Chooser
+	dev *fakeDevice
+}
+
+func (w *watchPaths) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]natpath.Choice {
+	w.dev.sawPeers(peers)
+	return w.Chooser.Choose(now, peers, obs)
+}
+
+// noRelays is natpath's relay transport with no relay in the cluster.
+type noRelays struct{}
+
+func (noRelays) SetRelays([]relay.Target)   {}
+func (noRelays) Relays() []relay.RelayState { return nil }
+func (noRelays) RelayEndpoint(netip.AddrPort, [32]byte) (netip.AddrPort, error) {
+	return netip.AddrPort{}, errors.New("no relay")
+}
+
+// fakeDevice is the WireGuard device: it keeps the last configuration and
+// reports its peers as configured and silent (no peer answers: the
+// endpoints are documentation addresses nothing is sent to). With the
+// pass's peer set (sawPeers, just before SyncPeers in the same pass) it
+// records how many peers the device was configured for with a candidate
+// endpoint, and when a watched endpoint of a watched peer was first among
+// the candidates of a configuration.
+type fakeDevice struct {
+	mu     sync.Mutex
+	peers  []wg.PeerConfig
+	passes int
+	// from the pass's peer set, applied at the SyncPeers that follows
+	pendingKnown int
+	pendingWatch bool
+	known        int // peers with a candidate in the last configuration
+	watchKey     wgtypes.Key
+	watchEP      netip.AddrPort
+	reached      time.Time
+}
+
+func (d *fakeDevice) Name() string     { return "scale0" }
+func (d *fakeDevice) Mode() wg.Mode    { return wg.ModeKernel }
+func (d *fakeDevice) ListenPort() int  { return listenPort }
+func (d *fakeDevice) UAPIError() error { return nil }
+func (d *fakeDevice) Close() error     { return nil }
+
+func (d *fakeDevice) Peers() ([]wg.PeerStats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]wg.PeerStats, 0, len(d.peers))
+	for _, p := range d.peers {
+		out = append(out, wg.PeerStats{PublicKey: p.PublicKey, Endpoint: p.Endpoint, AllowedIPs: p.AllowedIPs, Keepalive: p.Keepalive})
+	}
+	return out, nil
+}
+
+func (d *fakeDevice) SyncPeers(want []wg.PeerConfig) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// The agent may call twice in a pass (peers to reset first); the
+	// second, full configuration is the one that counts.
+	d.peers = slices.Clone(want)
+	d.known = min(d.pendingKnown, len(want))
+	if d.pendingWatch && d.reached.IsZero() {
+		d.reached = time.Now()
+	}
+	return nil
+}
+
+func (d *fakeDevice) sawPeers(peers []mesh.Peer) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.passes++
+	known := 0
+	watched := false
+	for i := range peers {
+		if len(peers[i].Endpoints) > 0 {
+			known++
+		}
+		if d.watchEP.IsValid() && peers[i].PublicKey == d.watchKey && slices.Contains(peers[i].Endpoints, d.watchEP) {
+			watched = true
+		}
+	}
+	d.pendingKnown, d.pendingWatch = known, watched
+}
+
+func (d *fakeDevice) expect(k wgtypes.Key, ep netip.AddrPort) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.watchKey, d.watchEP, d.reached, d.pendingWatch = k, ep, time.Time{}, false
+}
+
+func (d *fakeDevice) reachedAt() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.reached
+}
+
+func (d *fakeDevice) knownPeers() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.known
+}
+
+func (d *fakeDevice) passCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.passes
+}
+
+func (p *publishClock) publishes() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sets
+}
