@@ -190,7 +190,10 @@ type agent struct {
 	refused    refusedAdverts
 	specs      specCache // the last peer set and its input
 	discoCache discoveryCache
-	reported   []mesh.Peer // the peer set of the last status
+	devCache   deviceCache
+	// verdicts: the last pass's peer verdicts, a map the next pass refills
+	verdicts map[wgtypes.Key]mesh.Status
+	reported []mesh.Peer // the peer set of the last status
 	// ownNets are the host's addresses with their subnets, as of the last
 	// HostAddrs call (nil when a test replaces HostAddrs).
 	ownNets []netip.Prefix

@@ -36,10 +36,18 @@ type peerStatusOutput struct {
 type peerStatus struct {
 	tracker *mesh.Tracker
 	paths   PathChooser // nil: the tracker's rotation alone
+	// into is the last pass's verdicts, refilled (nil: a new map). Only
+	// the pass reads them, and at a thousand peers a new map each pass
+	// was most of what the tracker allocated.
+	into map[wgtypes.Key]mesh.Status
 }
 
 func (s peerStatus) step(in peerStatusInput) peerStatusOutput {
-	out := peerStatusOutput{verdicts: s.tracker.Step(in.now, in.peers, in.obs)}
+	into := s.into
+	if into == nil {
+		into = make(map[wgtypes.Key]mesh.Status, len(in.peers))
+	}
+	out := peerStatusOutput{verdicts: s.tracker.StepInto(into, in.now, in.peers, in.obs)}
 	if t, ok := s.paths.(Traverser); ok {
 		out.traversal = t.Traverse(in.now, withStaticRelays(in.remote, in.static))
 	}

@@ -46,7 +46,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	if err != nil {
 		warn("%v", err)
 	}
-	dev := observeDevice(stats)
+	dev := a.devCache.observe(stats)
 	if w := netpolicy.MTUWarning(a.underlayMTU(now, dev.stats), a.cfg.WireGuard.MTU); w != "" {
 		warnings = append(warnings, w)
 	}
@@ -63,7 +63,7 @@ func (a *agent) reconcile(ctx context.Context) {
 	a.refused.observe(set.Refused)
 	a.watchPeerSet(now, peers)
 
-	st := peerStatus{tracker: a.tracker, paths: a.opts.Paths}.step(peerStatusInput{
+	st := peerStatus{tracker: a.tracker, paths: a.opts.Paths, into: a.verdicts}.step(peerStatusInput{
 		now: now, peers: peers, obs: dev.obs, remote: disc.traversal, static: a.cfg.StaticPeers,
 	})
 
@@ -71,6 +71,7 @@ func (a *agent) reconcile(ctx context.Context) {
 		peers: peers, verdicts: st.verdicts, paths: st.paths, psk: a.psk, keepalive: a.cfg.WireGuard.Keepalive.D(),
 		quiet: a.quiet,
 	}, a.log)
+	a.verdicts = st.verdicts
 	a.quiet = wgo.quiet
 	if len(wgo.reset) > 0 {
 		if err := a.dev.SyncPeers(without(wgo.want, wgo.reset)); err != nil {

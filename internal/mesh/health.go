@@ -147,6 +147,10 @@ type Tracker struct {
 	tokensAt time.Time
 	seed     maphash.Seed // orders peers never tried
 	steps    uint64       // Steps taken; a track not stepped in the last is forgotten
+	// order is the last Step's order of peers (indices into its peers),
+	// where the next Step's sort starts; keys is its scratch.
+	order []int
+	keys  []trackerKey
 }
 
 type track struct {
@@ -162,6 +166,7 @@ type track struct {
 	activated bool // activity seen at some point
 	firstSeen time.Time
 	seen      uint64 // the Tracker's step that last saw it
+	hash      uint64 // the key's hash under the Tracker's seed
 	// backoff of a peer that never answered: attempts since the last
 	// reset, the time the next may start, the candidates they were for
 	attempts int
@@ -178,7 +183,24 @@ func NewTracker(h Health, self wgtypes.Key) *Tracker {
 // it are forgotten); obs holds the device's report, keyed by public key (a
 // peer missing there is treated as silent).
 func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observation) map[wgtypes.Key]Status {
-	out := make(map[wgtypes.Key]Status, len(peers))
+	return t.StepInto(make(map[wgtypes.Key]Status, len(peers)), now, peers, obs)
+}
+
+// trackerKey is what Step orders peers by; the index last makes the order
+// that of a stable sort.
+type trackerKey struct {
+	setAt      time.Time
+	discovered int
+	hash       uint64
+	i          int
+	tr         *track // nil: never seen
+}
+
+// StepInto is Step writing the verdicts into out (cleared first) and
+// returning it: a caller that steps every second reuses one map instead of
+// allocating one per pass.
+func (t *Tracker) StepInto(out map[wgtypes.Key]Status, now time.Time, peers []Peer, obs map[wgtypes.Key]Observation) map[wgtypes.Key]Status {
+	clear(out)
 	t.steps++
 	if !t.tokensAt.IsZero() && now.After(t.tokensAt) {
 		t.tokens = min(ProbeBurst, t.tokens+now.Sub(t.tokensAt).Seconds()*ProbeRate)
@@ -189,24 +211,28 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 	// order keyed by this tracker's random seed: affiliate IDs and keys are
 	// chosen by members, and a hostile one must not be able to make its
 	// affiliates go before an honest member's. The keys are taken once per
-	// peer, not in every comparison (at a thousand peers the sort was most
-	// of a pass); the index last makes the order that of a stable sort.
-	type sortKey struct {
-		setAt      time.Time
-		discovered int
-		hash       uint64
-		i          int
-	}
-	keys := make([]sortKey, len(peers))
-	for i := range peers {
-		p := &peers[i]
-		k := sortKey{discovered: discovered(p), hash: maphash.Bytes(t.seed, p.PublicKey[:]), i: i}
-		if tr := t.peers[p.PublicKey]; tr != nil {
-			k.setAt = tr.setAt
+	// peer (the hash once per track), not in every comparison. The keys
+	// start in the last pass's order: the order is total (the index
+	// decides ties), so where they start changes nothing but the cost,
+	// and unchanged peers come out sorted in one scan instead of N log N.
+	keys := slices.Grow(t.keys[:0], len(peers))[:len(peers)]
+	if len(t.order) != len(peers) {
+		t.order = t.order[:0]
+		for i := range peers {
+			t.order = append(t.order, i)
 		}
-		keys[i] = k
 	}
-	slices.SortFunc(keys, func(a, b sortKey) int {
+	for j, i := range t.order {
+		p := &peers[i]
+		k := trackerKey{discovered: discovered(p), i: i}
+		if tr := t.peers[p.PublicKey]; tr != nil {
+			k.setAt, k.hash, k.tr = tr.setAt, tr.hash, tr
+		} else {
+			k.hash = maphash.Bytes(t.seed, p.PublicKey[:])
+		}
+		keys[j] = k
+	}
+	slices.SortFunc(keys, func(a, b trackerKey) int {
 		if c := a.setAt.Compare(b.setAt); c != 0 {
 			return c
 		}
@@ -218,30 +244,39 @@ func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observat
 		}
 		return cmp.Compare(a.i, b.i)
 	})
-	order := make([]int, len(keys))
+	live := 0 // tracks stepped in this Step
 	for j, k := range keys {
-		order[j] = k.i
-	}
-	for _, i := range order {
-		p := &peers[i]
-		tr := t.peers[p.PublicKey]
+		t.order[j] = k.i
+		p := &peers[k.i]
+		tr := k.tr
 		if tr == nil {
-			tr = &track{firstSeen: now}
-			t.peers[p.PublicKey] = tr
+			// New (or listed twice and created by its first entry).
+			if tr = t.peers[p.PublicKey]; tr == nil {
+				tr = &track{firstSeen: now, hash: k.hash}
+				t.peers[p.PublicKey] = tr
+			}
+		}
+		if tr.seen != t.steps {
+			live++
 		}
 		tr.seen = t.steps
-		st := tr.step(now, t.health, p.Endpoints, obs[p.PublicKey], t.tokens >= 1)
+		o := obs[p.PublicKey]
+		st := tr.step(now, t.health, p.Endpoints, o, t.tokens >= 1)
 		if st.SetEndpoint.IsValid() {
 			t.tokens--
 		}
 		st.Keepalive = !st.Quiet && (bytes.Compare(t.self[:], p.PublicKey[:]) < 0 || st.State != StateUnknown ||
 			now.Sub(tr.firstSeen) >= AnswerDelay)
-		st.SendKeepalive = st.Keepalive && tr.silent(now, t.health.Keepalive, obs[p.PublicKey])
+		st.SendKeepalive = st.Keepalive && tr.silent(now, t.health.Keepalive, o)
 		out[p.PublicKey] = st
 	}
-	for k, tr := range t.peers {
-		if tr.seen != t.steps {
-			delete(t.peers, k)
+	clear(keys) // drop the track pointers until the next Step
+	t.keys = keys
+	if live != len(t.peers) {
+		for k, tr := range t.peers {
+			if tr.seen != t.steps {
+				delete(t.peers, k)
+			}
 		}
 	}
 	return out

@@ -18,7 +18,13 @@ func NewTable(t Timing) *Table { return &Table{t: t, paths: map[wgtypes.Key]*Pat
 
 // Step advances every peer in in and forgets peers no longer there.
 func (tb *Table) Step(now time.Time, in map[wgtypes.Key]Input) map[wgtypes.Key]Status {
-	out := make(map[wgtypes.Key]Status, len(in))
+	return tb.StepInto(make(map[wgtypes.Key]Status, len(in)), now, in)
+}
+
+// StepInto is Step writing into out (cleared first) and returning it, for
+// a caller that reuses one map across passes.
+func (tb *Table) StepInto(out map[wgtypes.Key]Status, now time.Time, in map[wgtypes.Key]Input) map[wgtypes.Key]Status {
+	clear(out)
 	for k, pin := range in {
 		p := tb.paths[k]
 		if p == nil {
@@ -27,9 +33,11 @@ func (tb *Table) Step(now time.Time, in map[wgtypes.Key]Input) map[wgtypes.Key]S
 		}
 		out[k] = p.Step(now, pin)
 	}
-	for k := range tb.paths {
-		if _, ok := in[k]; !ok {
-			delete(tb.paths, k)
+	if len(tb.paths) > len(in) { // every key of in has a path: some are gone
+		for k := range tb.paths {
+			if _, ok := in[k]; !ok {
+				delete(tb.paths, k)
+			}
 		}
 	}
 	return out

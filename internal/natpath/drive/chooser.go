@@ -46,6 +46,11 @@ type Chooser struct {
 	// otherwise allocates its maps anew)
 	dpeers []Peer
 	dobs   map[wgtypes.Key]Observation
+	// status and choices are the maps Choose fills; the agent reads the
+	// choices only until its next pass, and Traverse reads last (status)
+	// before the next Choose refills it.
+	status  map[wgtypes.Key]natpath.Status
+	choices map[wgtypes.Key]natpath.Choice
 }
 
 // Traverse reads what peers publish and returns what this node publishes;
@@ -79,7 +84,8 @@ func (c *Chooser) Traverse(now time.Time, remote map[wgtypes.Key]discovery.Trave
 	return out
 }
 
-// Choose runs one natpath pass over the agent's peers.
+// Choose runs one natpath pass over the agent's peers. The map returned is
+// valid until the next Choose, which reuses it.
 func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]natpath.Choice {
 	dpeers := c.dpeers[:0]
 	if c.dobs == nil {
@@ -98,10 +104,14 @@ func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]m
 		c.hasDirect[p.PublicKey] = slices.ContainsFunc(p.Endpoints, func(ep netip.AddrPort) bool { return !relay.IsVirtual(ep) })
 	}
 	c.dpeers = dpeers
-	st := c.Driver.Step(now, dpeers, Relays(dpeers, c.remote), dobs)
+	if c.status == nil {
+		c.status, c.choices = make(map[wgtypes.Key]natpath.Status, len(peers)), make(map[wgtypes.Key]natpath.Choice, len(peers))
+	}
+	st := c.Driver.stepInto(c.status, now, dpeers, Relays(dpeers, c.remote), dobs)
 	c.last = st
 	advisory := !c.Driver.Relaying()
-	out := make(map[wgtypes.Key]natpath.Choice, len(st))
+	out := c.choices
+	clear(out)
 	for k, s := range st {
 		reason := s.Reason
 		if s.Mode == natpath.ModeRelayed && s.ViaAddr.Addr().Is6() && c.MTU > MaxRelayedMTU6 {

@@ -97,6 +97,12 @@ func (d *Driver) Relaying() bool { return d.relaying }
 
 // Step decides every peer's path at now.
 func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map[wgtypes.Key]Observation) map[wgtypes.Key]natpath.Status {
+	return d.stepInto(make(map[wgtypes.Key]natpath.Status, len(peers)), now, peers, relays, obs)
+}
+
+// stepInto is Step writing into out (cleared first): the Chooser reuses
+// one map across passes.
+func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, peers []Peer, relays []RelayMember, obs map[wgtypes.Key]Observation) map[wgtypes.Key]natpath.Status {
 	targets := make([]relay.Target, 0, len(relays))
 	for _, r := range relays {
 		targets = append(targets, relay.Target{Addr: r.Addr, Key: r.Key})
@@ -192,7 +198,7 @@ func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map
 			}
 		}
 	}
-	out := d.table.Step(now, in)
+	out = d.table.StepInto(out, now, in)
 	if canPing {
 		// A relayed peer not heard for a probe window is probed through
 		// its relay, once a window: the answer keeps a working relay.
