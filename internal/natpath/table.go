@@ -42,3 +42,27 @@ func (tb *Table) StepInto(out map[wgtypes.Key]Status, now time.Time, in map[wgty
 	}
 	return out
 }
+
+// StepPeer advances the peer k alone (creating its path if new), for a
+// caller that reads peers one by one; it calls Forget when done.
+func (tb *Table) StepPeer(now time.Time, k wgtypes.Key, pin Input) Status {
+	p := tb.paths[k]
+	if p == nil {
+		p = New(tb.t)
+		tb.paths[k] = p
+	}
+	return p.Step(now, pin)
+}
+
+// Len is the number of peers with a path.
+func (tb *Table) Len() int { return len(tb.paths) }
+
+// Forget drops the paths of the peers gone says are gone; a caller that
+// stepped n peers with StepPeer and has n paths left need not call it.
+func (tb *Table) Forget(gone func(wgtypes.Key) bool) {
+	for k := range tb.paths {
+		if gone(k) {
+			delete(tb.paths, k)
+		}
+	}
+}

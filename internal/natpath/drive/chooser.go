@@ -39,13 +39,12 @@ type Chooser struct {
 	// relayed frames of full-size packets exceed a 1500-byte IPv6 underlay.
 	MTU int
 
-	remote    map[wgtypes.Key]discovery.Traversal
-	last      map[wgtypes.Key]natpath.Status
-	hasDirect map[wgtypes.Key]bool
-	// scratch, reused by every Choose (a pass at a thousand peers
-	// otherwise allocates its maps anew)
+	remote map[wgtypes.Key]discovery.Traversal
+	last   map[wgtypes.Key]natpath.Status
+	// dpeers are the last Choose's peers (last is their status), reused
+	// by every Choose (a pass at a thousand peers otherwise allocates
+	// anew)
 	dpeers []Peer
-	dobs   map[wgtypes.Key]Observation
 	// status and choices are the maps Choose fills; the agent reads the
 	// choices only until its next pass, and Traverse reads last (status)
 	// before the next Choose refills it.
@@ -63,9 +62,9 @@ func (c *Chooser) Traverse(now time.Time, remote map[wgtypes.Key]discovery.Trave
 		return out
 	}
 	need := map[[32]byte]bool{}
-	for k, st := range c.last {
-		if st.Mode != natpath.ModeDirect && c.hasDirect[k] {
-			need[k] = true
+	for _, p := range c.dpeers {
+		if st, ok := c.last[p.Key]; ok && st.Mode != natpath.ModeDirect && hasDirect(p.Direct) {
+			need[p.Key] = true
 		}
 	}
 	requests := map[[32]byte][]natpath.Meeting{}
@@ -88,38 +87,41 @@ func (c *Chooser) Traverse(now time.Time, remote map[wgtypes.Key]discovery.Trave
 // valid until the next Choose, which reuses it.
 func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]natpath.Choice {
 	dpeers := c.dpeers[:0]
-	if c.dobs == nil {
-		c.dobs = make(map[wgtypes.Key]Observation, len(obs))
-	}
-	dobs := c.dobs
-	clear(dobs)
-	if c.hasDirect == nil {
-		c.hasDirect = make(map[wgtypes.Key]bool, len(peers))
-	}
-	clear(c.hasDirect)
 	for _, p := range peers {
 		dpeers = append(dpeers, Peer{Key: p.PublicKey, Name: p.Name, Direct: p.Endpoints})
-		o := obs[p.PublicKey]
-		dobs[p.PublicKey] = Observation{Endpoint: o.Endpoint, LastHandshake: o.LastHandshake, RxBytes: o.RxBytes}
-		c.hasDirect[p.PublicKey] = slices.ContainsFunc(p.Endpoints, func(ep netip.AddrPort) bool { return !relay.IsVirtual(ep) })
 	}
 	c.dpeers = dpeers
 	if c.status == nil {
 		c.status, c.choices = make(map[wgtypes.Key]natpath.Status, len(peers)), make(map[wgtypes.Key]natpath.Choice, len(peers))
 	}
-	st := c.Driver.stepInto(c.status, now, dpeers, Relays(dpeers, c.remote), dobs)
+	st := c.Driver.stepInto(c.status, now, dpeers, Relays(dpeers, c.remote), func(k wgtypes.Key) Observation {
+		o := obs[k]
+		return Observation{Endpoint: o.Endpoint, LastHandshake: o.LastHandshake, RxBytes: o.RxBytes}
+	})
 	c.last = st
 	advisory := !c.Driver.Relaying()
 	out := c.choices
-	clear(out)
-	for k, s := range st {
-		reason := s.Reason
-		if s.Mode == natpath.ModeRelayed && s.ViaAddr.Addr().Is6() && c.MTU > MaxRelayedMTU6 {
-			reason += fmt.Sprintf("; full-size packets relayed over IPv6 exceed 1500 bytes and fragment: set wireguard.mtu to %d, or give the relay an IPv4 endpoint", MaxRelayedMTU6)
+	fill := func() {
+		for k, s := range st {
+			reason := s.Reason
+			if s.Mode == natpath.ModeRelayed && s.ViaAddr.Addr().Is6() && c.MTU > MaxRelayedMTU6 {
+				reason += fmt.Sprintf("; full-size packets relayed over IPv6 exceed 1500 bytes and fragment: set wireguard.mtu to %d, or give the relay an IPv4 endpoint", MaxRelayedMTU6)
+			}
+			out[k] = natpath.Choice{SetEndpoint: s.SetEndpoint, Path: string(s.Mode), Via: s.Via, Reason: reason, Advisory: advisory}
 		}
-		out[k] = natpath.Choice{SetEndpoint: s.SetEndpoint, Path: string(s.Mode), Via: s.Via, Reason: reason, Advisory: advisory}
+	}
+	// Every key of st is written; only when peers left does out hold
+	// more, and then it is refilled from empty.
+	if fill(); len(out) != len(st) {
+		clear(out)
+		fill()
 	}
 	return out
+}
+
+// hasDirect reports whether candidates hold a direct (not relayed) one.
+func hasDirect(candidates []netip.AddrPort) bool {
+	return slices.ContainsFunc(candidates, func(ep netip.AddrPort) bool { return !relay.IsVirtual(ep) })
 }
 
 // MaxRelayedMTU6 is the largest mesh MTU whose relayed packets fit a

@@ -75,14 +75,13 @@ type Driver struct {
 	pinged map[wgtypes.Key]time.Time
 
 	relaying bool
-	// scratch, reused by every Step
-	heard map[wgtypes.Key]time.Time
-	in    map[wgtypes.Key]natpath.Input
+	gen      uint64 // Steps taken; an rx entry not seen in the last is gone
 }
 
 type rxSeen struct {
 	bytes int64
 	at    time.Time
+	gen   uint64
 }
 
 // New returns a driver for bind. fresh is how recent a relay registration
@@ -97,12 +96,13 @@ func (d *Driver) Relaying() bool { return d.relaying }
 
 // Step decides every peer's path at now.
 func (d *Driver) Step(now time.Time, peers []Peer, relays []RelayMember, obs map[wgtypes.Key]Observation) map[wgtypes.Key]natpath.Status {
-	return d.stepInto(make(map[wgtypes.Key]natpath.Status, len(peers)), now, peers, relays, obs)
+	return d.stepInto(make(map[wgtypes.Key]natpath.Status, len(peers)), now, peers, relays, func(k wgtypes.Key) Observation { return obs[k] })
 }
 
-// stepInto is Step writing into out (cleared first): the Chooser reuses
-// one map across passes.
-func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, peers []Peer, relays []RelayMember, obs map[wgtypes.Key]Observation) map[wgtypes.Key]natpath.Status {
+// stepInto is Step writing into out (cleared first), reading each peer's
+// observation from obsOf: the Chooser reuses one map across passes and
+// reads the agent's observations without copying them into another.
+func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, peers []Peer, relays []RelayMember, obsOf func(wgtypes.Key) Observation) map[wgtypes.Key]natpath.Status {
 	targets := make([]relay.Target, 0, len(relays))
 	for _, r := range relays {
 		targets = append(targets, relay.Target{Addr: r.Addr, Key: r.Key})
@@ -139,27 +139,26 @@ func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, pee
 	}
 	prober, canProbe := d.bind.(Prober)
 	pinger, canPing := d.bind.(RelayPinger)
-	if d.heard == nil {
-		d.heard, d.in = make(map[wgtypes.Key]time.Time, len(peers)), make(map[wgtypes.Key]natpath.Input, len(peers))
-	}
-	heard, in := d.heard, d.in
-	clear(heard)
-	clear(in)
+	clear(out)
+	d.gen++
 	for _, p := range peers {
-		o := obs[p.Key]
-		rx := d.rx[p.Key]
+		o := obsOf(p.Key)
+		rx, ok := d.rx[p.Key]
+		if ok && rx.gen == d.gen {
+			continue // listed twice: the first entry counts
+		}
 		switch {
 		case o.RxBytes > rx.bytes:
 			rx = rxSeen{bytes: o.RxBytes, at: now}
 		case o.RxBytes < rx.bytes: // the peer was re-created on the device
 			rx = rxSeen{bytes: o.RxBytes}
 		}
+		rx.gen = d.gen
 		d.rx[p.Key] = rx
 		activity := o.LastHandshake
 		if rx.at.After(activity) {
 			activity = rx.at
 		}
-		heard[p.Key] = activity
 		direct := slices.Clip(p.Direct)
 		if slices.ContainsFunc(direct, relay.IsVirtual) {
 			direct = slices.DeleteFunc(slices.Clone(direct), relay.IsVirtual) // relayed: not a direct path
@@ -187,30 +186,31 @@ func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, pee
 				pin.Probed, pin.ProbedAt = ds.Addr, ds.Confirmed
 			}
 		}
-		in[p.Key] = pin
-	}
-	for k := range d.rx {
-		if _, ok := in[k]; !ok {
-			delete(d.rx, k)
-			delete(d.pinged, k)
-			if canProbe {
-				prober.SetCandidates(k, nil)
-			}
-		}
-	}
-	out = d.table.StepInto(out, now, in)
-	if canPing {
+		// Each peer's path is stepped as it is read (paths are
+		// independent): no map of inputs per pass.
+		st := d.table.StepPeer(now, p.Key, pin)
+		out[p.Key] = st
 		// A relayed peer not heard for a probe window is probed through
 		// its relay, once a window: the answer keeps a working relay.
-		for k, st := range out {
-			if st.Mode != natpath.ModeRelayed || !st.ViaAddr.IsValid() {
-				continue
-			}
-			if now.Sub(heard[k]) >= window && now.Sub(d.pinged[k]) >= window {
-				d.pinged[k] = now
-				pinger.PingVia(st.ViaAddr, k)
+		if canPing && st.Mode == natpath.ModeRelayed && st.ViaAddr.IsValid() &&
+			now.Sub(activity) >= window && now.Sub(d.pinged[p.Key]) >= window {
+			d.pinged[p.Key] = now
+			pinger.PingVia(st.ViaAddr, p.Key)
+		}
+	}
+	if len(d.rx) != len(out) { // some peers are gone
+		for k, rx := range d.rx {
+			if rx.gen != d.gen {
+				delete(d.rx, k)
+				delete(d.pinged, k)
+				if canProbe {
+					prober.SetCandidates(k, nil)
+				}
 			}
 		}
+	}
+	if d.table.Len() != len(out) {
+		d.table.Forget(func(k wgtypes.Key) bool { _, ok := out[k]; return !ok })
 	}
 	return out
 }
