@@ -191,9 +191,12 @@ type agent struct {
 	specs      specCache // the last peer set and its input
 	discoCache discoveryCache
 	devCache   deviceCache
-	// verdicts: the last pass's peer verdicts, a map the next pass refills
-	verdicts map[wgtypes.Key]mesh.Status
-	reported []mesh.Peer // the peer set of the last status
+	// verdicts: the last pass's peer verdicts, a map the next pass refills;
+	// want, spareQuiet: storage wireguardPeers reuses
+	verdicts   map[wgtypes.Key]mesh.Status
+	want       []wg.PeerConfig
+	spareQuiet map[wgtypes.Key]bool
+	reported   []mesh.Peer // the peer set of the last status
 	// ownNets are the host's addresses with their subnets, as of the last
 	// HostAddrs call (nil when a test replaces HostAddrs).
 	ownNets []netip.Prefix

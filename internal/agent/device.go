@@ -11,7 +11,8 @@ type Device interface {
 	ListenPort() int
 	// Peers reads every peer's live endpoint, last handshake and counters.
 	Peers() ([]wg.PeerStats, error)
-	// SyncPeers makes the device's peers exactly want.
+	// SyncPeers makes the device's peers exactly want. It must not keep
+	// want after it returns: the agent reuses its storage.
 	SyncPeers(want []wg.PeerConfig) error
 	// UAPIError says why `wg show` cannot see the device (nil if it can).
 	UAPIError() error

@@ -69,10 +69,10 @@ func (a *agent) reconcile(ctx context.Context) {
 
 	wgo := wireguardPeers(wireguardInput{
 		peers: peers, verdicts: st.verdicts, paths: st.paths, psk: a.psk, keepalive: a.cfg.WireGuard.Keepalive.D(),
-		quiet: a.quiet,
+		quiet: a.quiet, want: a.want, spare: a.spareQuiet,
 	}, a.log)
 	a.verdicts = st.verdicts
-	a.quiet = wgo.quiet
+	a.quiet, a.spareQuiet, a.want = wgo.quiet, a.quiet, wgo.want
 	if len(wgo.reset) > 0 {
 		if err := a.dev.SyncPeers(without(wgo.want, wgo.reset)); err != nil {
 			warn("%v", err)

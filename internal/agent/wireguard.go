@@ -22,6 +22,12 @@ type wireguardInput struct {
 	keepalive time.Duration
 	// quiet: the peers that were quiet (mesh.Status.Quiet) in the last pass.
 	quiet map[wgtypes.Key]bool
+	// want and spare are storage to reuse (their content is ignored): the
+	// last pass's configuration (SyncPeers keeps none of it) and the quiet
+	// map of the pass before it. A pass at a thousand peers otherwise
+	// allocates both anew.
+	want  []wg.PeerConfig
+	spare map[wgtypes.Key]bool
 }
 
 // wireguardOutput is the device's peer configuration for this pass.
@@ -41,7 +47,11 @@ type wireguardOutput struct {
 // tracker (or the path chooser) decided to change it; otherwise WireGuard
 // keeps the one it roamed to.
 func wireguardPeers(in wireguardInput, log *slog.Logger) wireguardOutput {
-	out := wireguardOutput{want: make([]wg.PeerConfig, 0, len(in.peers)), quiet: make(map[wgtypes.Key]bool, len(in.peers))}
+	out := wireguardOutput{want: slices.Grow(in.want[:0], len(in.peers)), quiet: in.spare}
+	if out.quiet == nil {
+		out.quiet = make(map[wgtypes.Key]bool, len(in.peers))
+	}
+	clear(out.quiet)
 	for _, p := range in.peers {
 		v := in.verdicts[p.PublicKey]
 		if in.paths != nil && !in.paths[p.PublicKey].Advisory {

@@ -139,7 +139,9 @@ func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, pee
 	}
 	prober, canProbe := d.bind.(Prober)
 	pinger, canPing := d.bind.(RelayPinger)
-	clear(out)
+	// out is overwritten, not cleared: a Status is stored boxed (it is
+	// larger than a map keeps inline), and overwriting an entry reuses
+	// its box where clearing would allocate a thousand new ones a pass.
 	d.gen++
 	for _, p := range peers {
 		o := obsOf(p.Key)
@@ -198,7 +200,12 @@ func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, pee
 			pinger.PingVia(st.ViaAddr, p.Key)
 		}
 	}
-	if len(d.rx) != len(out) { // some peers are gone
+	if len(d.rx) != len(out) || len(out) != len(peers) { // some peers are gone, or out held others
+		for k := range out {
+			if d.rx[k].gen != d.gen {
+				delete(out, k)
+			}
+		}
 		for k, rx := range d.rx {
 			if rx.gen != d.gen {
 				delete(d.rx, k)
