@@ -197,6 +197,8 @@ type agent struct {
 	want       []wg.PeerConfig
 	spareQuiet map[wgtypes.Key]bool
 	reported   []mesh.Peer // the peer set of the last status
+	// reportedRaw: what its peers were formatted from; spareRaw: storage
+	reportedRaw, spareRaw []peerRaw
 	// ownNets are the host's addresses with their subnets, as of the last
 	// HostAddrs call (nil when a test replaces HostAddrs).
 	ownNets []netip.Prefix

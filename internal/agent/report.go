@@ -31,14 +31,33 @@ type reportInput struct {
 	// formatting them again (a third of the status at a thousand peers).
 	prev      *Status
 	prevPeers []mesh.Peer
+	// prevRaw is what prev's peers were formatted from (nil: unknown) and
+	// raw storage to reuse: when every peer's text and raw input are
+	// those of the last pass (every tick of an idle mesh), the status
+	// shares the last one's peers instead of formatting a thousand anew.
+	// Statuses are never changed once made, so sharing is safe.
+	prevRaw, raw []peerRaw
 }
 
-// report is the status the socket serves until the next pass.
-func report(in reportInput) *Status {
+// peerRaw is what a peer's status is formatted from, besides its text
+// (samePeerText).
+type peerRaw struct {
+	state                   mesh.State
+	lastActivity, handshake time.Time
+	changes                 int
+	rx, tx                  int64
+	endpoint                netip.AddrPort
+	path                    PathChoice
+	hasPath                 bool
+}
+
+// report is the status the socket serves until the next pass, and what its
+// peers were formatted from (the next pass's prevRaw).
+func report(in reportInput) (*Status, []peerRaw) {
 	st := &Status{
 		Node: in.node, PublicKey: in.id.PublicKey().String(), Address: in.id.Address.String(), AffiliateID: in.id.AffiliateID,
 		Interface: in.dev.Name(), Mode: string(in.dev.Mode()), ListenPort: in.dev.ListenPort(),
-		Endpoints: strs(in.endpoints), Discovery: in.discovery, Warnings: in.warnings, Peers: make([]PeerStatus, 0, len(in.peers)),
+		Endpoints: strs(in.endpoints), Discovery: in.discovery, Warnings: in.warnings,
 		UpdatedAt: in.now.UTC(),
 	}
 	if st.Warnings == nil {
@@ -48,13 +67,29 @@ func report(in reportInput) *Status {
 		st.ObservedAddress = in.observedSelf.String()
 	}
 	reuse := in.prev != nil && len(in.prev.Peers) == len(in.prevPeers)
-	for i, p := range in.peers {
+	raw := slices.Grow(in.raw[:0], len(in.peers))
+	same := reuse && len(in.peers) > 0 && len(in.prevRaw) == len(in.prevPeers) && len(in.peers) == len(in.prevPeers)
+	for i := range in.peers {
+		p := &in.peers[i]
 		v, s := in.verdicts[p.PublicKey], in.byKey[p.PublicKey]
+		r := peerRaw{state: v.State, lastActivity: v.LastActivity, handshake: s.LastHandshake, changes: v.EndpointChanges,
+			rx: s.RxBytes, tx: s.TxBytes, endpoint: s.Endpoint}
+		r.path, r.hasPath = in.paths[p.PublicKey]
+		raw = append(raw, r)
+		same = same && r == in.prevRaw[i] && samePeerText(&in.prevPeers[i], p)
+	}
+	if same {
+		st.Peers = in.prev.Peers
+		return st, raw
+	}
+	st.Peers = make([]PeerStatus, 0, len(in.peers))
+	for i, p := range in.peers {
+		r := &raw[i]
 		ps := PeerStatus{
 			Name: p.Name, AffiliateID: p.AffiliateID,
-			State: v.State.String(), RxBytes: s.RxBytes, TxBytes: s.TxBytes,
-			LastHandshake: timeString(s.LastHandshake), LastActivity: timeString(v.LastActivity),
-			EndpointChanges: v.EndpointChanges,
+			State: r.state.String(), RxBytes: r.rx, TxBytes: r.tx,
+			LastHandshake: timeString(r.handshake), LastActivity: timeString(r.lastActivity),
+			EndpointChanges: r.changes,
 		}
 		if reuse && i < len(in.prevPeers) && samePeerText(&in.prevPeers[i], &p) {
 			q := &in.prev.Peers[i]
@@ -62,15 +97,15 @@ func report(in reportInput) *Status {
 		} else {
 			ps.PublicKey, ps.Address, ps.AllowedIPs, ps.Candidates = p.PublicKey.String(), p.Address.String(), strs(p.AllowedIPs), strs(p.Endpoints)
 		}
-		if s.Endpoint.IsValid() {
-			ps.Endpoint = s.Endpoint.String()
+		if r.endpoint.IsValid() {
+			ps.Endpoint = r.endpoint.String()
 		}
-		if pc, ok := in.paths[p.PublicKey]; ok {
-			ps.Path, ps.Via, ps.PathReason = pc.Path, pc.Via, pc.Reason
+		if r.hasPath {
+			ps.Path, ps.Via, ps.PathReason = r.path.Path, r.path.Via, r.path.Reason
 		}
 		st.Peers = append(st.Peers, ps)
 	}
-	return st
+	return st, raw
 }
 
 // samePeerText reports whether a and b format the same key, address,

@@ -347,7 +347,7 @@ func TestReport(t *testing.T) {
 	k := testKey(t)
 	hs := time.Unix(1700000000, 0)
 	id := Identity{Address: addr("fd00:1::1"), AffiliateID: "self"}
-	st := report(reportInput{
+	st, _ := report(reportInput{
 		id: id, node: "n1", dev: newFakeDevice(), endpoints: []netip.AddrPort{ap("192.0.2.10:51820")}, discovery: true,
 		observedSelf: addr("203.0.113.1"),
 		peers:        []mesh.Peer{{PublicKey: k, Name: "p", Address: addr("fd00:1::2"), AllowedIPs: []netip.Prefix{pfx("fd00:1::2/128")}, Endpoints: []netip.AddrPort{ap("192.0.2.2:51820")}}},
