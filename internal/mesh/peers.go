@@ -416,7 +416,7 @@ func dropOthersEndpoints(entries []*entry) {
 // listed as an endpoint (members behind one NAT share it) is just kept out
 // of everybody's routes.
 type owners struct {
-	owner     map[netip.Addr]int // entry index; -1: contested
+	owner map[netip.Addr]int // entry index; -1: contested
 	// sorted holds the claimed addresses, sorted by the first cutOthers:
 	// members that advertise no networks never need them sorted, and at
 	// a thousand peers the sort was a seventh of the peer set's cost.
