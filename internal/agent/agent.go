@@ -193,12 +193,11 @@ type agent struct {
 	devCache   deviceCache
 	// verdicts: the last pass's peer verdicts, a map the next pass refills;
 	// want, spareQuiet: storage wireguardPeers reuses
-	verdicts   map[wgtypes.Key]mesh.Status
-	want       []wg.PeerConfig
-	spareQuiet map[wgtypes.Key]bool
-	reported   []mesh.Peer // the peer set of the last status
-	// reportedRaw: what its peers were formatted from; spareRaw: storage
-	reportedRaw, spareRaw []peerRaw
+	verdicts    map[wgtypes.Key]mesh.Status
+	want        []wg.PeerConfig
+	spareQuiet  map[wgtypes.Key]bool
+	reported    []mesh.Peer // the peer set of the last status
+	reportedRaw []peerRaw   // what its peers' times and endpoints were formatted from
 	// ownNets are the host's addresses with their subnets, as of the last
 	// HostAddrs call (nil when a test replaces HostAddrs).
 	ownNets []netip.Prefix

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -57,8 +58,8 @@ func TestReportReusesOnlyUnchanged(t *testing.T) {
 		verdicts: map[wgtypes.Key]mesh.Status{k: {State: mesh.StateDown}},
 		byKey:    map[wgtypes.Key]wg.PeerStats{k: {PublicKey: k, RxBytes: 1}}, now: time.Unix(1700000000, 0)}
 	first, raw := report(in)
-	in.prev, in.prevPeers, in.prevRaw = first, peers, raw
-	same, raw2 := report(in)
+	in.prev, in.prevPeers, in.raw = first, peers, raw
+	same, _ := report(in)
 	if &same.Peers[0] != &first.Peers[0] {
 		t.Errorf("unchanged input: peers formatted anew")
 	}
@@ -74,7 +75,7 @@ func TestReportReusesOnlyUnchanged(t *testing.T) {
 		},
 	} {
 		c := in
-		c.prevRaw = raw2
+		c.raw = slices.Clone(raw)
 		change(&c)
 		got, _ := report(c)
 		want, _ := report(reportInput{id: c.id, dev: c.dev, peers: c.peers, verdicts: c.verdicts, byKey: c.byKey, paths: c.paths, now: c.now})

@@ -108,9 +108,9 @@ func (a *agent) reconcile(ctx context.Context) {
 	a.mu.Lock()
 	old := a.status
 	a.mu.Unlock()
-	ri.prev, ri.prevPeers, ri.prevRaw, ri.raw = old, a.reported, a.reportedRaw, a.spareRaw
+	ri.prev, ri.prevPeers, ri.raw = old, a.reported, a.reportedRaw
 	s, raw := report(ri)
-	a.reported, a.reportedRaw, a.spareRaw = peers, raw, a.reportedRaw
+	a.reported, a.reportedRaw = peers, raw
 	a.mu.Lock()
 	a.status = s
 	a.mu.Unlock()

@@ -31,24 +31,19 @@ type reportInput struct {
 	// formatting them again (a third of the status at a thousand peers).
 	prev      *Status
 	prevPeers []mesh.Peer
-	// prevRaw is what prev's peers were formatted from (nil: unknown) and
-	// raw storage to reuse: when every peer's text and raw input are
-	// those of the last pass (every tick of an idle mesh), the status
-	// shares the last one's peers instead of formatting a thousand anew.
-	// Statuses are never changed once made, so sharing is safe.
-	prevRaw, raw []peerRaw
+	// raw is what prev's peers' times and endpoint were formatted from
+	// (nil: unknown), overwritten with this pass's: when every peer shows
+	// what it showed in the last pass (every tick of an idle mesh), the
+	// status shares the last one's peers instead of formatting a thousand
+	// anew. Statuses are never changed once made, so sharing is safe.
+	raw []peerRaw
 }
 
-// peerRaw is what a peer's status is formatted from, besides its text
-// (samePeerText).
+// peerRaw is what a peer's times and endpoint are formatted from; the rest
+// of its line compares as it is shown.
 type peerRaw struct {
-	state                   mesh.State
 	lastActivity, handshake time.Time
-	changes                 int
-	rx, tx                  int64
 	endpoint                netip.AddrPort
-	path                    PathChoice
-	hasPath                 bool
 }
 
 // report is the status the socket serves until the next pass, and what its
@@ -67,16 +62,23 @@ func report(in reportInput) (*Status, []peerRaw) {
 		st.ObservedAddress = in.observedSelf.String()
 	}
 	reuse := in.prev != nil && len(in.prev.Peers) == len(in.prevPeers)
-	raw := slices.Grow(in.raw[:0], len(in.peers))
-	same := reuse && len(in.peers) > 0 && len(in.prevRaw) == len(in.prevPeers) && len(in.peers) == len(in.prevPeers)
+	same := reuse && len(in.peers) > 0 && len(in.raw) == len(in.peers) && len(in.peers) == len(in.prevPeers)
+	raw := in.raw
+	if len(raw) != len(in.peers) {
+		raw = make([]peerRaw, len(in.peers))
+	}
 	for i := range in.peers {
 		p := &in.peers[i]
 		v, s := in.verdicts[p.PublicKey], in.byKey[p.PublicKey]
-		r := peerRaw{state: v.State, lastActivity: v.LastActivity, handshake: s.LastHandshake, changes: v.EndpointChanges,
-			rx: s.RxBytes, tx: s.TxBytes, endpoint: s.Endpoint}
-		r.path, r.hasPath = in.paths[p.PublicKey]
-		raw = append(raw, r)
-		same = same && r == in.prevRaw[i] && samePeerText(&in.prevPeers[i], p)
+		r := peerRaw{lastActivity: v.LastActivity, handshake: s.LastHandshake, endpoint: s.Endpoint}
+		if same {
+			q := &in.prev.Peers[i]
+			pc := in.paths[p.PublicKey]
+			same = r == raw[i] && q.State == v.State.String() && q.RxBytes == s.RxBytes && q.TxBytes == s.TxBytes &&
+				q.EndpointChanges == v.EndpointChanges && q.Path == pc.Path && q.Via == pc.Via && q.PathReason == pc.Reason &&
+				samePeerText(&in.prevPeers[i], p)
+		}
+		raw[i] = r
 	}
 	if same {
 		st.Peers = in.prev.Peers
@@ -84,12 +86,12 @@ func report(in reportInput) (*Status, []peerRaw) {
 	}
 	st.Peers = make([]PeerStatus, 0, len(in.peers))
 	for i, p := range in.peers {
-		r := &raw[i]
+		v, s := in.verdicts[p.PublicKey], in.byKey[p.PublicKey]
 		ps := PeerStatus{
 			Name: p.Name, AffiliateID: p.AffiliateID,
-			State: r.state.String(), RxBytes: r.rx, TxBytes: r.tx,
-			LastHandshake: timeString(r.handshake), LastActivity: timeString(r.lastActivity),
-			EndpointChanges: r.changes,
+			State: v.State.String(), RxBytes: s.RxBytes, TxBytes: s.TxBytes,
+			LastHandshake: timeString(s.LastHandshake), LastActivity: timeString(v.LastActivity),
+			EndpointChanges: v.EndpointChanges,
 		}
 		if reuse && i < len(in.prevPeers) && samePeerText(&in.prevPeers[i], &p) {
 			q := &in.prev.Peers[i]
@@ -97,11 +99,11 @@ func report(in reportInput) (*Status, []peerRaw) {
 		} else {
 			ps.PublicKey, ps.Address, ps.AllowedIPs, ps.Candidates = p.PublicKey.String(), p.Address.String(), strs(p.AllowedIPs), strs(p.Endpoints)
 		}
-		if r.endpoint.IsValid() {
-			ps.Endpoint = r.endpoint.String()
+		if s.Endpoint.IsValid() {
+			ps.Endpoint = s.Endpoint.String()
 		}
-		if r.hasPath {
-			ps.Path, ps.Via, ps.PathReason = r.path.Path, r.path.Via, r.path.Reason
+		if pc, ok := in.paths[p.PublicKey]; ok {
+			ps.Path, ps.Via, ps.PathReason = pc.Path, pc.Via, pc.Reason
 		}
 		st.Peers = append(st.Peers, ps)
 	}
