@@ -147,10 +147,11 @@ type Tracker struct {
 	tokensAt time.Time
 	seed     maphash.Seed // orders peers never tried
 	steps    uint64       // Steps taken; a track not stepped in the last is forgotten
-	// order is the last Step's order of peers (indices into its peers),
-	// where the next Step's sort starts; keys is its scratch.
-	order []int
-	keys  []trackerKey
+	// keys are the last Step's peers in the order served (track pointers
+	// included: tracks of peers gone are forgotten by then anyway);
+	// slots and dirty are sortedKeys's scratch.
+	keys, slots, dirty []trackerKey
+	resorts            int // times the shortcut's order was wrong (never, unless a bug)
 }
 
 type track struct {
@@ -167,6 +168,11 @@ type track struct {
 	firstSeen time.Time
 	seen      uint64 // the Tracker's step that last saw it
 	hash      uint64 // the key's hash under the Tracker's seed
+	// pos is where the last Step served it, by setAt and discovered as
+	// they were then (sortedKeys)
+	pos         int
+	sortedSetAt time.Time
+	sortedDisc  int
 	// backoff of a peer that never answered: attempts since the last
 	// reset, the time the next may start, the candidates they were for
 	attempts int
@@ -184,6 +190,76 @@ func NewTracker(h Health, self wgtypes.Key) *Tracker {
 // peer missing there is treated as silent).
 func (t *Tracker) Step(now time.Time, peers []Peer, obs map[wgtypes.Key]Observation) map[wgtypes.Key]Status {
 	return t.StepInto(make(map[wgtypes.Key]Status, len(peers)), now, peers, obs)
+}
+
+// sortedKeys is peers in the order Step serves them. The keys are taken
+// once per peer (the hash once per track), not in every comparison, and
+// only the peers whose key changed since the last Step (an endpoint set,
+// new ones) are sorted, then merged with the others, which keep the last
+// Step's order: at a thousand peers a full sort every pass was a tenth of
+// the members' CPU in tests/scale. The order is total (the index decides
+// ties), and a final check falls back to a full sort, so the result is
+// the sorted order whatever the shortcut finds.
+func (t *Tracker) sortedKeys(peers []Peer) []trackerKey {
+	slots := t.slots[:0]
+	for range t.keys { // the last Step's positions
+		slots = append(slots, trackerKey{})
+	}
+	dirty := t.dirty[:0]
+	for i := range peers {
+		p := &peers[i]
+		k := trackerKey{discovered: discovered(p), i: i}
+		tr := t.peers[p.PublicKey]
+		if tr == nil {
+			k.hash = maphash.Bytes(t.seed, p.PublicKey[:])
+			dirty = append(dirty, k)
+			continue
+		}
+		k.setAt, k.hash, k.tr = tr.setAt, tr.hash, tr
+		if tr.seen == t.steps-1 && tr.pos < len(slots) && slots[tr.pos].tr == nil &&
+			tr.sortedSetAt == tr.setAt && tr.sortedDisc == k.discovered {
+			slots[tr.pos] = k
+		} else {
+			dirty = append(dirty, k)
+		}
+	}
+	clean := slots[:0]
+	for _, k := range slots {
+		if k.tr != nil {
+			clean = append(clean, k)
+		}
+	}
+	slices.SortFunc(dirty, compareTrackerKeys)
+	t.slots, t.dirty = slots[:0], dirty[:0] // before the merge moves them
+	keys := t.keys[:0]
+	for len(clean) > 0 && len(dirty) > 0 {
+		if compareTrackerKeys(dirty[0], clean[0]) < 0 {
+			keys, dirty = append(keys, dirty[0]), dirty[1:]
+		} else {
+			keys, clean = append(keys, clean[0]), clean[1:]
+		}
+	}
+	keys = append(append(keys, clean...), dirty...)
+	if !slices.IsSortedFunc(keys, compareTrackerKeys) {
+		t.resorts++
+		slices.SortFunc(keys, compareTrackerKeys)
+	}
+	clear(t.slots[:cap(t.slots)]) // drop track pointers
+	clear(t.dirty[:cap(t.dirty)])
+	return keys
+}
+
+func compareTrackerKeys(a, b trackerKey) int {
+	if c := a.setAt.Compare(b.setAt); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.discovered, b.discovered); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.hash, b.hash); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.i, b.i)
 }
 
 // trackerKey is what Step orders peers by; the index last makes the order
@@ -210,43 +286,10 @@ func (t *Tracker) StepInto(out map[wgtypes.Key]Status, now time.Time, peers []Pe
 	// Among peers never tried, static ones first, then affiliates in an
 	// order keyed by this tracker's random seed: affiliate IDs and keys are
 	// chosen by members, and a hostile one must not be able to make its
-	// affiliates go before an honest member's. The keys are taken once per
-	// peer (the hash once per track), not in every comparison. The keys
-	// start in the last pass's order: the order is total (the index
-	// decides ties), so where they start changes nothing but the cost,
-	// and unchanged peers come out sorted in one scan instead of N log N.
-	keys := slices.Grow(t.keys[:0], len(peers))[:len(peers)]
-	if len(t.order) != len(peers) {
-		t.order = t.order[:0]
-		for i := range peers {
-			t.order = append(t.order, i)
-		}
-	}
-	for j, i := range t.order {
-		p := &peers[i]
-		k := trackerKey{discovered: discovered(p), i: i}
-		if tr := t.peers[p.PublicKey]; tr != nil {
-			k.setAt, k.hash, k.tr = tr.setAt, tr.hash, tr
-		} else {
-			k.hash = maphash.Bytes(t.seed, p.PublicKey[:])
-		}
-		keys[j] = k
-	}
-	slices.SortFunc(keys, func(a, b trackerKey) int {
-		if c := a.setAt.Compare(b.setAt); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.discovered, b.discovered); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.hash, b.hash); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.i, b.i)
-	})
+	// affiliates go before an honest member's.
+	keys := t.sortedKeys(peers)
 	live := 0 // tracks stepped in this Step
 	for j, k := range keys {
-		t.order[j] = k.i
 		p := &peers[k.i]
 		tr := k.tr
 		if tr == nil {
@@ -259,7 +302,7 @@ func (t *Tracker) StepInto(out map[wgtypes.Key]Status, now time.Time, peers []Pe
 		if tr.seen != t.steps {
 			live++
 		}
-		tr.seen = t.steps
+		tr.seen, tr.pos, tr.sortedSetAt, tr.sortedDisc = t.steps, j, k.setAt, k.discovered
 		o := obs[p.PublicKey]
 		st := tr.step(now, t.health, p.Endpoints, o, t.tokens >= 1)
 		if st.SetEndpoint.IsValid() {
@@ -270,7 +313,6 @@ func (t *Tracker) StepInto(out map[wgtypes.Key]Status, now time.Time, peers []Pe
 		st.SendKeepalive = st.Keepalive && tr.silent(now, t.health.Keepalive, o)
 		out[p.PublicKey] = st
 	}
-	clear(keys) // drop the track pointers until the next Step
 	t.keys = keys
 	if live != len(t.peers) {
 		for k, tr := range t.peers {

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -26,5 +27,40 @@ func TestTrackerForgetsReplacedPeers(t *testing.T) {
 	}
 	if got := tr.peers[c].firstSeen; !got.Equal(now.Add(time.Second)) {
 		t.Errorf("new peer first seen %v, want the second Step", got)
+	}
+}
+
+// The served order is the full sort's at every Step, and the shortcut
+// (sort the changed, merge with the unchanged) finds it without the
+// fallback: endpoints set (setAt moves), peers replaced and added.
+func TestTrackerOrderShortcut(t *testing.T) {
+	tr := NewTracker(testHealth, testKey(t))
+	var peers []Peer
+	for i := range 40 {
+		peers = append(peers, Peer{PublicKey: testKey(t), AffiliateID: map[bool]string{true: "a"}[i%3 != 0],
+			Endpoints: []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 1), netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 1)}})
+	}
+	start := time.Unix(1700000000, 0)
+	out := map[wgtypes.Key]Status{}
+	for step := range 120 {
+		now := start.Add(time.Duration(step) * 500 * time.Millisecond)
+		switch step {
+		case 30: // one replaced
+			peers[7] = Peer{PublicKey: testKey(t), Endpoints: peers[7].Endpoints}
+		case 60: // one added
+			peers = append(peers, Peer{PublicKey: testKey(t), AffiliateID: "b", Endpoints: peers[3].Endpoints})
+		case 90: // one became static (discovered changes)
+			peers[5].AffiliateID = ""
+		}
+		tr.StepInto(out, now, peers, nil)
+		if len(tr.keys) != len(peers) {
+			t.Fatalf("step %d: %d keys for %d peers", step, len(tr.keys), len(peers))
+		}
+		if !slices.IsSortedFunc(tr.keys, compareTrackerKeys) {
+			t.Fatalf("step %d: served out of order", step)
+		}
+	}
+	if tr.resorts != 0 {
+		t.Errorf("the shortcut's order was wrong %d times (a key's change not noticed)", tr.resorts)
 	}
 }
