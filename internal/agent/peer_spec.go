@@ -64,7 +64,7 @@ func sameSpecInput(a, b peerSpecInput) bool {
 	return a.self == b.self && a.prefix == b.prefix &&
 		slices.Equal(a.own, b.own) && slices.Equal(a.ownNets, b.ownNets) &&
 		maps.Equal(a.live, b.live) &&
-		slices.EqualFunc(a.affs, b.affs, sameAffiliate) &&
+		(sameBacking(a.affs, b.affs) || slices.EqualFunc(a.affs, b.affs, sameAffiliate)) &&
 		reflect.DeepEqual(a.static, b.static) && reflect.DeepEqual(a.filter, b.filter) &&
 		reflect.DeepEqual(a.approved, b.approved)
 }
@@ -73,4 +73,13 @@ func sameAffiliate(a, b mesh.Affiliate) bool {
 	return a.ID == b.ID && a.NodeName == b.NodeName && a.PublicKey == b.PublicKey && a.Address == b.Address &&
 		slices.Equal(a.Addresses, b.Addresses) && slices.Equal(a.Networks, b.Networks) &&
 		slices.Equal(a.ExcludeNetworks, b.ExcludeNetworks) && slices.Equal(a.Endpoints, b.Endpoints)
+}
+
+// sameBacking reports whether a and b are the same slice: the discovery
+// view's affiliates are built anew whenever the client's change and never
+// modified, so the same slice holds the same affiliates (and comparing a
+// thousand of them with themselves was 4 % of the members' CPU in
+// tests/scale).
+func sameBacking(a, b []mesh.Affiliate) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
