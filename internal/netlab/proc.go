@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"runtime"
 	"sync"
@@ -187,6 +188,18 @@ func (p *Proc) waitFor(d time.Duration) error {
 	case <-t.C:
 		return fmt.Errorf("netlab: %s: %s (pid %d) still running after %v", p.ns.name, p.name, p.cmd.Process.Pid, d)
 	}
+}
+
+// DialContext connects from inside the namespace (the socket stays there);
+// it fits ClientOptions.Dialer and http.Transport.DialContext alike.
+func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
 
 // Do runs f on a locked OS thread switched into the namespace. Sockets f

@@ -69,15 +69,7 @@ func startHostile(t *testing.T, ns *netlab.NS, url string, secrets clusterkey.Se
 	t.Helper()
 	prefix := clusterkey.MeshPrefix(secrets.ID)
 	victimMesh, peerMesh := netip.MustParseAddr(victim.id.Address), netip.MustParseAddr(peer.id.Address)
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := ns.Do(func() (err error) {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, "tcp", addr)
-			return err
-		})
-		return c, err
-	}
+	dial := func(ctx context.Context, addr string) (net.Conn, error) { return ns.DialContext(ctx, "tcp", addr) }
 	var eps []netip.AddrPort
 	ep := func(s string) { eps = append(eps, netip.MustParseAddrPort(s)) }
 	for _, s := range []string{"127.0.0.1:%d", "[::1]:%d", "0.0.0.0:%d", "[::]:%d", "224.0.0.1:%d", "[ff02::1]:%d",
@@ -505,16 +497,8 @@ func prePublish(t *testing.T, n *node, url string, secrets clusterkey.Secrets) (
 	t.Helper()
 	c, err := discovery.NewClient(discovery.ClientOptions{
 		Endpoints: []string{url}, ClusterID: secrets.ID, ClusterSecret: secrets.Secret, AffiliateID: n.id.AffiliateID,
-		TTL: 5 * time.Minute,
-		Dialer: func(ctx context.Context, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := n.ns.Do(func() (err error) {
-				var d net.Dialer
-				c, err = d.DialContext(ctx, "tcp", addr)
-				return err
-			})
-			return c, err
-		},
+		TTL:    5 * time.Minute,
+		Dialer: func(ctx context.Context, addr string) (net.Conn, error) { return n.ns.DialContext(ctx, "tcp", addr) },
 	})
 	if err != nil {
 		t.Fatal(err)
