@@ -66,7 +66,7 @@ func (n *NS) Start(cmd *exec.Cmd) (*Proc, error) {
 
 	p := &Proc{ns: n, cmd: cmd, name: target, done: make(chan struct{})}
 	if cmd.Stdout == nil && cmd.Stderr == nil {
-		p.out = &tailBuffer{limit: outputLimit}
+		p.out = NewTailBuffer(outputLimit)
 		cmd.Stdout, cmd.Stderr = p.out, p.out
 	}
 
@@ -109,7 +109,7 @@ type Proc struct {
 	ns   *NS
 	cmd  *exec.Cmd
 	name string
-	out  *tailBuffer
+	out  *TailBuffer
 	done chan struct{}
 	err  error
 }
@@ -248,14 +248,18 @@ func (n *NS) Do(f func() error) error {
 	return r.err
 }
 
-// tailBuffer keeps the last limit bytes written to it; safe for concurrent use.
-type tailBuffer struct {
+// TailBuffer keeps the last limit bytes written to it (a process's output);
+// safe for concurrent use.
+type TailBuffer struct {
 	mu    sync.Mutex
 	buf   []byte
 	limit int
 }
 
-func (b *tailBuffer) Write(p []byte) (int, error) {
+// NewTailBuffer keeps the last limit bytes.
+func NewTailBuffer(limit int) *TailBuffer { return &TailBuffer{limit: limit} }
+
+func (b *TailBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.buf = append(b.buf, p...)
@@ -265,7 +269,7 @@ func (b *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (b *tailBuffer) Bytes() []byte {
+func (b *TailBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]byte(nil), b.buf...)
