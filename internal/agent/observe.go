@@ -77,13 +77,6 @@ type discoveryView struct {
 	traversal map[wgtypes.Key]discovery.Traversal
 }
 
-// readDiscovery reads the affiliates and this node's observed address; a
-// nil client (static peers only) reads as nothing.
-func readDiscovery(d Discovery) discoveryView {
-	var c discoveryCache
-	return c.read(d)
-}
-
 // discoveryCache keeps the last conversion of the client's affiliates: a
 // client returns the same slice until they change (see Discovery), and at
 // a thousand members converting them was a tenth of every pass.
@@ -92,6 +85,8 @@ type discoveryCache struct {
 	view discoveryView
 }
 
+// read reads the affiliates and this node's observed address; a nil client
+// (static peers only) reads as nothing.
 func (c *discoveryCache) read(d Discovery) discoveryView {
 	v := discoveryView{traversal: map[wgtypes.Key]discovery.Traversal{}}
 	if d == nil {

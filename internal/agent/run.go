@@ -195,9 +195,9 @@ func (a *agent) startDiscovery(undo *cleanups) <-chan struct{} {
 // loop reconciles once, reports ready, then again on every discovery
 // change and tick until ctx ends.
 func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
-	tick := time.NewTimer(a.opts.Tick)
+	a.pass(ctx)
+	tick := time.NewTimer(a.nextTick())
 	defer tick.Stop()
-	a.reconcile(ctx)
 	if err := sdNotify("READY=1"); err != nil {
 		a.log.Warn("notify systemd", "err", err)
 	}
@@ -213,9 +213,27 @@ func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 			}
 			return
 		case <-changes:
+			if wait := a.paceWait(time.Now()); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					continue
+				case <-t.C:
+				}
+				select {
+				case <-changes: // taken by this pass
+				default:
+				}
+			}
 		case <-tick.C:
+			if time.Since(a.pace.start) < a.opts.Tick && !a.deviceMoved() {
+				// A converging probe that saw no handshake: no pass.
+				tick.Reset(a.nextTick())
+				continue
+			}
 		}
-		a.reconcile(ctx)
+		a.pass(ctx)
 		if !a.opts.SharedProcess {
 			a.trimWhenIdle()
 		}

@@ -68,7 +68,7 @@ func TestObserveDevice(t *testing.T) {
 }
 
 func TestReadDiscovery(t *testing.T) {
-	if v := readDiscovery(nil); v.traversal == nil || v.affiliates != nil || v.observedSelf.IsValid() {
+	if v := new(discoveryCache).read(nil); v.traversal == nil || v.affiliates != nil || v.observedSelf.IsValid() {
 		t.Errorf("no client: %+v, want nothing and a non-nil traversal map", v)
 	}
 	relaying, quiet := testKey(t), testKey(t)
@@ -77,7 +77,7 @@ func TestReadDiscovery(t *testing.T) {
 		{ID: "b", NodeName: "n-b", PublicKey: quiet.String(), Address: addr("fd00::b")},
 		{ID: "c", NodeName: "bad-key", PublicKey: "not a key", Traversal: discovery.Traversal{RelayPort: 1}},
 	}}
-	v := readDiscovery(d)
+	v := new(discoveryCache).read(d)
 	if v.observedSelf != addr("203.0.113.9") {
 		t.Errorf("observedSelf = %v", v.observedSelf)
 	}

@@ -78,6 +78,33 @@ type endpointClient struct {
 	url  string
 	opts dclient.Options
 	dc   *dclient.Client
+
+	mu     sync.Mutex
+	local  *dclient.Affiliate // what SetLocal last gave, for republish
+	others []dclient.Endpoint
+}
+
+// setLocal hands the underlying client what to publish, and keeps it.
+func (e *endpointClient) setLocal(local *dclient.Affiliate, others []dclient.Endpoint) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.local, e.others = local, others
+	return e.dc.SetLocalData(local, others)
+}
+
+// republish hands the underlying client its data again. discovery-client
+// v0.1.15, when a publish fails (a 30 s deadline on a loaded service),
+// drops its watch and then waits for new local data or its TTL/2 refresh
+// (15 min by default) before it reconnects: a node that started while
+// the service was slow stayed unpublished and blind for that long. New
+// data takes it through its reconnect (backoff, Hello, watch, publish)
+// at once.
+func (e *endpointClient) republish() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.local != nil {
+		e.dc.SetLocalData(e.local, e.others) //nolint:errcheck // sealed once already: cannot fail now
+	}
 }
 
 // DefaultTTL is Talos' discovery TTL.
@@ -185,10 +212,10 @@ func ParseEndpoint(raw string) (target string, insecure bool, err error) {
 // instead of after the TTL.
 func (c *Client) Run(ctx context.Context) error {
 	notify := make(chan struct{}, 1)
-	zl := zap.New(&slogCore{log: c.log, failures: &c.decryptFailures})
 	errs := make([]error, len(c.subs))
 	var wg sync.WaitGroup
 	for i, s := range c.subs {
+		zl := zap.New(&slogCore{log: c.log, failures: &c.decryptFailures, publishFailed: s.republish})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -263,7 +290,7 @@ func (c *Client) SetLocal(self Affiliate, observed map[string][]netip.AddrPort) 
 		others = append(others, dclient.Endpoint{AffiliateID: id, Endpoints: endpointsProto(observed[id])})
 	}
 	for _, s := range c.subs {
-		if err := s.dc.SetLocalData(local, others); err != nil {
+		if err := s.setLocal(local, others); err != nil {
 			// Only marshalling or the random source can fail here.
 			c.log.Error("discovery: client: seal local data", "endpoint", s.url, "err", err)
 			continue

@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +18,9 @@ import (
 	serverpb "github.com/siderolabs/discovery-api/api/v1alpha1/server/pb"
 	dclient "github.com/siderolabs/discovery-client/pkg/client"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -400,5 +405,60 @@ func TestClientAffiliatesViewFollowsChanges(t *testing.T) {
 	}
 	if !slices.Equal(v1[0].Endpoints, testAffiliate("", 2).Endpoints) {
 		t.Errorf("the old view changed in place: %v", v1[0].Endpoints)
+	}
+}
+
+// TestClientRepublishesAfterFailedPublish: a service that fails a node's
+// first publish (as a loaded one does, past the client's 30 s deadline).
+// discovery-client then drops its watch and waits for new local data or
+// its TTL/2 refresh, 15 min here; the client hands it its data again, so
+// it reconnects, watches and publishes after its backoff.
+func TestClientRepublishesAfterFailedPublish(t *testing.T) {
+	srv, err := NewServer(ServerOptions{Store: NewMemoryStore(DefaultLimits(), time.Now), RateLimitRPS: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failures atomic.Int32
+	failures.Store(1)
+	failFirst := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if info.FullMethod == serverpb.Cluster_AffiliateUpdate_FullMethodName && failures.Add(-1) >= 0 {
+			return nil, status.Error(codes.DeadlineExceeded, "test: the first publish times out")
+		}
+		return h(ctx, req)
+	}
+	g := grpc.NewServer(append(srv.GRPCOptions(), grpc.ChainUnaryInterceptor(failFirst))...)
+	srv.Register(g)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(l)
+	t.Cleanup(g.Stop)
+
+	secret := newSecret(t)
+	var clients []*runningClient
+	for range 2 {
+		id, err := NewAffiliateID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, runClient(t, ClientOptions{
+			Endpoints: []string{"http://" + l.Addr().String() + "/"}, ClusterID: "cluster-1", ClusterSecret: secret, AffiliateID: id,
+		}))
+	}
+	// Connected and watching with nothing to publish yet: the publish that
+	// fails is then the one the data below starts.
+	for i, c := range clients {
+		eventually(t, 10*time.Second, fmt.Sprintf("client %d said Hello", i), func() bool { return c.ObservedAddress().IsValid() })
+	}
+	time.Sleep(200 * time.Millisecond)
+	for i, c := range clients {
+		c.SetLocal(testAffiliate("", byte(i+1)), nil)
+	}
+	for i, c := range clients {
+		eventually(t, 20*time.Second, fmt.Sprintf("client %d sees its peer", i), func() bool { return len(c.Affiliates()) == 1 })
+	}
+	if n := failures.Load(); n >= 0 {
+		t.Fatalf("no publish failed (%d failures left): the test did not test the retry", n+1)
 	}
 }

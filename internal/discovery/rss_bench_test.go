@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/meshspan/terraform-provider-meshspan/internal/netlab"
 	"github.com/meshspan/terraform-provider-meshspan/internal/testing/agentbin"
 )
 
@@ -107,11 +108,11 @@ func startChildService(b *testing.B, bin benchBinary) *childService {
 		// Sidero's service logs every call at info level: writing that
 		// to the test's output would cost it CPU the agent does not
 		// spend. Keep the last lines for a failure.
-		tail := &tailWriter{max: 8 << 10}
+		tail := netlab.NewTailBuffer(8 << 10)
 		cmd.Stderr = tail
 		b.Cleanup(func() {
 			if b.Failed() {
-				b.Logf("%s stderr (last lines):\n%s", bin.name, tail.String())
+				b.Logf("%s stderr (last lines):\n%s", bin.name, tail.Bytes())
 			}
 		})
 	}
@@ -132,29 +133,6 @@ func startChildService(b *testing.B, bin benchBinary) *childService {
 		return err == nil
 	})
 	return c
-}
-
-// tailWriter keeps the last max bytes written to it.
-type tailWriter struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (w *tailWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	if over := len(w.buf) - w.max; over > 0 {
-		w.buf = append(w.buf[:0], w.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (w *tailWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return string(w.buf)
 }
 
 // goStats reads the child's Go runtime figures from its metrics endpoint:

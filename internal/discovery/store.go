@@ -314,12 +314,18 @@ type change struct {
 
 func newChange(id string, aff *serverpb.Affiliate) *change { return &change{id: id, aff: aff} }
 
+// affiliate is what a message carries for this change: the affiliate, or
+// only its ID for a deletion.
+func (c *change) affiliate() *serverpb.Affiliate {
+	if c.aff == nil {
+		return &serverpb.Affiliate{Id: c.id}
+	}
+	return c.aff
+}
+
 // response is the WatchResponse that carries this change alone.
 func (c *change) response() *serverpb.WatchResponse {
-	if c.aff == nil {
-		return &serverpb.WatchResponse{Deleted: true, Affiliates: []*serverpb.Affiliate{{Id: c.id}}}
-	}
-	return &serverpb.WatchResponse{Affiliates: []*serverpb.Affiliate{c.aff}}
+	return &serverpb.WatchResponse{Deleted: c.aff == nil, Affiliates: []*serverpb.Affiliate{c.affiliate()}}
 }
 
 // message is what a watcher sends for this change alone: the response

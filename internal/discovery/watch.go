@@ -263,9 +263,9 @@ func messages(chs []*change, shared bool) []any {
 		first := chs[i]
 		j := i + 1
 		if j < len(chs) {
-			size := proto.Size(first.response().Affiliates[0])
+			size := proto.Size(first.affiliate())
 			for ; j < len(chs) && (chs[j].aff == nil) == (first.aff == nil); j++ {
-				n := proto.Size(chs[j].response().Affiliates[0])
+				n := proto.Size(chs[j].affiliate())
 				if size+n > maxBatchBytes {
 					break
 				}
@@ -277,7 +277,7 @@ func messages(chs []*change, shared bool) []any {
 		} else {
 			m := first.response()
 			for _, ch := range chs[i+1 : j] {
-				m.Affiliates = append(m.Affiliates, ch.response().Affiliates[0])
+				m.Affiliates = append(m.Affiliates, ch.affiliate())
 			}
 			out = append(out, m)
 		}

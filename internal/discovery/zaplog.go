@@ -21,17 +21,26 @@ var decryptMessages = map[string]bool{
 	"endpoint size is not multiple of cipher block size": true,
 }
 
+// publishFailedMessage is what discovery-client logs when a publish (its
+// "refresh") failed; it then waits for new local data (see
+// endpointClient.republish).
+const publishFailedMessage = "failed refreshing discovery service data"
+
 // slogCore sends discovery-client's zap logs to our slog logger.
 type slogCore struct {
 	log      *slog.Logger
 	fields   []zapcore.Field
 	failures *atomic.Uint64
+	// publishFailed, if set, is called when a publish failed.
+	publishFailed func()
 }
 
 func (c *slogCore) Enabled(zapcore.Level) bool { return true }
 
 func (c *slogCore) With(fs []zapcore.Field) zapcore.Core {
-	return &slogCore{log: c.log, fields: append(slices.Clip(c.fields), fs...), failures: c.failures}
+	d := *c
+	d.fields = append(slices.Clip(c.fields), fs...)
+	return &d
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -43,6 +52,9 @@ func (c *slogCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
 	switch {
 	case decryptMessages[e.Message]:
 		c.failures.Add(1)
+	case e.Message == publishFailedMessage && c.publishFailed != nil:
+		c.publishFailed()
+		level = slog.LevelWarn
 	case e.Level >= zapcore.ErrorLevel:
 		// Connection errors: the client retries by itself, so a warning.
 		level = slog.LevelWarn

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"runtime"
 	"sync"
@@ -65,7 +66,7 @@ func (n *NS) Start(cmd *exec.Cmd) (*Proc, error) {
 
 	p := &Proc{ns: n, cmd: cmd, name: target, done: make(chan struct{})}
 	if cmd.Stdout == nil && cmd.Stderr == nil {
-		p.out = &tailBuffer{limit: outputLimit}
+		p.out = NewTailBuffer(outputLimit)
 		cmd.Stdout, cmd.Stderr = p.out, p.out
 	}
 
@@ -108,7 +109,7 @@ type Proc struct {
 	ns   *NS
 	cmd  *exec.Cmd
 	name string
-	out  *tailBuffer
+	out  *TailBuffer
 	done chan struct{}
 	err  error
 }
@@ -189,6 +190,18 @@ func (p *Proc) waitFor(d time.Duration) error {
 	}
 }
 
+// DialContext connects from inside the namespace (the socket stays there);
+// it fits ClientOptions.Dialer and http.Transport.DialContext alike.
+func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
 // Do runs f on a locked OS thread switched into the namespace. Sockets f
 // opens stay in the namespace after Do returns; goroutines f starts run on
 // other threads, outside it. Do not call Start from f.
@@ -235,14 +248,18 @@ func (n *NS) Do(f func() error) error {
 	return r.err
 }
 
-// tailBuffer keeps the last limit bytes written to it; safe for concurrent use.
-type tailBuffer struct {
+// TailBuffer keeps the last limit bytes written to it (a process's output);
+// safe for concurrent use.
+type TailBuffer struct {
 	mu    sync.Mutex
 	buf   []byte
 	limit int
 }
 
-func (b *tailBuffer) Write(p []byte) (int, error) {
+// NewTailBuffer keeps the last limit bytes.
+func NewTailBuffer(limit int) *TailBuffer { return &TailBuffer{limit: limit} }
+
+func (b *TailBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.buf = append(b.buf, p...)
@@ -252,7 +269,7 @@ func (b *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (b *tailBuffer) Bytes() []byte {
+func (b *TailBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]byte(nil), b.buf...)

@@ -245,14 +245,7 @@ func watchTraversal(t *testing.T, ns *netlab.NS, addr, clusterID, secret string)
 	c, err := discovery.NewClient(discovery.ClientOptions{Endpoints: []string{"http://" + addr + "/"}, ClusterID: clusterID,
 		ClusterSecret: secret, AffiliateID: "traversal-watch", TTL: time.Minute,
 		// The service listens inside ns: open the connection there.
-		Dialer: func(ctx context.Context, addr string) (c net.Conn, err error) {
-			err = ns.Do(func() error {
-				var d net.Dialer
-				c, err = d.DialContext(ctx, "tcp", addr)
-				return err
-			})
-			return c, err
-		}})
+		Dialer: func(ctx context.Context, addr string) (net.Conn, error) { return ns.DialContext(ctx, "tcp", addr) }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -276,7 +276,7 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 		}
 	}()
 	for i, m := range members {
-		if err := m.start(ctx, dirs[i], svc.addr, sec.ID, sec.Secret); err != nil {
+		if err := m.start(ctx, dirs[i], svc.addr, sec.ID, sec.Secret, memberTick(n)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,0 +1,163 @@
+package agent
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
+	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+)
+
+func TestPaceWait(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	for _, c := range []struct {
+		name       string
+		cost, idle time.Duration // the last pass's duration; time since it ended
+		want       time.Duration
+	}{
+		{"isolated change: at once", 3 * time.Millisecond, 2 * time.Second, -1970 * time.Millisecond},
+		{"burst: ten passes' time after the last", 3 * time.Millisecond, 5 * time.Millisecond, 25 * time.Millisecond},
+		{"right after the pass", 3 * time.Millisecond, 0, 30 * time.Millisecond},
+		{"slow pass: at most maxPace", 400 * time.Millisecond, 0, maxPace},
+		{"no pass yet", 0, 0, 0},
+	} {
+		a := &agent{}
+		a.pace.start = t0
+		a.pace.end = t0.Add(c.cost)
+		if got := a.paceWait(a.pace.end.Add(c.idle)); got != c.want {
+			t.Errorf("%s: paceWait = %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+func TestDeviceMoved(t *testing.T) {
+	k1, k2 := testKey(t), testKey(t)
+	hs := time.Unix(1700000000, 0)
+	d := newFakeDevice()
+	d.SyncPeers([]wg.PeerConfig{{PublicKey: k1, Endpoint: ap("192.0.2.1:51820")}, {PublicKey: k2, Endpoint: ap("192.0.2.2:51820")}})
+	d.setStats(wg.PeerStats{PublicKey: k1, Endpoint: ap("192.0.2.1:51820"), LastHandshake: hs})
+	a := &agent{dev: d}
+	if !a.deviceMoved() {
+		t.Fatal("before any pass: deviceMoved = false, want true")
+	}
+	stats, _ := d.Peers()
+	a.seen = observeDevice(stats).byKey
+	if a.deviceMoved() {
+		t.Error("nothing changed: deviceMoved = true, want false")
+	}
+	// Counters alone do not make a pass: they move on every busy tunnel.
+	d.setStats(wg.PeerStats{PublicKey: k1, Endpoint: ap("192.0.2.1:51820"), LastHandshake: hs, RxBytes: 1 << 20})
+	if a.deviceMoved() {
+		t.Error("only rx grew: deviceMoved = true, want false")
+	}
+	for _, c := range []struct {
+		name string
+		s    wg.PeerStats
+	}{
+		{"a handshake", wg.PeerStats{PublicKey: k2, Endpoint: ap("192.0.2.2:51820"), LastHandshake: hs}},
+		{"a roamed endpoint", wg.PeerStats{PublicKey: k1, Endpoint: ap("198.51.100.1:40000"), LastHandshake: hs}},
+	} {
+		d := newFakeDevice()
+		d.SyncPeers([]wg.PeerConfig{{PublicKey: k1, Endpoint: ap("192.0.2.1:51820")}, {PublicKey: k2, Endpoint: ap("192.0.2.2:51820")}})
+		d.setStats(wg.PeerStats{PublicKey: k1, Endpoint: ap("192.0.2.1:51820"), LastHandshake: hs})
+		stats, _ := d.Peers()
+		a := &agent{dev: d, seen: observeDevice(stats).byKey}
+		d.setStats(c.s)
+		if !a.deviceMoved() {
+			t.Errorf("%s: deviceMoved = false, want true", c.name)
+		}
+	}
+	// A peer swapped for another (same count) is a move.
+	k3 := testKey(t)
+	d.SyncPeers([]wg.PeerConfig{{PublicKey: k1, Endpoint: ap("192.0.2.1:51820")}, {PublicKey: k3}})
+	if !a.deviceMoved() {
+		t.Error("peer replaced: deviceMoved = false, want true")
+	}
+}
+
+// A converging agent with a long tick: its probes run no pass while the
+// peer stays silent, and a handshake shows as up long before the tick.
+func TestConvergeProbe(t *testing.T) {
+	sec, err := clusterkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := testKey(t)
+	cfg := &config.Config{
+		APIVersion: config.APIVersion, Node: config.Node{Name: "n1"},
+		Cluster: config.Cluster{ID: sec.ID, Secret: sec.Secret},
+		StaticPeers: []config.StaticPeer{{Name: "n2", PublicKey: peer.String(),
+			Address: clusterkey.MeshPrefix(sec.ID).Addr().Next().String(), Endpoints: []string{"192.0.2.2:51820"}}},
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
+	dev := newFakeDevice()
+	ready := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			Config: cfg, StateDir: dir, Socket: sock, NoHostPolicy: true, MemoryLimit: -1, Tick: time.Hour,
+			OpenDevice: func(wg.Options) (Device, error) { return dev, nil },
+			HostAddrs:  func() ([]netip.Addr, error) { return nil, nil },
+			MAC:        func() (net.HardwareAddr, error) { return randomMAC(), nil },
+			Ready:      func() { close(ready) },
+		})
+	}()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no first pass")
+	}
+	// The first passes change the device (the peer configured, then kept
+	// quiet), which the next probe sees; then the probes run no pass. One
+	// that did would sync the device.
+	syncs := func() int {
+		dev.mu.Lock()
+		defer dev.mu.Unlock()
+		return len(dev.syncs)
+	}
+	before := syncs()
+	for settle := time.Now().Add(10 * time.Second); time.Now().Before(settle); {
+		time.Sleep(3 * convergeTick)
+		n := syncs()
+		if n == before {
+			break
+		}
+		before = n
+	}
+	time.Sleep(8 * convergeTick)
+	if n := syncs() - before; n != 0 {
+		t.Errorf("silent peer: %d passes in %s of probes, want none", n, 8*convergeTick)
+	}
+
+	dev.setStats(wg.PeerStats{PublicKey: peer, Endpoint: ap("192.0.2.2:51820"), LastHandshake: time.Now(), RxBytes: 92})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := FetchStatus(ctx, sock)
+		if err == nil && len(s.Peers) == 1 && s.Peers[0].State == "up" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("handshake not seen within 10 s (tick 1 h): %v %+v", err, s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
