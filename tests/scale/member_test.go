@@ -229,7 +229,7 @@ func (d *fakeDevice) SyncPeers(want []wg.PeerConfig) error {
 	defer d.mu.Unlock()
 	// The agent may call twice in a pass (peers to reset first); the
 	// second, full configuration is the one that counts.
-	d.peers = slices.Clone(want)
+	d.peers = append(d.peers[:0], want...) // SyncPeers keeps none of want (agent.Device)
 	d.known = min(d.pendingKnown, len(want))
 	if d.pendingWatch && d.reached.IsZero() {
 		d.reached = time.Now()

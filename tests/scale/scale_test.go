@@ -12,7 +12,9 @@
 //
 // The benchmark needs the agent binary for the service's own process
 // (MESHSPAN_AGENT_BIN, else it is built); at N = 1000 the members' heaps
-// come to ~5 GB (GOMEMLIMIT=10GiB keeps the process below 11 GB).
+// come to ~7.5 GB and the process to ~14 GB. A GOMEMLIMIT below twice the
+// live heap makes the process collect more often than each member's own
+// GOGC=100 would on its node (at 10 GiB, GC took a third of its CPU).
 // SCALE_SERVICE_ARGS adds flags to the service (e.g. "--rate-limit -1"),
 // SCALE_CLIENT_LOG=1 prints the discovery clients' warnings. It prints,
 // per N, and per change as it happens: time from start
