@@ -89,7 +89,7 @@ func newMember(i int, dir, svcAddr, clusterID, secret string) (*member, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.disco = &publishClock{Client: c}
+	m.disco = newPublishClock(c)
 	m.dev = &fakeDevice{}
 	m.paths = &watchPaths{Chooser: &drive.Chooser{
 		Driver: drive.New(noRelays{}, natpath.Timing{Probe: config.DefaultEndpointProbe, DownAfter: config.DefaultDownAfter}, 3*relay.DefaultRegisterInterval),
@@ -130,18 +130,71 @@ func (m *member) start(ctx context.Context, dir, svcAddr, clusterID, secret stri
 		MAC:         func() (net.HardwareAddr, error) { return nil, errors.New("identity exists; MAC not needed") },
 		UnderlayMTU: func([]netip.Addr) int { return 1500 },
 	}
+	go m.disco.forward(ctx)
 	go func() { m.done <- agent.Run(ctx, opts) }()
 	return nil
 }
 
 // publishClock is the agent's discovery client; it notes when the agent
-// published a watched endpoint (the start of a change's propagation).
+// published a watched endpoint (the start of a change's propagation), and
+// when the client first held another member's watched endpoint: its
+// change notifications pass through forward on their way to the agent.
 type publishClock struct {
 	*discovery.Client
-	mu    sync.Mutex
-	watch netip.AddrPort
-	at    time.Time
-	sets  int // SetLocal calls
+	changes chan struct{}
+	mu      sync.Mutex
+	watch   netip.AddrPort
+	at      time.Time
+	sets    int // SetLocal calls
+	// the other member's endpoint watched for, and when the client had it
+	heldKey string
+	heldEP  netip.AddrPort
+	heldAt  time.Time
+}
+
+func newPublishClock(c *discovery.Client) *publishClock {
+	return &publishClock{Client: c, changes: make(chan struct{}, 1)}
+}
+
+func (p *publishClock) Changes() <-chan struct{} { return p.changes }
+
+// forward passes the client's change notifications on to the agent until
+// ctx ends, noting when the watched endpoint arrived. The agent reads the
+// same view (Affiliates is built once per change), so looking costs the
+// member nothing it would not spend anyway.
+func (p *publishClock) forward(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.Client.Changes():
+		}
+		p.mu.Lock()
+		key, ep, waiting := p.heldKey, p.heldEP, p.heldAt.IsZero()
+		p.mu.Unlock()
+		if key != "" && waiting && clientHas(p.Client, key, ep) {
+			p.mu.Lock()
+			p.heldAt = time.Now()
+			p.mu.Unlock()
+		}
+		select {
+		case p.changes <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// expectHeld starts watching for member key's endpoint ep.
+func (p *publishClock) expectHeld(key string, ep netip.AddrPort) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.heldKey, p.heldEP, p.heldAt = key, ep, time.Time{}
+}
+
+func (p *publishClock) held() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.heldAt
 }
 
 func (p *publishClock) SetLocal(self discovery.Affiliate, observed map[string][]netip.AddrPort) {

@@ -284,13 +284,19 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 	}
 	res := result{n: n}
 	var ok bool
+	start, report := time.Now(), time.Now()
 	res.converge, ok = within(r.limit, func() bool {
+		known, all := 0, true
 		for _, m := range members {
-			if m.dev.knownPeers() != n-1 {
-				return false
-			}
+			k := m.dev.knownPeers()
+			known += k
+			all = all && k == n-1
 		}
-		return true
+		if time.Since(report) >= 10*time.Second {
+			report = time.Now()
+			progress(r, "N=%d: %s: members have %.1f %% of their peers", n, time.Since(start).Round(time.Second), float64(known)*100/float64(n*(n-1)))
+		}
+		return all
 	})
 	known := 0
 	for _, m := range members {
@@ -343,30 +349,26 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 				m.dev.expect(m0.id.PublicKey(), ep)
 			}
 		}
+		// Where the time goes: when each member's discovery client held
+		// the new endpoint, against when its agent had configured it.
+		key := m0.id.PublicKey().String()
+		for _, m := range members {
+			if m != m0 {
+				m.disco.expectHeld(key, ep)
+			}
+		}
 		m0.disco.expect(ep)
 		m0.host.Store(ep.Addr())
-		// Where the time goes: when each member's discovery client held
-		// the new endpoint (seen by this poll, every 20 ms), against when
-		// its agent had configured it.
-		held := make([]time.Time, n)
-		key := m0.id.PublicKey().String()
 		_, ok := within(r.limit, func() bool {
 			if m0.disco.published().IsZero() {
 				return false
 			}
-			now, done := time.Now(), true
-			for j, m := range members {
-				if m == m0 {
-					continue
-				}
-				if held[j].IsZero() && clientHas(m.disco.Client, key, ep) {
-					held[j] = now
-				}
-				if m.dev.reachedAt().IsZero() {
-					done = false
+			for _, m := range members {
+				if m != m0 && m.dev.reachedAt().IsZero() {
+					return false
 				}
 			}
-			return done
+			return true
 		})
 		if !ok {
 			if r.strict {
@@ -383,15 +385,17 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 		}
 		pub := m0.disco.published()
 		res.changes = append(res.changes, last.Sub(pub))
-		var clients []time.Duration
-		for j, h := range held {
-			if members[j] != m0 && !h.IsZero() {
+		var clients, agents []time.Duration
+		for _, m := range members {
+			if h := m.disco.held(); m != m0 && !h.IsZero() {
 				clients = append(clients, h.Sub(pub))
+				agents = append(agents, m.dev.reachedAt().Sub(h))
 			}
 		}
-		progress(r, "N=%d: member %d's new endpoint reached all %s after it was published; a 20 ms poll saw it in the members' discovery clients after %s (first), %s (median), %s (last)",
+		progress(r, "N=%d: member %d's new endpoint reached all %s after it was published; the members' discovery clients had it after %s (first), %s (median), %s (last); their agents configured it %s (median), %s (max) after that",
 			n, m0.i, res.changes[len(res.changes)-1].Round(time.Millisecond), percentile(clients, 0).Round(time.Millisecond),
-			percentile(clients, 0.5).Round(time.Millisecond), percentile(clients, 1).Round(time.Millisecond))
+			percentile(clients, 0.5).Round(time.Millisecond), percentile(clients, 1).Round(time.Millisecond),
+			percentile(agents, 0.5).Round(time.Millisecond), percentile(agents, 1).Round(time.Millisecond))
 		time.Sleep(500 * time.Millisecond)
 	}
 	for _, m := range members[:min(5, n)] {
