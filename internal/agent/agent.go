@@ -61,8 +61,8 @@ const (
 	// within convergeFor of a change to the peer set, so that a finished
 	// handshake shows as up within a fraction of a second (a peer that
 	// stays unknown does not keep the agent busy). Such a tick only reads
-	// the device's peers; a pass follows when a handshake or endpoint moved
-	// (deviceMoved), or when Tick has passed since the last pass.
+	// the device's peers; a pass follows when a peer completed a handshake
+	// (handshook), or when Tick has passed since the last pass.
 	convergeTick = 250 * time.Millisecond
 	convergeFor  = 15 * time.Second
 	// DefaultMemoryLimit is the Go soft memory limit when GOMEMLIMIT is not
@@ -226,7 +226,7 @@ type agent struct {
 		at    time.Time // when the count last grew
 	}
 	fastUntil time.Time
-	// seen are the device's peers as the last pass read them (deviceMoved).
+	// seen are the device's peers as the last pass read them (handshook).
 	seen map[wgtypes.Key]wg.PeerStats
 	// pace: when the last pass started and ended (paceWait).
 	pace      struct{ start, end time.Time }

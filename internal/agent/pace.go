@@ -28,19 +28,22 @@ const (
 	maxPace    = time.Second
 )
 
-// deviceMoved reports whether the device's peers differ from what the last
-// pass read, in who they are, their endpoints or their handshakes: what
-// can turn a converging peer up. A converging agent probes for it every
-// convergeTick and runs a pass only when it did.
-func (a *agent) deviceMoved() bool {
+// handshook reports whether a peer completed a handshake since the last
+// pass read the device: what turns a converging peer up. A converging
+// agent probes for it every convergeTick and runs a pass only when one
+// did. What the last pass itself changed (peers added, endpoints set) is
+// no reason for another: during a cluster's start every pass adds peers,
+// and a probe that took those for news ran a full pass four times a
+// second, past the pacing. A peer's endpoint roaming, or the device
+// failing to answer, waits for the tick.
+func (a *agent) handshook() bool {
 	stats, err := a.dev.Peers()
-	if err != nil || len(stats) != len(a.seen) {
-		return true
+	if err != nil {
+		return false
 	}
 	for i := range stats {
 		s := &stats[i]
-		o, ok := a.seen[s.PublicKey]
-		if !ok || s.Endpoint != o.Endpoint || !s.LastHandshake.Equal(o.LastHandshake) {
+		if o, ok := a.seen[s.PublicKey]; ok && !s.LastHandshake.Equal(o.LastHandshake) || !ok && !s.LastHandshake.IsZero() {
 			return true
 		}
 	}

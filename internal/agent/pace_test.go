@@ -35,48 +35,40 @@ func TestPaceWait(t *testing.T) {
 	}
 }
 
-func TestDeviceMoved(t *testing.T) {
-	k1, k2 := testKey(t), testKey(t)
+func TestHandshook(t *testing.T) {
+	k1, k2, k3 := testKey(t), testKey(t), testKey(t)
 	hs := time.Unix(1700000000, 0)
 	d := newFakeDevice()
 	d.SyncPeers([]wg.PeerConfig{{PublicKey: k1, Endpoint: ap("192.0.2.1:51820")}, {PublicKey: k2, Endpoint: ap("192.0.2.2:51820")}})
 	d.setStats(wg.PeerStats{PublicKey: k1, Endpoint: ap("192.0.2.1:51820"), LastHandshake: hs})
 	a := &agent{dev: d}
-	if !a.deviceMoved() {
-		t.Fatal("before any pass: deviceMoved = false, want true")
+	if !a.handshook() {
+		t.Error("before any pass, a peer with a handshake: handshook = false, want true")
 	}
 	stats, _ := d.Peers()
 	a.seen = observeDevice(stats).byKey
-	if a.deviceMoved() {
-		t.Error("nothing changed: deviceMoved = true, want false")
+	if a.handshook() {
+		t.Error("nothing changed: handshook = true, want false")
 	}
-	// Counters alone do not make a pass: they move on every busy tunnel.
-	d.setStats(wg.PeerStats{PublicKey: k1, Endpoint: ap("192.0.2.1:51820"), LastHandshake: hs, RxBytes: 1 << 20})
-	if a.deviceMoved() {
-		t.Error("only rx grew: deviceMoved = true, want false")
+	// What passes do to the device, and traffic, are no handshake.
+	d.setStats(wg.PeerStats{PublicKey: k1, Endpoint: ap("198.51.100.1:40000"), LastHandshake: hs, RxBytes: 1 << 20})
+	d.SyncPeers(append(d.lastSync(), wg.PeerConfig{PublicKey: k3, Endpoint: ap("192.0.2.3:51820")}))
+	if a.handshook() {
+		t.Error("roamed, counted traffic, a peer added: handshook = true, want false")
 	}
-	for _, c := range []struct {
-		name string
-		s    wg.PeerStats
-	}{
-		{"a handshake", wg.PeerStats{PublicKey: k2, Endpoint: ap("192.0.2.2:51820"), LastHandshake: hs}},
-		{"a roamed endpoint", wg.PeerStats{PublicKey: k1, Endpoint: ap("198.51.100.1:40000"), LastHandshake: hs}},
-	} {
-		d := newFakeDevice()
-		d.SyncPeers([]wg.PeerConfig{{PublicKey: k1, Endpoint: ap("192.0.2.1:51820")}, {PublicKey: k2, Endpoint: ap("192.0.2.2:51820")}})
-		d.setStats(wg.PeerStats{PublicKey: k1, Endpoint: ap("192.0.2.1:51820"), LastHandshake: hs})
-		stats, _ := d.Peers()
-		a := &agent{dev: d, seen: observeDevice(stats).byKey}
-		d.setStats(c.s)
-		if !a.deviceMoved() {
-			t.Errorf("%s: deviceMoved = false, want true", c.name)
-		}
+	d.setStats(wg.PeerStats{PublicKey: k2, Endpoint: ap("192.0.2.2:51820"), LastHandshake: hs})
+	if !a.handshook() {
+		t.Error("a peer's first handshake: handshook = false, want true")
 	}
-	// A peer swapped for another (same count) is a move.
-	k3 := testKey(t)
-	d.SyncPeers([]wg.PeerConfig{{PublicKey: k1, Endpoint: ap("192.0.2.1:51820")}, {PublicKey: k3}})
-	if !a.deviceMoved() {
-		t.Error("peer replaced: deviceMoved = false, want true")
+	d.setStats(wg.PeerStats{PublicKey: k2, Endpoint: ap("192.0.2.2:51820")})
+	d.setStats(wg.PeerStats{PublicKey: k3, Endpoint: ap("192.0.2.3:51820"), LastHandshake: hs})
+	if !a.handshook() {
+		t.Error("a peer added since the pass has a handshake: handshook = false, want true")
+	}
+	d.setStats(wg.PeerStats{PublicKey: k3, Endpoint: ap("192.0.2.3:51820")})
+	d.setStats(wg.PeerStats{PublicKey: k1, Endpoint: ap("192.0.2.1:51820"), LastHandshake: hs.Add(2 * time.Minute)})
+	if !a.handshook() {
+		t.Error("a peer's new handshake: handshook = false, want true")
 	}
 }
 

@@ -227,7 +227,7 @@ func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 				}
 			}
 		case <-tick.C:
-			if time.Since(a.pace.start) < a.opts.Tick && !a.deviceMoved() {
+			if time.Since(a.pace.start) < a.opts.Tick && !a.handshook() {
 				// A converging probe that saw no handshake: no pass.
 				tick.Reset(a.nextTick())
 				continue
