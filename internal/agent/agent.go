@@ -228,7 +228,9 @@ type agent struct {
 	fastUntil time.Time
 	// seen are the device's peers as the last pass read them (handshook).
 	seen map[wgtypes.Key]wg.PeerStats
-	// pace: when the last pass started and ended (paceWait).
+	// lastPass is when the last pass started; pace, when the last pass a
+	// discovery change started began and ended (paceWait).
+	lastPass  time.Time
 	pace      struct{ start, end time.Time }
 	policyErr string
 	// underlay caches the underlay MTU towards the peers' endpoints.

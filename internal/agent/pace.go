@@ -5,19 +5,25 @@ import (
 	"time"
 )
 
-// pass runs one reconcile pass and notes its start and cost for pacing.
-func (a *agent) pass(ctx context.Context) {
+// pass runs one reconcile pass; byChange says a discovery change started
+// it, which paceWait times.
+func (a *agent) pass(ctx context.Context, byChange bool) {
 	start := time.Now()
 	a.reconcile(ctx)
-	a.pace.start, a.pace.end = start, time.Now()
+	a.lastPass = start
+	if byChange {
+		a.pace.start, a.pace.end = start, time.Now()
+	}
 }
 
 // paceWait is how long a discovery change waits before its pass: until
-// paceFactor times the last pass's duration has passed since it ended
-// (at most maxPace). An isolated change is taken at once; a burst (a
-// cluster starting, every member re-publishing after a service restart)
-// is taken in passes that keep the agent busy at most 1/(paceFactor+1) of
-// the time, each seeing every change that arrived before it.
+// paceFactor times the last change's pass has passed since that pass
+// ended (at most maxPace). A change after a quiet spell is taken at once,
+// whatever the ticks do; a burst (a cluster starting, every member
+// re-publishing after a service restart) is taken in passes that keep the
+// agent busy at most 1/(paceFactor+1) of the time, each seeing every
+// change that arrived before it. On a loaded host a pass takes longer and
+// the agent backs off with it.
 func (a *agent) paceWait(now time.Time) time.Duration {
 	gap := min(paceFactor*a.pace.end.Sub(a.pace.start), maxPace)
 	return a.pace.end.Add(gap).Sub(now)
@@ -25,7 +31,7 @@ func (a *agent) paceWait(now time.Time) time.Duration {
 
 const (
 	paceFactor = 10
-	maxPace    = time.Second
+	maxPace    = 5 * time.Second
 )
 
 // handshook reports whether a peer completed a handshake since the last

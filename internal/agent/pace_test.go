@@ -23,7 +23,7 @@ func TestPaceWait(t *testing.T) {
 		{"isolated change: at once", 3 * time.Millisecond, 2 * time.Second, -1970 * time.Millisecond},
 		{"burst: ten passes' time after the last", 3 * time.Millisecond, 5 * time.Millisecond, 25 * time.Millisecond},
 		{"right after the pass", 3 * time.Millisecond, 0, 30 * time.Millisecond},
-		{"slow pass: at most maxPace", 400 * time.Millisecond, 0, maxPace},
+		{"slow pass: at most maxPace", 4 * maxPace / 10, 0, maxPace},
 		{"no pass yet", 0, 0, 0},
 	} {
 		a := &agent{}

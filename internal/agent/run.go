@@ -195,7 +195,7 @@ func (a *agent) startDiscovery(undo *cleanups) <-chan struct{} {
 // loop reconciles once, reports ready, then again on every discovery
 // change and tick until ctx ends.
 func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
-	a.pass(ctx)
+	a.pass(ctx, false)
 	tick := time.NewTimer(a.nextTick())
 	defer tick.Stop()
 	if err := sdNotify("READY=1"); err != nil {
@@ -205,6 +205,7 @@ func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 		a.opts.Ready()
 	}
 	for {
+		byChange := false
 		select {
 		case <-ctx.Done():
 			a.log.Info("shutting down: removing the interface, host policy and affiliate")
@@ -213,6 +214,7 @@ func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 			}
 			return
 		case <-changes:
+			byChange = true
 			if wait := a.paceWait(time.Now()); wait > 0 {
 				t := time.NewTimer(wait)
 				select {
@@ -227,13 +229,13 @@ func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 				}
 			}
 		case <-tick.C:
-			if time.Since(a.pace.start) < a.opts.Tick && !a.handshook() {
+			if time.Since(a.lastPass) < a.opts.Tick && !a.handshook() {
 				// A converging probe that saw no handshake: no pass.
 				tick.Reset(a.nextTick())
 				continue
 			}
 		}
-		a.pass(ctx)
+		a.pass(ctx, byChange)
 		if !a.opts.SharedProcess {
 			a.trimWhenIdle()
 		}
