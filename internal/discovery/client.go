@@ -64,7 +64,8 @@ type Client struct {
 	published       atomic.Bool
 
 	memoMu sync.Mutex
-	memo   map[*dclient.Affiliate]Affiliate // conversions by the client's value
+	memo   map[*dclient.Affiliate]memoEntry // conversions by the client's value
+	builds uint64                           // views built, to sweep memo
 	// gen counts the underlying clients' change notifications (Run): what
 	// they hold changes only before one. view is the last Affiliates, for
 	// generation viewGen; valid while viewOK.
@@ -321,20 +322,30 @@ func (c *Client) Affiliates() []Affiliate {
 	if c.viewOK && c.viewGen == gen {
 		return c.view
 	}
-	memo := make(map[*dclient.Affiliate]Affiliate, len(c.memo))
-	byID := make(map[string]int)
+	if c.memo == nil {
+		c.memo = make(map[*dclient.Affiliate]memoEntry)
+	}
+	c.builds++
+	var byID map[string]int // with several services, to merge their views
+	if len(c.subs) > 1 {
+		byID = make(map[string]int)
+	}
 	var out []Affiliate
 	for _, s := range c.subs {
 		for _, da := range s.dc.GetAffiliates() {
-			a, ok := memo[da]
+			e, ok := c.memo[da]
 			if !ok {
-				if a, ok = c.memo[da]; !ok {
-					if a, ok = affiliateFromProto(da); !ok {
-						continue
-					}
-					a.Endpoints = slices.Clip(a.Endpoints)
+				if e.a, ok = affiliateFromProto(da); !ok {
+					continue
 				}
-				memo[da] = a
+				e.a.Endpoints = slices.Clip(e.a.Endpoints)
+			}
+			e.build = c.builds
+			c.memo[da] = e
+			a := e.a
+			if byID == nil {
+				out = append(out, a)
+				continue
 			}
 			i, seen := byID[a.ID]
 			if !seen {
@@ -349,7 +360,11 @@ func (c *Client) Affiliates() []Affiliate {
 			}
 		}
 	}
-	c.memo = memo
+	for da, e := range c.memo {
+		if e.build != c.builds {
+			delete(c.memo, da) // replaced or gone
+		}
+	}
 	// Sorted through an index: moving the affiliates themselves (large
 	// structs holding pointers) around a thousand times cost more.
 	order := make([]int, len(out))
@@ -363,6 +378,13 @@ func (c *Client) Affiliates() []Affiliate {
 	}
 	c.view, c.viewGen, c.viewOK = sorted, gen, true
 	return sorted
+}
+
+// memoEntry is an affiliate converted from the client's value, and the
+// last view build that listed it.
+type memoEntry struct {
+	a     Affiliate
+	build uint64
 }
 
 // ObservedAddress is our address as the first service that reported one

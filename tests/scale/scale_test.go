@@ -357,6 +357,10 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 				m.disco.expectHeld(key, ep)
 			}
 		}
+		passes0 := 0
+		for _, m := range members {
+			passes0 += m.dev.passCount()
+		}
 		m0.disco.expect(ep)
 		m0.host.Store(ep.Addr())
 		_, ok := within(r.limit, func() bool {
@@ -385,6 +389,10 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 		}
 		pub := m0.disco.published()
 		res.changes = append(res.changes, last.Sub(pub))
+		passes := -passes0
+		for _, m := range members {
+			passes += m.dev.passCount()
+		}
 		var clients, agents []time.Duration
 		for _, m := range members {
 			if h := m.disco.held(); m != m0 && !h.IsZero() {
@@ -392,10 +400,10 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 				agents = append(agents, m.dev.reachedAt().Sub(h))
 			}
 		}
-		progress(r, "N=%d: member %d's new endpoint reached all %s after it was published; the members' discovery clients had it after %s (first), %s (median), %s (last); their agents configured it %s (median), %s (max) after that",
+		progress(r, "N=%d: member %d's new endpoint reached all %s after it was published; the members' discovery clients had it after %s (first), %s (median), %s (last); their agents configured it %s (median), %s (max) after that; %.2f passes per member meanwhile",
 			n, m0.i, res.changes[len(res.changes)-1].Round(time.Millisecond), percentile(clients, 0).Round(time.Millisecond),
 			percentile(clients, 0.5).Round(time.Millisecond), percentile(clients, 1).Round(time.Millisecond),
-			percentile(agents, 0.5).Round(time.Millisecond), percentile(agents, 1).Round(time.Millisecond))
+			percentile(agents, 0.5).Round(time.Millisecond), percentile(agents, 1).Round(time.Millisecond), float64(passes)/float64(n))
 		time.Sleep(500 * time.Millisecond)
 	}
 	for _, m := range members[:min(5, n)] {
