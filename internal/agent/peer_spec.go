@@ -31,11 +31,17 @@ type peerSpecInput struct {
 // peerSpecs is the peer set for this pass: who the peers are, their
 // AllowedIPs and endpoint candidates, and what was refused from them.
 func peerSpecs(in peerSpecInput) mesh.Result {
+	var b mesh.Builder
+	return buildPeerSpecs(&b, in)
+}
+
+// buildPeerSpecs is peerSpecs with b's scratch storage.
+func buildPeerSpecs(b *mesh.Builder, in peerSpecInput) mesh.Result {
 	observed := make(map[wgtypes.Key][]netip.AddrPort, len(in.live))
 	for k, ep := range in.live {
 		observed[k] = []netip.AddrPort{ep}
 	}
-	return mesh.Build(mesh.Input{
+	return b.Build(mesh.Input{
 		Self: in.self, Prefix: in.prefix, Own: in.own, OwnNets: in.ownNets, Static: in.static,
 		Affiliates: in.affs, Filter: in.filter, Observed: observed, Approved: in.approved,
 	})
@@ -47,16 +53,17 @@ func peerSpecs(in peerSpecInput) mesh.Result {
 // (every tick, and every member but the ones a change concerns) reuses it.
 // Comparing the input costs a fraction of computing it.
 type specCache struct {
-	in  peerSpecInput
-	out mesh.Result
-	ok  bool
+	in    peerSpecInput
+	out   mesh.Result
+	ok    bool
+	build mesh.Builder
 }
 
 func (c *specCache) peerSpecs(in peerSpecInput) mesh.Result {
 	if c.ok && sameSpecInput(c.in, in) {
 		return c.out
 	}
-	c.in, c.out, c.ok = in, peerSpecs(in), true
+	c.in, c.out, c.ok = in, buildPeerSpecs(&c.build, in), true
 	return c.out
 }
 

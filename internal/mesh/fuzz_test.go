@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"reflect"
+	"sync"
 	"testing"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -27,31 +29,17 @@ func FuzzBuild(f *testing.F) {
 		keys = append(keys, k.PublicKey())
 	}
 	self, _ := wgtypes.GeneratePrivateKey()
+	var shared Builder // reused by every input: must answer as a fresh one
+	var mu sync.Mutex
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := reader{b: data}
-		var affs []Affiliate
-		for i := range 3 {
-			a := Affiliate{ID: fmt.Sprint(r.byte() % 4), NodeName: fmt.Sprint("n", i), PublicKey: keys[i].String()}
-			a.Address = r.meshAddr()
-			for range r.byte() % 5 {
-				a.Networks = append(a.Networks, r.prefix())
-			}
-			for range r.byte() % 3 {
-				a.ExcludeNetworks = append(a.ExcludeNetworks, r.prefix())
-			}
-			for range r.byte() % 4 {
-				a.Addresses = append(a.Addresses, r.addr())
-			}
-			for range r.byte() % 12 {
-				a.Endpoints = append(a.Endpoints, netip.AddrPortFrom(r.addr(), uint16(r.byte())))
-			}
-			affs = append(affs, a)
-		}
-		in := Input{Self: self.PublicKey(), Prefix: trustPrefix, Own: victimOwn, Affiliates: affs}
-		if r.byte()%2 == 0 {
-			in.Approved = []ApprovedRoute{{PublicKey: keys[0], Networks: []netip.Prefix{r.prefix()}}}
-		}
+		in := fuzzInput(data, keys, self.PublicKey())
 		res := Build(in)
+		mu.Lock()
+		again := shared.Build(in)
+		mu.Unlock()
+		if !reflect.DeepEqual(res, again) {
+			t.Errorf("a reused Builder answered\n%+v\na fresh one\n%+v", again, res)
+		}
 		for i, p := range res.Peers {
 			if len(p.Endpoints) > MaxCandidates {
 				t.Errorf("%s: %d candidates", p.Name, len(p.Endpoints))
@@ -89,6 +77,35 @@ func FuzzBuild(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fuzzInput turns data into three affiliates with keys (what a hostile
+// member can publish), maybe a wide route approved for the first.
+func fuzzInput(data []byte, keys []wgtypes.Key, self wgtypes.Key) Input {
+	r := reader{b: data}
+	var affs []Affiliate
+	for i := range 3 {
+		a := Affiliate{ID: fmt.Sprint(r.byte() % 4), NodeName: fmt.Sprint("n", i), PublicKey: keys[i].String()}
+		a.Address = r.meshAddr()
+		for range r.byte() % 5 {
+			a.Networks = append(a.Networks, r.prefix())
+		}
+		for range r.byte() % 3 {
+			a.ExcludeNetworks = append(a.ExcludeNetworks, r.prefix())
+		}
+		for range r.byte() % 4 {
+			a.Addresses = append(a.Addresses, r.addr())
+		}
+		for range r.byte() % 12 {
+			a.Endpoints = append(a.Endpoints, netip.AddrPortFrom(r.addr(), uint16(r.byte())))
+		}
+		affs = append(affs, a)
+	}
+	in := Input{Self: self, Prefix: trustPrefix, Own: victimOwn, Affiliates: affs}
+	if r.byte()%2 == 0 {
+		in.Approved = []ApprovedRoute{{PublicKey: keys[0], Networks: []netip.Prefix{r.prefix()}}}
+	}
+	return in
 }
 
 // reader hands out fuzz bytes; past the end it returns zeros.

@@ -146,6 +146,44 @@ type entry struct {
 // between static peers the first keeps the overlap, and static peers win
 // over affiliates.
 func Build(in Input) Result {
+	var b Builder
+	return b.Build(in)
+}
+
+// Builder is Build with scratch maps kept from one call to the next (a
+// node's reconcile pass computes its peer set on every change: at a
+// thousand peers these maps were a third of what a pass allocated). The
+// zero value is ready; a Builder is not for concurrent use, and nothing it
+// returns shares its storage.
+type Builder struct {
+	index  map[wgtypes.Key]*entry
+	eps    map[netip.AddrPort]endpointClaim
+	owner  map[netip.Addr]int
+	best   map[netip.Addr]int
+	routed map[netip.Addr]bool
+}
+
+// endpointClaim is who an endpoint belongs to (dropOthersEndpoints).
+type endpointClaim struct{ owner, rank int }
+
+// Build computes the desired peer set; see the function Build.
+func (b *Builder) Build(in Input) Result {
+	if b.index == nil {
+		// Sized for a peer with an address and an endpoint or two: growing
+		// them was most of the work of the maps.
+		n := len(in.Static) + len(in.Affiliates)
+		b.index, b.eps = make(map[wgtypes.Key]*entry, n), make(map[netip.AddrPort]endpointClaim, n)
+		b.owner, b.best, b.routed = make(map[netip.Addr]int, 3*n), make(map[netip.Addr]int, 3*n), make(map[netip.Addr]bool, 2*n)
+	}
+	// Emptied on the way out, not kept full: index points into this call's
+	// entries, which would otherwise stay alive until the next call.
+	defer func() {
+		clear(b.index)
+		clear(b.eps)
+		clear(b.owner)
+		clear(b.best)
+		clear(b.routed)
+	}()
 	var r Result
 	rp := newRoutePolicy(in.Prefix, unmapAll(in.Own), in.Approved)
 	usable := func(ap netip.AddrPort) bool {
@@ -156,7 +194,7 @@ func Build(in Input) Result {
 	n := len(in.Static) + len(in.Affiliates)
 	block := make([]entry, 0, n)
 	entries := make([]*entry, 0, n)
-	index := make(map[wgtypes.Key]*entry, n)
+	index := b.index
 	newEntry := func(e entry) *entry {
 		block = append(block, e)
 		return &block[len(block)-1]
@@ -320,8 +358,8 @@ func Build(in Input) Result {
 		e.Endpoints = in.Filter.AddrPorts(appendNew(e.Endpoints, obs...))
 	}
 
-	dropOthersEndpoints(entries)
-	owners := claimOwners(entries)
+	dropOthersEndpoints(entries, b.eps)
+	owners := claimOwners(entries, b)
 	r.Warnings = append(r.Warnings, owners.warnings...)
 	r.Contested = append(r.Contested, owners.contested...)
 
@@ -391,9 +429,8 @@ func unmapAll(in []netip.Addr) []netip.Addr {
 // a peer's when configured for it (static), else when WireGuard saw the
 // peer there, else when it alone lists it; one that several list with
 // nothing to tell them apart stays with all.
-func dropOthersEndpoints(entries []*entry) {
-	type claim struct{ owner, rank int }
-	owner := map[netip.AddrPort]claim{}
+func dropOthersEndpoints(entries []*entry, owner map[netip.AddrPort]endpointClaim) {
+	type claim = endpointClaim
 	for i, e := range entries {
 		for _, ap := range e.Endpoints {
 			r := 0
@@ -438,15 +475,13 @@ type owners struct {
 	warnings  []string
 }
 
-func claimOwners(entries []*entry) *owners {
-	// Sized up front: at a thousand peers, growing the maps was most of
-	// the work.
-	claims, routes := 0, 0
+// claimOwners fills the scratch maps of b (empty) to find the owners.
+func claimOwners(entries []*entry, b *Builder) *owners {
+	claims := 0
 	for _, e := range entries {
 		claims += len(e.claims) + len(e.proven)
-		routes += len(e.routes)
 	}
-	o := &owners{owner: make(map[netip.Addr]int, claims), sorted: make([]netip.Addr, 0, claims)}
+	o := &owners{owner: b.owner, sorted: make([]netip.Addr, 0, claims)}
 	rank := func(i int, a netip.Addr) int {
 		switch e := entries[i]; {
 		case e.static:
@@ -456,8 +491,8 @@ func claimOwners(entries []*entry) *owners {
 		}
 		return 0
 	}
-	best := make(map[netip.Addr]int, claims) // rank of the current owner (or of the contest)
-	routed := make(map[netip.Addr]bool, routes)
+	best := b.best // rank of the current owner (or of the contest)
+	routed := b.routed
 	for _, e := range entries {
 		for _, a := range e.routes {
 			routed[a] = true

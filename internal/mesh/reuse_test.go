@@ -1,7 +1,9 @@
 package mesh
 
 import (
+	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -62,5 +64,57 @@ func TestTrackerOrderShortcut(t *testing.T) {
 	}
 	if tr.resorts != 0 {
 		t.Errorf("the shortcut's order was wrong %d times (a key's change not noticed)", tr.resorts)
+	}
+}
+
+// A Builder reused across peer sets (contested addresses, endpoints two
+// members list, networks cut around others' addresses) answers each as a
+// fresh one does: nothing of one call leaks into the next.
+func TestBuilderReuse(t *testing.T) {
+	var keys []wgtypes.Key
+	for range 4 {
+		keys = append(keys, testKey(t))
+	}
+	self := testKey(t)
+	var b Builder
+	// An endpoint WireGuard saw one member at, then listed by another
+	// alone: the second set must not remember the first one's claim.
+	ep := netip.MustParseAddrPort("198.51.100.7:51820")
+	mesh := func(i byte) netip.Addr {
+		a := trustPrefix.Addr().As16()
+		a[15] = i
+		return netip.AddrFrom16(a)
+	}
+	first := Input{Self: self, Prefix: trustPrefix, Own: victimOwn,
+		Affiliates: []Affiliate{{ID: "a", PublicKey: keys[0].String(), Address: mesh(1)}, {ID: "b", PublicKey: keys[1].String(), Address: mesh(2)}},
+		Observed:   map[wgtypes.Key][]netip.AddrPort{keys[1]: {ep}}}
+	second := Input{Self: self, Prefix: trustPrefix, Own: victimOwn,
+		Affiliates: []Affiliate{{ID: "a", PublicKey: keys[0].String(), Address: mesh(1), Endpoints: []netip.AddrPort{ep}}, {ID: "b", PublicKey: keys[1].String(), Address: mesh(2)}}}
+	b.Build(first)
+	if want, got := Build(second), b.Build(second); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after a set where %s was another's: a reused Builder answered\n%+v\na fresh one\n%+v", ep, got, want)
+	}
+	// An address one member routed, then two list as their endpoints'
+	// address (behind one NAT): contested, but routed to nobody now.
+	nat := netip.MustParseAddr("203.0.113.5")
+	routed := Input{Self: self, Prefix: trustPrefix, Own: victimOwn,
+		Affiliates: []Affiliate{{ID: "a", PublicKey: keys[0].String(), Address: mesh(1), Addresses: []netip.Addr{nat}}}}
+	shared := Input{Self: self, Prefix: trustPrefix, Own: victimOwn,
+		Affiliates: []Affiliate{{ID: "a", PublicKey: keys[0].String(), Address: mesh(1), Endpoints: []netip.AddrPort{netip.AddrPortFrom(nat, 1)}},
+			{ID: "b", PublicKey: keys[1].String(), Address: mesh(2), Endpoints: []netip.AddrPort{netip.AddrPortFrom(nat, 2)}}}}
+	b.Build(routed)
+	if want, got := Build(shared), b.Build(shared); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after a set where %s was routed: a reused Builder answered\n%+v\na fresh one\n%+v", nat, got, want)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 500 {
+		data := make([]byte, 40+rng.IntN(80))
+		for j := range data {
+			data[j] = byte(rng.Uint32())
+		}
+		in := fuzzInput(data, keys, self)
+		if want, got := Build(in), b.Build(in); !reflect.DeepEqual(got, want) {
+			t.Fatalf("input %d: a reused Builder answered\n%+v\na fresh one\n%+v", i, got, want)
+		}
 	}
 }
