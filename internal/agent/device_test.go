@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
@@ -17,22 +19,7 @@ import (
 // gets the static peer, status serves it, and the device is closed once on
 // the way out.
 func TestRunWithFakeDevice(t *testing.T) {
-	sec, err := clusterkey.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := testKey(t)
-	cfg := &config.Config{
-		APIVersion: config.APIVersion,
-		Node:       config.Node{Name: "n1"},
-		Cluster:    config.Cluster{ID: sec.ID, Secret: sec.Secret},
-		StaticPeers: []config.StaticPeer{{Name: "n2", PublicKey: peer.String(),
-			Address: clusterkey.MeshPrefix(sec.ID).Addr().Next().String(), Endpoints: []string{"192.0.2.2:51820"}}},
-	}
-	cfg.ApplyDefaults()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg, peer := staticPeerConfig(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "agent.sock")
 	dev := newFakeDevice()
@@ -82,4 +69,27 @@ func TestRunWithFakeDevice(t *testing.T) {
 	if opened.Name != cfg.WireGuard.Interface || opened.ListenPort != cfg.WireGuard.ListenPort || !opened.Address.IsValid() {
 		t.Errorf("OpenDevice got %+v, want the config's interface, port and the mesh address", opened)
 	}
+}
+
+// staticPeerConfig is node n1's config with one static peer, n2, whose
+// key it returns.
+func staticPeerConfig(t *testing.T) (*config.Config, wgtypes.Key) {
+	t.Helper()
+	sec, err := clusterkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := testKey(t)
+	cfg := &config.Config{
+		APIVersion: config.APIVersion,
+		Node:       config.Node{Name: "n1"},
+		Cluster:    config.Cluster{ID: sec.ID, Secret: sec.Secret},
+		StaticPeers: []config.StaticPeer{{Name: "n2", PublicKey: peer.String(),
+			Address: clusterkey.MeshPrefix(sec.ID).Addr().Next().String(), Endpoints: []string{"192.0.2.2:51820"}}},
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, peer
 }

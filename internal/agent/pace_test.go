@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
-	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
 )
 
@@ -75,21 +73,7 @@ func TestHandshook(t *testing.T) {
 // A converging agent with a long tick: its probes run no pass while the
 // peer stays silent, and a handshake shows as up long before the tick.
 func TestConvergeProbe(t *testing.T) {
-	sec, err := clusterkey.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := testKey(t)
-	cfg := &config.Config{
-		APIVersion: config.APIVersion, Node: config.Node{Name: "n1"},
-		Cluster: config.Cluster{ID: sec.ID, Secret: sec.Secret},
-		StaticPeers: []config.StaticPeer{{Name: "n2", PublicKey: peer.String(),
-			Address: clusterkey.MeshPrefix(sec.ID).Addr().Next().String(), Endpoints: []string{"192.0.2.2:51820"}}},
-	}
-	cfg.ApplyDefaults()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg, peer := staticPeerConfig(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "agent.sock")
 	dev := newFakeDevice()

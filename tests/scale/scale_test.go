@@ -321,9 +321,10 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 
 	progress(r, "N=%d: all know all after %s", n, res.converge.Round(time.Millisecond))
 
-	// Idle: nothing changes. The agents' ticks go on (250 ms while peers
-	// are unknown within 15 s of a peer-set change, then 1 s): wait that
-	// out, then take this process's CPU (all members) and the service's.
+	// Idle: nothing changes. The agents' ticks go on (memberTick; device
+	// probes every 250 ms while peers are unknown within 15 s of a
+	// peer-set change): wait that out, then take this process's CPU (all
+	// members) and the service's.
 	time.Sleep(r.settle)
 	passes0 := 0
 	for _, m := range members {
