@@ -64,8 +64,8 @@ type Client struct {
 	published       atomic.Bool
 
 	memoMu sync.Mutex
-	memo   map[*dclient.Affiliate]memoEntry // conversions by the client's value
-	builds uint64                           // views built, to sweep memo
+	memo   map[*dclient.Affiliate]*memoEntry // conversions by the client's value
+	builds uint64                            // views built, to sweep memo
 	// gen counts the underlying clients' change notifications (Run): what
 	// they hold changes only before one. view is the last Affiliates, for
 	// generation viewGen; valid while viewOK.
@@ -323,41 +323,43 @@ func (c *Client) Affiliates() []Affiliate {
 		return c.view
 	}
 	if c.memo == nil {
-		c.memo = make(map[*dclient.Affiliate]memoEntry)
+		c.memo = make(map[*dclient.Affiliate]*memoEntry)
 	}
 	c.builds++
+	lists, n := make([][]*dclient.Affiliate, len(c.subs)), 0
+	for i, s := range c.subs {
+		lists[i] = s.dc.GetAffiliates()
+		n += len(lists[i])
+	}
+	// The view is sorted through small items, and each affiliate (a large
+	// struct) copied once, into its place: appending them to a growing
+	// slice and then copying them sorted was most of a build at a thousand.
+	items := make([]viewItem, 0, n)
 	var byID map[string]int // with several services, to merge their views
 	if len(c.subs) > 1 {
-		byID = make(map[string]int)
+		byID = make(map[string]int, n)
 	}
-	var out []Affiliate
-	for _, s := range c.subs {
-		for _, da := range s.dc.GetAffiliates() {
-			e, ok := c.memo[da]
-			if !ok {
-				if e.a, ok = affiliateFromProto(da); !ok {
+	for _, list := range lists {
+		for _, da := range list {
+			e := c.memo[da]
+			if e == nil {
+				a, ok := affiliateFromProto(da)
+				if !ok {
 					continue
 				}
-				e.a.Endpoints = slices.Clip(e.a.Endpoints)
+				a.Endpoints = slices.Clip(a.Endpoints)
+				e = &memoEntry{a: a}
+				c.memo[da] = e
 			}
 			e.build = c.builds
-			c.memo[da] = e
-			a := e.a
-			if byID == nil {
-				out = append(out, a)
-				continue
-			}
-			i, seen := byID[a.ID]
-			if !seen {
-				byID[a.ID] = len(out)
-				out = append(out, a)
-				continue
-			}
-			for _, ep := range a.Endpoints {
-				if !slices.Contains(out[i].Endpoints, ep) {
-					out[i].Endpoints = append(slices.Clip(out[i].Endpoints), ep)
+			if byID != nil {
+				if i, seen := byID[e.a.ID]; seen {
+					items[i].more = append(items[i].more, e.a.Endpoints...)
+					continue
 				}
+				byID[e.a.ID] = len(items)
 			}
+			items = append(items, viewItem{e: e})
 		}
 	}
 	for da, e := range c.memo {
@@ -365,16 +367,15 @@ func (c *Client) Affiliates() []Affiliate {
 			delete(c.memo, da) // replaced or gone
 		}
 	}
-	// Sorted through an index: moving the affiliates themselves (large
-	// structs holding pointers) around a thousand times cost more.
-	order := make([]int, len(out))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int { return strings.Compare(out[a].ID, out[b].ID) })
-	sorted := make([]Affiliate, len(out))
-	for i, j := range order {
-		sorted[i] = out[j]
+	slices.SortFunc(items, func(x, y viewItem) int { return strings.Compare(x.e.a.ID, y.e.a.ID) })
+	sorted := make([]Affiliate, len(items))
+	for i, it := range items {
+		sorted[i] = it.e.a
+		for _, ep := range it.more {
+			if !slices.Contains(sorted[i].Endpoints, ep) {
+				sorted[i].Endpoints = append(slices.Clip(sorted[i].Endpoints), ep)
+			}
+		}
 	}
 	c.view, c.viewGen, c.viewOK = sorted, gen, true
 	return sorted
@@ -385,6 +386,13 @@ func (c *Client) Affiliates() []Affiliate {
 type memoEntry struct {
 	a     Affiliate
 	build uint64
+}
+
+// viewItem is an affiliate of the view being built, with the endpoints
+// other services list for it.
+type viewItem struct {
+	e    *memoEntry
+	more []netip.AddrPort
 }
 
 // ObservedAddress is our address as the first service that reported one

@@ -16,7 +16,10 @@
 // live heap makes the process collect more often than each member's own
 // GOGC=100 would on its node (at 10 GiB, GC took a third of its CPU).
 // SCALE_SERVICE_ARGS adds flags to the service (e.g. "--rate-limit -1"),
-// SCALE_CLIENT_LOG=1 prints the discovery clients' warnings. It prints,
+// SCALE_CLIENT_LOG=1 prints the discovery clients' warnings, and
+// SCALE_START_PROFILE=file writes a CPU profile of this process from the
+// members' start until all know all (-cpuprofile covers the whole run).
+// It prints,
 // per N, and per change as it happens: time from start
 // until every member has every other configured with a candidate endpoint;
 // time from one member publishing a new endpoint until the last other
@@ -36,9 +39,11 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -196,6 +201,29 @@ type result struct {
 	publishes           []int // SetLocal calls per member (first few)
 }
 
+// startProfile starts a CPU profile into path (none if empty) and
+// returns what stops it.
+func startProfile(t testing.TB, path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		t.Fatalf("SCALE_START_PROFILE: %v (-cpuprofile and it are one profiler: use one)", err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		})
+	}
+}
+
 // within polls cond every 20 ms until it holds or limit passes.
 func within(limit time.Duration, cond func() bool) (time.Duration, bool) {
 	start := time.Now()
@@ -282,6 +310,8 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 			t.Fatal(err)
 		}
 	}
+	stopProfile := startProfile(t, os.Getenv("SCALE_START_PROFILE"))
+	defer stopProfile() // a run that does not converge returns early
 	res := result{n: n}
 	var ok bool
 	start, report := time.Now(), time.Now()
@@ -298,6 +328,7 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 		}
 		return all
 	})
+	stopProfile()
 	known := 0
 	for _, m := range members {
 		known += m.dev.knownPeers()
