@@ -192,7 +192,7 @@ type agent struct {
 	refused    refusedAdverts
 	specs      specCache // the last peer set and its input
 	discoCache discoveryCache
-	devCache   deviceCache
+	devCache   deviceCache // the device's peers as the last pass read them
 	// verdicts: the last pass's peer verdicts, a map the next pass refills;
 	// want, spareQuiet: storage wireguardPeers reuses
 	verdicts    map[wgtypes.Key]mesh.Status
@@ -226,8 +226,6 @@ type agent struct {
 		at    time.Time // when the count last grew
 	}
 	fastUntil time.Time
-	// seen are the device's peers as the last pass read them (handshook).
-	seen map[wgtypes.Key]wg.PeerStats
 	// lastPass is when the last pass started; pace, when the last pass a
 	// discovery change started began and ended (paceWait).
 	lastPass  time.Time
@@ -466,24 +464,27 @@ func (a *agent) underlayMTU(now time.Time, stats []wg.PeerStats) int {
 }
 
 func (a *agent) logTransitions(old, cur *Status) {
-	if old != nil && slices.EqualFunc(old.Peers, cur.Peers, func(o, c PeerStatus) bool { return o.PublicKey == c.PublicKey }) {
-		// Peers come in the same order pass after pass: compare in place.
-		for i := range cur.Peers {
-			if c := &cur.Peers[i]; old.Peers[i].State != c.State {
-				a.log.Info("peer state", "peer", c.Name, "publicKey", c.PublicKey, "state", c.State, "endpoint", c.Endpoint)
+	// Peers come in the same order pass after pass: each is compared with
+	// the one at its place, and only a peer found elsewhere needs the map.
+	var prev map[string]string
+	for i := range cur.Peers {
+		c := &cur.Peers[i]
+		was, ok := "", false
+		switch {
+		case old == nil:
+		case i < len(old.Peers) && old.Peers[i].PublicKey == c.PublicKey:
+			was, ok = old.Peers[i].State, true
+		default:
+			if prev == nil {
+				prev = make(map[string]string, len(old.Peers))
+				for _, p := range old.Peers {
+					prev[p.PublicKey] = p.State
+				}
 			}
+			was, ok = prev[c.PublicKey]
 		}
-		return
-	}
-	prev := map[string]string{}
-	if old != nil {
-		for _, p := range old.Peers {
-			prev[p.PublicKey] = p.State
-		}
-	}
-	for _, p := range cur.Peers {
-		if was, ok := prev[p.PublicKey]; !ok || was != p.State {
-			a.log.Info("peer state", "peer", p.Name, "publicKey", p.PublicKey, "state", p.State, "endpoint", p.Endpoint)
+		if !ok || was != c.State {
+			a.log.Info("peer state", "peer", c.Name, "publicKey", c.PublicKey, "state", c.State, "endpoint", c.Endpoint)
 		}
 	}
 }

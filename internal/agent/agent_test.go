@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -253,5 +255,42 @@ func TestRefusedAdvertsCounted(t *testing.T) {
 	}
 	if got := m.GetCounter().GetValue(); got != 3 {
 		t.Errorf("meshspan_refused_adverts_total = %v; want 3 (default, wide, default again)", got)
+	}
+}
+
+// A state line is logged for a new peer and for a changed state, whether
+// the peers kept their order or not, and for nothing else.
+func TestLogTransitions(t *testing.T) {
+	var buf bytes.Buffer
+	a := &agent{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	st := func(peers ...string) *Status { // "key=state"
+		s := &Status{}
+		for _, p := range peers {
+			k, v, _ := strings.Cut(p, "=")
+			s.Peers = append(s.Peers, PeerStatus{Name: k, PublicKey: k, State: v})
+		}
+		return s
+	}
+	for _, c := range []struct {
+		old, cur *Status
+		want     []string // names logged
+	}{
+		{nil, st("a=unknown", "b=unknown"), []string{"a", "b"}},
+		{st("a=unknown", "b=unknown"), st("a=unknown", "b=unknown"), nil},
+		{st("a=unknown", "b=unknown"), st("a=up", "b=unknown"), []string{"a"}},
+		{st("a=up", "b=unknown"), st("b=down", "a=up"), []string{"b"}},
+		{st("a=up", "b=down"), st("a=up", "c=unknown", "b=down"), []string{"c"}},
+	} {
+		buf.Reset()
+		a.logTransitions(c.old, c.cur)
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			if _, rest, ok := strings.Cut(l, " peer="); ok {
+				got = append(got, strings.Fields(rest)[0])
+			}
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%+v -> %+v: logged %v, want %v", c.old, c.cur, got, c.want)
+		}
 	}
 }

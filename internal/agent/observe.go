@@ -27,10 +27,15 @@ func observeDevice(stats []wg.PeerStats) deviceView {
 		obs:   make(map[wgtypes.Key]mesh.Observation, len(stats)),
 	}
 	for _, s := range stats {
-		v.obs[s.PublicKey] = mesh.Observation{Endpoint: s.Endpoint, LastHandshake: s.LastHandshake, RxBytes: s.RxBytes, TxBytes: s.TxBytes}
+		v.obs[s.PublicKey] = observation(s)
 		v.byKey[s.PublicKey] = s
 	}
 	return v
+}
+
+// observation is what the health tracker and path chooser read of a peer.
+func observation(s wg.PeerStats) mesh.Observation {
+	return mesh.Observation{Endpoint: s.Endpoint, LastHandshake: s.LastHandshake, RxBytes: s.RxBytes, TxBytes: s.TxBytes}
 }
 
 // deviceCache keeps the last deviceView and updates only the peers whose
@@ -48,7 +53,7 @@ func (c *deviceCache) observe(stats []wg.PeerStats) deviceView {
 		if old, ok := c.v.byKey[s.PublicKey]; ok && samePeerStats(&old, &s) {
 			continue
 		}
-		c.v.obs[s.PublicKey] = mesh.Observation{Endpoint: s.Endpoint, LastHandshake: s.LastHandshake, RxBytes: s.RxBytes, TxBytes: s.TxBytes}
+		c.v.obs[s.PublicKey] = observation(s)
 		c.v.byKey[s.PublicKey] = s
 	}
 	if len(c.v.byKey) != len(stats) {

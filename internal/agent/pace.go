@@ -49,7 +49,7 @@ func (a *agent) handshook() bool {
 	}
 	for i := range stats {
 		s := &stats[i]
-		if o, ok := a.seen[s.PublicKey]; ok && !s.LastHandshake.Equal(o.LastHandshake) || !ok && !s.LastHandshake.IsZero() {
+		if o, ok := a.devCache.v.byKey[s.PublicKey]; ok && !s.LastHandshake.Equal(o.LastHandshake) || !ok && !s.LastHandshake.IsZero() {
 			return true
 		}
 	}

@@ -44,7 +44,7 @@ func TestHandshook(t *testing.T) {
 		t.Error("before any pass, a peer with a handshake: handshook = false, want true")
 	}
 	stats, _ := d.Peers()
-	a.seen = observeDevice(stats).byKey
+	a.devCache.observe(stats)
 	if a.handshook() {
 		t.Error("nothing changed: handshook = true, want false")
 	}

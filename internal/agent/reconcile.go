@@ -47,7 +47,6 @@ func (a *agent) reconcile(ctx context.Context) {
 		warn("%v", err)
 	}
 	dev := a.devCache.observe(stats)
-	a.seen = dev.byKey
 	if w := netpolicy.MTUWarning(a.underlayMTU(now, dev.stats), a.cfg.WireGuard.MTU); w != "" {
 		warnings = append(warnings, w)
 	}

@@ -168,10 +168,10 @@ type endpointClaim struct{ owner, rank int }
 
 // Build computes the desired peer set; see the function Build.
 func (b *Builder) Build(in Input) Result {
+	n := len(in.Static) + len(in.Affiliates)
 	if b.index == nil {
 		// Sized for a peer with an address and an endpoint or two: growing
 		// them was most of the work of the maps.
-		n := len(in.Static) + len(in.Affiliates)
 		b.index, b.eps = make(map[wgtypes.Key]*entry, n), make(map[netip.AddrPort]endpointClaim, n)
 		b.owner, b.best, b.routed = make(map[netip.Addr]int, 3*n), make(map[netip.Addr]int, 3*n), make(map[netip.Addr]bool, 2*n)
 	}
@@ -191,7 +191,6 @@ func (b *Builder) Build(in Input) Result {
 	}
 	// Sized up front, the entries in one block: at a thousand peers,
 	// growing these was a fifth of what the peer set allocated.
-	n := len(in.Static) + len(in.Affiliates)
 	block := make([]entry, 0, n)
 	entries := make([]*entry, 0, n)
 	index := b.index
@@ -430,7 +429,6 @@ func unmapAll(in []netip.Addr) []netip.Addr {
 // peer there, else when it alone lists it; one that several list with
 // nothing to tell them apart stays with all.
 func dropOthersEndpoints(entries []*entry, owner map[netip.AddrPort]endpointClaim) {
-	type claim = endpointClaim
 	for i, e := range entries {
 		for _, ap := range e.Endpoints {
 			r := 0
@@ -443,9 +441,9 @@ func dropOthersEndpoints(entries []*entry, owner map[netip.AddrPort]endpointClai
 			c, ok := owner[ap]
 			switch {
 			case !ok || r > c.rank:
-				owner[ap] = claim{i, r}
+				owner[ap] = endpointClaim{i, r}
 			case c.owner != i && r == c.rank && r < 2:
-				owner[ap] = claim{-1, r}
+				owner[ap] = endpointClaim{-1, r}
 			}
 		}
 	}
