@@ -1,6 +1,10 @@
 package agent
 
-import "github.com/meshspan/terraform-provider-meshspan/internal/wg"
+import (
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
+)
 
 // Device is the WireGuard device the reconcile steps read and program.
 // *wg.Device is the real one (kernel or wireguard-go on TUN); the steps'
@@ -14,6 +18,10 @@ type Device interface {
 	// SyncPeers makes the device's peers exactly want. It must not keep
 	// want after it returns: the agent reuses its storage.
 	SyncPeers(want []wg.PeerConfig) error
+	// UpdatePeers configures set and removes remove, leaving the other
+	// peers as they are (wg.Device.UpdatePeers): a change pass's few
+	// peers. It must not keep set either.
+	UpdatePeers(set []wg.PeerConfig, remove []wgtypes.Key) error
 	// UAPIError says why `wg show` cannot see the device (nil if it can).
 	UAPIError() error
 	Close() error

@@ -5,18 +5,22 @@ import (
 	"slices"
 	"sync"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
 )
 
 // fakeDevice is a Device without a kernel: it records every SyncPeers and
 // reports the peers it was given, with the statistics a test sets.
 type fakeDevice struct {
-	mu     sync.Mutex
-	name   string
-	port   int
-	syncs  [][]wg.PeerConfig // every SyncPeers call, in order
-	stats  map[[32]byte]wg.PeerStats
-	closed bool
+	mu    sync.Mutex
+	name  string
+	port  int
+	syncs [][]wg.PeerConfig // the configuration after every SyncPeers and UpdatePeers, in order
+	// updates counts UpdatePeers calls (change passes that configured).
+	updates int
+	stats   map[[32]byte]wg.PeerStats
+	closed  bool
 }
 
 var _ Device = (*fakeDevice)(nil)
@@ -65,6 +69,40 @@ func (f *fakeDevice) SyncPeers(want []wg.PeerConfig) error {
 	defer f.mu.Unlock()
 	f.syncs = append(f.syncs, slices.Clone(want))
 	return nil
+}
+
+// UpdatePeers records the configuration it leads to, as a SyncPeers of
+// it would.
+func (f *fakeDevice) UpdatePeers(set []wg.PeerConfig, remove []wgtypes.Key) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var cur []wg.PeerConfig
+	if len(f.syncs) > 0 {
+		cur = f.syncs[len(f.syncs)-1]
+	}
+	f.syncs = append(f.syncs, updatedPeers(cur, set, remove))
+	f.updates++
+	return nil
+}
+
+// updatedPeers is cur after UpdatePeers(set, remove): removals first, set
+// peers replaced in place or added at the end, an invalid endpoint keeping
+// the one configured.
+func updatedPeers(cur, set []wg.PeerConfig, remove []wgtypes.Key) []wg.PeerConfig {
+	out := slices.DeleteFunc(slices.Clone(cur), func(pc wg.PeerConfig) bool { return slices.Contains(remove, pc.PublicKey) })
+	for _, w := range set {
+		i := slices.IndexFunc(out, func(pc wg.PeerConfig) bool { return pc.PublicKey == w.PublicKey })
+		switch {
+		case i < 0:
+			out = append(out, w)
+		default:
+			if !w.Endpoint.IsValid() {
+				w.Endpoint = out[i].Endpoint
+			}
+			out[i] = w
+		}
+	}
+	return out
 }
 
 func (f *fakeDevice) setStats(s wg.PeerStats) {

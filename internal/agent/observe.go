@@ -106,7 +106,9 @@ func (c *discoveryCache) read(d Discovery) discoveryView {
 	}
 	v.affiliates = make([]mesh.Affiliate, 0, len(affs))
 	for _, a := range affs {
-		if k, err := wgtypes.ParseKey(a.PublicKey); err == nil && !a.Traversal.IsZero() {
+		if a.Traversal.IsZero() {
+			// most members: no key to parse
+		} else if k, err := wgtypes.ParseKey(a.PublicKey); err == nil {
 			v.traversal[k] = a.Traversal
 		}
 		v.affiliates = append(v.affiliates, mesh.Affiliate{

@@ -6,14 +6,19 @@ import (
 )
 
 // pass runs one reconcile pass; byChange says a discovery change started
-// it, which paceWait times.
-func (a *agent) pass(ctx context.Context, byChange bool) {
+// it, which paceWait times, and which a change pass takes when it can. It
+// reports whether the pass was a full one.
+func (a *agent) pass(ctx context.Context, byChange bool) (full bool) {
 	start := time.Now()
-	a.reconcile(ctx)
-	a.lastPass = start
+	full = !byChange || !a.changePass(ctx)
+	if full {
+		a.reconcile(ctx)
+		a.lastPass = start
+	}
 	if byChange {
 		a.pace.start, a.pace.end = start, time.Now()
 	}
+	return full
 }
 
 // paceWait is how long a discovery change waits before its pass: until

@@ -32,19 +32,25 @@ type peerSpecInput struct {
 // AllowedIPs and endpoint candidates, and what was refused from them.
 func peerSpecs(in peerSpecInput) mesh.Result {
 	var b mesh.Builder
-	return buildPeerSpecs(&b, in)
+	r, _ := buildPeerSpecs(&b, in)
+	return r
 }
 
-// buildPeerSpecs is peerSpecs with b's scratch storage.
-func buildPeerSpecs(b *mesh.Builder, in peerSpecInput) mesh.Result {
+// buildPeerSpecs is peerSpecs with b's scratch storage; it also returns
+// the observed endpoints it made of in.live.
+func buildPeerSpecs(b *mesh.Builder, in peerSpecInput) (mesh.Result, map[wgtypes.Key][]netip.AddrPort) {
 	observed := make(map[wgtypes.Key][]netip.AddrPort, len(in.live))
 	for k, ep := range in.live {
 		observed[k] = []netip.AddrPort{ep}
 	}
-	return b.Build(mesh.Input{
+	return b.Build(meshInput(in, observed)), observed
+}
+
+func meshInput(in peerSpecInput, observed map[wgtypes.Key][]netip.AddrPort) mesh.Input {
+	return mesh.Input{
 		Self: in.self, Prefix: in.prefix, Own: in.own, OwnNets: in.ownNets, Static: in.static,
 		Affiliates: in.affs, Filter: in.filter, Observed: observed, Approved: in.approved,
-	})
+	}
 }
 
 // specCache keeps the last peer set with what it was computed from. The
@@ -53,18 +59,37 @@ func buildPeerSpecs(b *mesh.Builder, in peerSpecInput) mesh.Result {
 // (every tick, and every member but the ones a change concerns) reuses it.
 // Comparing the input costs a fraction of computing it.
 type specCache struct {
-	in    peerSpecInput
-	out   mesh.Result
-	ok    bool
-	build mesh.Builder
+	in       peerSpecInput
+	observed map[wgtypes.Key][]netip.AddrPort // made of in.live
+	out      mesh.Result
+	ok       bool
+	build    mesh.Builder
 }
 
 func (c *specCache) peerSpecs(in peerSpecInput) mesh.Result {
 	if c.ok && sameSpecInput(c.in, in) {
 		return c.out
 	}
-	c.in, c.out, c.ok = in, buildPeerSpecs(&c.build, in), true
+	c.out, c.observed = buildPeerSpecs(&c.build, in)
+	c.in, c.ok = in, true
 	return c.out
+}
+
+// update is the last peer set with the affiliates affs instead, and what
+// changed, when mesh.Builder.Update can tell (the change pass); the rest
+// of the input is the last pass's.
+func (c *specCache) update(affs []mesh.Affiliate) (mesh.Result, mesh.Delta, bool) {
+	if !c.ok {
+		return mesh.Result{}, mesh.Delta{}, false
+	}
+	in := c.in
+	in.affs = affs
+	r, d, ok := c.build.Update(meshInput(in, c.observed))
+	if !ok {
+		return mesh.Result{}, mesh.Delta{}, false
+	}
+	c.in, c.out = in, r
+	return r, d, true
 }
 
 func sameSpecInput(a, b peerSpecInput) bool {
@@ -76,11 +101,7 @@ func sameSpecInput(a, b peerSpecInput) bool {
 		reflect.DeepEqual(a.approved, b.approved)
 }
 
-func sameAffiliate(a, b mesh.Affiliate) bool {
-	return a.ID == b.ID && a.NodeName == b.NodeName && a.PublicKey == b.PublicKey && a.Address == b.Address &&
-		slices.Equal(a.Addresses, b.Addresses) && slices.Equal(a.Networks, b.Networks) &&
-		slices.Equal(a.ExcludeNetworks, b.ExcludeNetworks) && slices.Equal(a.Endpoints, b.Endpoints)
-}
+func sameAffiliate(a, b mesh.Affiliate) bool { return a.Equal(&b) }
 
 // sameBacking reports whether a and b are the same slice: the discovery
 // view's affiliates are built anew whenever the client's change and never

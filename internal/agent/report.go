@@ -70,7 +70,7 @@ func report(in reportInput) (*Status, []peerRaw) {
 	for i := range in.peers {
 		p := &in.peers[i]
 		v, s := in.verdicts[p.PublicKey], in.byKey[p.PublicKey]
-		r := peerRaw{lastActivity: v.LastActivity, handshake: s.LastHandshake, endpoint: s.Endpoint}
+		r := in.rawOf(p)
 		if same {
 			q := &in.prev.Peers[i]
 			pc := in.paths[p.PublicKey]
@@ -85,29 +85,45 @@ func report(in reportInput) (*Status, []peerRaw) {
 		return st, raw
 	}
 	st.Peers = make([]PeerStatus, 0, len(in.peers))
-	for i, p := range in.peers {
-		v, s := in.verdicts[p.PublicKey], in.byKey[p.PublicKey]
-		ps := PeerStatus{
-			Name: p.Name, AffiliateID: p.AffiliateID,
-			State: v.State.String(), RxBytes: s.RxBytes, TxBytes: s.TxBytes,
-			LastHandshake: timeString(s.LastHandshake), LastActivity: timeString(v.LastActivity),
-			EndpointChanges: v.EndpointChanges,
+	for i := range in.peers {
+		p := &in.peers[i]
+		var text *PeerStatus
+		if reuse && i < len(in.prevPeers) && samePeerText(&in.prevPeers[i], p) {
+			text = &in.prev.Peers[i]
 		}
-		if reuse && i < len(in.prevPeers) && samePeerText(&in.prevPeers[i], &p) {
-			q := &in.prev.Peers[i]
-			ps.PublicKey, ps.Address, ps.AllowedIPs, ps.Candidates = q.PublicKey, q.Address, q.AllowedIPs, q.Candidates
-		} else {
-			ps.PublicKey, ps.Address, ps.AllowedIPs, ps.Candidates = p.PublicKey.String(), p.Address.String(), strs(p.AllowedIPs), strs(p.Endpoints)
-		}
-		if s.Endpoint.IsValid() {
-			ps.Endpoint = s.Endpoint.String()
-		}
-		if pc, ok := in.paths[p.PublicKey]; ok {
-			ps.Path, ps.Via, ps.PathReason = pc.Path, pc.Via, pc.Reason
-		}
-		st.Peers = append(st.Peers, ps)
+		st.Peers = append(st.Peers, in.peerLine(p, text))
 	}
 	return st, raw
+}
+
+// peerLine is p's status line; text, when not nil, is a line formatted
+// from the same key, address, AllowedIPs and candidates, whose text it
+// takes.
+func (in *reportInput) peerLine(p *mesh.Peer, text *PeerStatus) PeerStatus {
+	v, s := in.verdicts[p.PublicKey], in.byKey[p.PublicKey]
+	ps := PeerStatus{
+		Name: p.Name, AffiliateID: p.AffiliateID,
+		State: v.State.String(), RxBytes: s.RxBytes, TxBytes: s.TxBytes,
+		LastHandshake: timeString(s.LastHandshake), LastActivity: timeString(v.LastActivity),
+		EndpointChanges: v.EndpointChanges,
+	}
+	if text != nil {
+		ps.PublicKey, ps.Address, ps.AllowedIPs, ps.Candidates = text.PublicKey, text.Address, text.AllowedIPs, text.Candidates
+	} else {
+		ps.PublicKey, ps.Address, ps.AllowedIPs, ps.Candidates = p.PublicKey.String(), p.Address.String(), strs(p.AllowedIPs), strs(p.Endpoints)
+	}
+	if s.Endpoint.IsValid() {
+		ps.Endpoint = s.Endpoint.String()
+	}
+	if pc, ok := in.paths[p.PublicKey]; ok {
+		ps.Path, ps.Via, ps.PathReason = pc.Path, pc.Via, pc.Reason
+	}
+	return ps
+}
+
+// rawOf is what p's line is formatted from (reportInput.raw).
+func (in *reportInput) rawOf(p *mesh.Peer) peerRaw {
+	return peerRaw{lastActivity: in.verdicts[p.PublicKey].LastActivity, handshake: in.byKey[p.PublicKey].LastHandshake, endpoint: in.byKey[p.PublicKey].Endpoint}
 }
 
 // samePeerText reports whether a and b format the same key, address,

@@ -196,7 +196,8 @@ func (a *agent) startDiscovery(undo *cleanups) <-chan struct{} {
 // change and tick until ctx ends.
 func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 	a.pass(ctx, false)
-	tick := time.NewTimer(a.nextTick())
+	due := time.Now().Add(a.nextTick()) // when tick fires
+	tick := time.NewTimer(time.Until(due))
 	defer tick.Stop()
 	if err := sdNotify("READY=1"); err != nil {
 		a.log.Warn("notify systemd", "err", err)
@@ -231,14 +232,25 @@ func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 		case <-tick.C:
 			if time.Since(a.lastPass) < a.opts.Tick && !a.handshook() {
 				// A converging probe that saw no handshake: no pass.
-				tick.Reset(a.nextTick())
+				due = time.Now().Add(a.nextTick())
+				tick.Reset(time.Until(due))
 				continue
 			}
 		}
-		a.pass(ctx, byChange)
+		if !a.pass(ctx, byChange) {
+			// A change pass leaves the tick where it was (full passes keep
+			// their pace whatever the changes), unless a peer it added
+			// starts a converging phase sooner.
+			if d := a.nextTick(); time.Until(due) > d {
+				tick.Reset(d)
+				due = time.Now().Add(d)
+			}
+			continue
+		}
 		if !a.opts.SharedProcess {
 			a.trimWhenIdle()
 		}
-		tick.Reset(a.nextTick())
+		due = time.Now().Add(a.nextTick())
+		tick.Reset(time.Until(due))
 	}
 }

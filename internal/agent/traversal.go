@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,7 +77,7 @@ func (t *traversal) choose(c *drive.Chooser) {
 		t.paths = c
 		return
 	}
-	t.paths = admitter{c, t.server}
+	t.paths = admitter{c, t.server, map[[32]byte]bool{}}
 }
 
 func (t *traversal) close() {
@@ -162,17 +164,45 @@ var (
 	_ Traverser   = admitter{}
 )
 
-// admitter keeps a relay server's members equal to the agent's peers.
+// admitter keeps a relay server's members equal to the agent's peers,
+// through full passes (Choose) and change passes (ChooseSome, Forget).
 type admitter struct {
 	*drive.Chooser // Choose and Traverse
 	srv            *relay.Server
+	members        map[[32]byte]bool
 }
 
 func (a admitter) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]PathChoice {
-	keys := make([][32]byte, 0, len(peers))
+	clear(a.members)
 	for _, p := range peers {
-		keys = append(keys, p.PublicKey)
+		a.members[p.PublicKey] = true
 	}
-	a.srv.SetMembers(keys)
+	a.admit()
 	return a.Chooser.Choose(now, peers, obs)
+}
+
+func (a admitter) ChooseSome(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]PathChoice {
+	joined := false
+	for _, p := range peers {
+		joined = joined || !a.members[p.PublicKey]
+		a.members[p.PublicKey] = true
+	}
+	if joined {
+		a.admit()
+	}
+	return a.Chooser.ChooseSome(now, peers, obs)
+}
+
+func (a admitter) Forget(keys []wgtypes.Key) {
+	for _, k := range keys {
+		delete(a.members, k)
+	}
+	if len(keys) > 0 {
+		a.admit() // a member that left may no longer use the relay
+	}
+	a.Chooser.Forget(keys)
+}
+
+func (a admitter) admit() {
+	a.srv.SetMembers(slices.Collect(maps.Keys(a.members)))
 }

@@ -6,11 +6,13 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/clusterkey"
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 	"github.com/meshspan/terraform-provider-meshspan/internal/natpath/drive"
 	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
@@ -124,6 +126,18 @@ func TestOpenTraversal(t *testing.T) {
 		a, ok := tr.paths.(admitter)
 		if !ok || a.srv == nil || a.Chooser.RelayPort != 51820 {
 			t.Fatalf("paths = %#v, want the chooser behind the relay server's admission", tr.paths)
+		}
+		// Change passes admit the members that join and drop those that
+		// leave, as full passes do.
+		k1, k2 := testKey(t), testKey(t)
+		a.Choose(time.Now(), []mesh.Peer{{PublicKey: k1}}, nil)
+		if _, ok := tr.paths.(PartialChooser); !ok {
+			t.Fatal("the admitted chooser cannot take change passes")
+		}
+		a.ChooseSome(time.Now(), []mesh.Peer{{PublicKey: k2}}, nil)
+		a.Forget([]wgtypes.Key{k1})
+		if len(a.members) != 1 || !a.members[k2] {
+			t.Errorf("admitted %v after k1 left and k2 joined: want k2 alone", a.members)
 		}
 		if len(tr.collectors) < 2 {
 			t.Errorf("collectors %s: want the relay's and the punch counter", collectorNames(tr))

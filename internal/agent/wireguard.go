@@ -52,31 +52,38 @@ func wireguardPeers(in wireguardInput, log *slog.Logger) wireguardOutput {
 		out.quiet = make(map[wgtypes.Key]bool, len(in.peers))
 	}
 	clear(out.quiet)
-	for _, p := range in.peers {
-		v := in.verdicts[p.PublicKey]
-		if in.paths != nil && !in.paths[p.PublicKey].Advisory {
-			v.SetEndpoint = in.paths[p.PublicKey].SetEndpoint
-			if v.Quiet {
-				// The path chooser (relays) decides: WireGuard must try
-				// what it sets.
-				v.Quiet, v.Keepalive = false, true
-			}
-		}
-		pc := wg.PeerConfig{PublicKey: p.PublicKey, PresharedKey: in.psk, Endpoint: v.SetEndpoint, AllowedIPs: p.AllowedIPs}
-		if v.Keepalive {
-			pc.Keepalive = mesh.WireGuardKeepalive(in.keepalive)
-			pc.SendKeepalive = v.SendKeepalive
-		}
-		if v.SetEndpoint.IsValid() {
-			log.Debug("peer endpoint", "peer", p.Name, "endpoint", v.SetEndpoint, "state", v.State)
-		}
-		out.quiet[p.PublicKey] = v.Quiet
-		if was, known := in.quiet[p.PublicKey]; v.Quiet && known && !was {
+	for i := range in.peers {
+		p := &in.peers[i]
+		pc, quiet := in.peerConfig(p, log)
+		out.quiet[p.PublicKey] = quiet
+		if was, known := in.quiet[p.PublicKey]; quiet && known && !was {
 			out.reset = append(out.reset, p.PublicKey)
 		}
 		out.want = append(out.want, pc)
 	}
 	return out
+}
+
+// peerConfig is p's configuration, and whether it is kept quiet.
+func (in *wireguardInput) peerConfig(p *mesh.Peer, log *slog.Logger) (wg.PeerConfig, bool) {
+	v := in.verdicts[p.PublicKey]
+	if in.paths != nil && !in.paths[p.PublicKey].Advisory {
+		v.SetEndpoint = in.paths[p.PublicKey].SetEndpoint
+		if v.Quiet {
+			// The path chooser (relays) decides: WireGuard must try
+			// what it sets.
+			v.Quiet, v.Keepalive = false, true
+		}
+	}
+	pc := wg.PeerConfig{PublicKey: p.PublicKey, PresharedKey: in.psk, Endpoint: v.SetEndpoint, AllowedIPs: p.AllowedIPs}
+	if v.Keepalive {
+		pc.Keepalive = mesh.WireGuardKeepalive(in.keepalive)
+		pc.SendKeepalive = v.SendKeepalive
+	}
+	if v.SetEndpoint.IsValid() {
+		log.Debug("peer endpoint", "peer", p.Name, "endpoint", v.SetEndpoint, "state", v.State)
+	}
+	return pc, v.Quiet
 }
 
 // without is want less the peers in drop.

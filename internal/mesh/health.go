@@ -142,11 +142,14 @@ type Tracker struct {
 	health Health
 	self   wgtypes.Key
 	peers  map[wgtypes.Key]*track
-	// tokens is the endpoint-set budget (ProbeRate), refilled at each Step.
+	// tokens is the endpoint-set budget (ProbeRate), refilled at each Step
+	// and StepSome.
 	tokens   float64
 	tokensAt time.Time
 	seed     maphash.Seed // orders peers never tried
-	steps    uint64       // Steps taken; a track not stepped in the last is forgotten
+	// steps counts Steps (not StepSomes); a track not stepped in the last
+	// is forgotten
+	steps uint64
 	// keys are the last Step's peers in the order served (track pointers
 	// included: tracks of peers gone are forgotten by then anyway);
 	// slots and dirty are sortedKeys's scratch.
@@ -169,7 +172,8 @@ type track struct {
 	seen      uint64 // the Tracker's step that last saw it
 	hash      uint64 // the key's hash under the Tracker's seed
 	// pos is where the last Step served it, by setAt and discovered as
-	// they were then (sortedKeys)
+	// they were then (sortedKeys); -1 for a track no Step served yet (one
+	// StepSome created), which no slot may take
 	pos         int
 	sortedSetAt time.Time
 	sortedDisc  int
@@ -207,16 +211,15 @@ func (t *Tracker) sortedKeys(peers []Peer) []trackerKey {
 	}
 	dirty := t.dirty[:0]
 	for i := range peers {
-		p := &peers[i]
-		k := trackerKey{discovered: discovered(p), i: i}
-		tr := t.peers[p.PublicKey]
+		k := t.keyOf(peers, i)
+		tr := k.tr
 		if tr == nil {
-			k.hash = maphash.Bytes(t.seed, p.PublicKey[:])
 			dirty = append(dirty, k)
 			continue
 		}
-		k.setAt, k.hash, k.tr = tr.setAt, tr.hash, tr
-		if tr.seen == t.steps-1 && tr.pos < len(slots) && slots[tr.pos].tr == nil &&
+		// A StepSome may have set an endpoint (setAt moved: dirty) or
+		// created the track (pos -1: dirty) since the last Step.
+		if tr.seen == t.steps-1 && tr.pos >= 0 && tr.pos < len(slots) && slots[tr.pos].tr == nil &&
 			tr.sortedSetAt == tr.setAt && tr.sortedDisc == k.discovered {
 			slots[tr.pos] = k
 		} else {
@@ -249,6 +252,18 @@ func (t *Tracker) sortedKeys(peers []Peer) []trackerKey {
 	return keys
 }
 
+// keyOf is the key peers[i] is served by.
+func (t *Tracker) keyOf(peers []Peer, i int) trackerKey {
+	p := &peers[i]
+	k := trackerKey{discovered: discovered(p), i: i}
+	if tr := t.peers[p.PublicKey]; tr != nil {
+		k.setAt, k.hash, k.tr = tr.setAt, tr.hash, tr
+	} else {
+		k.hash = maphash.Bytes(t.seed, p.PublicKey[:])
+	}
+	return k
+}
+
 func compareTrackerKeys(a, b trackerKey) int {
 	if c := a.setAt.Compare(b.setAt); c != 0 {
 		return c
@@ -278,10 +293,7 @@ type trackerKey struct {
 func (t *Tracker) StepInto(out map[wgtypes.Key]Status, now time.Time, peers []Peer, obs map[wgtypes.Key]Observation) map[wgtypes.Key]Status {
 	clear(out)
 	t.steps++
-	if !t.tokensAt.IsZero() && now.After(t.tokensAt) {
-		t.tokens = min(ProbeBurst, t.tokens+now.Sub(t.tokensAt).Seconds()*ProbeRate)
-	}
-	t.tokensAt = now
+	t.refill(now)
 	// Serve the peers waiting longest first, so none starves.
 	// Among peers never tried, static ones first, then affiliates in an
 	// order keyed by this tracker's random seed: affiliate IDs and keys are
@@ -290,28 +302,11 @@ func (t *Tracker) StepInto(out map[wgtypes.Key]Status, now time.Time, peers []Pe
 	keys := t.sortedKeys(peers)
 	live := 0 // tracks stepped in this Step
 	for j, k := range keys {
-		p := &peers[k.i]
-		tr := k.tr
-		if tr == nil {
-			// New (or listed twice and created by its first entry).
-			if tr = t.peers[p.PublicKey]; tr == nil {
-				tr = &track{firstSeen: now, hash: k.hash}
-				t.peers[p.PublicKey] = tr
-			}
-		}
+		tr := t.serve(out, now, &peers[k.i], k, obs)
 		if tr.seen != t.steps {
 			live++
 		}
 		tr.seen, tr.pos, tr.sortedSetAt, tr.sortedDisc = t.steps, j, k.setAt, k.discovered
-		o := obs[p.PublicKey]
-		st := tr.step(now, t.health, p.Endpoints, o, t.tokens >= 1)
-		if st.SetEndpoint.IsValid() {
-			t.tokens--
-		}
-		st.Keepalive = !st.Quiet && (bytes.Compare(t.self[:], p.PublicKey[:]) < 0 || st.State != StateUnknown ||
-			now.Sub(tr.firstSeen) >= AnswerDelay)
-		st.SendKeepalive = st.Keepalive && tr.silent(now, t.health.Keepalive, o)
-		out[p.PublicKey] = st
 	}
 	t.keys = keys
 	if live != len(t.peers) {
@@ -322,6 +317,71 @@ func (t *Tracker) StepInto(out map[wgtypes.Key]Status, now time.Time, peers []Pe
 		}
 	}
 	return out
+}
+
+// StepSome advances only peers — those a discovery change concerns: new
+// ones, or ones whose candidates changed — writing their verdicts into
+// out; other entries of out, and the other peers' tracks, stay as the
+// last Step or StepSome left them. The next Step serves every peer as
+// usual.
+//
+// The work is proportional to len(peers): the step counter, the last
+// Step's order and its positions are left alone, so the next Step's
+// shortcut still holds for the peers not stepped here and finds the
+// others dirty (setAt moved, or new with no position).
+func (t *Tracker) StepSome(out map[wgtypes.Key]Status, now time.Time, peers []Peer, obs map[wgtypes.Key]Observation) {
+	t.refill(now)
+	keys := t.dirty[:0]
+	for i := range peers {
+		keys = append(keys, t.keyOf(peers, i))
+	}
+	// In Step's order, so that the budget goes to the same peers first.
+	slices.SortFunc(keys, compareTrackerKeys)
+	for _, k := range keys {
+		t.serve(out, now, &peers[k.i], k, obs)
+	}
+	clear(keys) // drop track pointers
+	t.dirty = keys[:0]
+}
+
+// Forget drops the tracks of peers that left the set (the next Step would
+// too). Their entries in the last Step's order are skipped by the next
+// one, as those of any peer gone.
+func (t *Tracker) Forget(keys []wgtypes.Key) {
+	for _, k := range keys {
+		delete(t.peers, k)
+	}
+}
+
+// refill adds the budget earned since the last Step or StepSome.
+func (t *Tracker) refill(now time.Time) {
+	if !t.tokensAt.IsZero() && now.After(t.tokensAt) {
+		t.tokens = min(ProbeBurst, t.tokens+now.Sub(t.tokensAt).Seconds()*ProbeRate)
+	}
+	t.tokensAt = now
+}
+
+// serve steps the peer p, served by k, within the budget and writes its
+// verdict into out; it returns the peer's track, created if new.
+func (t *Tracker) serve(out map[wgtypes.Key]Status, now time.Time, p *Peer, k trackerKey, obs map[wgtypes.Key]Observation) *track {
+	tr := k.tr
+	if tr == nil {
+		// New (or listed twice and created by its first entry).
+		if tr = t.peers[p.PublicKey]; tr == nil {
+			tr = &track{firstSeen: now, hash: k.hash, pos: -1}
+			t.peers[p.PublicKey] = tr
+		}
+	}
+	o := obs[p.PublicKey]
+	st := tr.step(now, t.health, p.Endpoints, o, t.tokens >= 1)
+	if st.SetEndpoint.IsValid() {
+		t.tokens--
+	}
+	st.Keepalive = !st.Quiet && (bytes.Compare(t.self[:], p.PublicKey[:]) < 0 || st.State != StateUnknown ||
+		now.Sub(tr.firstSeen) >= AnswerDelay)
+	st.SendKeepalive = st.Keepalive && tr.silent(now, t.health.Keepalive, o)
+	out[p.PublicKey] = st
+	return tr
 }
 
 func discovered(p *Peer) int {

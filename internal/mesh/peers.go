@@ -161,6 +161,11 @@ type Builder struct {
 	owner  map[netip.Addr]int
 	best   map[netip.Addr]int
 	routed map[netip.Addr]bool
+	// What Update starts from: the last result and who refers to what
+	// in it (update.go).
+	last  Result
+	valid bool
+	refs  refs
 }
 
 // endpointClaim is who an endpoint belongs to (dropOthersEndpoints).
@@ -175,6 +180,7 @@ func (b *Builder) Build(in Input) Result {
 		b.index, b.eps = make(map[wgtypes.Key]*entry, n), make(map[netip.AddrPort]endpointClaim, n)
 		b.owner, b.best, b.routed = make(map[netip.Addr]int, 3*n), make(map[netip.Addr]int, 3*n), make(map[netip.Addr]bool, 2*n)
 	}
+	b.valid = false // until this call's result is in b.last
 	// Emptied on the way out, not kept full: index points into this call's
 	// entries, which would otherwise stay alive until the next call.
 	defer func() {
@@ -198,7 +204,9 @@ func (b *Builder) Build(in Input) Result {
 		block = append(block, e)
 		return &block[len(block)-1]
 	}
+	b.refs.reset()
 	add := func(e *entry) {
+		b.refs.keys[e.PublicKey]++
 		if q, ok := index[e.PublicKey]; ok {
 			if q.Name == "" {
 				q.Name = e.Name
@@ -256,106 +264,18 @@ func (b *Builder) Build(in Input) Result {
 		affs = slices.Clone(affs)
 		slices.SortStableFunc(affs, byID)
 	}
-	for _, a := range affs {
-		if a.PublicKey == "" {
-			continue // a cluster member that is not on the mesh
+	for i := range affs {
+		if e, ok := affiliateEntry(&affs[i], &in, rp, usable, &r); ok {
+			add(newEntry(e))
 		}
-		key, err := wgtypes.ParseKey(a.PublicKey)
-		if err != nil {
-			r.Warnings = append(r.Warnings, fmt.Sprintf("affiliate %s (%s): public key %q does not parse; skipped", a.ID, a.NodeName, a.PublicKey))
-			continue
-		}
-		if key == in.Self {
-			continue
-		}
-		if !in.Prefix.Contains(a.Address) {
-			r.Warnings = append(r.Warnings, fmt.Sprintf("affiliate %s (%s): mesh address %s is not inside the cluster prefix %s; skipped", a.ID, a.NodeName, a.Address, in.Prefix))
-			continue
-		}
-		e := newEntry(entry{Peer: Peer{PublicKey: key, Name: a.NodeName, AffiliateID: a.ID, Address: a.Address}, claims: []netip.Addr{a.Address}, routes: []netip.Addr{a.Address}})
-		label := a.NodeName
-		if label == "" {
-			label = a.ID
-		}
-		var refused []string
-		refuse := func(p netip.Prefix, why string) {
-			r.Refused = append(r.Refused, Refusal{Peer: label, PublicKey: key, Prefix: p, Reason: why})
-			refused = append(refused, p.String()+" ("+why+")")
-		}
-		nets := a.Networks
-		if len(nets) > MaxNetworks {
-			r.Warnings = append(r.Warnings, fmt.Sprintf("peer %s: advertises %d networks; only the first %d are considered", label, len(nets), MaxNetworks))
-			nets = nets[:MaxNetworks]
-		}
-		for _, n := range nets {
-			parts, why := rp.network(key, n)
-			if why != "" {
-				refuse(n.Masked(), why)
-				continue
-			}
-			for _, p := range parts {
-				kept := subtractPrefixes(p, a.ExcludeNetworks)
-				e.nets = append(e.nets, kept...)
-				if IsWide(n.Masked()) {
-					e.wide = append(e.wide, kept...)
-				}
-			}
-		}
-		for _, ip := range a.Addresses {
-			if why := rp.address(ip); why != "" {
-				refuse(netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()), why)
-				continue
-			}
-			ip = ip.Unmap()
-			if len(subtractPrefixes(netip.PrefixFrom(ip, ip.BitLen()), a.ExcludeNetworks)) == 0 {
-				continue
-			}
-			e.addrs = append(e.addrs, ip)
-			e.claims = append(e.claims, ip)
-			e.routes = append(e.routes, ip)
-		}
-		// The first MaxCandidates usable endpoints the filter admits: those
-		// at the peer's own addresses (from its sealed data) first, then
-		// the rest in the peer's order; the rest is not even looked at.
-		// Any member may report endpoints it says it observed for a peer,
-		// so without the ranking one could push the real ones past the cap.
-		var eps []netip.AddrPort
-		ownAddrs := unmapAll(a.Addresses)
-		for _, own := range []bool{true, false} {
-			for _, ap := range a.Endpoints {
-				if len(eps) == MaxCandidates {
-					break
-				}
-				ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-				if containsAddr(ownAddrs, ap.Addr()) == own && usable(ap) && in.Filter.Admits(ap.Addr()) && !slices.Contains(eps, ap) {
-					eps = append(eps, ap)
-				}
-			}
-		}
-		for _, ap := range eps {
-			e.claims = append(e.claims, ap.Addr())
-		}
-		if len(refused) > 0 {
-			// One warning per peer: a hostile one must not flood status.
-			r.Warnings = append(r.Warnings, fmt.Sprintf("peer %s (%s): advertised %s refused", label, key, strings.Join(refused, ", ")))
-		}
-		e.Endpoints = eps
-		add(e)
 	}
 
 	// Candidates: advertised (filtered above for affiliates), then
 	// observed, which WireGuard or a peer saw answer; no duplicates.
 	for _, e := range entries {
-		var obs []netip.AddrPort
-		for _, ap := range in.Observed[e.PublicKey] {
-			if usable(ap) {
-				obs = append(obs, ap)
-				e.live = append(e.live, ap)
-				e.proven = append(e.proven, ap.Addr().Unmap())
-			}
-		}
-		e.Endpoints = in.Filter.AddrPorts(appendNew(e.Endpoints, obs...))
+		e.addObserved(&in, usable)
 	}
+	b.refs.remember(affs, entries)
 
 	dropOthersEndpoints(entries, b.eps)
 	owners := claimOwners(entries, b)
@@ -386,30 +306,142 @@ func (b *Builder) Build(in Input) Result {
 
 	r.Peers = make([]Peer, 0, len(entries))
 	for i, e := range entries {
-		var own []netip.Prefix
-		if owners.owner[e.Address] == i {
-			own = append(own, netip.PrefixFrom(e.Address, 128))
-		}
-		for _, a := range e.addrs {
-			if owners.owner[a] == i {
-				own = append(own, netip.PrefixFrom(a, a.BitLen()))
-			}
-		}
-		own = append(own, e.nets...)
-		// The same peer may list a range twice (address inside a network):
-		// keep the widest.
-		slices.SortFunc(own, comparePrefix)
-		var allowed []netip.Prefix
-		for _, p := range own {
-			if len(allowed) == 0 || !allowed[len(allowed)-1].Contains(p.Addr()) || allowed[len(allowed)-1].Addr().BitLen() != p.Addr().BitLen() {
-				allowed = append(allowed, p)
-			}
-		}
-		sortPrefixes(allowed)
-		e.AllowedIPs = allowed
+		e.AllowedIPs = e.allowedIPs(func(a netip.Addr) bool { return owners.owner[a] == i })
 		r.Peers = append(r.Peers, e.Peer)
 	}
+	b.last, b.valid = r, true
 	return r
+}
+
+// allowedIPs are e's mesh and routed addresses that are its own, and its
+// networks (cut already).
+func (e *entry) allowedIPs(owns func(netip.Addr) bool) []netip.Prefix {
+	var own []netip.Prefix
+	if owns(e.Address) {
+		own = append(own, netip.PrefixFrom(e.Address, 128))
+	}
+	for _, a := range e.addrs {
+		if owns(a) {
+			own = append(own, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	own = append(own, e.nets...)
+	// The same peer may list a range twice (address inside a network):
+	// keep the widest.
+	slices.SortFunc(own, comparePrefix)
+	var allowed []netip.Prefix
+	for _, p := range own {
+		if len(allowed) == 0 || !allowed[len(allowed)-1].Contains(p.Addr()) || allowed[len(allowed)-1].Addr().BitLen() != p.Addr().BitLen() {
+			allowed = append(allowed, p)
+		}
+	}
+	sortPrefixes(allowed)
+	return allowed
+}
+
+// affiliateEntry is affiliate a's entry, or none: a member not on the
+// mesh, this node, or one skipped with a warning in r. Refused adverts
+// are recorded in r, one warning per affiliate.
+func affiliateEntry(a *Affiliate, in *Input, rp *routePolicy, usable func(netip.AddrPort) bool, r *Result) (entry, bool) {
+	if a.PublicKey == "" {
+		return entry{}, false // a cluster member that is not on the mesh
+	}
+	key, err := wgtypes.ParseKey(a.PublicKey)
+	if err != nil {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("affiliate %s (%s): public key %q does not parse; skipped", a.ID, a.NodeName, a.PublicKey))
+		return entry{}, false
+	}
+	if key == in.Self {
+		return entry{}, false
+	}
+	if !in.Prefix.Contains(a.Address) {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("affiliate %s (%s): mesh address %s is not inside the cluster prefix %s; skipped", a.ID, a.NodeName, a.Address, in.Prefix))
+		return entry{}, false
+	}
+	e := entry{Peer: Peer{PublicKey: key, Name: a.NodeName, AffiliateID: a.ID, Address: a.Address}, claims: []netip.Addr{a.Address}, routes: []netip.Addr{a.Address}}
+	label := a.NodeName
+	if label == "" {
+		label = a.ID
+	}
+	var refused []string
+	refuse := func(p netip.Prefix, why string) {
+		r.Refused = append(r.Refused, Refusal{Peer: label, PublicKey: key, Prefix: p, Reason: why})
+		refused = append(refused, p.String()+" ("+why+")")
+	}
+	nets := a.Networks
+	if len(nets) > MaxNetworks {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("peer %s: advertises %d networks; only the first %d are considered", label, len(nets), MaxNetworks))
+		nets = nets[:MaxNetworks]
+	}
+	for _, n := range nets {
+		parts, why := rp.network(key, n)
+		if why != "" {
+			refuse(n.Masked(), why)
+			continue
+		}
+		for _, p := range parts {
+			kept := subtractPrefixes(p, a.ExcludeNetworks)
+			e.nets = append(e.nets, kept...)
+			if IsWide(n.Masked()) {
+				e.wide = append(e.wide, kept...)
+			}
+		}
+	}
+	for _, ip := range a.Addresses {
+		if why := rp.address(ip); why != "" {
+			refuse(netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()), why)
+			continue
+		}
+		ip = ip.Unmap()
+		if slices.ContainsFunc(a.ExcludeNetworks, func(n netip.Prefix) bool { return n.Contains(ip) }) {
+			continue
+		}
+		e.addrs = append(e.addrs, ip)
+		e.claims = append(e.claims, ip)
+		e.routes = append(e.routes, ip)
+	}
+	// The first MaxCandidates usable endpoints the filter admits: those
+	// at the peer's own addresses (from its sealed data) first, then
+	// the rest in the peer's order; the rest is not even looked at.
+	// Any member may report endpoints it says it observed for a peer,
+	// so without the ranking one could push the real ones past the cap.
+	var eps []netip.AddrPort
+	ownAddrs := unmapAll(a.Addresses)
+	for _, own := range []bool{true, false} {
+		for _, ap := range a.Endpoints {
+			if len(eps) == MaxCandidates {
+				break
+			}
+			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			if containsAddr(ownAddrs, ap.Addr()) == own && usable(ap) && in.Filter.Admits(ap.Addr()) && !slices.Contains(eps, ap) {
+				eps = append(eps, ap)
+			}
+		}
+	}
+	for _, ap := range eps {
+		e.claims = append(e.claims, ap.Addr())
+	}
+	if len(refused) > 0 {
+		// One warning per peer: a hostile one must not flood status.
+		r.Warnings = append(r.Warnings, fmt.Sprintf("peer %s (%s): advertised %s refused", label, key, strings.Join(refused, ", ")))
+	}
+	e.Endpoints = eps
+	return e, true
+}
+
+// addObserved adds the endpoints seen live for e to its candidates, after
+// the advertised ones (which WireGuard or a peer saw answer); no
+// duplicates.
+func (e *entry) addObserved(in *Input, usable func(netip.AddrPort) bool) {
+	var obs []netip.AddrPort
+	for _, ap := range in.Observed[e.PublicKey] {
+		if usable(ap) {
+			obs = append(obs, ap)
+			e.live = append(e.live, ap)
+			e.proven = append(e.proven, ap.Addr().Unmap())
+		}
+	}
+	e.Endpoints = in.Filter.AddrPorts(appendNew(e.Endpoints, obs...))
 }
 
 func unmapAll(in []netip.Addr) []netip.Addr {

@@ -11,7 +11,7 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
 )
 
-func testKey(t *testing.T) wgtypes.Key {
+func testKey(t testing.TB) wgtypes.Key {
 	t.Helper()
 	k, err := wgtypes.GeneratePrivateKey()
 	if err != nil {

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 )
 
@@ -43,6 +44,9 @@ func setHostBits(b []byte, bits int) {
 // subtractPrefixes returns the parts of p not covered by any of cut, as the
 // fewest prefixes, in address order.
 func subtractPrefixes(p netip.Prefix, cut []netip.Prefix) []netip.Prefix {
+	if !slices.ContainsFunc(cut, func(c netip.Prefix) bool { return c.Addr().Is4() == p.Addr().Is4() && c.Overlaps(p) }) {
+		return []netip.Prefix{p.Masked()} // the common case, without the ranges
+	}
 	rs := []addrRange{prefixRange(p)}
 	for _, c := range cut {
 		if c.Addr().Is4() != p.Addr().Is4() || !c.Overlaps(p) {

@@ -147,6 +147,40 @@ func (d *Device) SyncPeers(want []PeerConfig) error {
 	return nil
 }
 
+// UpdatePeers configures set and removes remove, leaving every other peer
+// as it is, without reading the device's peers: a change that concerns a
+// few peers of thousands. A peer of set is added if new; an existing one
+// gets set's AllowedIPs and keepalive, and its endpoint where set's is
+// valid. Removals go first, so a peer in both is configured afresh.
+func (d *Device) UpdatePeers(set []PeerConfig, remove []wgtypes.Key) error {
+	var cfg wgtypes.Config
+	for _, k := range remove {
+		cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: k, Remove: true})
+	}
+	for _, w := range set {
+		if w.SendKeepalive && w.Keepalive > 0 {
+			var off time.Duration // off, then on below: one keepalive now (PeerConfig.SendKeepalive)
+			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: w.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &off})
+		}
+		psk, ka := w.PresharedKey, w.Keepalive
+		cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{
+			PublicKey:                   w.PublicKey,
+			PresharedKey:                &psk,
+			Endpoint:                    udpAddr(w.Endpoint),
+			PersistentKeepaliveInterval: &ka,
+			ReplaceAllowedIPs:           true,
+			AllowedIPs:                  ipNets(w.AllowedIPs),
+		})
+	}
+	if len(cfg.Peers) == 0 {
+		return nil
+	}
+	if err := d.b.configure(cfg); err != nil {
+		return fmt.Errorf("wg: configure peers of %s: %w", d.name, err)
+	}
+	return nil
+}
+
 func diffPeers(cur []PeerStats, want []PeerConfig) wgtypes.Config {
 	var cfg wgtypes.Config
 	have := make(map[wgtypes.Key]*PeerStats, len(cur))

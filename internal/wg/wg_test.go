@@ -136,6 +136,59 @@ func TestSyncPeersMinimalChanges(t *testing.T) {
 	}
 }
 
+// UpdatePeers adds, changes and removes the peers it is given and leaves
+// the others as they are (an endpoint WireGuard roamed to included).
+func TestUpdatePeers(t *testing.T) {
+	n := pair(t)
+	var keys [3]wgtypes.Key
+	for i := range keys {
+		k, _ := wgtypes.GeneratePrivateKey()
+		keys[i] = k.PublicKey()
+	}
+	ep := netip.MustParseAddrPort("127.0.0.1:1")
+	d := n[0].dev
+	if err := d.SyncPeers([]PeerConfig{
+		{PublicKey: keys[0], Endpoint: ep, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("fd00::1/128")}, Keepalive: 5 * time.Second},
+		{PublicKey: keys[1], AllowedIPs: []netip.Prefix{netip.MustParsePrefix("fd00::2/128")}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	moved := netip.MustParseAddrPort("127.0.0.1:2")
+	if err := d.UpdatePeers([]PeerConfig{
+		{PublicKey: keys[1], Endpoint: moved, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("fd00::2/128"), netip.MustParsePrefix("10.2.0.0/16")}, Keepalive: 5 * time.Second},
+		{PublicKey: keys[2], AllowedIPs: []netip.Prefix{netip.MustParsePrefix("fd00::3/128")}},
+	}, []wgtypes.Key{keys[0]}); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := d.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKey := map[wgtypes.Key]PeerStats{}
+	for _, s := range cur {
+		byKey[s.PublicKey] = s
+	}
+	if _, ok := byKey[keys[0]]; ok || len(cur) != 2 {
+		t.Fatalf("peers %+v: want the first removed, two left", cur)
+	}
+	if s := byKey[keys[1]]; s.Endpoint != moved || len(s.AllowedIPs) != 2 || s.Keepalive != 5*time.Second {
+		t.Errorf("changed peer %+v: want endpoint %v, two AllowedIPs, keepalive 5s", s, moved)
+	}
+	if s, ok := byKey[keys[2]]; !ok || len(s.AllowedIPs) != 1 {
+		t.Errorf("new peer %+v: want it added with one AllowedIP", s)
+	}
+	// No endpoint given: the peer keeps the one it has.
+	if err := d.UpdatePeers([]PeerConfig{{PublicKey: keys[1], AllowedIPs: []netip.Prefix{netip.MustParsePrefix("fd00::2/128")}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cur, _ = d.Peers()
+	for _, s := range cur {
+		if s.PublicKey == keys[1] && (s.Endpoint != moved || len(s.AllowedIPs) != 1 || s.Keepalive != 0) {
+			t.Errorf("after an update without endpoint: %+v; want endpoint %v kept, one AllowedIP, no keepalive", s, moved)
+		}
+	}
+}
+
 func TestParseMode(t *testing.T) {
 	for _, s := range []string{"auto", "kernel", "userspace"} {
 		if m, err := ParseMode(s); err != nil || string(m) != s {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -232,6 +233,11 @@ func (w *watchPaths) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Ke
 	return w.Chooser.Choose(now, peers, obs)
 }
 
+func (w *watchPaths) ChooseSome(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]natpath.Choice {
+	w.dev.sawSome(peers)
+	return w.Chooser.ChooseSome(now, peers, obs)
+}
+
 // noRelays is natpath's relay transport with no relay in the cluster.
 type noRelays struct{}
 
@@ -244,19 +250,22 @@ func (noRelays) RelayEndpoint(netip.AddrPort, [32]byte) (netip.AddrPort, error) 
 // fakeDevice is the WireGuard device: it keeps the last configuration and
 // reports its peers as configured and silent (no peer answers: the
 // endpoints are documentation addresses nothing is sent to). With the
-// pass's peer set (sawPeers, just before SyncPeers in the same pass) it
-// records how many peers the device was configured for with a candidate
-// endpoint, and when a watched endpoint of a watched peer was first among
-// the candidates of a configuration.
+// peers a pass decided (sawPeers for a full pass, sawSome for a change
+// pass, just before the device is configured in the same pass) it records
+// how many peers the device was configured for with a candidate endpoint,
+// and when a watched endpoint of a watched peer was first among the
+// candidates of a configuration.
 type fakeDevice struct {
 	mu     sync.Mutex
 	peers  []wg.PeerConfig
 	stats  []wg.PeerStats // of peers; nil: to be built
 	passes int
-	// from the pass's peer set, applied at the SyncPeers that follows
-	pendingKnown int
+	// from the pass's peers, applied at the configuration that follows
+	pending      map[wgtypes.Key]bool // has a candidate
 	pendingWatch bool
-	known        int // peers with a candidate in the last configuration
+	fresh        bool                 // pending not applied yet
+	candidate    map[wgtypes.Key]bool // of the configured peers
+	known        int                  // peers with a candidate in the last configuration
 	watchKey     wgtypes.Key
 	watchEP      netip.AddrPort
 	reached      time.Time
@@ -295,11 +304,55 @@ func (d *fakeDevice) SyncPeers(want []wg.PeerConfig) error {
 		d.peers = append(d.peers[:0], want...) // SyncPeers keeps none of want (agent.Device)
 		d.stats = nil
 	}
-	d.known = min(d.pendingKnown, len(want))
+	if d.fresh {
+		d.candidate, d.pending = d.pending, d.candidate
+	}
+	d.applied()
+	return nil
+}
+
+// UpdatePeers is a change pass's configuration: removals first, then the
+// peers of set replaced or added.
+func (d *fakeDevice) UpdatePeers(set []wg.PeerConfig, remove []wgtypes.Key) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.peers = slices.DeleteFunc(d.peers, func(pc wg.PeerConfig) bool { return slices.Contains(remove, pc.PublicKey) })
+	for _, k := range remove {
+		delete(d.candidate, k)
+	}
+	for _, w := range set {
+		if i := slices.IndexFunc(d.peers, func(pc wg.PeerConfig) bool { return pc.PublicKey == w.PublicKey }); i >= 0 {
+			if !w.Endpoint.IsValid() {
+				w.Endpoint = d.peers[i].Endpoint
+			}
+			d.peers[i] = w
+		} else {
+			d.peers = append(d.peers, w)
+		}
+	}
+	d.stats = nil
+	if d.candidate == nil {
+		d.candidate = map[wgtypes.Key]bool{}
+	}
+	if d.fresh {
+		maps.Copy(d.candidate, d.pending)
+	}
+	d.applied()
+	return nil
+}
+
+// applied counts what a configuration just made known.
+func (d *fakeDevice) applied() {
+	d.fresh = false
+	d.known = 0
+	for _, c := range d.candidate {
+		if c {
+			d.known++
+		}
+	}
 	if d.pendingWatch && d.reached.IsZero() {
 		d.reached = time.Now()
 	}
-	return nil
 }
 
 func samePeerConfig(a, b wg.PeerConfig) bool {
@@ -307,21 +360,27 @@ func samePeerConfig(a, b wg.PeerConfig) bool {
 		a.Keepalive == b.Keepalive && a.SendKeepalive == b.SendKeepalive && slices.Equal(a.AllowedIPs, b.AllowedIPs)
 }
 
-func (d *fakeDevice) sawPeers(peers []mesh.Peer) {
+// sawPeers takes a full pass's peer set; sawSome a change pass's changed
+// peers.
+func (d *fakeDevice) sawPeers(peers []mesh.Peer) { d.saw(peers) }
+func (d *fakeDevice) sawSome(peers []mesh.Peer)  { d.saw(peers) }
+
+func (d *fakeDevice) saw(peers []mesh.Peer) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.passes++
-	known := 0
-	watched := false
+	if d.pending == nil {
+		d.pending = map[wgtypes.Key]bool{}
+	}
+	clear(d.pending)
+	d.pendingWatch, d.fresh = false, true
 	for i := range peers {
-		if len(peers[i].Endpoints) > 0 {
-			known++
-		}
-		if d.watchEP.IsValid() && peers[i].PublicKey == d.watchKey && slices.Contains(peers[i].Endpoints, d.watchEP) {
-			watched = true
+		p := &peers[i]
+		d.pending[p.PublicKey] = len(p.Endpoints) > 0
+		if d.watchEP.IsValid() && p.PublicKey == d.watchKey && slices.Contains(p.Endpoints, d.watchEP) {
+			d.pendingWatch = true
 		}
 	}
-	d.pendingKnown, d.pendingWatch = known, watched
 }
 
 func (d *fakeDevice) expect(k wgtypes.Key, ep netip.AddrPort) {

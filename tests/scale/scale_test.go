@@ -18,9 +18,9 @@
 // SCALE_SERVICE_ARGS adds flags to the service (e.g. "--rate-limit -1"),
 // SCALE_CLIENT_LOG=1 prints the discovery clients' warnings, and
 // SCALE_START_PROFILE=file writes a CPU profile of this process from the
-// members' start until all know all (-cpuprofile covers the whole run).
-// It prints,
-// per N, and per change as it happens: time from start
+// members' start until all know all, SCALE_CHANGE_PROFILE=file one of the
+// endpoint changes (-cpuprofile covers the whole run). It prints, per N,
+// and per change as it happens: time from start
 // until every member has every other configured with a candidate endpoint;
 // time from one member publishing a new endpoint until the last other
 // member has it as a candidate of a device configuration (p50 and max over
@@ -213,7 +213,7 @@ func startProfile(t testing.TB, path string) (stop func()) {
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		f.Close()
-		t.Fatalf("SCALE_START_PROFILE: %v (-cpuprofile and it are one profiler: use one)", err)
+		t.Fatalf("%s: %v (-cpuprofile and the SCALE_*_PROFILE settings share one profiler: use one)", path, err)
 	}
 	var once sync.Once
 	return func() {
@@ -369,6 +369,8 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 	}
 	res.idlePasses -= passes0
 
+	stopChangeProfile := startProfile(t, os.Getenv("SCALE_CHANGE_PROFILE"))
+	defer stopChangeProfile()
 	// Endpoint changes, one at a time, of members spread over the cluster:
 	// the host's address changes; the agent notices it on its next pass and
 	// publishes; the clock runs from that publish until the last other

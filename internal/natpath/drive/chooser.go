@@ -45,6 +45,7 @@ type Chooser struct {
 	// by every Choose (a pass at a thousand peers otherwise allocates
 	// anew)
 	dpeers []Peer
+	some   []Peer // ChooseSome's peers, during the call
 	// status and choices are the maps Choose fills; the agent reads the
 	// choices only until its next pass, and Traverse reads last (status)
 	// before the next Choose refills it.
@@ -86,28 +87,16 @@ func (c *Chooser) Traverse(now time.Time, remote map[wgtypes.Key]discovery.Trave
 // Choose runs one natpath pass over the agent's peers. The map returned is
 // valid until the next Choose, which reuses it.
 func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]natpath.Choice {
-	dpeers := c.dpeers[:0]
-	for _, p := range peers {
-		dpeers = append(dpeers, Peer{Key: p.PublicKey, Name: p.Name, Direct: p.Endpoints})
-	}
+	dpeers := drivePeers(c.dpeers[:0], peers)
 	c.dpeers = dpeers
-	if c.status == nil {
-		c.status, c.choices = make(map[wgtypes.Key]natpath.Status, len(peers)), make(map[wgtypes.Key]natpath.Choice, len(peers))
-	}
-	st := c.Driver.stepInto(c.status, now, dpeers, Relays(dpeers, c.remote), func(k wgtypes.Key) Observation {
-		o := obs[k]
-		return Observation{Endpoint: o.Endpoint, LastHandshake: o.LastHandshake, RxBytes: o.RxBytes}
-	})
+	c.makeMaps(len(peers))
+	st := c.Driver.stepInto(c.status, now, dpeers, Relays(dpeers, c.remote), observations(obs))
 	c.last = st
 	advisory := !c.Driver.Relaying()
 	out := c.choices
 	fill := func() {
 		for k, s := range st {
-			reason := s.Reason
-			if s.Mode == natpath.ModeRelayed && s.ViaAddr.Addr().Is6() && c.MTU > MaxRelayedMTU6 {
-				reason += fmt.Sprintf("; full-size packets relayed over IPv6 exceed 1500 bytes and fragment: set wireguard.mtu to %d, or give the relay an IPv4 endpoint", MaxRelayedMTU6)
-			}
-			out[k] = natpath.Choice{SetEndpoint: s.SetEndpoint, Path: string(s.Mode), Via: s.Via, Reason: reason, Advisory: advisory}
+			out[k] = c.choice(s, advisory)
 		}
 	}
 	// Every key of st is written; only when peers left does out hold
@@ -117,6 +106,64 @@ func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]m
 		fill()
 	}
 	return out
+}
+
+// ChooseSome steps only peers (see mesh.Tracker.StepSome) with the relays
+// the last Choose found, and returns the map Choose returns, updated for
+// them (valid until the next Choose or ChooseSome). Relays are registered
+// and given up only by Choose.
+func (c *Chooser) ChooseSome(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]natpath.Choice {
+	c.some = drivePeers(c.some[:0], peers)
+	c.makeMaps(len(peers))
+	c.Driver.stepSome(c.status, now, c.some, observations(obs))
+	advisory := !c.Driver.Relaying() // as of the last Choose
+	for _, p := range c.some {
+		c.choices[p.Key] = c.choice(c.status[p.Key], advisory)
+	}
+	clear(c.some) // keep no candidates past the call
+	return c.choices
+}
+
+// Forget drops peers that left the set. Traverse skips them until the
+// next Choose (they have no status), though the last Choose listed them.
+func (c *Chooser) Forget(keys []wgtypes.Key) {
+	c.Driver.forget(keys)
+	for _, k := range keys {
+		delete(c.status, k)
+		delete(c.choices, k)
+	}
+}
+
+func (c *Chooser) makeMaps(n int) {
+	if c.status == nil {
+		c.status, c.choices = make(map[wgtypes.Key]natpath.Status, n), make(map[wgtypes.Key]natpath.Choice, n)
+	}
+}
+
+// choice is what the agent is told of a path.
+func (c *Chooser) choice(s natpath.Status, advisory bool) natpath.Choice {
+	reason := s.Reason
+	if s.Mode == natpath.ModeRelayed && s.ViaAddr.Addr().Is6() && c.MTU > MaxRelayedMTU6 {
+		reason += fmt.Sprintf("; full-size packets relayed over IPv6 exceed 1500 bytes and fragment: set wireguard.mtu to %d, or give the relay an IPv4 endpoint", MaxRelayedMTU6)
+	}
+	return natpath.Choice{SetEndpoint: s.SetEndpoint, Path: string(s.Mode), Via: s.Via, Reason: reason, Advisory: advisory}
+}
+
+// drivePeers appends peers, as the driver takes them, to dst.
+func drivePeers(dst []Peer, peers []mesh.Peer) []Peer {
+	for _, p := range peers {
+		dst = append(dst, Peer{Key: p.PublicKey, Name: p.Name, Direct: p.Endpoints})
+	}
+	return dst
+}
+
+// observations reads the agent's observations as the driver takes them,
+// without copying them into another map.
+func observations(obs map[wgtypes.Key]mesh.Observation) func(wgtypes.Key) Observation {
+	return func(k wgtypes.Key) Observation {
+		o := obs[k]
+		return Observation{Endpoint: o.Endpoint, LastHandshake: o.LastHandshake, RxBytes: o.RxBytes}
+	}
 }
 
 // hasDirect reports whether candidates hold a direct (not relayed) one.

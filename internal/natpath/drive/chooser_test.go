@@ -38,7 +38,7 @@ func (f *fakeBind) Punch(peer [32]byte, at time.Time) {
 	f.punches = append(f.punches, natpath.Meeting{Peer: peer, At: at})
 }
 
-func key(t *testing.T) wgtypes.Key {
+func key(t testing.TB) wgtypes.Key {
 	k, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		t.Fatal(err)

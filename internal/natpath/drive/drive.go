@@ -73,9 +73,15 @@ type Driver struct {
 	lastStep time.Time
 	// pinged is when a relayed peer was last probed through its relay.
 	pinged map[wgtypes.Key]time.Time
+	// relays and registered are the last full step's: a partial step
+	// (stepSome) uses them as they are.
+	relays     []RelayMember
+	registered map[netip.AddrPort]bool
 
 	relaying bool
-	gen      uint64 // Steps taken; an rx entry not seen in the last is gone
+	// gen counts steps, full or partial: an rx entry holds the last that
+	// stepped it, and one the last full step did not is gone
+	gen uint64
 }
 
 type rxSeen struct {
@@ -108,8 +114,9 @@ func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, pee
 		targets = append(targets, relay.Target{Addr: r.Addr, Key: r.Key})
 	}
 	d.bind.SetRelays(targets)
+	d.relays = append(d.relays[:0], relays...) // the caller may reuse its slice
 	registered := map[netip.AddrPort]bool{}
-	window := cmp.Or(d.t.Probe, natpath.DefaultProbe)
+	window := d.window()
 	listed := map[netip.AddrPort]bool{}
 	for _, st := range d.bind.Relays() {
 		listed[st.Addr] = true
@@ -128,7 +135,7 @@ func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, pee
 			delete(d.up, a)
 		}
 	}
-	d.lastStep = now
+	d.lastStep, d.registered = now, registered
 	if on := len(registered) > 0; on != d.relaying {
 		d.relaying = on
 		if on {
@@ -137,11 +144,42 @@ func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, pee
 			d.table = natpath.NewTable(d.t)
 		}
 	}
-	prober, canProbe := d.bind.(Prober)
-	pinger, canPing := d.bind.(RelayPinger)
 	// out is overwritten, not cleared: a Status is stored boxed (it is
 	// larger than a map keeps inline), and overwriting an entry reuses
 	// its box where clearing would allocate a thousand new ones a pass.
+	d.stepSome(out, now, peers, obsOf)
+	prober, canProbe := d.bind.(Prober)
+	if len(d.rx) != len(out) || len(out) != len(peers) { // some peers are gone, or out held others
+		for k := range out {
+			if d.rx[k].gen != d.gen {
+				delete(out, k)
+			}
+		}
+		for k, rx := range d.rx {
+			if rx.gen != d.gen {
+				delete(d.rx, k)
+				delete(d.pinged, k)
+				if canProbe {
+					prober.SetCandidates(k, nil)
+				}
+			}
+		}
+	}
+	if d.table.Len() != len(out) {
+		d.table.Forget(func(k wgtypes.Key) bool { _, ok := out[k]; return !ok })
+	}
+	return out
+}
+
+// stepSome steps peers with the relays and registrations of the last full
+// step, writing their status into out: stepInto's per-peer part, and on
+// its own the partial step (Chooser.ChooseSome), which leaves the relays
+// as they are and keeps the peers not listed (the next full step drops
+// those gone).
+func (d *Driver) stepSome(out map[wgtypes.Key]natpath.Status, now time.Time, peers []Peer, obsOf func(wgtypes.Key) Observation) {
+	prober, canProbe := d.bind.(Prober)
+	pinger, canPing := d.bind.(RelayPinger)
+	window := d.window()
 	d.gen++
 	for _, p := range peers {
 		o := obsOf(p.Key)
@@ -167,8 +205,8 @@ func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, pee
 		}
 		pin := natpath.Input{Direct: direct, Live: o.Endpoint, LastActivity: activity, CanProbe: canProbe}
 		named := map[netip.AddrPort]bool{}
-		for _, r := range relays {
-			if r.Key == p.Key || !registered[r.Addr] || named[r.Addr] {
+		for _, r := range d.relays {
+			if r.Key == p.Key || !d.registered[r.Addr] || named[r.Addr] {
 				continue // a peer is never its own relay
 			}
 			named[r.Addr] = true
@@ -200,24 +238,26 @@ func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, pee
 			pinger.PingVia(st.ViaAddr, p.Key)
 		}
 	}
-	if len(d.rx) != len(out) || len(out) != len(peers) { // some peers are gone, or out held others
-		for k := range out {
-			if d.rx[k].gen != d.gen {
-				delete(out, k)
+}
+
+func (d *Driver) window() time.Duration { return cmp.Or(d.t.Probe, natpath.DefaultProbe) }
+
+// forget drops the peers keys (they left the set) before the next full
+// step would.
+func (d *Driver) forget(keys []wgtypes.Key) {
+	prober, canProbe := d.bind.(Prober)
+	for _, k := range keys {
+		if _, ok := d.rx[k]; ok {
+			delete(d.rx, k)
+			if canProbe {
+				prober.SetCandidates(k, nil)
 			}
 		}
-		for k, rx := range d.rx {
-			if rx.gen != d.gen {
-				delete(d.rx, k)
-				delete(d.pinged, k)
-				if canProbe {
-					prober.SetCandidates(k, nil)
-				}
-			}
-		}
+		delete(d.pinged, k)
 	}
-	if d.table.Len() != len(out) {
-		d.table.Forget(func(k wgtypes.Key) bool { _, ok := out[k]; return !ok })
+	// Every path has an rx entry (both are made together); a reset
+	// table has fewer.
+	if d.table.Len() > len(d.rx) {
+		d.table.Forget(func(k wgtypes.Key) bool { _, ok := d.rx[k]; return !ok })
 	}
-	return out
 }
