@@ -43,9 +43,9 @@ type PartialChooser interface {
 // It reports false, having changed nothing, when the change is not one it
 // can take this way: no full pass yet, this node's observed address or a
 // member's NAT-traversal data changed, a path chooser that cannot step
-// some peers, or a change mesh.Builder.Update declines (overlapping
-// claims, advertised networks, more than a few dozen members at once).
-// The caller then runs a full pass.
+// some peers, or a change mesh.Builder.Update declines (members sharing
+// an address or an endpoint, advertised networks). The caller then runs a
+// full pass.
 func (a *agent) changePass(ctx context.Context) bool {
 	a.mu.Lock()
 	old := a.status
@@ -73,9 +73,10 @@ func (a *agent) changePass(ctx context.Context) bool {
 	}
 	now := time.Now()
 	peers := set.Peers
+	dk := deltaKeys(d)
 	changed := make([]mesh.Peer, 0, len(d.Changed))
 	for i := range peers {
-		if slices.Contains(d.Changed, peers[i].PublicKey) {
+		if dk.changed[peers[i].PublicKey] {
 			changed = append(changed, peers[i])
 		}
 	}
@@ -113,14 +114,14 @@ func (a *agent) changePass(ctx context.Context) bool {
 		warnings = append(warnings, err.Error())
 	}
 
-	if a.policy != nil && routesChanged(a.prefix, before.Peers, changed, d) {
+	if a.policy != nil && routesChanged(a.prefix, before.Peers, changed, dk) {
 		if err := a.applyPolicy(ctx, a.policyState(peers, a.verdicts, set.Contested)); err != nil {
 			warnings = append(warnings, "host policy: "+err.Error())
 		}
 	}
 
 	ri := reportInput{verdicts: a.verdicts, byKey: a.devCache.v.byKey, paths: paths}
-	if s, raw := a.patchReport(old, &ri, peers, d, now); s != nil {
+	if s, raw := a.patchReport(old, &ri, peers, dk, now); s != nil {
 		s.Warnings = append(slices.Clip(s.Warnings), warnings...)
 		a.reported, a.reportedRaw = peers, raw
 		a.mu.Lock()
@@ -150,7 +151,7 @@ func (a *agent) notePeerKeys(now time.Time, d mesh.Delta) {
 // routesChanged reports whether a change routes or stops routing anything
 // outside the mesh prefix (which is on the link): only then does the host
 // policy change.
-func routesChanged(prefix netip.Prefix, before []mesh.Peer, changed []mesh.Peer, d mesh.Delta) bool {
+func routesChanged(prefix netip.Prefix, before []mesh.Peer, changed []mesh.Peer, dk delta) bool {
 	routes := func(p *mesh.Peer) bool {
 		return slices.ContainsFunc(p.AllowedIPs, func(n netip.Prefix) bool { return !prefix.Overlaps(n) || n.Bits() < prefix.Bits() })
 	}
@@ -161,7 +162,7 @@ func routesChanged(prefix netip.Prefix, before []mesh.Peer, changed []mesh.Peer,
 	}
 	for i := range before {
 		p := &before[i]
-		if (slices.Contains(d.Changed, p.PublicKey) || slices.Contains(d.Removed, p.PublicKey)) && routes(p) {
+		if (dk.changed[p.PublicKey] || dk.removed[p.PublicKey]) && routes(p) {
 			return true
 		}
 	}
@@ -174,12 +175,12 @@ func routesChanged(prefix netip.Prefix, before []mesh.Peer, changed []mesh.Peer,
 // peers; the others are copied. It returns nil if the last status does
 // not list the unchanged peers in the peer set's order (never, unless
 // the two disagree): status then waits for the next full pass.
-func (a *agent) patchReport(old *Status, ri *reportInput, peers []mesh.Peer, d mesh.Delta, now time.Time) (*Status, []peerRaw) {
+func (a *agent) patchReport(old *Status, ri *reportInput, peers []mesh.Peer, dk delta, now time.Time) (*Status, []peerRaw) {
 	s := *old
 	s.UpdatedAt = now.UTC()
 	s.Peers = make([]PeerStatus, 0, len(peers))
 	raw := make([]peerRaw, 0, len(peers))
-	gone := func(k wgtypes.Key) bool { return slices.Contains(d.Removed, k) || slices.Contains(d.Changed, k) }
+	gone := func(k wgtypes.Key) bool { return dk.removed[k] || dk.changed[k] }
 	i := 0 // in the last status, whose lines are a.reported's peers
 	for j := range peers {
 		p := &peers[j]
@@ -188,14 +189,14 @@ func (a *agent) patchReport(old *Status, ri *reportInput, peers []mesh.Peer, d m
 		}
 		was := ""
 		if i < len(a.reported) && a.reported[i].PublicKey == p.PublicKey {
-			if !slices.Contains(d.Changed, p.PublicKey) && i < len(old.Peers) && i < len(a.reportedRaw) {
+			if !dk.changed[p.PublicKey] && i < len(old.Peers) && i < len(a.reportedRaw) {
 				s.Peers, raw = append(s.Peers, old.Peers[i]), append(raw, a.reportedRaw[i])
 				i++
 				continue
 			}
 			was = old.Peers[i].State
 			i++
-		} else if !slices.Contains(d.Changed, p.PublicKey) {
+		} else if !dk.changed[p.PublicKey] {
 			return nil, nil
 		}
 		line := ri.peerLine(p, nil)
@@ -205,6 +206,20 @@ func (a *agent) patchReport(old *Status, ri *reportInput, peers []mesh.Peer, d m
 		s.Peers, raw = append(s.Peers, line), append(raw, ri.rawOf(p))
 	}
 	return &s, raw
+}
+
+// delta is a mesh.Delta as sets.
+type delta struct{ changed, removed map[wgtypes.Key]bool }
+
+func deltaKeys(d mesh.Delta) delta {
+	dk := delta{changed: make(map[wgtypes.Key]bool, len(d.Changed)), removed: make(map[wgtypes.Key]bool, len(d.Removed))}
+	for _, k := range d.Changed {
+		dk.changed[k] = true
+	}
+	for _, k := range d.Removed {
+		dk.removed[k] = true
+	}
+	return dk
 }
 
 // sameTraversal compares what two members publish for NAT traversal.

@@ -133,3 +133,29 @@ func TestChangePassForgetsPeersThatLeft(t *testing.T) {
 		t.Errorf("the path chooser holds %d peers after a full step, want 9", len(c))
 	}
 }
+
+// What this node publishes depends on its observed address and on what
+// members publish for NAT traversal: a change to either takes a full pass
+// (which publishes), not a change pass.
+func TestChangePassLeavesPublishingToFullPasses(t *testing.T) {
+	a, d := benchAgent(t, 10)
+	a.dev = newFakeDevice()
+	ctx := context.Background()
+	a.pass(ctx, false)
+	relaying := slices.Clone(d.affs)
+	relaying[2].Traversal = discovery.Traversal{RelayPort: 4000}
+	d.affs = relaying
+	if full := a.pass(ctx, true); !full {
+		t.Error("a member's relay port was taken by a change pass")
+	}
+	d.observed = netip.MustParseAddr("203.0.113.50")
+	if full := a.pass(ctx, true); !full {
+		t.Error("a new observed address was taken by a change pass")
+	}
+	moved := slices.Clone(d.affs)
+	moved[3].Endpoints = []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:4000")}
+	d.affs = moved
+	if full := a.pass(ctx, true); full {
+		t.Error("an endpoint moving after them took a full pass")
+	}
+}

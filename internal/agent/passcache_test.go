@@ -84,26 +84,3 @@ func TestReportReusesOnlyUnchanged(t *testing.T) {
 		}
 	}
 }
-
-// without drops exactly the given peers, with few of them and with many.
-func TestWithout(t *testing.T) {
-	var want []wg.PeerConfig
-	for range 30 {
-		want = append(want, wg.PeerConfig{PublicKey: testKey(t)})
-	}
-	for _, n := range []int{3, 20} {
-		var drop []wgtypes.Key
-		for i := range n {
-			drop = append(drop, want[i].PublicKey)
-		}
-		got := without(want, drop)
-		if len(got) != 30-n || len(want) != 30 {
-			t.Fatalf("drop %d: %d left (want %d), input now %d", n, len(got), 30-n, len(want))
-		}
-		for i, pc := range got {
-			if pc.PublicKey != want[n+i].PublicKey {
-				t.Errorf("drop %d: entry %d is not the next kept peer", n, i)
-			}
-		}
-	}
-}

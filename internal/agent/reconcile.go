@@ -74,7 +74,8 @@ func (a *agent) reconcile(ctx context.Context) {
 	a.verdicts = st.verdicts
 	a.quiet, a.spareQuiet, a.want = wgo.quiet, a.quiet, wgo.want
 	if len(wgo.reset) > 0 {
-		if err := a.dev.SyncPeers(without(wgo.want, wgo.reset)); err != nil {
+		// Removed here, added afresh by the SyncPeers below.
+		if err := a.dev.UpdatePeers(nil, wgo.reset); err != nil {
 			warn("%v", err)
 		}
 	}

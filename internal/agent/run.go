@@ -241,9 +241,11 @@ func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 			// A change pass leaves the tick where it was (full passes keep
 			// their pace whatever the changes), unless a peer it added
 			// starts a converging phase sooner.
-			if d := a.nextTick(); time.Until(due) > d {
-				tick.Reset(d)
-				due = time.Now().Add(d)
+			if time.Until(due) > min(convergeTick, a.opts.Tick) {
+				if d := a.nextTick(); time.Until(due) > d {
+					tick.Reset(d)
+					due = time.Now().Add(d)
+				}
 			}
 			continue
 		}

@@ -85,15 +85,3 @@ func (in *wireguardInput) peerConfig(p *mesh.Peer, log *slog.Logger) (wg.PeerCon
 	}
 	return pc, v.Quiet
 }
-
-// without is want less the peers in drop.
-func without(want []wg.PeerConfig, drop []wgtypes.Key) []wg.PeerConfig {
-	if len(drop) <= 8 {
-		return slices.DeleteFunc(slices.Clone(want), func(pc wg.PeerConfig) bool { return slices.Contains(drop, pc.PublicKey) })
-	}
-	set := make(map[wgtypes.Key]bool, len(drop)) // hundreds of peers may turn quiet at once
-	for _, k := range drop {
-		set[k] = true
-	}
-	return slices.DeleteFunc(slices.Clone(want), func(pc wg.PeerConfig) bool { return set[pc.PublicKey] })
-}

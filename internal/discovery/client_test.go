@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -460,5 +462,54 @@ func TestClientRepublishesAfterFailedPublish(t *testing.T) {
 	}
 	if n := failures.Load(); n >= 0 {
 		t.Fatalf("no publish failed (%d failures left): the test did not test the retry", n+1)
+	}
+}
+
+// The one-service view sorts only the client's new values and merges them
+// with the others in their last order: over random changes (values kept,
+// replaced, gone, new) it is the sorted conversion of what the client
+// holds, and the memo holds exactly the values listed.
+func TestSortedViewFollowsRandomChanges(t *testing.T) {
+	c := &Client{memo: map[*dclient.Affiliate]*memoEntry{}}
+	value := func(id string, n byte) *dclient.Affiliate {
+		a := testAffiliate(id, n)
+		return &dclient.Affiliate{Affiliate: a.toProto(), Endpoints: endpointsProto(a.Endpoints)}
+	}
+	rng := mrand.New(mrand.NewPCG(7, 8))
+	var list []*dclient.Affiliate
+	for step := range 300 {
+		next := slices.Clone(list)
+		for range 1 + rng.IntN(5) {
+			switch i := rng.IntN(len(next) + 1); {
+			case i == len(next) || rng.IntN(3) == 0: // a new member
+				next = append(next, value(fmt.Sprintf("m%03d", rng.IntN(400)), byte(step)))
+			case rng.IntN(2) == 0: // one replaced: a new value, same ID
+				next[i] = value(next[i].Affiliate.NodeId, byte(step))
+			default: // one gone
+				next = slices.Delete(next, i, i+1)
+			}
+		}
+		seen := map[string]bool{} // a service holds one value per ID
+		next = slices.DeleteFunc(next, func(da *dclient.Affiliate) bool {
+			dup := seen[da.Affiliate.NodeId]
+			seen[da.Affiliate.NodeId] = true
+			return dup
+		})
+		rng.Shuffle(len(next), func(i, j int) { next[i], next[j] = next[j], next[i] })
+		list = next
+		c.builds++
+		got := c.sortedView(list)
+		var want []Affiliate
+		for _, da := range list {
+			a, _ := affiliateFromProto(da)
+			want = append(want, a)
+		}
+		slices.SortStableFunc(want, func(x, y Affiliate) int { return strings.Compare(x.ID, y.ID) })
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("step %d: view\n%v\nwant\n%v", step, got, want)
+		}
+		if len(c.memo) != len(list) {
+			t.Fatalf("step %d: memo holds %d values for %d listed", step, len(c.memo), len(list))
+		}
 	}
 }

@@ -16,10 +16,6 @@ type Delta struct {
 	Removed []wgtypes.Key
 }
 
-// maxUpdate is how many changed affiliates an Update takes on; a larger
-// change (a service restart, a cluster starting) is a Build's.
-const maxUpdate = 64
-
 // refs counts, over every entry of the last result, who refers to what:
 // an Update may only touch an affiliate nobody else's entry refers to.
 type refs struct {
@@ -134,8 +130,17 @@ func (b *Builder) Update(in Input) (r Result, d Delta, ok bool) {
 	usable := func(ap netip.AddrPort) bool {
 		return usableEndpoint(ap, rp.own, in.Prefix) && !subnetBroadcast(ap.Addr(), in.OwnNets)
 	}
-	peers := slices.Clone(b.last.Peers)
+	// Each change is checked against the references as the changes before
+	// it left them; the peers are then merged in one walk.
+	type patch struct {
+		id     string
+		old    *Peer // in the last result
+		cur    Peer
+		hasCur bool
+	}
+	patches := make([]patch, 0, len(changes))
 	changed := map[wgtypes.Key]bool{}
+	tail := b.last.Peers[b.refs.statics:]
 	for _, c := range changes {
 		var old, cur entry
 		var hasOld, hasCur bool
@@ -149,12 +154,13 @@ func (b *Builder) Update(in Input) (r Result, d Delta, ok bool) {
 				return Result{}, Delta{}, false
 			}
 		}
+		pt := patch{cur: cur.Peer, hasCur: hasCur}
 		if hasOld {
-			i, found := b.peerAt(peers, old.AffiliateID)
-			if !found || peers[i].PublicKey != old.PublicKey {
+			i, found := peerByID(tail, old.AffiliateID)
+			if !found || tail[i].PublicKey != old.PublicKey {
 				return Result{}, Delta{}, false
 			}
-			peers = slices.Delete(peers, i, i+1)
+			pt.id, pt.old = old.AffiliateID, &tail[i]
 			b.refs.count(&old, -1)
 			changed[old.PublicKey] = false
 		}
@@ -162,16 +168,33 @@ func (b *Builder) Update(in Input) (r Result, d Delta, ok bool) {
 			if !b.refs.alone(&cur, false) {
 				return Result{}, Delta{}, false
 			}
-			i, found := b.peerAt(peers, cur.AffiliateID)
-			if found {
+			if _, found := peerByID(tail, cur.AffiliateID); found && !hasOld {
 				return Result{}, Delta{}, false // an ID listed twice
 			}
-			cur.AllowedIPs = cur.allowedIPs(func(netip.Addr) bool { return true })
-			peers = slices.Insert(peers, i, cur.Peer)
+			pt.id = cur.AffiliateID
 			b.refs.count(&cur, 1)
 			changed[cur.PublicKey] = !hasOld || old.PublicKey != cur.PublicKey || !samePeer(&old.Peer, &cur.Peer, true)
 		}
+		if pt.id != "" {
+			patches = append(patches, pt)
+		}
 	}
+	// Affiliates' peers follow the static ones in ID order, as the changes
+	// do: one merge.
+	peers := make([]Peer, 0, len(b.last.Peers)+len(patches))
+	peers = append(peers, b.last.Peers[:b.refs.statics]...)
+	for _, pt := range patches {
+		i, _ := peerByID(tail, pt.id)
+		peers = append(peers, tail[:i]...)
+		tail = tail[i:]
+		if pt.old != nil {
+			tail = tail[1:]
+		}
+		if pt.hasCur {
+			peers = append(peers, pt.cur)
+		}
+	}
+	peers = append(peers, tail...)
 	for k, ch := range changed {
 		switch {
 		case ch:
@@ -203,20 +226,17 @@ func plainEntry(a *Affiliate, in *Input, rp *routePolicy, usable func(netip.Addr
 	return e, has, true
 }
 
-// peerAt finds the affiliate peer with the given ID (its place, or where
-// it would go): after the static peers, affiliates' peers are in ID order.
-func (b *Builder) peerAt(peers []Peer, id string) (int, bool) {
-	tail := peers[b.refs.statics:]
-	i, found := slices.BinarySearchFunc(tail, id, func(p Peer, id string) int { return strings.Compare(p.AffiliateID, id) })
-	return b.refs.statics + i, found
+// peerByID finds the affiliate peer with the given ID in peers (affiliates'
+// peers, in ID order): its place, or where it would go.
+func peerByID(peers []Peer, id string) (int, bool) {
+	return slices.BinarySearchFunc(peers, id, func(p Peer, id string) int { return strings.Compare(p.AffiliateID, id) })
 }
 
 // affChange is one affiliate before and after (nil: absent).
 type affChange struct{ old, cur *Affiliate }
 
 // diffAffiliates lists the affiliates that differ between two lists sorted
-// by ID; ok is false for unsorted lists, an ID listed twice, or more than
-// maxUpdate changes.
+// by ID; ok is false for unsorted lists or an ID listed twice.
 func diffAffiliates(old, cur []Affiliate) (changes []affChange, ok bool) {
 	i, j := 0, 0
 	for i < len(old) || j < len(cur) {
@@ -235,9 +255,6 @@ func diffAffiliates(old, cur []Affiliate) (changes []affChange, ok bool) {
 			}
 			i++
 			j++
-		}
-		if len(changes) > maxUpdate {
-			return nil, false
 		}
 	}
 	return changes, true

@@ -264,6 +264,7 @@ type fakeDevice struct {
 	pending      map[wgtypes.Key]bool // has a candidate
 	pendingWatch bool
 	fresh        bool                 // pending not applied yet
+	full         bool                 // pending is a full pass's peer set
 	candidate    map[wgtypes.Key]bool // of the configured peers
 	known        int                  // peers with a candidate in the last configuration
 	watchKey     wgtypes.Key
@@ -298,13 +299,11 @@ func (d *fakeDevice) Peers() ([]wg.PeerStats, error) {
 func (d *fakeDevice) SyncPeers(want []wg.PeerConfig) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	// The agent may call twice in a pass (peers to reset first); the
-	// second, full configuration is the one that counts.
 	if !slices.EqualFunc(d.peers, want, samePeerConfig) {
 		d.peers = append(d.peers[:0], want...) // SyncPeers keeps none of want (agent.Device)
 		d.stats = nil
 	}
-	if d.fresh {
+	if d.fresh && d.full {
 		d.candidate, d.pending = d.pending, d.candidate
 	}
 	d.applied()
@@ -312,14 +311,17 @@ func (d *fakeDevice) SyncPeers(want []wg.PeerConfig) error {
 }
 
 // UpdatePeers is a change pass's configuration: removals first, then the
-// peers of set replaced or added.
+// peers of set replaced or added. (A full pass removes the peers it resets
+// with it before its SyncPeers.)
 func (d *fakeDevice) UpdatePeers(set []wg.PeerConfig, remove []wgtypes.Key) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.peers = slices.DeleteFunc(d.peers, func(pc wg.PeerConfig) bool { return slices.Contains(remove, pc.PublicKey) })
+	gone := make(map[wgtypes.Key]bool, len(remove)) // hundreds of peers may turn quiet at once
 	for _, k := range remove {
+		gone[k] = true
 		delete(d.candidate, k)
 	}
+	d.peers = slices.DeleteFunc(d.peers, func(pc wg.PeerConfig) bool { return gone[pc.PublicKey] })
 	for _, w := range set {
 		if i := slices.IndexFunc(d.peers, func(pc wg.PeerConfig) bool { return pc.PublicKey == w.PublicKey }); i >= 0 {
 			if !w.Endpoint.IsValid() {
@@ -334,10 +336,12 @@ func (d *fakeDevice) UpdatePeers(set []wg.PeerConfig, remove []wgtypes.Key) erro
 	if d.candidate == nil {
 		d.candidate = map[wgtypes.Key]bool{}
 	}
-	if d.fresh {
-		maps.Copy(d.candidate, d.pending)
+	if !d.full {
+		if d.fresh {
+			maps.Copy(d.candidate, d.pending)
+		}
+		d.applied()
 	}
-	d.applied()
 	return nil
 }
 
@@ -362,13 +366,14 @@ func samePeerConfig(a, b wg.PeerConfig) bool {
 
 // sawPeers takes a full pass's peer set; sawSome a change pass's changed
 // peers.
-func (d *fakeDevice) sawPeers(peers []mesh.Peer) { d.saw(peers) }
-func (d *fakeDevice) sawSome(peers []mesh.Peer)  { d.saw(peers) }
+func (d *fakeDevice) sawPeers(peers []mesh.Peer) { d.saw(peers, true) }
+func (d *fakeDevice) sawSome(peers []mesh.Peer)  { d.saw(peers, false) }
 
-func (d *fakeDevice) saw(peers []mesh.Peer) {
+func (d *fakeDevice) saw(peers []mesh.Peer, full bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.passes++
+	d.full = full
 	if d.pending == nil {
 		d.pending = map[wgtypes.Key]bool{}
 	}
