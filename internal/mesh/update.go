@@ -263,8 +263,19 @@ func diffAffiliates(old, cur []Affiliate) (changes []affChange, ok bool) {
 // Equal reports whether a and b describe the same member the same way.
 func (a *Affiliate) Equal(b *Affiliate) bool {
 	return a.ID == b.ID && a.NodeName == b.NodeName && a.PublicKey == b.PublicKey && a.Address == b.Address &&
-		slices.Equal(a.Addresses, b.Addresses) && slices.Equal(a.Networks, b.Networks) &&
-		slices.Equal(a.ExcludeNetworks, b.ExcludeNetworks) && slices.Equal(a.Endpoints, b.Endpoints)
+		equal(a.Addresses, b.Addresses) && equal(a.Networks, b.Networks) &&
+		equal(a.ExcludeNetworks, b.ExcludeNetworks) && equal(a.Endpoints, b.Endpoints)
+}
+
+// equal is slices.Equal that takes one backing array for equal contents
+// without reading them: the discovery client converts an affiliate once,
+// so an unchanged one shares its slices from view to view, and at a
+// thousand members reading them all on every change was cache misses.
+func equal[T comparable](a, b []T) bool {
+	if len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) {
+		return true
+	}
+	return slices.Equal(a, b)
 }
 
 // samePeer reports whether a and b are the same peer the same way (withIPs:

@@ -39,6 +39,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -173,6 +174,16 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// gcCycles counts this process's completed GC cycles. The members share
+// one heap here (7-8 GB at N = 1,000), where each node has its own of a
+// few MB: a cycle of the shared one takes seconds and slows every member
+// at once, which no node of a real cluster sees.
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 func heapInUse() uint64 {
@@ -396,6 +407,7 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 			passes0 += m.dev.passCount()
 		}
 		m0.disco.expect(ep)
+		gc0 := gcCycles()
 		m0.host.Store(ep.Addr())
 		_, ok := within(r.limit, func() bool {
 			if m0.disco.published().IsZero() {
@@ -434,10 +446,10 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 				agents = append(agents, m.dev.reachedAt().Sub(h))
 			}
 		}
-		progress(r, "N=%d: member %d's new endpoint reached all %s after it was published; the members' discovery clients had it after %s (first), %s (median), %s (last); their agents configured it %s (median), %s (max) after that; %.2f passes per member meanwhile",
+		progress(r, "N=%d: member %d's new endpoint reached all %s after it was published; the members' discovery clients had it after %s (first), %s (median), %s (last); their agents configured it %s (median), %s (max) after that; %.2f passes per member meanwhile; %d GC cycles of the shared heap ended",
 			n, m0.i, res.changes[len(res.changes)-1].Round(time.Millisecond), percentile(clients, 0).Round(time.Millisecond),
 			percentile(clients, 0.5).Round(time.Millisecond), percentile(clients, 1).Round(time.Millisecond),
-			percentile(agents, 0.5).Round(time.Millisecond), percentile(agents, 1).Round(time.Millisecond), float64(passes)/float64(n))
+			percentile(agents, 0.5).Round(time.Millisecond), percentile(agents, 1).Round(time.Millisecond), float64(passes)/float64(n), gcCycles()-gc0)
 		time.Sleep(500 * time.Millisecond)
 	}
 	for _, m := range members[:min(5, n)] {
