@@ -228,8 +228,11 @@ type agent struct {
 	fastUntil time.Time
 	// lastPass is when the last pass started; pace, when the last pass a
 	// discovery change started began and ended (paceWait).
-	lastPass  time.Time
-	pace      struct{ start, end time.Time }
+	lastPass time.Time
+	pace     struct {
+		start, end time.Time
+		full       bool // a full pass, not a change pass
+	}
 	policyErr string
 	// underlay caches the underlay MTU towards the peers' endpoints.
 	underlay struct {

@@ -38,7 +38,9 @@ type PartialChooser interface {
 // host policy is applied again only when a change routes something. Time
 // does not move for the other peers: the tick's full pass advances every
 // peer's health and path as before, and re-derives everything from its
-// inputs, so anything a change pass left undone is done within a tick.
+// inputs, so anything a change pass left undone is done within a tick
+// (the relays offered to a new peer, its NAT rendezvous requests, the
+// endpoints published for a peer that left).
 //
 // It reports false, having changed nothing, when the change is not one it
 // can take this way: no full pass yet, this node's observed address or a

@@ -16,7 +16,7 @@ func (a *agent) pass(ctx context.Context, byChange bool) (full bool) {
 		a.lastPass = start
 	}
 	if byChange {
-		a.pace.start, a.pace.end = start, time.Now()
+		a.pace.start, a.pace.end, a.pace.full = start, time.Now(), full
 	}
 	return full
 }
@@ -29,14 +29,22 @@ func (a *agent) pass(ctx context.Context, byChange bool) (full bool) {
 // agent busy at most 1/(paceFactor+1) of the time, each seeing every
 // change that arrived before it. On a loaded host a pass takes longer and
 // the agent backs off with it.
+//
+// After a change pass the wait is at most maxChangePace: such a pass does
+// little work (see changePass), so when it took long, it mostly waited for
+// the CPU, and waiting seconds more behind it would only delay the mesh.
 func (a *agent) paceWait(now time.Time) time.Duration {
 	gap := min(paceFactor*a.pace.end.Sub(a.pace.start), maxPace)
+	if !a.pace.full {
+		gap = min(gap, maxChangePace)
+	}
 	return a.pace.end.Add(gap).Sub(now)
 }
 
 const (
-	paceFactor = 10
-	maxPace    = 5 * time.Second
+	paceFactor    = 10
+	maxPace       = 5 * time.Second
+	maxChangePace = 250 * time.Millisecond
 )
 
 // handshook reports whether a peer completed a handshake since the last

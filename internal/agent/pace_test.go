@@ -16,17 +16,21 @@ func TestPaceWait(t *testing.T) {
 	for _, c := range []struct {
 		name       string
 		cost, idle time.Duration // the last pass's duration; time since it ended
+		full       bool          // it was a full pass
 		want       time.Duration
 	}{
-		{"isolated change: at once", 3 * time.Millisecond, 2 * time.Second, -1970 * time.Millisecond},
-		{"burst: ten passes' time after the last", 3 * time.Millisecond, 5 * time.Millisecond, 25 * time.Millisecond},
-		{"right after the pass", 3 * time.Millisecond, 0, 30 * time.Millisecond},
-		{"slow pass: at most maxPace", 4 * maxPace / 10, 0, maxPace},
-		{"no pass yet", 0, 0, 0},
+		{"isolated change: at once", 3 * time.Millisecond, 2 * time.Second, true, -1970 * time.Millisecond},
+		{"burst: ten passes' time after the last", 3 * time.Millisecond, 5 * time.Millisecond, true, 25 * time.Millisecond},
+		{"right after the pass", 3 * time.Millisecond, 0, true, 30 * time.Millisecond},
+		{"slow pass: at most maxPace", 4 * maxPace / 10, 0, true, maxPace},
+		{"change pass: ten times too", 3 * time.Millisecond, 0, false, 30 * time.Millisecond},
+		{"slow change pass: at most maxChangePace", 4 * maxPace / 10, 0, false, maxChangePace},
+		{"no pass yet", 0, 0, false, 0},
 	} {
 		a := &agent{}
 		a.pace.start = t0
 		a.pace.end = t0.Add(c.cost)
+		a.pace.full = c.full
 		if got := a.paceWait(a.pace.end.Add(c.idle)); got != c.want {
 			t.Errorf("%s: paceWait = %s, want %s", c.name, got, c.want)
 		}

@@ -348,15 +348,9 @@ func (c *Client) Affiliates() []Affiliate {
 	}
 	for _, list := range lists {
 		for _, da := range list {
-			e := c.memo[da]
+			e, _ := c.entry(da)
 			if e == nil {
-				a, ok := affiliateFromProto(da)
-				if !ok {
-					continue
-				}
-				a.Endpoints = slices.Clip(a.Endpoints)
-				e = &memoEntry{a: a, da: da}
-				c.memo[da] = e
+				continue
 			}
 			e.build = c.builds
 			if byID != nil {
@@ -396,6 +390,22 @@ type memoEntry struct {
 	da    *dclient.Affiliate
 }
 
+// entry is da's conversion, made now (isNew) or before; nil for a value
+// that does not convert.
+func (c *Client) entry(da *dclient.Affiliate) (e *memoEntry, isNew bool) {
+	if e = c.memo[da]; e != nil {
+		return e, false
+	}
+	a, ok := affiliateFromProto(da)
+	if !ok {
+		return nil, false
+	}
+	a.Endpoints = slices.Clip(a.Endpoints)
+	e = &memoEntry{a: a, da: da}
+	c.memo[da] = e
+	return e, true
+}
+
 // sortedView is the view of one service's affiliates. A change replaces a
 // few of the client's values: the others keep their order from the last
 // view, only the new ones are sorted, and the two are merged (sorting a
@@ -404,15 +414,11 @@ type memoEntry struct {
 func (c *Client) sortedView(list []*dclient.Affiliate) []Affiliate {
 	var fresh []*memoEntry
 	for _, da := range list {
-		e := c.memo[da]
+		e, isNew := c.entry(da)
 		if e == nil {
-			a, ok := affiliateFromProto(da)
-			if !ok {
-				continue
-			}
-			a.Endpoints = slices.Clip(a.Endpoints)
-			e = &memoEntry{a: a, da: da}
-			c.memo[da] = e
+			continue
+		}
+		if isNew {
 			fresh = append(fresh, e)
 		}
 		e.build = c.builds

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -68,7 +69,7 @@ func checkUpdates(t *testing.T, data []byte, keys []wgtypes.Key, self wgtypes.Ke
 		switch i := int(r.byte()) % (len(next) + 1); {
 		case i == len(next) || r.byte()%4 == 0: // one joins, at an odd ID
 			a := updateMember(r, 2*int(r.byte()%16)+1, keys)
-			at, found := slices.BinarySearchFunc(next, a.ID, func(x Affiliate, id string) int { return cmpString(x.ID, id) })
+			at, found := slices.BinarySearchFunc(next, a.ID, func(x Affiliate, id string) int { return strings.Compare(x.ID, id) })
 			if !found {
 				next = slices.Insert(next, at, a)
 			}
@@ -97,16 +98,6 @@ func checkUpdates(t *testing.T, data []byte, keys []wgtypes.Key, self wgtypes.Ke
 		prev = want
 	}
 	return answered
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // peerDelta is what differs between two peer sets, by key.

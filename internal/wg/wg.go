@@ -162,15 +162,7 @@ func (d *Device) UpdatePeers(set []PeerConfig, remove []wgtypes.Key) error {
 			var off time.Duration // off, then on below: one keepalive now (PeerConfig.SendKeepalive)
 			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: w.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &off})
 		}
-		psk, ka := w.PresharedKey, w.Keepalive
-		cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{
-			PublicKey:                   w.PublicKey,
-			PresharedKey:                &psk,
-			Endpoint:                    udpAddr(w.Endpoint),
-			PersistentKeepaliveInterval: &ka,
-			ReplaceAllowedIPs:           true,
-			AllowedIPs:                  ipNets(w.AllowedIPs),
-		})
+		cfg.Peers = append(cfg.Peers, fullConfig(w))
 	}
 	if len(cfg.Peers) == 0 {
 		return nil
@@ -179,6 +171,19 @@ func (d *Device) UpdatePeers(set []PeerConfig, remove []wgtypes.Key) error {
 		return fmt.Errorf("wg: configure peers of %s: %w", d.name, err)
 	}
 	return nil
+}
+
+// fullConfig configures w whole: added if new, everything set.
+func fullConfig(w PeerConfig) wgtypes.PeerConfig {
+	psk, ka := w.PresharedKey, w.Keepalive
+	return wgtypes.PeerConfig{
+		PublicKey:                   w.PublicKey,
+		PresharedKey:                &psk,
+		Endpoint:                    udpAddr(w.Endpoint),
+		PersistentKeepaliveInterval: &ka,
+		ReplaceAllowedIPs:           true,
+		AllowedIPs:                  ipNets(w.AllowedIPs),
+	}
 }
 
 func diffPeers(cur []PeerStats, want []PeerConfig) wgtypes.Config {
@@ -192,16 +197,7 @@ func diffPeers(cur []PeerStats, want []PeerConfig) wgtypes.Config {
 		wanted[w.PublicKey] = true
 		c, ok := have[w.PublicKey]
 		if !ok {
-			psk := w.PresharedKey
-			ka := w.Keepalive
-			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{
-				PublicKey:                   w.PublicKey,
-				PresharedKey:                &psk,
-				Endpoint:                    udpAddr(w.Endpoint),
-				PersistentKeepaliveInterval: &ka,
-				ReplaceAllowedIPs:           true,
-				AllowedIPs:                  ipNets(w.AllowedIPs),
-			})
+			cfg.Peers = append(cfg.Peers, fullConfig(w))
 			continue
 		}
 		pc := wgtypes.PeerConfig{PublicKey: w.PublicKey, UpdateOnly: true}
