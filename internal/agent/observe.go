@@ -82,16 +82,17 @@ type discoveryView struct {
 	traversal map[wgtypes.Key]discovery.Traversal
 }
 
-// discoveryCache keeps the last conversion of the client's affiliates: a
-// client returns the same slice until they change (see Discovery), and at
-// a thousand members converting them was a tenth of every pass.
+// discoveryCache keeps what the last read derived from the client's
+// affiliates (the NAT-traversal map): a client returns the same slice until
+// they change (see Discovery).
 type discoveryCache struct {
 	src  []discovery.Affiliate
 	view discoveryView
 }
 
 // read reads the affiliates and this node's observed address; a nil client
-// (static peers only) reads as nothing.
+// (static peers only) reads as nothing. The affiliates are the client's
+// slice itself: mesh.Affiliate is the discovery client's type.
 func (c *discoveryCache) read(d Discovery) discoveryView {
 	v := discoveryView{traversal: map[wgtypes.Key]discovery.Traversal{}}
 	if d == nil {
@@ -99,23 +100,21 @@ func (c *discoveryCache) read(d Discovery) discoveryView {
 	}
 	v.observedSelf = d.ObservedAddress()
 	affs := d.Affiliates()
-	if len(affs) > 0 && len(affs) == len(c.src) && &affs[0] == &c.src[0] {
+	v.affiliates = affs
+	if sameBacking(affs, c.src) && len(affs) > 0 {
 		// The pass adds static peers' relay ports to its traversal map.
-		v.affiliates, v.traversal = c.view.affiliates, maps.Clone(c.view.traversal)
+		v.traversal = maps.Clone(c.view.traversal)
 		return v
 	}
-	v.affiliates = make([]mesh.Affiliate, 0, len(affs))
-	for _, a := range affs {
+	for i := range affs {
+		a := &affs[i]
 		if a.Traversal.IsZero() {
-			// most members: no key to parse
-		} else if k, err := wgtypes.ParseKey(a.PublicKey); err == nil {
+			continue // most members: no key to parse
+		}
+		if k, err := wgtypes.ParseKey(a.PublicKey); err == nil {
 			v.traversal[k] = a.Traversal
 		}
-		v.affiliates = append(v.affiliates, mesh.Affiliate{
-			ID: a.ID, NodeName: a.NodeName, PublicKey: a.PublicKey, Address: a.Address,
-			Addresses: a.Addresses, Networks: a.Networks, ExcludeNetworks: a.ExcludeNetworks, Endpoints: a.Endpoints,
-		})
 	}
-	c.src, c.view = affs, discoveryView{affiliates: v.affiliates, traversal: maps.Clone(v.traversal)}
+	c.src, c.view = affs, discoveryView{affiliates: affs, traversal: maps.Clone(v.traversal)}
 	return v
 }

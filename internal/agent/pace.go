@@ -33,11 +33,14 @@ func (a *agent) pass(ctx context.Context, byChange bool) (full bool) {
 // After a change pass the wait is at most maxChangePace: such a pass does
 // little work (see changePass), so when it took long, it mostly waited for
 // the CPU, and waiting seconds more behind it would only delay the mesh.
+// It is at least burstGap: a pass costs a walk over every peer however
+// few changed, so a burst is taken in at most ten passes a second.
 func (a *agent) paceWait(now time.Time) time.Duration {
 	gap := min(paceFactor*a.pace.end.Sub(a.pace.start), maxPace)
 	if !a.pace.full {
 		gap = min(gap, maxChangePace)
 	}
+	gap = max(gap, burstGap)
 	return a.pace.end.Add(gap).Sub(now)
 }
 
@@ -45,6 +48,7 @@ const (
 	paceFactor    = 10
 	maxPace       = 5 * time.Second
 	maxChangePace = 250 * time.Millisecond
+	burstGap      = 100 * time.Millisecond
 )
 
 // handshook reports whether a peer completed a handshake since the last

@@ -19,13 +19,12 @@ func TestPaceWait(t *testing.T) {
 		full       bool          // it was a full pass
 		want       time.Duration
 	}{
-		{"isolated change: at once", 3 * time.Millisecond, 2 * time.Second, true, -1970 * time.Millisecond},
-		{"burst: ten passes' time after the last", 3 * time.Millisecond, 5 * time.Millisecond, true, 25 * time.Millisecond},
-		{"right after the pass", 3 * time.Millisecond, 0, true, 30 * time.Millisecond},
+		{"isolated change: at once", 3 * time.Millisecond, 2 * time.Second, true, -1900 * time.Millisecond},
+		{"burst: burstGap after the last", 3 * time.Millisecond, 5 * time.Millisecond, true, burstGap - 5*time.Millisecond},
+		{"burst after a longer pass: ten times its time", 20 * time.Millisecond, 5 * time.Millisecond, true, 195 * time.Millisecond},
 		{"slow pass: at most maxPace", 4 * maxPace / 10, 0, true, maxPace},
-		{"change pass: ten times too", 3 * time.Millisecond, 0, false, 30 * time.Millisecond},
+		{"change pass: ten times too", 20 * time.Millisecond, 0, false, 200 * time.Millisecond},
 		{"slow change pass: at most maxChangePace", 4 * maxPace / 10, 0, false, maxChangePace},
-		{"no pass yet", 0, 0, false, 0},
 	} {
 		a := &agent{}
 		a.pace.start = t0
@@ -34,6 +33,9 @@ func TestPaceWait(t *testing.T) {
 		if got := a.paceWait(a.pace.end.Add(c.idle)); got != c.want {
 			t.Errorf("%s: paceWait = %s, want %s", c.name, got, c.want)
 		}
+	}
+	if got := new(agent).paceWait(t0); got > 0 {
+		t.Errorf("no pass yet: paceWait = %s, want none", got)
 	}
 }
 

@@ -101,7 +101,7 @@ func sameSpecInput(a, b peerSpecInput) bool {
 		reflect.DeepEqual(a.approved, b.approved)
 }
 
-func sameAffiliate(a, b mesh.Affiliate) bool { return a.Equal(&b) }
+func sameAffiliate(a, b mesh.Affiliate) bool { return mesh.SameAffiliate(&a, &b) }
 
 // sameBacking reports whether a and b are the same slice: the discovery
 // view's affiliates are built anew whenever the client's change and never

@@ -11,7 +11,7 @@ import (
 // FuzzAffiliateData: any decrypted affiliate plaintext (and endpoint list)
 // decodes without panicking, and what we decode re-encodes to the same view.
 func FuzzAffiliateData(f *testing.F) {
-	seed, _ := testAffiliate("node", 7).toProto().MarshalVT()
+	seed, _ := toProto(testAffiliate("node", 7)).MarshalVT()
 	ep, _ := (&clientpb.Endpoint{Ip: []byte{192, 0, 2, 1}, Port: 51820}).MarshalVT()
 	f.Add(seed, ep)
 	f.Add([]byte{0x12, 0x03, 1, 2, 3}, []byte{0x0a, 0x01, 0xff})
@@ -29,7 +29,7 @@ func FuzzAffiliateData(f *testing.F) {
 		if !ok {
 			return
 		}
-		again, ok := affiliateFromProto(&dclient.Affiliate{Affiliate: a.toProto(), Endpoints: endpointsProto(a.Endpoints)})
+		again, ok := affiliateFromProto(&dclient.Affiliate{Affiliate: toProto(a), Endpoints: endpointsProto(a.Endpoints)})
 		if !ok {
 			t.Fatalf("re-encoded affiliate %+v lost its ID", a)
 		}

@@ -281,7 +281,7 @@ func (c *Client) signal() {
 // observed for peers (by affiliate ID). It triggers a publish.
 func (c *Client) SetLocal(self Affiliate, observed map[string][]netip.AddrPort) {
 	self.ID = c.opts.AffiliateID
-	local := &dclient.Affiliate{Affiliate: self.toProto(), Endpoints: endpointsProto(self.Endpoints)}
+	local := &dclient.Affiliate{Affiliate: toProto(self), Endpoints: endpointsProto(self.Endpoints)}
 	ids := make([]string, 0, len(observed))
 	for id := range observed {
 		if id != c.opts.AffiliateID && len(observed[id]) > 0 {
@@ -500,7 +500,7 @@ func endpointsProto(eps []netip.AddrPort) []*clientpb.Endpoint {
 }
 
 // toProto is the affiliate's plaintext as Talos encodes it (fact sheet 3.2).
-func (a Affiliate) toProto() *clientpb.Affiliate {
+func toProto(a Affiliate) *clientpb.Affiliate {
 	p := &clientpb.Affiliate{
 		NodeId:          a.ID,
 		Hostname:        a.Hostname,

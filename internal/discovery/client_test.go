@@ -473,7 +473,7 @@ func TestSortedViewFollowsRandomChanges(t *testing.T) {
 	c := &Client{memo: map[*dclient.Affiliate]*memoEntry{}}
 	value := func(id string, n byte) *dclient.Affiliate {
 		a := testAffiliate(id, n)
-		return &dclient.Affiliate{Affiliate: a.toProto(), Endpoints: endpointsProto(a.Endpoints)}
+		return &dclient.Affiliate{Affiliate: toProto(a), Endpoints: endpointsProto(a.Endpoints)}
 	}
 	rng := mrand.New(mrand.NewPCG(7, 8))
 	var list []*dclient.Affiliate

@@ -6,32 +6,19 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/member"
 )
 
-// Traversal is meshspan's NAT-traversal data. It travels inside the sealed
-// affiliate blob as a protobuf field Talos does not define (TraversalField):
-// Talos's client keeps unknown fields and ignores them, so Talos nodes and
-// meshspan nodes still share one mesh, and the discovery service still sees
-// only ciphertext.
-type Traversal struct {
-	// RelayPort is the UDP port on which this member relays WireGuard
-	// packets for other members (relay.enabled); 0: it does not relay.
-	// Peers reach the relay at this member's endpoints with this port.
-	RelayPort uint16
-	// Rendezvous are direct attempts this member asks peers to join: both
-	// sides send probes to each other's candidates from At, so that each
-	// NAT sees outbound traffic to the other before the other's arrives.
-	Rendezvous []Rendezvous
-}
+// Traversal is meshspan's NAT-traversal data (member.Traversal). It
+// travels inside the sealed affiliate blob as a protobuf field Talos does
+// not define (TraversalField): Talos's client keeps unknown fields and
+// ignores them, so Talos nodes and meshspan nodes still share one mesh,
+// and the discovery service still sees only ciphertext.
+type Traversal = member.Traversal
 
-// Rendezvous asks Peer to start a direct attempt at At.
-type Rendezvous struct {
-	Peer [32]byte // the WireGuard public key of the member asked
-	At   time.Time
-}
-
-// IsZero reports whether t carries nothing.
-func (t Traversal) IsZero() bool { return t.RelayPort == 0 && len(t.Rendezvous) == 0 }
+// Rendezvous asks a peer to start a direct attempt (member.Rendezvous).
+type Rendezvous = member.Rendezvous
 
 // TraversalField is the field number of the traversal data in the
 // affiliate plaintext (sidero.discovery.client.Affiliate uses 1 to 8). It
@@ -95,14 +82,14 @@ func traversalFrom(unknown []byte) (Traversal, error) {
 			return Traversal{}, errTraversal
 		}
 		unknown = unknown[n:]
-		if err := t.parse(m); err != nil {
+		if err := parseTraversal(&t, m); err != nil {
 			return Traversal{}, err
 		}
 	}
 	return t, nil
 }
 
-func (t *Traversal) parse(m []byte) error {
+func parseTraversal(t *Traversal, m []byte) error {
 	for len(m) > 0 {
 		num, typ, n := protowire.ConsumeTag(m)
 		if n < 0 {

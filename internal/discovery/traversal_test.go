@@ -22,7 +22,7 @@ func TestTraversalRoundTrip(t *testing.T) {
 	} {
 		a := testAffiliate("node", 3)
 		a.Traversal = tr
-		data, err := a.toProto().MarshalVT()
+		data, err := toProto(a).MarshalVT()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +66,7 @@ func TestTraversalFitsSealed(t *testing.T) {
 		a.Traversal.Rendezvous = append(a.Traversal.Rendezvous, Rendezvous{Peer: [32]byte{byte(i), 0xff}, At: time.Now()})
 	}
 	a.Traversal.RelayPort = 51820
-	p := a.toProto()
+	p := toProto(a)
 	data, err := p.MarshalVT()
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func TestTraversalMalformed(t *testing.T) {
 		"no time": field(protowire.AppendBytes(protowire.AppendTag(nil, travRendezvous, protowire.BytesType),
 			protowire.AppendBytes(protowire.AppendTag(nil, rvPeer, protowire.BytesType), make([]byte, 32)))),
 	} {
-		p := testAffiliate("node", 1).toProto()
+		p := toProto(testAffiliate("node", 1))
 		p.ProtoReflect().SetUnknown(unknown)
 		a, ok := affiliateFromProto(&dclient.Affiliate{Affiliate: p})
 		if !ok || a.NodeName != "node-1" || !a.Traversal.IsZero() {

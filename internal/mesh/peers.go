@@ -33,23 +33,16 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/config"
+	"github.com/meshspan/terraform-provider-meshspan/internal/member"
 )
 
-// Affiliate is a cluster member as discovery describes it; the agent fills
-// it from discovery.Affiliate (kept separate so this package stays a leaf).
-type Affiliate struct {
-	ID        string
-	NodeName  string
-	PublicKey string
-	Address   netip.Addr
-	// Addresses are the member's routed underlay addresses.
-	Addresses []netip.Addr
-	// Networks are routed to the member; ExcludeNetworks are cut from them.
-	Networks        []netip.Prefix
-	ExcludeNetworks []netip.Prefix
-	// Endpoints are advertised and observed endpoints, in preference order.
-	Endpoints []netip.AddrPort
-}
+// Affiliate is a cluster member as discovery describes it: the discovery
+// client's own type, so the agent hands its view over without a copy. The
+// peer set reads its ID, NodeName, PublicKey, Address, Addresses (the
+// member's routed underlay addresses), Networks and ExcludeNetworks (routed
+// to the member, less the excluded), and Endpoints (advertised and observed,
+// in preference order).
+type Affiliate = member.Affiliate
 
 // Peer is one remote node as the WireGuard device should know it.
 type Peer struct {

@@ -250,7 +250,7 @@ func diffAffiliates(old, cur []Affiliate) (changes []affChange, ok bool) {
 			changes = append(changes, affChange{cur: &cur[j]})
 			j++
 		default:
-			if !old[i].Equal(&cur[j]) {
+			if !SameAffiliate(&old[i], &cur[j]) {
 				changes = append(changes, affChange{old: &old[i], cur: &cur[j]})
 			}
 			i++
@@ -260,8 +260,9 @@ func diffAffiliates(old, cur []Affiliate) (changes []affChange, ok bool) {
 	return changes, true
 }
 
-// Equal reports whether a and b describe the same member the same way.
-func (a *Affiliate) Equal(b *Affiliate) bool {
+// SameAffiliate reports whether a and b describe the same member the same
+// way, as far as the peer set reads them.
+func SameAffiliate(a, b *Affiliate) bool {
 	return a.ID == b.ID && a.NodeName == b.NodeName && a.PublicKey == b.PublicKey && a.Address == b.Address &&
 		equal(a.Addresses, b.Addresses) && equal(a.Networks, b.Networks) &&
 		equal(a.ExcludeNetworks, b.ExcludeNetworks) && equal(a.Endpoints, b.Endpoints)

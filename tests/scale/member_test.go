@@ -322,13 +322,31 @@ func (d *fakeDevice) UpdatePeers(set []wg.PeerConfig, remove []wgtypes.Key) erro
 		delete(d.candidate, k)
 	}
 	d.peers = slices.DeleteFunc(d.peers, func(pc wg.PeerConfig) bool { return gone[pc.PublicKey] })
+	var at map[wgtypes.Key]int // a change pass at a cluster's start sets hundreds
+	if len(set) > 8 {
+		at = make(map[wgtypes.Key]int, len(d.peers))
+		for i, pc := range d.peers {
+			at[pc.PublicKey] = i
+		}
+	}
+	index := func(k wgtypes.Key) (int, bool) {
+		if at != nil {
+			i, ok := at[k]
+			return i, ok
+		}
+		i := slices.IndexFunc(d.peers, func(pc wg.PeerConfig) bool { return pc.PublicKey == k })
+		return i, i >= 0
+	}
 	for _, w := range set {
-		if i := slices.IndexFunc(d.peers, func(pc wg.PeerConfig) bool { return pc.PublicKey == w.PublicKey }); i >= 0 {
+		if i, ok := index(w.PublicKey); ok {
 			if !w.Endpoint.IsValid() {
 				w.Endpoint = d.peers[i].Endpoint
 			}
 			d.peers[i] = w
 		} else {
+			if at != nil {
+				at[w.PublicKey] = len(d.peers)
+			}
 			d.peers = append(d.peers, w)
 		}
 	}

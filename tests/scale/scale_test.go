@@ -361,7 +361,11 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 		return res
 	}
 
-	progress(r, "N=%d: all know all after %s", n, res.converge.Round(time.Millisecond))
+	startPasses := 0
+	for _, m := range members {
+		startPasses += m.dev.passCount()
+	}
+	progress(r, "N=%d: all know all after %s, %.1f passes per member", n, res.converge.Round(time.Millisecond), float64(startPasses)/float64(n))
 
 	// Idle: nothing changes. The agents' ticks go on (memberTick; device
 	// probes every 250 ms while peers are unknown within 15 s of a
