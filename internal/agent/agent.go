@@ -195,11 +195,14 @@ type agent struct {
 	devCache   deviceCache // the device's peers as the last pass read them
 	// verdicts: the last pass's peer verdicts, a map the next pass refills;
 	// want, spareQuiet: storage wireguardPeers reuses
-	verdicts    map[wgtypes.Key]mesh.Status
-	want        []wg.PeerConfig
-	spareQuiet  map[wgtypes.Key]bool
-	reported    []mesh.Peer // the peer set of the last status
-	reportedRaw []peerRaw   // what its peers' times and endpoints were formatted from
+	verdicts   map[wgtypes.Key]mesh.Status
+	want       []wg.PeerConfig
+	spareQuiet map[wgtypes.Key]bool
+	reported   []mesh.Peer // the peer set of the last status
+	// fullWarnings are the last full pass's warnings (change passes add
+	// their own to them).
+	fullWarnings []string
+	reportedRaw  []peerRaw // what its peers' times and endpoints were formatted from
 	// ownNets are the host's addresses with their subnets, as of the last
 	// HostAddrs call (nil when a test replaces HostAddrs).
 	ownNets []netip.Prefix

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
 	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
+	"github.com/meshspan/terraform-provider-meshspan/internal/reserve"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
 )
 
@@ -88,6 +89,8 @@ func (a *agent) changePass(ctx context.Context) bool {
 	for _, k := range d.Removed {
 		delete(a.verdicts, k)
 	}
+	a.verdicts = reserve.Map(a.verdicts, len(changed))
+	a.quiet = reserve.Map(a.quiet, len(changed))
 	a.tracker.Forget(d.Removed)
 	a.tracker.StepSome(a.verdicts, now, changed, obs)
 	var paths map[wgtypes.Key]PathChoice
@@ -97,7 +100,7 @@ func (a *agent) changePass(ctx context.Context) bool {
 	}
 
 	wi := wireguardInput{verdicts: a.verdicts, paths: paths, psk: a.psk, keepalive: a.cfg.WireGuard.Keepalive.D()}
-	set2 := make([]wg.PeerConfig, 0, len(changed))
+	configs := make([]wg.PeerConfig, 0, len(changed))
 	remove := slices.Clone(d.Removed)
 	for i := range changed {
 		p := &changed[i]
@@ -106,13 +109,13 @@ func (a *agent) changePass(ctx context.Context) bool {
 			remove = append(remove, p.PublicKey) // see wireguardOutput.reset
 		}
 		a.quiet[p.PublicKey] = quiet
-		set2 = append(set2, pc)
+		configs = append(configs, pc)
 	}
 	for _, k := range d.Removed {
 		delete(a.quiet, k)
 	}
 	var warnings []string
-	if err := a.dev.UpdatePeers(set2, remove); err != nil {
+	if err := a.dev.UpdatePeers(configs, remove); err != nil {
 		warnings = append(warnings, err.Error())
 	}
 
@@ -124,7 +127,12 @@ func (a *agent) changePass(ctx context.Context) bool {
 
 	ri := reportInput{verdicts: a.verdicts, byKey: a.devCache.v.byKey, paths: paths}
 	if s, raw := a.patchReport(old, &ri, peers, dk, now); s != nil {
-		s.Warnings = append(slices.Clip(s.Warnings), warnings...)
+		// The last full pass's warnings, and this pass's (not the last
+		// change pass's: they are not carried from pass to pass).
+		s.Warnings = append(slices.Clip(a.fullWarnings), warnings...)
+		if s.Warnings == nil {
+			s.Warnings = []string{}
+		}
 		a.reported, a.reportedRaw = peers, raw
 		a.mu.Lock()
 		a.status = s
@@ -136,9 +144,7 @@ func (a *agent) changePass(ctx context.Context) bool {
 // notePeerKeys keeps the peer keys of watchPeerSet up to date with a
 // change pass's delta: a new peer starts a converging phase.
 func (a *agent) notePeerKeys(now time.Time, d mesh.Delta) {
-	if a.peerKeys == nil {
-		a.peerKeys = map[wgtypes.Key]bool{}
-	}
+	a.peerKeys = reserve.Map(a.peerKeys, len(d.Changed))
 	for _, k := range d.Removed {
 		delete(a.peerKeys, k)
 	}

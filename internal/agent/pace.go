@@ -66,7 +66,10 @@ func (a *agent) handshook() bool {
 	}
 	for i := range stats {
 		s := &stats[i]
-		if o, ok := a.devCache.v.byKey[s.PublicKey]; ok && !s.LastHandshake.Equal(o.LastHandshake) || !ok && !s.LastHandshake.IsZero() {
+		if s.LastHandshake.IsZero() {
+			continue // none completed (most peers of a starting cluster): no lookup
+		}
+		if o, ok := a.devCache.v.byKey[s.PublicKey]; !ok || !s.LastHandshake.Equal(o.LastHandshake) {
 			return true
 		}
 	}

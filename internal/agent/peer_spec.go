@@ -70,6 +70,13 @@ func (c *specCache) peerSpecs(in peerSpecInput) mesh.Result {
 	if c.ok && sameSpecInput(c.in, in) {
 		return c.out
 	}
+	if c.ok && sameSpecInputButAffiliates(c.in, in) {
+		// Affiliates came, went or changed since the last pass (a tick
+		// after a burst of them): an Update where it can tell.
+		if r, _, ok := c.update(in.affs); ok {
+			return r
+		}
+	}
 	c.out, c.observed = buildPeerSpecs(&c.build, in)
 	c.in, c.ok = in, true
 	return c.out
@@ -93,10 +100,14 @@ func (c *specCache) update(affs []mesh.Affiliate) (mesh.Result, mesh.Delta, bool
 }
 
 func sameSpecInput(a, b peerSpecInput) bool {
+	return (sameBacking(a.affs, b.affs) || slices.EqualFunc(a.affs, b.affs, sameAffiliate)) &&
+		sameSpecInputButAffiliates(a, b)
+}
+
+func sameSpecInputButAffiliates(a, b peerSpecInput) bool {
 	return a.self == b.self && a.prefix == b.prefix &&
 		slices.Equal(a.own, b.own) && slices.Equal(a.ownNets, b.ownNets) &&
 		maps.Equal(a.live, b.live) &&
-		(sameBacking(a.affs, b.affs) || slices.EqualFunc(a.affs, b.affs, sameAffiliate)) &&
 		reflect.DeepEqual(a.static, b.static) && reflect.DeepEqual(a.filter, b.filter) &&
 		reflect.DeepEqual(a.approved, b.approved)
 }

@@ -101,6 +101,7 @@ func (a *agent) reconcile(ctx context.Context) {
 		a.published.publish(a.disco, self, eps.observed)
 	}
 
+	a.fullWarnings = warnings
 	ri := reportInput{
 		id: a.id, node: a.nodeName(), dev: a.dev, endpoints: localEps, discovery: a.disco != nil,
 		observedSelf: disc.observedSelf, warnings: warnings,

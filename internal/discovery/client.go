@@ -26,6 +26,8 @@ import (
 	dclient "github.com/siderolabs/discovery-client/pkg/client"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/reserve"
 )
 
 // ClientOptions configure a discovery client.
@@ -412,6 +414,7 @@ func (c *Client) entry(da *dclient.Affiliate) (e *memoEntry, isNew bool) {
 // thousand on every change was a tenth of a member's CPU at N = 1,000 in
 // tests/scale). Each affiliate is copied once, into its place.
 func (c *Client) sortedView(list []*dclient.Affiliate) []Affiliate {
+	c.memo = reserve.Map(c.memo, len(list)-len(c.order))
 	var fresh []*memoEntry
 	for _, da := range list {
 		e, isNew := c.entry(da)

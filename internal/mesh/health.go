@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/reserve"
 )
 
 // State is a peer's connectivity as KubeSpan reports it.
@@ -294,6 +296,7 @@ func (t *Tracker) StepInto(out map[wgtypes.Key]Status, now time.Time, peers []Pe
 	clear(out)
 	t.steps++
 	t.refill(now)
+	t.peers = reserve.Map(t.peers, len(peers)-len(t.peers))
 	// Serve the peers waiting longest first, so none starves.
 	// Among peers never tried, static ones first, then affiliates in an
 	// order keyed by this tracker's random seed: affiliate IDs and keys are
@@ -331,6 +334,7 @@ func (t *Tracker) StepInto(out map[wgtypes.Key]Status, now time.Time, peers []Pe
 // others dirty (setAt moved, or new with no position).
 func (t *Tracker) StepSome(out map[wgtypes.Key]Status, now time.Time, peers []Peer, obs map[wgtypes.Key]Observation) {
 	t.refill(now)
+	t.peers = reserve.Map(t.peers, len(peers))
 	keys := t.dirty[:0]
 	for i := range peers {
 		keys = append(keys, t.keyOf(peers, i))

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meshspan/terraform-provider-meshspan/internal/reserve"
 )
 
 // Delta is what an Update changed in the peer set.
@@ -50,6 +52,13 @@ func (r *refs) remember(affs []Affiliate, entries []*entry) {
 		r.keys[e.PublicKey]-- // counted by Build, once per entry merged into e
 		r.nets = append(r.nets, e.nets...)
 	}
+}
+
+// reserve makes room for n more entries' references.
+func (r *refs) reserve(n int) {
+	r.keys = reserve.Map(r.keys, n)
+	r.claims = reserve.Map(r.claims, 2*n) // a mesh address and an endpoint's, most often
+	r.eps = reserve.Map(r.eps, n)
 }
 
 // count adds (n = 1) or takes away (n = -1) e's references.
@@ -139,6 +148,7 @@ func (b *Builder) Update(in Input) (r Result, d Delta, ok bool) {
 		hasCur bool
 	}
 	patches := make([]patch, 0, len(changes))
+	b.refs.reserve(len(changes))
 	changed := map[wgtypes.Key]bool{}
 	tail := b.last.Peers[b.refs.statics:]
 	for _, c := range changes {

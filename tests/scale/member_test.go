@@ -260,6 +260,7 @@ type fakeDevice struct {
 	peers  []wg.PeerConfig
 	stats  []wg.PeerStats // of peers; nil: to be built
 	passes int
+	changes int // of passes, change passes
 	// from the pass's peers, applied at the configuration that follows
 	pending      map[wgtypes.Key]bool // has a candidate
 	pendingWatch bool
@@ -391,6 +392,9 @@ func (d *fakeDevice) saw(peers []mesh.Peer, full bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.passes++
+	if !full {
+		d.changes++
+	}
 	d.full = full
 	if d.pending == nil {
 		d.pending = map[wgtypes.Key]bool{}
@@ -428,6 +432,13 @@ func (d *fakeDevice) passCount() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.passes
+}
+
+// changePassCount is how many of passCount were change passes.
+func (d *fakeDevice) changePassCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.changes
 }
 
 func (p *publishClock) publishes() int {

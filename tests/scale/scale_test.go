@@ -361,11 +361,13 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 		return res
 	}
 
-	startPasses := 0
+	startPasses, startChanges := 0, 0
 	for _, m := range members {
 		startPasses += m.dev.passCount()
+		startChanges += m.dev.changePassCount()
 	}
-	progress(r, "N=%d: all know all after %s, %.1f passes per member", n, res.converge.Round(time.Millisecond), float64(startPasses)/float64(n))
+	progress(r, "N=%d: all know all after %s; %.1f passes per member, %.1f of them change passes", n, res.converge.Round(time.Millisecond),
+		float64(startPasses)/float64(n), float64(startChanges)/float64(n))
 
 	// Idle: nothing changes. The agents' ticks go on (memberTick; device
 	// probes every 250 ms while peers are unknown within 15 s of a

@@ -13,6 +13,7 @@ import (
 	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
 	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
 	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
+	"github.com/meshspan/terraform-provider-meshspan/internal/reserve"
 )
 
 // Puncher is implemented by binds that can take part in a rendezvous.
@@ -115,6 +116,10 @@ func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]m
 func (c *Chooser) ChooseSome(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]natpath.Choice {
 	c.some = drivePeers(c.some[:0], peers)
 	c.makeMaps(len(peers))
+	// A change pass's peers are mostly new ones.
+	c.status = reserve.Map(c.status, len(peers))
+	c.choices = reserve.Map(c.choices, len(peers))
+	c.Driver.rx = reserve.Map(c.Driver.rx, len(peers))
 	c.Driver.stepSome(c.status, now, c.some, observations(obs))
 	advisory := !c.Driver.Relaying() // as of the last Choose
 	for _, p := range c.some {

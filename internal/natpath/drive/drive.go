@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/natpath"
 	"github.com/meshspan/terraform-provider-meshspan/internal/relay"
+	"github.com/meshspan/terraform-provider-meshspan/internal/reserve"
 )
 
 // Bind is what the driver needs of a relay.Bind (or a relay.Proxy for
@@ -147,6 +148,7 @@ func (d *Driver) stepInto(out map[wgtypes.Key]natpath.Status, now time.Time, pee
 	// out is overwritten, not cleared: a Status is stored boxed (it is
 	// larger than a map keeps inline), and overwriting an entry reuses
 	// its box where clearing would allocate a thousand new ones a pass.
+	d.rx = reserve.Map(d.rx, len(peers)-len(d.rx))
 	d.stepSome(out, now, peers, obsOf)
 	prober, canProbe := d.bind.(Prober)
 	if len(d.rx) != len(out) || len(out) != len(peers) { // some peers are gone, or out held others
