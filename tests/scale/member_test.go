@@ -256,10 +256,10 @@ func (noRelays) RelayEndpoint(netip.AddrPort, [32]byte) (netip.AddrPort, error) 
 // and when a watched endpoint of a watched peer was first among the
 // candidates of a configuration.
 type fakeDevice struct {
-	mu     sync.Mutex
-	peers  []wg.PeerConfig
-	stats  []wg.PeerStats // of peers; nil: to be built
-	passes int
+	mu      sync.Mutex
+	peers   []wg.PeerConfig
+	stats   []wg.PeerStats // of peers; nil: to be built
+	passes  int
 	changes int // of passes, change passes
 	// from the pass's peers, applied at the configuration that follows
 	pending      map[wgtypes.Key]bool // has a candidate
