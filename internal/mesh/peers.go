@@ -143,11 +143,12 @@ func Build(in Input) Result {
 	return b.Build(in)
 }
 
-// Builder is Build with scratch maps kept from one call to the next (a
-// node's reconcile pass computes its peer set on every change: at a
-// thousand peers these maps were a third of what a pass allocated). The
-// zero value is ready; a Builder is not for concurrent use, and nothing it
-// returns shares its storage.
+// Builder is Build keeping what Update starts from: the last result and
+// who refers to what in it. Build's own scratch maps are made per call and
+// dropped after it: with discovery changes taken by Update, a node builds
+// its peer set seldom, and at a thousand peers the maps were half a MB
+// kept on every node for it. The zero value is ready; a Builder is not
+// for concurrent use, and nothing it returns shares its storage.
 type Builder struct {
 	index  map[wgtypes.Key]*entry
 	eps    map[netip.AddrPort]endpointClaim
@@ -167,22 +168,12 @@ type endpointClaim struct{ owner, rank int }
 // Build computes the desired peer set; see the function Build.
 func (b *Builder) Build(in Input) Result {
 	n := len(in.Static) + len(in.Affiliates)
-	if b.index == nil {
-		// Sized for a peer with an address and an endpoint or two: growing
-		// them was most of the work of the maps.
-		b.index, b.eps = make(map[wgtypes.Key]*entry, n), make(map[netip.AddrPort]endpointClaim, n)
-		b.owner, b.best, b.routed = make(map[netip.Addr]int, 3*n), make(map[netip.Addr]int, 3*n), make(map[netip.Addr]bool, 2*n)
-	}
+	// Sized for a peer with an address and an endpoint or two: growing them
+	// was most of the work of the maps.
+	b.index, b.eps = make(map[wgtypes.Key]*entry, n), make(map[netip.AddrPort]endpointClaim, n)
+	b.owner, b.best, b.routed = make(map[netip.Addr]int, 3*n), make(map[netip.Addr]int, 3*n), make(map[netip.Addr]bool, 2*n)
 	b.valid = false // until this call's result is in b.last
-	// Emptied on the way out, not kept full: index points into this call's
-	// entries, which would otherwise stay alive until the next call.
-	defer func() {
-		clear(b.index)
-		clear(b.eps)
-		clear(b.owner)
-		clear(b.best)
-		clear(b.routed)
-	}()
+	defer func() { b.index, b.eps, b.owner, b.best, b.routed = nil, nil, nil, nil, nil }()
 	var r Result
 	rp := newRoutePolicy(in.Prefix, unmapAll(in.Own), in.Approved)
 	usable := func(ap netip.AddrPort) bool {
