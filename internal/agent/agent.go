@@ -244,6 +244,9 @@ type agent struct {
 		mtu   int
 	}
 
+	// mu guards status, which the loop replaces after a full pass and
+	// changes in place after a change pass; readers elsewhere copy it
+	// (snapshot).
 	mu     sync.Mutex
 	status *Status
 }
@@ -504,7 +507,7 @@ func (a *agent) logTransitions(old, cur *Status) {
 // collections (idleGCPercent).
 func (a *agent) trimWhenIdle() {
 	var total int64
-	for _, p := range a.snapshot().Peers {
+	for _, p := range a.current().Peers {
 		total += p.RxBytes + p.TxBytes
 	}
 	switch a.mem.observe(time.Now(), total) {
@@ -605,7 +608,7 @@ func (a *agent) nextTick() time.Duration {
 	if time.Now().After(a.fastUntil) {
 		return a.opts.Tick
 	}
-	for _, p := range a.snapshot().Peers {
+	for _, p := range a.current().Peers {
 		if p.State == mesh.StateUnknown.String() {
 			return min(convergeTick, a.opts.Tick)
 		}
@@ -613,7 +616,21 @@ func (a *agent) nextTick() time.Duration {
 	return a.opts.Tick
 }
 
+// snapshot is a copy of the status for readers outside the loop: a change
+// pass changes the current one's peer lines in place.
 func (a *agent) snapshot() *Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.status == nil {
+		return nil
+	}
+	c := *a.status
+	c.Peers = slices.Clone(c.Peers)
+	return &c
+}
+
+// current is the status itself, for the loop (which alone changes it).
+func (a *agent) current() *Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.status

@@ -78,9 +78,10 @@ func (a *agent) changePass(ctx context.Context) bool {
 	peers := set.Peers
 	dk := deltaKeys(d)
 	changed := make([]mesh.Peer, 0, len(d.Changed))
+	changedAt := make([]int, 0, len(d.Changed)) // their places in peers
 	for i := range peers {
 		if dk.changed[peers[i].PublicKey] {
-			changed = append(changed, peers[i])
+			changed, changedAt = append(changed, peers[i]), append(changedAt, i)
 		}
 	}
 	a.notePeerKeys(now, d)
@@ -126,13 +127,15 @@ func (a *agent) changePass(ctx context.Context) bool {
 	}
 
 	ri := reportInput{verdicts: a.verdicts, byKey: a.devCache.v.byKey, paths: paths}
+	if len(d.Removed) == 0 && len(peers) == len(a.reported) && len(a.reportedRaw) == len(peers) && len(old.Peers) == len(peers) {
+		// No peer came or went: the changed lines are replaced where they
+		// are, without copying a thousand others.
+		a.patchReportInPlace(old, &ri, peers, changedAt, now, warnings)
+		a.reported = peers
+		return true
+	}
 	if s, raw := a.patchReport(old, &ri, peers, dk, now); s != nil {
-		// The last full pass's warnings, and this pass's (not the last
-		// change pass's: they are not carried from pass to pass).
-		s.Warnings = append(slices.Clip(a.fullWarnings), warnings...)
-		if s.Warnings == nil {
-			s.Warnings = []string{}
-		}
+		s.Warnings = withWarnings(a.fullWarnings, warnings)
 		a.reported, a.reportedRaw = peers, raw
 		a.mu.Lock()
 		a.status = s
@@ -175,6 +178,37 @@ func routesChanged(prefix netip.Prefix, before []mesh.Peer, changed []mesh.Peer,
 		}
 	}
 	return false
+}
+
+// patchReportInPlace replaces the lines of the changed peers, at their
+// places at, in the current status; the peers are those of the status,
+// in the same order (none came or went).
+func (a *agent) patchReportInPlace(st *Status, ri *reportInput, peers []mesh.Peer, at []int, now time.Time, warnings []string) {
+	lines := make([]PeerStatus, len(at))
+	for j, i := range at {
+		lines[j] = ri.peerLine(&peers[i], nil)
+	}
+	a.mu.Lock()
+	for j, i := range at {
+		if lines[j].State != st.Peers[i].State || st.Peers[i].PublicKey != lines[j].PublicKey {
+			a.log.Info("peer state", "peer", lines[j].Name, "publicKey", lines[j].PublicKey, "state", lines[j].State, "endpoint", lines[j].Endpoint)
+		}
+		st.Peers[i] = lines[j]
+		a.reportedRaw[i] = ri.rawOf(&peers[i])
+	}
+	st.UpdatedAt = now.UTC()
+	st.Warnings = withWarnings(a.fullWarnings, warnings)
+	a.mu.Unlock()
+}
+
+// withWarnings is the last full pass's warnings and a change pass's (not
+// the last change pass's: they are not carried from pass to pass).
+func withWarnings(full, more []string) []string {
+	w := append(slices.Clip(full), more...)
+	if w == nil {
+		w = []string{}
+	}
+	return w
 }
 
 // patchReport is the last status with the changed peers' lines made anew,
