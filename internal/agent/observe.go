@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshspan/terraform-provider-meshspan/internal/discovery"
 	"github.com/meshspan/terraform-provider-meshspan/internal/mesh"
+	"github.com/meshspan/terraform-provider-meshspan/internal/reserve"
 	"github.com/meshspan/terraform-provider-meshspan/internal/wg"
 )
 
@@ -45,10 +46,13 @@ func observation(s wg.PeerStats) mesh.Observation {
 type deviceCache struct{ v deviceView }
 
 func (c *deviceCache) observe(stats []wg.PeerStats) deviceView {
-	if c.v.byKey == nil || len(c.v.byKey) != len(stats) {
+	if c.v.byKey == nil {
 		c.v = observeDevice(stats)
 		return c.v
 	}
+	// Peers added (a cluster starting) are added to the maps as they are.
+	c.v.byKey = reserve.Map(c.v.byKey, len(stats)-len(c.v.byKey))
+	c.v.obs = reserve.Map(c.v.obs, len(stats)-len(c.v.obs))
 	for _, s := range stats {
 		if old, ok := c.v.byKey[s.PublicKey]; ok && samePeerStats(&old, &s) {
 			continue

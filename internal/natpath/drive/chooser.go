@@ -91,6 +91,8 @@ func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]m
 	dpeers := drivePeers(c.dpeers[:0], peers)
 	c.dpeers = dpeers
 	c.makeMaps(len(peers))
+	c.status = reserve.Map(c.status, len(peers)-len(c.status))
+	c.choices = reserve.Map(c.choices, len(peers)-len(c.choices))
 	st := c.Driver.stepInto(c.status, now, dpeers, Relays(dpeers, c.remote), observations(obs))
 	c.last = st
 	advisory := !c.Driver.Relaying()
