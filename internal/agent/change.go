@@ -84,9 +84,12 @@ func (a *agent) changePass(ctx context.Context) bool {
 			changed, changedAt = append(changed, peers[i]), append(changedAt, i)
 		}
 	}
+	// Peers of the last peer set are on the device (the last pass put them
+	// there); new ones are not yet.
+	onDevice := slices.ContainsFunc(changed, func(p mesh.Peer) bool { return a.peerKeys[p.PublicKey] })
 	a.notePeerKeys(now, d)
 
-	obs := a.devCache.v.obs
+	obs, byKey := a.freshObservations(changed, onDevice)
 	for _, k := range d.Removed {
 		delete(a.verdicts, k)
 	}
@@ -126,7 +129,7 @@ func (a *agent) changePass(ctx context.Context) bool {
 		}
 	}
 
-	ri := reportInput{verdicts: a.verdicts, byKey: a.devCache.v.byKey, paths: paths}
+	ri := reportInput{verdicts: a.verdicts, byKey: byKey, paths: paths}
 	if len(d.Removed) == 0 && len(peers) == len(a.reported) && len(a.reportedRaw) == len(peers) && len(old.Peers) == len(peers) {
 		// No peer came or went: the changed lines are replaced where they
 		// are, without copying a thousand others.
@@ -142,6 +145,34 @@ func (a *agent) changePass(ctx context.Context) bool {
 		a.mu.Unlock()
 	}
 	return true
+}
+
+// freshObservations is what the device reports now for the changed peers,
+// when some are on it already (onDevice): stepping a peer on the last pass's report (up to
+// a tick old) could take a path that just came up for a silent one, and
+// move its endpoint away. Peers new to the device have nothing to read,
+// and a change of new peers alone (a cluster starting) reads nothing; a
+// device that cannot be read leaves the last pass's report.
+func (a *agent) freshObservations(changed []mesh.Peer, onDevice bool) (map[wgtypes.Key]mesh.Observation, map[wgtypes.Key]wg.PeerStats) {
+	obs, byKey := a.devCache.v.obs, a.devCache.v.byKey
+	if !onDevice {
+		return obs, byKey
+	}
+	stats, err := a.dev.Peers()
+	if err != nil {
+		return obs, byKey
+	}
+	want := make(map[wgtypes.Key]bool, len(changed))
+	for i := range changed {
+		want[changed[i].PublicKey] = true
+	}
+	obs, byKey = make(map[wgtypes.Key]mesh.Observation, len(changed)), make(map[wgtypes.Key]wg.PeerStats, len(changed))
+	for i := range stats {
+		if s := &stats[i]; want[s.PublicKey] {
+			obs[s.PublicKey], byKey[s.PublicKey] = observation(*s), *s
+		}
+	}
+	return obs, byKey
 }
 
 // notePeerKeys keeps the peer keys of watchPeerSet up to date with a

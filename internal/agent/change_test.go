@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -157,5 +158,33 @@ func TestChangePassLeavesPublishingToFullPasses(t *testing.T) {
 	d.affs = moved
 	if full := a.pass(ctx, true); full {
 		t.Error("an endpoint moving after them took a full pass")
+	}
+}
+
+// A change pass steps a peer already on the device on what the device
+// reports now, not on the last full pass's report: a handshake since then
+// shows in its status line and counts for its path.
+func TestChangePassReadsTheDeviceForPeersOnIt(t *testing.T) {
+	a, d := benchAgent(t, 10)
+	dev := newFakeDevice()
+	a.dev = dev
+	ctx := context.Background()
+	a.pass(ctx, false)
+	k, err := wgtypes.ParseKey(d.affs[4].PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := time.Now()
+	dev.setStats(wg.PeerStats{PublicKey: k, Endpoint: d.affs[4].Endpoints[0], LastHandshake: hs, RxBytes: 1000})
+	moved := slices.Clone(d.affs)
+	moved[4].Endpoints = append(slices.Clone(moved[4].Endpoints), netip.MustParseAddrPort("203.0.113.9:4000"))
+	d.affs = moved
+	if full := a.pass(ctx, true); full {
+		t.Fatal("a moved endpoint took a full pass")
+	}
+	for _, p := range a.snapshot().Peers {
+		if p.PublicKey == k.String() && p.LastHandshake == "" {
+			t.Errorf("status line %+v: the handshake since the last full pass is missing", p)
+		}
 	}
 }
