@@ -493,9 +493,14 @@ func (a *agent) logTransitions(old, cur *Status) {
 			was, ok = prev[c.PublicKey]
 		}
 		if !ok || was != c.State {
-			a.log.Info("peer state", "peer", c.Name, "publicKey", c.PublicKey, "state", c.State, "endpoint", c.Endpoint)
+			a.logPeerState(c)
 		}
 	}
+}
+
+// logPeerState logs a peer's line when its state is new.
+func (a *agent) logPeerState(c *PeerStatus) {
+	a.log.Info("peer state", "peer", c.Name, "publicKey", c.PublicKey, "state", c.State, "endpoint", c.Endpoint)
 }
 
 // trimWhenIdle keeps an idle agent small. Under traffic the GC runs at the

@@ -89,7 +89,7 @@ func (a *agent) changePass(ctx context.Context) bool {
 	onDevice := slices.ContainsFunc(changed, func(p mesh.Peer) bool { return a.peerKeys[p.PublicKey] })
 	a.notePeerKeys(now, d)
 
-	obs, byKey := a.freshObservations(changed, onDevice)
+	obs, byKey := a.freshObservations(dk.changed, onDevice)
 	for _, k := range d.Removed {
 		delete(a.verdicts, k)
 	}
@@ -148,12 +148,12 @@ func (a *agent) changePass(ctx context.Context) bool {
 }
 
 // freshObservations is what the device reports now for the changed peers,
-// when some are on it already (onDevice): stepping a peer on the last pass's report (up to
-// a tick old) could take a path that just came up for a silent one, and
-// move its endpoint away. Peers new to the device have nothing to read,
+// when some are on it already (onDevice): stepping a peer on the last
+// pass's report (up to a tick old) could take a path that just came up for
+// a silent one, and move its endpoint away. Peers new to the device have nothing to read,
 // and a change of new peers alone (a cluster starting) reads nothing; a
 // device that cannot be read leaves the last pass's report.
-func (a *agent) freshObservations(changed []mesh.Peer, onDevice bool) (map[wgtypes.Key]mesh.Observation, map[wgtypes.Key]wg.PeerStats) {
+func (a *agent) freshObservations(changed map[wgtypes.Key]bool, onDevice bool) (map[wgtypes.Key]mesh.Observation, map[wgtypes.Key]wg.PeerStats) {
 	obs, byKey := a.devCache.v.obs, a.devCache.v.byKey
 	if !onDevice {
 		return obs, byKey
@@ -162,13 +162,9 @@ func (a *agent) freshObservations(changed []mesh.Peer, onDevice bool) (map[wgtyp
 	if err != nil {
 		return obs, byKey
 	}
-	want := make(map[wgtypes.Key]bool, len(changed))
-	for i := range changed {
-		want[changed[i].PublicKey] = true
-	}
 	obs, byKey = make(map[wgtypes.Key]mesh.Observation, len(changed)), make(map[wgtypes.Key]wg.PeerStats, len(changed))
 	for i := range stats {
-		if s := &stats[i]; want[s.PublicKey] {
+		if s := &stats[i]; changed[s.PublicKey] {
 			obs[s.PublicKey], byKey[s.PublicKey] = observation(*s), *s
 		}
 	}
@@ -222,7 +218,7 @@ func (a *agent) patchReportInPlace(st *Status, ri *reportInput, peers []mesh.Pee
 	a.mu.Lock()
 	for j, i := range at {
 		if lines[j].State != st.Peers[i].State || st.Peers[i].PublicKey != lines[j].PublicKey {
-			a.log.Info("peer state", "peer", lines[j].Name, "publicKey", lines[j].PublicKey, "state", lines[j].State, "endpoint", lines[j].Endpoint)
+			a.logPeerState(&lines[j])
 		}
 		st.Peers[i] = lines[j]
 		a.reportedRaw[i] = ri.rawOf(&peers[i])
@@ -274,7 +270,7 @@ func (a *agent) patchReport(old *Status, ri *reportInput, peers []mesh.Peer, dk 
 		}
 		line := ri.peerLine(p, nil)
 		if line.State != was {
-			a.log.Info("peer state", "peer", line.Name, "publicKey", line.PublicKey, "state", line.State, "endpoint", line.Endpoint)
+			a.logPeerState(&line)
 		}
 		s.Peers, raw = append(s.Peers, line), append(raw, ri.rawOf(p))
 	}

@@ -22,11 +22,8 @@ import (
 // After each pass a full pass must find no peer to add, remove or
 // re-route on the device, and no line of status to change but the times.
 func TestChangePassMatchesFullPass(t *testing.T) {
-	a, d := benchAgent(t, 40)
-	dev := newFakeDevice()
-	a.dev = dev
+	a, d, dev := passedAgent(t, 40)
 	ctx := context.Background()
-	a.pass(ctx, false)
 	rng := rand.New(rand.NewPCG(5, 6))
 	taken, next := 0, 1000
 	for step := range 300 {
@@ -76,6 +73,16 @@ func TestChangePassMatchesFullPass(t *testing.T) {
 	}
 }
 
+// passedAgent is benchAgent with n peers on the recording fake device,
+// after its first (full) pass.
+func passedAgent(t *testing.T, n int) (*agent, *listDisco, *fakeDevice) {
+	a, d := benchAgent(t, n)
+	dev := newFakeDevice()
+	a.dev = dev
+	a.pass(context.Background(), false)
+	return a, d, dev
+}
+
 // newMember is a new member's affiliate.
 func newMember(t *testing.T, a *agent, id string, n int) discovery.Affiliate {
 	addr := a.prefix.Addr().As16()
@@ -108,11 +115,8 @@ func statusText(s *Status) string {
 // A member that left is gone from the tracker, the path chooser, the
 // device and status after the change pass that saw it leave.
 func TestChangePassForgetsPeersThatLeft(t *testing.T) {
-	a, d := benchAgent(t, 10)
-	dev := newFakeDevice()
-	a.dev = dev
+	a, d, dev := passedAgent(t, 10)
 	ctx := context.Background()
-	a.pass(ctx, false)
 	gone, err := wgtypes.ParseKey(d.affs[4].PublicKey)
 	if err != nil {
 		t.Fatal(err)
@@ -139,10 +143,8 @@ func TestChangePassForgetsPeersThatLeft(t *testing.T) {
 // members publish for NAT traversal: a change to either takes a full pass
 // (which publishes), not a change pass.
 func TestChangePassLeavesPublishingToFullPasses(t *testing.T) {
-	a, d := benchAgent(t, 10)
-	a.dev = newFakeDevice()
+	a, d, _ := passedAgent(t, 10)
 	ctx := context.Background()
-	a.pass(ctx, false)
 	relaying := slices.Clone(d.affs)
 	relaying[2].Traversal = discovery.Traversal{RelayPort: 4000}
 	d.affs = relaying
@@ -165,11 +167,8 @@ func TestChangePassLeavesPublishingToFullPasses(t *testing.T) {
 // reports now, not on the last full pass's report: a handshake since then
 // shows in its status line and counts for its path.
 func TestChangePassReadsTheDeviceForPeersOnIt(t *testing.T) {
-	a, d := benchAgent(t, 10)
-	dev := newFakeDevice()
-	a.dev = dev
+	a, d, dev := passedAgent(t, 10)
 	ctx := context.Background()
-	a.pass(ctx, false)
 	k, err := wgtypes.ParseKey(d.affs[4].PublicKey)
 	if err != nil {
 		t.Fatal(err)

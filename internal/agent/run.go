@@ -199,6 +199,7 @@ func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 	due := time.Now().Add(a.nextTick()) // when tick fires
 	tick := time.NewTimer(time.Until(due))
 	defer tick.Stop()
+	rearm := func(d time.Duration) { due = time.Now().Add(d); tick.Reset(d) }
 	if err := sdNotify("READY=1"); err != nil {
 		a.log.Warn("notify systemd", "err", err)
 	}
@@ -232,8 +233,7 @@ func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 		case <-tick.C:
 			if time.Since(a.lastPass) < a.opts.Tick && !a.handshook() {
 				// A converging probe that saw no handshake: no pass.
-				due = time.Now().Add(a.nextTick())
-				tick.Reset(time.Until(due))
+				rearm(a.nextTick())
 				continue
 			}
 		}
@@ -243,8 +243,7 @@ func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 			// starts a converging phase sooner.
 			if time.Until(due) > min(convergeTick, a.opts.Tick) {
 				if d := a.nextTick(); time.Until(due) > d {
-					tick.Reset(d)
-					due = time.Now().Add(d)
+					rearm(d)
 				}
 			}
 			continue
@@ -252,7 +251,6 @@ func (a *agent) loop(ctx context.Context, changes <-chan struct{}) {
 		if !a.opts.SharedProcess {
 			a.trimWhenIdle()
 		}
-		due = time.Now().Add(a.nextTick())
-		tick.Reset(time.Until(due))
+		rearm(a.nextTick())
 	}
 }

@@ -344,10 +344,7 @@ func (c *Client) Affiliates() []Affiliate {
 	// struct) copied once, into its place: appending them to a growing
 	// slice and then copying them sorted was most of a build at a thousand.
 	items := make([]viewItem, 0, n)
-	var byID map[string]int // with several services, to merge their views
-	if len(c.subs) > 1 {
-		byID = make(map[string]int, n)
-	}
+	byID := make(map[string]int, n) // to merge the services' views
 	for _, list := range lists {
 		for _, da := range list {
 			e, _ := c.entry(da)
@@ -355,13 +352,11 @@ func (c *Client) Affiliates() []Affiliate {
 				continue
 			}
 			e.build = c.builds
-			if byID != nil {
-				if i, seen := byID[e.a.ID]; seen {
-					items[i].more = append(items[i].more, e.a.Endpoints...)
-					continue
-				}
-				byID[e.a.ID] = len(items)
+			if i, seen := byID[e.a.ID]; seen {
+				items[i].more = append(items[i].more, e.a.Endpoints...)
+				continue
 			}
+			byID[e.a.ID] = len(items)
 			items = append(items, viewItem{e: e})
 		}
 	}

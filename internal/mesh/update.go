@@ -142,10 +142,9 @@ func (b *Builder) Update(in Input) (r Result, d Delta, ok bool) {
 	// Each change is checked against the references as the changes before
 	// it left them; the peers are then merged in one walk.
 	type patch struct {
-		id     string
-		old    *Peer // in the last result
-		cur    Peer
-		hasCur bool
+		id             string
+		hasOld, hasCur bool // the last result has its peer; the new one has cur
+		cur            Peer
 	}
 	patches := make([]patch, 0, len(changes))
 	b.refs.reserve(len(changes))
@@ -170,7 +169,7 @@ func (b *Builder) Update(in Input) (r Result, d Delta, ok bool) {
 			if !found || tail[i].PublicKey != old.PublicKey {
 				return Result{}, Delta{}, false
 			}
-			pt.id, pt.old = old.AffiliateID, &tail[i]
+			pt.id, pt.hasOld = old.AffiliateID, true
 			b.refs.count(&old, -1)
 			changed[old.PublicKey] = false
 		}
@@ -183,7 +182,7 @@ func (b *Builder) Update(in Input) (r Result, d Delta, ok bool) {
 			}
 			pt.id = cur.AffiliateID
 			b.refs.count(&cur, 1)
-			changed[cur.PublicKey] = !hasOld || old.PublicKey != cur.PublicKey || !samePeer(&old.Peer, &cur.Peer, true)
+			changed[cur.PublicKey] = !hasOld || old.PublicKey != cur.PublicKey || !samePeer(&old.Peer, &cur.Peer)
 		}
 		if pt.id != "" {
 			patches = append(patches, pt)
@@ -197,7 +196,7 @@ func (b *Builder) Update(in Input) (r Result, d Delta, ok bool) {
 		i, _ := peerByID(tail, pt.id)
 		peers = append(peers, tail[:i]...)
 		tail = tail[i:]
-		if pt.old != nil {
+		if pt.hasOld {
 			tail = tail[1:]
 		}
 		if pt.hasCur {
@@ -289,9 +288,8 @@ func equal[T comparable](a, b []T) bool {
 	return slices.Equal(a, b)
 }
 
-// samePeer reports whether a and b are the same peer the same way (withIPs:
-// AllowedIPs included).
-func samePeer(a, b *Peer, withIPs bool) bool {
+// samePeer reports whether a and b are the same peer the same way.
+func samePeer(a, b *Peer) bool {
 	return a.PublicKey == b.PublicKey && a.Name == b.Name && a.AffiliateID == b.AffiliateID && a.Address == b.Address &&
-		slices.Equal(a.Endpoints, b.Endpoints) && (!withIPs || slices.Equal(a.AllowedIPs, b.AllowedIPs))
+		slices.Equal(a.Endpoints, b.Endpoints) && slices.Equal(a.AllowedIPs, b.AllowedIPs)
 }

@@ -90,7 +90,6 @@ func (c *Chooser) Traverse(now time.Time, remote map[wgtypes.Key]discovery.Trave
 func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]natpath.Choice {
 	dpeers := drivePeers(c.dpeers[:0], peers)
 	c.dpeers = dpeers
-	c.makeMaps(len(peers))
 	c.status = reserve.Map(c.status, len(peers)-len(c.status))
 	c.choices = reserve.Map(c.choices, len(peers)-len(c.choices))
 	st := c.Driver.stepInto(c.status, now, dpeers, Relays(dpeers, c.remote), observations(obs))
@@ -117,7 +116,6 @@ func (c *Chooser) Choose(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]m
 // and given up only by Choose.
 func (c *Chooser) ChooseSome(now time.Time, peers []mesh.Peer, obs map[wgtypes.Key]mesh.Observation) map[wgtypes.Key]natpath.Choice {
 	c.some = drivePeers(c.some[:0], peers)
-	c.makeMaps(len(peers))
 	// A change pass's peers are mostly new ones.
 	c.status = reserve.Map(c.status, len(peers))
 	c.choices = reserve.Map(c.choices, len(peers))
@@ -138,12 +136,6 @@ func (c *Chooser) Forget(keys []wgtypes.Key) {
 	for _, k := range keys {
 		delete(c.status, k)
 		delete(c.choices, k)
-	}
-}
-
-func (c *Chooser) makeMaps(n int) {
-	if c.status == nil {
-		c.status, c.choices = make(map[wgtypes.Key]natpath.Status, n), make(map[wgtypes.Key]natpath.Choice, n)
 	}
 }
 
