@@ -78,8 +78,9 @@ type Discovery interface {
 	SetLocal(self discovery.Affiliate, observed map[string][]netip.AddrPort)
 	// Affiliates returns the same slice for as long as the affiliates do
 	// not change (the agent keeps what it derived from it), and a new one
-	// when they do; its elements are not modified in place.
-	Affiliates() []discovery.Affiliate
+	// when they do; the affiliates in it are never modified, and one that
+	// did not change is the same pointer in the new slice.
+	Affiliates() []*discovery.Affiliate
 	ObservedAddress() netip.Addr
 	Changes() <-chan struct{}
 }
@@ -473,16 +474,22 @@ func (a *agent) underlayMTU(now time.Time, stats []wg.PeerStats) int {
 }
 
 func (a *agent) logTransitions(old, cur *Status) {
-	// Peers come in the same order pass after pass: each is compared with
-	// the one at its place, and only a peer found elsewhere needs the map.
+	// Lines come in affiliate-ID order pass after pass: each is compared
+	// with the last one found walking forward, and only a peer found
+	// elsewhere (two lines of one affiliate, say) needs the map.
 	var prev map[string]string
-	for i := range cur.Peers {
-		c := &cur.Peers[i]
+	j := 0 // in old.Peers
+	for _, c := range cur.Peers {
 		was, ok := "", false
+		if old != nil {
+			for j < len(old.Peers) && old.Peers[j].AffiliateID < c.AffiliateID {
+				j++
+			}
+		}
 		switch {
 		case old == nil:
-		case i < len(old.Peers) && old.Peers[i].PublicKey == c.PublicKey:
-			was, ok = old.Peers[i].State, true
+		case j < len(old.Peers) && old.Peers[j].PublicKey == c.PublicKey:
+			was, ok = old.Peers[j].State, true
 		default:
 			if prev == nil {
 				prev = make(map[string]string, len(old.Peers))
@@ -713,14 +720,17 @@ func (a *agent) withLiveCounters(s *Status) *Status {
 		byKey[p.PublicKey.String()] = p
 	}
 	c := *s
-	c.Peers = append([]PeerStatus(nil), s.Peers...)
-	for i := range c.Peers {
-		if p, ok := byKey[c.Peers[i].PublicKey]; ok {
-			c.Peers[i].RxBytes, c.Peers[i].TxBytes = p.RxBytes, p.TxBytes
-			c.Peers[i].LastHandshake = timeString(p.LastHandshake)
+	c.Peers = make([]*PeerStatus, len(s.Peers))
+	for i, l := range s.Peers {
+		c.Peers[i] = l
+		if p, ok := byKey[l.PublicKey]; ok {
+			live := *l // lines are shared with the status: never changed
+			live.RxBytes, live.TxBytes = p.RxBytes, p.TxBytes
+			live.LastHandshake = timeString(p.LastHandshake)
 			if p.Endpoint.IsValid() {
-				c.Peers[i].Endpoint = p.Endpoint.String()
+				live.Endpoint = p.Endpoint.String()
 			}
+			c.Peers[i] = &live
 		}
 	}
 	return &c

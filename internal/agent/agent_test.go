@@ -111,7 +111,7 @@ func testStatus() *Status {
 	return &Status{
 		Node: "n1", PublicKey: "pk1", Address: "fd00::1", Interface: "meshspan0", Mode: "userspace", ListenPort: 51820,
 		Endpoints: []string{"192.0.2.1:51820"}, Warnings: []string{"something odd"},
-		Peers: []PeerStatus{
+		Peers: []*PeerStatus{
 			{Name: "n2", PublicKey: "pk2", Endpoint: "192.0.2.2:51820", State: "up", RxBytes: 1536, TxBytes: 3 << 20,
 				LastHandshake: "2026-01-01T00:00:00Z"},
 			{Name: "n3", PublicKey: "pk3", State: "unknown"},
@@ -267,7 +267,7 @@ func TestLogTransitions(t *testing.T) {
 		s := &Status{}
 		for _, p := range peers {
 			k, v, _ := strings.Cut(p, "=")
-			s.Peers = append(s.Peers, PeerStatus{Name: k, PublicKey: k, State: v})
+			s.Peers = append(s.Peers, &PeerStatus{Name: k, PublicKey: k, State: v})
 		}
 		return s
 	}

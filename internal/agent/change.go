@@ -211,14 +211,14 @@ func routesChanged(prefix netip.Prefix, before []mesh.Peer, changed []mesh.Peer,
 // places at, in the current status; the peers are those of the status,
 // in the same order (none came or went).
 func (a *agent) patchReportInPlace(st *Status, ri *reportInput, peers []mesh.Peer, at []int, now time.Time, warnings []string) {
-	lines := make([]PeerStatus, len(at))
+	lines := make([]*PeerStatus, len(at))
 	for j, i := range at {
 		lines[j] = ri.peerLine(&peers[i], nil)
 	}
 	a.mu.Lock()
 	for j, i := range at {
 		if lines[j].State != st.Peers[i].State || st.Peers[i].PublicKey != lines[j].PublicKey {
-			a.logPeerState(&lines[j])
+			a.logPeerState(lines[j])
 		}
 		st.Peers[i] = lines[j]
 		a.reportedRaw[i] = ri.rawOf(&peers[i])
@@ -247,7 +247,7 @@ func withWarnings(full, more []string) []string {
 func (a *agent) patchReport(old *Status, ri *reportInput, peers []mesh.Peer, dk delta, now time.Time) (*Status, []peerRaw) {
 	s := *old
 	s.UpdatedAt = now.UTC()
-	s.Peers = make([]PeerStatus, 0, len(peers))
+	s.Peers = make([]*PeerStatus, 0, len(peers))
 	raw := make([]peerRaw, 0, len(peers))
 	gone := func(k wgtypes.Key) bool { return dk.removed[k] || dk.changed[k] }
 	i := 0 // in the last status, whose lines are a.reported's peers
@@ -270,7 +270,7 @@ func (a *agent) patchReport(old *Status, ri *reportInput, peers []mesh.Peer, dk 
 		}
 		line := ri.peerLine(p, nil)
 		if line.State != was {
-			a.logPeerState(&line)
+			a.logPeerState(line)
 		}
 		s.Peers, raw = append(s.Peers, line), append(raw, ri.rawOf(p))
 	}

@@ -33,10 +33,12 @@ func TestChangePassMatchesFullPass(t *testing.T) {
 		switch rng.IntN(4) {
 		case 0:
 			what = "moves"
-			affs[i].Endpoints = []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(rng.IntN(250))}), uint16(30000+step))}
+			ep := netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(rng.IntN(250))}), uint16(30000+step))
+			affs = withAffiliate(affs, i, func(a *discovery.Affiliate) { a.Endpoints = []netip.AddrPort{ep} })
 		case 1:
 			what = "takes another's endpoint"
-			affs[i].Endpoints = slices.Clone(affs[rng.IntN(len(affs))].Endpoints)
+			eps := slices.Clone(affs[rng.IntN(len(affs))].Endpoints)
+			affs = withAffiliate(affs, i, func(a *discovery.Affiliate) { a.Endpoints = eps })
 		case 2:
 			if len(affs) < 10 {
 				continue
@@ -46,8 +48,8 @@ func TestChangePassMatchesFullPass(t *testing.T) {
 		case 3:
 			what = "joins"
 			m := newMember(t, a, fmt.Sprintf("node-%04d.%d", rng.IntN(40), next), next)
-			at, _ := slices.BinarySearchFunc(affs, m.ID, func(x discovery.Affiliate, id string) int { return strings.Compare(x.ID, id) })
-			affs = slices.Insert(affs, at, m)
+			at, _ := slices.BinarySearchFunc(affs, m.ID, func(x *discovery.Affiliate, id string) int { return strings.Compare(x.ID, id) })
+			affs = slices.Insert(affs, at, &m)
 			next++
 		}
 		d.affs = affs
@@ -145,9 +147,7 @@ func TestChangePassForgetsPeersThatLeft(t *testing.T) {
 func TestChangePassLeavesPublishingToFullPasses(t *testing.T) {
 	a, d, _ := passedAgent(t, 10)
 	ctx := context.Background()
-	relaying := slices.Clone(d.affs)
-	relaying[2].Traversal = discovery.Traversal{RelayPort: 4000}
-	d.affs = relaying
+	d.affs = withAffiliate(d.affs, 2, func(a *discovery.Affiliate) { a.Traversal = discovery.Traversal{RelayPort: 4000} })
 	if full := a.pass(ctx, true); !full {
 		t.Error("a member's relay port was taken by a change pass")
 	}
@@ -155,9 +155,9 @@ func TestChangePassLeavesPublishingToFullPasses(t *testing.T) {
 	if full := a.pass(ctx, true); !full {
 		t.Error("a new observed address was taken by a change pass")
 	}
-	moved := slices.Clone(d.affs)
-	moved[3].Endpoints = []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:4000")}
-	d.affs = moved
+	d.affs = withAffiliate(d.affs, 3, func(a *discovery.Affiliate) {
+		a.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:4000")}
+	})
 	if full := a.pass(ctx, true); full {
 		t.Error("an endpoint moving after them took a full pass")
 	}
@@ -175,9 +175,9 @@ func TestChangePassReadsTheDeviceForPeersOnIt(t *testing.T) {
 	}
 	hs := time.Now()
 	dev.setStats(wg.PeerStats{PublicKey: k, Endpoint: d.affs[4].Endpoints[0], LastHandshake: hs, RxBytes: 1000})
-	moved := slices.Clone(d.affs)
-	moved[4].Endpoints = append(slices.Clone(moved[4].Endpoints), netip.MustParseAddrPort("203.0.113.9:4000"))
-	d.affs = moved
+	d.affs = withAffiliate(d.affs, 4, func(a *discovery.Affiliate) {
+		a.Endpoints = append(slices.Clone(a.Endpoints), netip.MustParseAddrPort("203.0.113.9:4000"))
+	})
 	if full := a.pass(ctx, true); full {
 		t.Fatal("a moved endpoint took a full pass")
 	}

@@ -80,7 +80,7 @@ func samePeerStats(a, b *wg.PeerStats) bool {
 type discoveryView struct {
 	// observedSelf is this node's address as the service sees it.
 	observedSelf netip.Addr
-	affiliates   []mesh.Affiliate
+	affiliates   []*mesh.Affiliate
 	// traversal is what members publish for NAT traversal, by public key
 	// (relay ports, rendezvous requests); never nil.
 	traversal map[wgtypes.Key]discovery.Traversal
@@ -90,7 +90,7 @@ type discoveryView struct {
 // affiliates (the NAT-traversal map): a client returns the same slice until
 // they change (see Discovery).
 type discoveryCache struct {
-	src  []discovery.Affiliate
+	src  []*discovery.Affiliate
 	view discoveryView
 }
 
@@ -110,8 +110,7 @@ func (c *discoveryCache) read(d Discovery) discoveryView {
 		v.traversal = maps.Clone(c.view.traversal)
 		return v
 	}
-	for i := range affs {
-		a := &affs[i]
+	for _, a := range affs {
 		if a.Traversal.IsZero() {
 			continue // most members: no key to parse
 		}

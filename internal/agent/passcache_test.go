@@ -49,8 +49,8 @@ func TestWireguardPeersSpareMapCleared(t *testing.T) {
 	}
 }
 
-// A status shares the last one's peers only when nothing they show
-// changed: a new counter, state or endpoint is formatted.
+// A status shares the last one's lines only when nothing they show
+// changed: a new counter, state, endpoint or name is formatted.
 func TestReportReusesOnlyUnchanged(t *testing.T) {
 	k := testKey(t)
 	peers := []mesh.Peer{{PublicKey: k, Name: "p", Address: addr("fd00:1::2"), Endpoints: []netip.AddrPort{ap("192.0.2.2:51820")}}}
@@ -60,7 +60,7 @@ func TestReportReusesOnlyUnchanged(t *testing.T) {
 	first, raw := report(in)
 	in.prev, in.prevPeers, in.raw = first, peers, raw
 	same, _ := report(in)
-	if &same.Peers[0] != &first.Peers[0] {
+	if same.Peers[0] != first.Peers[0] {
 		t.Errorf("unchanged input: peers formatted anew")
 	}
 	for _, change := range []func(in *reportInput){
@@ -73,6 +73,9 @@ func TestReportReusesOnlyUnchanged(t *testing.T) {
 		func(in *reportInput) {
 			in.peers = []mesh.Peer{{PublicKey: k, Name: "p", Address: addr("fd00:1::2"), Endpoints: []netip.AddrPort{ap("192.0.2.3:51820")}}}
 		},
+		func(in *reportInput) {
+			in.peers = []mesh.Peer{{PublicKey: k, Name: "renamed", Address: addr("fd00:1::2"), Endpoints: []netip.AddrPort{ap("192.0.2.2:51820")}}}
+		},
 	} {
 		c := in
 		c.raw = slices.Clone(raw)
@@ -82,5 +85,29 @@ func TestReportReusesOnlyUnchanged(t *testing.T) {
 		if !reflect.DeepEqual(got.Peers[0], want.Peers[0]) {
 			t.Errorf("changed input: peer %+v, want %+v", got.Peers[0], want.Peers[0])
 		}
+	}
+}
+
+// Peers that join keep the lines of those already there, whatever their
+// places: the last line is found by affiliate ID, not by index.
+func TestReportKeepsLinesWhenPeersJoin(t *testing.T) {
+	kb, kd, ka, kc := testKey(t), testKey(t), testKey(t), testKey(t)
+	peer := func(k wgtypes.Key, id string) mesh.Peer {
+		return mesh.Peer{PublicKey: k, AffiliateID: id, Name: id, Address: addr("fd00:1::2"), Endpoints: []netip.AddrPort{ap("192.0.2.2:51820")}}
+	}
+	before := []mesh.Peer{peer(kb, "b"), peer(kd, "d")}
+	in := reportInput{id: Identity{Address: addr("fd00:1::1")}, dev: newFakeDevice(), peers: before, now: time.Unix(1700000000, 0)}
+	first, raw := report(in)
+	in.prev, in.prevPeers, in.raw = first, before, raw
+	in.peers = []mesh.Peer{peer(ka, "a"), peer(kb, "b"), peer(kc, "c"), peer(kd, "d")}
+	got, gotRaw := report(in)
+	if got.Peers[1] != first.Peers[0] || got.Peers[3] != first.Peers[1] {
+		t.Errorf("b and d were formatted anew after a and c joined")
+	}
+	if got.Peers[0].Name != "a" || got.Peers[2].Name != "c" || len(gotRaw) != 4 {
+		t.Errorf("new lines %+v %+v, raw %d: want a and c, four raw values", got.Peers[0], got.Peers[2], len(gotRaw))
+	}
+	if len(raw) != 2 {
+		t.Errorf("the last pass's raw values were changed: %d", len(raw))
 	}
 }

@@ -20,7 +20,7 @@ type peerSpecInput struct {
 	own     []netip.Addr   // this node's addresses, the mesh address included
 	ownNets []netip.Prefix // and their subnets
 	static  []config.StaticPeer
-	affs    []mesh.Affiliate
+	affs    []*mesh.Affiliate
 	filter  mesh.Filter
 	// live are the endpoints WireGuard last used for up peers: candidates
 	// the peers did not announce (their NAT's public side).
@@ -85,7 +85,7 @@ func (c *specCache) peerSpecs(in peerSpecInput) mesh.Result {
 // update is the last peer set with the affiliates affs instead, and what
 // changed, when mesh.Builder.Update can tell (the change pass); the rest
 // of the input is the last pass's.
-func (c *specCache) update(affs []mesh.Affiliate) (mesh.Result, mesh.Delta, bool) {
+func (c *specCache) update(affs []*mesh.Affiliate) (mesh.Result, mesh.Delta, bool) {
 	if !c.ok {
 		return mesh.Result{}, mesh.Delta{}, false
 	}
@@ -112,13 +112,13 @@ func sameSpecInputButAffiliates(a, b peerSpecInput) bool {
 		reflect.DeepEqual(a.approved, b.approved)
 }
 
-func sameAffiliate(a, b mesh.Affiliate) bool { return mesh.SameAffiliate(&a, &b) }
+func sameAffiliate(a, b *mesh.Affiliate) bool { return a == b || mesh.SameAffiliate(a, b) }
 
 // sameBacking reports whether a and b are the same slice: the discovery
 // view's affiliates are built anew whenever the client's change and never
 // modified, so the same slice holds the same affiliates (and comparing a
 // thousand of them with themselves was 4 % of the members' CPU in
 // tests/scale).
-func sameBacking(a, b []mesh.Affiliate) bool {
+func sameBacking(a, b []*mesh.Affiliate) bool {
 	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }

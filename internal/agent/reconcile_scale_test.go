@@ -50,9 +50,9 @@ func BenchmarkReconcile(b *testing.B) {
 				b.ResetTimer()
 				for i := range b.N {
 					if kind != "tick" {
-						moved := slices.Clone(d.affs)
-						moved[i%n].Endpoints = []netip.AddrPort{netip.AddrPortFrom(moved[i%n].Endpoints[0].Addr(), uint16(30000+i%1000))}
-						d.affs = moved
+						d.affs = withAffiliate(d.affs, i%n, func(a *discovery.Affiliate) {
+							a.Endpoints = []netip.AddrPort{netip.AddrPortFrom(a.Endpoints[0].Addr(), uint16(30000+i%1000))}
+						})
 					}
 					if kind == "change-pass" {
 						if full := a.pass(ctx, true); full {
@@ -88,7 +88,7 @@ func benchAgent(b testing.TB, n int) (*agent, *listDisco) {
 		}
 		a := prefix.Addr().As16()
 		a[8], a[14], a[15] = 2, byte((i+1)>>8), byte(i+1)
-		d.affs = append(d.affs, discovery.Affiliate{ID: fmt.Sprintf("node-%04d", i), NodeName: fmt.Sprintf("node-%04d", i),
+		d.affs = append(d.affs, &discovery.Affiliate{ID: fmt.Sprintf("node-%04d", i), NodeName: fmt.Sprintf("node-%04d", i),
 			PublicKey: k.PublicKey().String(), Address: netip.AddrFrom16(a),
 			Endpoints: []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, byte(100 + i/256), byte(i)}), 51820)}})
 	}
@@ -143,13 +143,11 @@ func TestReconcileCachesFollowChanges(t *testing.T) {
 	if len(first.Peers) != 20 {
 		t.Fatalf("%d peers, want 20", len(first.Peers))
 	}
-	moved := slices.Clone(d.affs)
 	ep := netip.MustParseAddrPort("203.0.113.7:40000")
-	moved[3].Endpoints = []netip.AddrPort{ep}
-	d.affs = moved
+	d.affs = withAffiliate(d.affs, 3, func(a *discovery.Affiliate) { a.Endpoints = []netip.AddrPort{ep} })
 	a.reconcile(ctx)
 	second := a.snapshot()
-	key := moved[3].PublicKey
+	key := d.affs[3].PublicKey
 	for i, p := range second.Peers {
 		if p.PublicKey == key {
 			if !slices.Equal(p.Candidates, []string{ep.String()}) {
@@ -163,7 +161,7 @@ func TestReconcileCachesFollowChanges(t *testing.T) {
 	}
 	// The same slice again: nothing changes.
 	a.reconcile(ctx)
-	if third := a.snapshot(); !slices.EqualFunc(third.Peers, second.Peers, func(x, y PeerStatus) bool {
+	if third := a.snapshot(); !slices.EqualFunc(third.Peers, second.Peers, func(x, y *PeerStatus) bool {
 		return x.PublicKey == y.PublicKey && slices.Equal(x.Candidates, y.Candidates) && slices.Equal(x.AllowedIPs, y.AllowedIPs)
 	}) {
 		t.Errorf("a pass over unchanged input changed the peers")

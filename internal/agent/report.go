@@ -26,17 +26,15 @@ type reportInput struct {
 	paths        map[wgtypes.Key]PathChoice
 	now          time.Time
 	// prev is the last pass's status and prevPeers the peers it was made
-	// from: a peer at the same place with the same key, address,
-	// AllowedIPs and candidates takes their text from it instead of
-	// formatting them again (a third of the status at a thousand peers).
+	// from, raw what its lines' times and endpoints were formatted from
+	// (reportInput.raw; nil: unknown). A peer whose line would read as it
+	// did keeps it: every tick of an idle mesh, and the lines of peers
+	// nothing happened to while others join, are not formatted anew. One
+	// with the same key, address, AllowedIPs and candidates takes their
+	// text from its last line.
 	prev      *Status
 	prevPeers []mesh.Peer
-	// raw is what prev's peers' times and endpoint were formatted from
-	// (nil: unknown), overwritten with this pass's: when every peer shows
-	// what it showed in the last pass (every tick of an idle mesh), the
-	// status shares the last one's peers instead of formatting a thousand
-	// anew. Statuses are never changed once made, so sharing is safe.
-	raw []peerRaw
+	raw       []peerRaw
 }
 
 // peerRaw is what a peer's times and endpoint are formatted from; the rest
@@ -47,7 +45,7 @@ type peerRaw struct {
 }
 
 // report is the status the socket serves until the next pass, and what its
-// peers were formatted from (the next pass's prevRaw).
+// peers were formatted from (the next pass's raw).
 func report(in reportInput) (*Status, []peerRaw) {
 	st := &Status{
 		Node: in.node, PublicKey: in.id.PublicKey().String(), Address: in.id.Address.String(), AffiliateID: in.id.AffiliateID,
@@ -61,47 +59,59 @@ func report(in reportInput) (*Status, []peerRaw) {
 	if in.observedSelf.IsValid() {
 		st.ObservedAddress = in.observedSelf.String()
 	}
-	reuse := in.prev != nil && len(in.prev.Peers) == len(in.prevPeers)
-	same := reuse && len(in.peers) > 0 && len(in.raw) == len(in.peers) && len(in.peers) == len(in.prevPeers)
+	reuse := in.prev != nil && len(in.prev.Peers) == len(in.prevPeers) && len(in.raw) == len(in.prevPeers)
+	// The last raw values are overwritten where they are when the peers
+	// are the last pass's, in its order (an idle mesh's every tick).
 	raw := in.raw
-	if len(raw) != len(in.peers) {
+	if !reuse || !sameKeys(in.prevPeers, in.peers) {
 		raw = make([]peerRaw, len(in.peers))
 	}
+	st.Peers = make([]*PeerStatus, len(in.peers))
+	j := 0 // in prevPeers
 	for i := range in.peers {
 		p := &in.peers[i]
-		v, s := in.verdicts[p.PublicKey], in.byKey[p.PublicKey]
+		// Both peer sets are in affiliate-ID order: a peer's last line is
+		// found walking forward, also after peers joined before it (at a
+		// cluster's start, every pass).
+		var last *PeerStatus
+		var lastRaw peerRaw
+		for reuse && j < len(in.prevPeers) && in.prevPeers[j].AffiliateID < p.AffiliateID {
+			j++
+		}
+		if reuse && j < len(in.prevPeers) && samePeerText(&in.prevPeers[j], p) {
+			last, lastRaw = in.prev.Peers[j], in.raw[j]
+		}
 		r := in.rawOf(p)
-		if same {
-			q := &in.prev.Peers[i]
-			pc := in.paths[p.PublicKey]
-			same = r == raw[i] && q.State == v.State.String() && q.RxBytes == s.RxBytes && q.TxBytes == s.TxBytes &&
-				q.EndpointChanges == v.EndpointChanges && q.Path == pc.Path && q.Via == pc.Via && q.PathReason == pc.Reason &&
-				samePeerText(&in.prevPeers[i], p)
-		}
 		raw[i] = r
-	}
-	if same {
-		st.Peers = in.prev.Peers
-		return st, raw
-	}
-	st.Peers = make([]PeerStatus, 0, len(in.peers))
-	for i := range in.peers {
-		p := &in.peers[i]
-		var text *PeerStatus
-		if reuse && i < len(in.prevPeers) && samePeerText(&in.prevPeers[i], p) {
-			text = &in.prev.Peers[i]
+		if last != nil && r == lastRaw && in.sameLine(last, p) {
+			st.Peers[i] = last
+			continue
 		}
-		st.Peers = append(st.Peers, in.peerLine(p, text))
+		st.Peers[i] = in.peerLine(p, last)
 	}
 	return st, raw
+}
+
+// sameKeys reports whether a and b list the same peers in the same order.
+func sameKeys(a, b []mesh.Peer) bool {
+	return slices.EqualFunc(a, b, func(x, y mesh.Peer) bool { return x.PublicKey == y.PublicKey })
+}
+
+// sameLine reports whether l, a line of p with the raw values p has now,
+// reads as p's line would.
+func (in *reportInput) sameLine(l *PeerStatus, p *mesh.Peer) bool {
+	v, s, pc := in.verdicts[p.PublicKey], in.byKey[p.PublicKey], in.paths[p.PublicKey]
+	return l.Name == p.Name && l.AffiliateID == p.AffiliateID && l.State == v.State.String() &&
+		l.RxBytes == s.RxBytes && l.TxBytes == s.TxBytes && l.EndpointChanges == v.EndpointChanges &&
+		l.Path == pc.Path && l.Via == pc.Via && l.PathReason == pc.Reason
 }
 
 // peerLine is p's status line; text, when not nil, is a line formatted
 // from the same key, address, AllowedIPs and candidates, whose text it
 // takes.
-func (in *reportInput) peerLine(p *mesh.Peer, text *PeerStatus) PeerStatus {
+func (in *reportInput) peerLine(p *mesh.Peer, text *PeerStatus) *PeerStatus {
 	v, s := in.verdicts[p.PublicKey], in.byKey[p.PublicKey]
-	ps := PeerStatus{
+	ps := &PeerStatus{
 		Name: p.Name, AffiliateID: p.AffiliateID,
 		State: v.State.String(), RxBytes: s.RxBytes, TxBytes: s.TxBytes,
 		LastHandshake: timeString(s.LastHandshake), LastActivity: timeString(v.LastActivity),

@@ -33,10 +33,12 @@ type Status struct {
 	// Endpoints are the endpoints this node advertises.
 	Endpoints []string `json:"endpoints" yaml:"endpoints"`
 	// ObservedAddress is this node's address as discovery sees it.
-	ObservedAddress string       `json:"observedAddress,omitempty" yaml:"observedAddress,omitempty"`
-	Discovery       bool         `json:"discovery" yaml:"discovery"`
-	Warnings        []string     `json:"warnings" yaml:"warnings"`
-	Peers           []PeerStatus `json:"peers" yaml:"peers"`
+	ObservedAddress string   `json:"observedAddress,omitempty" yaml:"observedAddress,omitempty"`
+	Discovery       bool     `json:"discovery" yaml:"discovery"`
+	Warnings        []string `json:"warnings" yaml:"warnings"`
+	// Peers are shared between statuses while they do not change: a line
+	// is never changed once made.
+	Peers []*PeerStatus `json:"peers" yaml:"peers"`
 	// UpdatedAt is the end of the last reconcile pass.
 	UpdatedAt time.Time `json:"updatedAt" yaml:"updatedAt"`
 }
@@ -165,7 +167,7 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PUBLIC KEY\tNODE\tENDPOINT\tSTATE\tPATH\tVIA\tRX\tTX\tLAST HANDSHAKE")
-	var unreachable []PeerStatus
+	var unreachable []*PeerStatus
 	for _, p := range s.Peers {
 		state := p.State
 		// natpath's no-path: neither a direct endpoint nor a relay ever

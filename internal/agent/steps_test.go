@@ -40,7 +40,7 @@ func testKey(t *testing.T) wgtypes.Key {
 // listDisco is a discovery client holding fixed affiliates and recording
 // what the agent publishes.
 type listDisco struct {
-	affs     []discovery.Affiliate
+	affs     []*discovery.Affiliate
 	observed netip.Addr
 	sets     int
 	self     discovery.Affiliate
@@ -51,9 +51,19 @@ func (d *listDisco) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 func (d *listDisco) SetLocal(a discovery.Affiliate, o map[string][]netip.AddrPort) {
 	d.sets, d.self, d.peerEps = d.sets+1, a, o
 }
-func (d *listDisco) Affiliates() []discovery.Affiliate { return d.affs }
-func (d *listDisco) ObservedAddress() netip.Addr       { return d.observed }
-func (d *listDisco) Changes() <-chan struct{}          { return nil }
+func (d *listDisco) Affiliates() []*discovery.Affiliate { return d.affs }
+func (d *listDisco) ObservedAddress() netip.Addr        { return d.observed }
+func (d *listDisco) Changes() <-chan struct{}           { return nil }
+
+// withAffiliate is affs with its i-th affiliate replaced by a copy that f
+// changed: a client's affiliates are never changed in place.
+func withAffiliate(affs []*discovery.Affiliate, i int, f func(*discovery.Affiliate)) []*discovery.Affiliate {
+	c := slices.Clone(affs)
+	a := *c[i]
+	f(&a)
+	c[i] = &a
+	return c
+}
 
 func TestObserveDevice(t *testing.T) {
 	k := testKey(t)
@@ -72,7 +82,7 @@ func TestReadDiscovery(t *testing.T) {
 		t.Errorf("no client: %+v, want nothing and a non-nil traversal map", v)
 	}
 	relaying, quiet := testKey(t), testKey(t)
-	d := &listDisco{observed: addr("203.0.113.9"), affs: []discovery.Affiliate{
+	d := &listDisco{observed: addr("203.0.113.9"), affs: []*discovery.Affiliate{
 		{ID: "a", NodeName: "n-a", PublicKey: relaying.String(), Address: addr("fd00::a"), Traversal: discovery.Traversal{RelayPort: 3478}},
 		{ID: "b", NodeName: "n-b", PublicKey: quiet.String(), Address: addr("fd00::b")},
 		{ID: "c", NodeName: "bad-key", PublicKey: "not a key", Traversal: discovery.Traversal{RelayPort: 1}},

@@ -144,10 +144,10 @@ type fakeDisco struct {
 func (f *fakeDisco) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 func (f *fakeDisco) SetLocal(discovery.Affiliate, map[string][]netip.AddrPort) {
 }
-func (f *fakeDisco) Affiliates() []discovery.Affiliate { return nil }
-func (f *fakeDisco) ObservedAddress() netip.Addr       { return netip.Addr{} }
-func (f *fakeDisco) Changes() <-chan struct{}          { return f.changes }
-func (f *fakeDisco) DecryptFailures() uint64           { return f.failures }
+func (f *fakeDisco) Affiliates() []*discovery.Affiliate { return nil }
+func (f *fakeDisco) ObservedAddress() netip.Addr        { return netip.Addr{} }
+func (f *fakeDisco) Changes() <-chan struct{}           { return f.changes }
+func (f *fakeDisco) DecryptFailures() uint64            { return f.failures }
 
 // freePort returns a loopback TCP address nothing listens on (a moment ago).
 func freePort(t *testing.T) string {

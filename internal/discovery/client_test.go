@@ -66,7 +66,7 @@ func runClient(t *testing.T, opts ClientOptions) *runningClient {
 	return r
 }
 
-func ids(as []Affiliate) []string {
+func ids(as []*Affiliate) []string {
 	var out []string
 	for _, a := range as {
 		out = append(out, a.ID)
@@ -128,7 +128,7 @@ func TestClientsPublishWatchExpireDelete(t *testing.T) {
 	var b Affiliate
 	for _, a := range got {
 		if a.ID == want.ID {
-			b = a
+			b = *a
 		}
 	}
 	if fmt.Sprint(b) != fmt.Sprint(want) {
@@ -477,6 +477,7 @@ func TestSortedViewFollowsRandomChanges(t *testing.T) {
 	}
 	rng := mrand.New(mrand.NewPCG(7, 8))
 	var list []*dclient.Affiliate
+	var last map[*dclient.Affiliate]*Affiliate // the last view's, by value
 	for step := range 300 {
 		next := slices.Clone(list)
 		for range 1 + rng.IntN(5) {
@@ -505,8 +506,23 @@ func TestSortedViewFollowsRandomChanges(t *testing.T) {
 			want = append(want, a)
 		}
 		slices.SortStableFunc(want, func(x, y Affiliate) int { return strings.Compare(x.ID, y.ID) })
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Fatalf("step %d: view\n%v\nwant\n%v", step, got, want)
+		var values []Affiliate
+		for _, a := range got {
+			values = append(values, *a)
+		}
+		if fmt.Sprint(values) != fmt.Sprint(want) {
+			t.Fatalf("step %d: view\n%v\nwant\n%v", step, values, want)
+		}
+		// A value the client kept is the same affiliate, at the same
+		// address, as in the last view (the agent takes that for unchanged).
+		for _, da := range list {
+			if a, ok := last[da]; ok && !slices.Contains(got, a) {
+				t.Fatalf("step %d: %s kept its value but not its affiliate", step, a.ID)
+			}
+		}
+		last = map[*dclient.Affiliate]*Affiliate{}
+		for i, e := range c.order {
+			last[e.da] = got[i]
 		}
 		if len(c.memo) != len(list) {
 			t.Fatalf("step %d: memo holds %d values for %d listed", step, len(c.memo), len(list))

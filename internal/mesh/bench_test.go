@@ -12,7 +12,7 @@ import (
 // hostile publisher (100 affiliates x 64 endpoints, every route refused)
 // next to one honest member.
 func BenchmarkBuildHostile(b *testing.B) {
-	var affs []Affiliate
+	var affs []*Affiliate
 	for i := range 100 {
 		k, _ := wgtypes.GeneratePrivateKey()
 		a := Affiliate{ID: fmt.Sprintf("0%03d", i), NodeName: fmt.Sprint("evil-", i), PublicKey: k.PublicKey().String(),
@@ -22,10 +22,10 @@ func BenchmarkBuildHostile(b *testing.B) {
 		for j := range 64 {
 			a.Endpoints = append(a.Endpoints, netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + j)}), 51820))
 		}
-		affs = append(affs, a)
+		affs = append(affs, ref(a))
 	}
 	hk, h := honestBench()
-	affs = append(affs, h)
+	affs = append(affs, ref(h))
 	in := Input{Self: wgtypes.Key{1}, Prefix: trustPrefix, Own: victimOwn, Affiliates: affs,
 		Observed: map[wgtypes.Key][]netip.AddrPort{hk: {netip.MustParseAddrPort("192.0.2.11:51820")}}}
 	b.ReportAllocs()

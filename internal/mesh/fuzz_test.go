@@ -83,7 +83,7 @@ func FuzzBuild(f *testing.F) {
 // member can publish), maybe a wide route approved for the first.
 func fuzzInput(data []byte, keys []wgtypes.Key, self wgtypes.Key) Input {
 	r := reader{b: data}
-	var affs []Affiliate
+	var affs []*Affiliate
 	for i := range 3 {
 		a := Affiliate{ID: fmt.Sprint(r.byte() % 4), NodeName: fmt.Sprint("n", i), PublicKey: keys[i].String()}
 		a.Address = r.meshAddr()
@@ -99,7 +99,7 @@ func fuzzInput(data []byte, keys []wgtypes.Key, self wgtypes.Key) Input {
 		for range r.byte() % 12 {
 			a.Endpoints = append(a.Endpoints, netip.AddrPortFrom(r.addr(), uint16(r.byte())))
 		}
-		affs = append(affs, a)
+		affs = append(affs, ref(a))
 	}
 	in := Input{Self: self, Prefix: trustPrefix, Own: victimOwn, Affiliates: affs}
 	if r.byte()%2 == 0 {

@@ -72,9 +72,12 @@ type Input struct {
 	Own []netip.Addr
 	// OwnNets are this node's subnets: a peer endpoint at one's network or
 	// broadcast address is refused.
-	OwnNets    []netip.Prefix
-	Static     []config.StaticPeer
-	Affiliates []Affiliate
+	OwnNets []netip.Prefix
+	Static  []config.StaticPeer
+	// Affiliates are shared with the caller, never changed: a discovery
+	// view hands out the same affiliate from view to view while it does
+	// not change, and a view of a thousand is a thousand pointers.
+	Affiliates []*Affiliate
 	// Filter restricts candidate endpoints to usable underlay addresses
 	// (filters.peerEndpoints).
 	Filter Filter
@@ -243,13 +246,13 @@ func (b *Builder) Build(in Input) Result {
 	}
 
 	affs := in.Affiliates
-	byID := func(a, b Affiliate) int { return strings.Compare(a.ID, b.ID) }
+	byID := func(a, b *Affiliate) int { return strings.Compare(a.ID, b.ID) }
 	if !slices.IsSortedFunc(affs, byID) { // the discovery client's come sorted
 		affs = slices.Clone(affs)
 		slices.SortStableFunc(affs, byID)
 	}
-	for i := range affs {
-		if e, ok := affiliateEntry(&affs[i], &in, rp, usable, &r); ok {
+	for _, a := range affs {
+		if e, ok := affiliateEntry(a, &in, rp, usable, &r); ok {
 			add(newEntry(e))
 		}
 	}

@@ -38,7 +38,7 @@ func TestPeersAllowedIPsAndOverlap(t *testing.T) {
 			Name: "static-a", PublicKey: ka.String(), Address: "fd7f:175a:b97c:5602::a",
 			Endpoints: []string{"192.0.2.10:51820"}, Networks: []string{"10.1.0.0/16"},
 		}},
-		Affiliates: []Affiliate{
+		Affiliates: []*Affiliate{
 			{ // processed after "aff-b" (sorted by ID)
 				ID: "aff-c", NodeName: "c", PublicKey: kc.String(), Address: netip.MustParseAddr("fd7f:175a:b97c:5602::c"),
 				Addresses: addrs("192.0.2.12"), Networks: prefixes("10.2.0.0/16"),
@@ -86,7 +86,7 @@ func TestPeersMergeStaticAndAffiliate(t *testing.T) {
 		Self:   testKey(t),
 		Prefix: prefix,
 		Static: []config.StaticPeer{{Name: "n1", PublicKey: k.String(), Address: "fd00:1:2:3::9", Endpoints: []string{"192.0.2.9:51820"}}},
-		Affiliates: []Affiliate{{ID: "x", NodeName: "n1", PublicKey: k.String(), Address: netip.MustParseAddr("fd00:1:2:3::9"),
+		Affiliates: []*Affiliate{{ID: "x", NodeName: "n1", PublicKey: k.String(), Address: netip.MustParseAddr("fd00:1:2:3::9"),
 			Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.9:51820"), netip.MustParseAddrPort("192.0.2.9:51820")}}},
 		Observed: map[wgtypes.Key][]netip.AddrPort{k: {netip.MustParseAddrPort("203.0.113.9:40000")}},
 	})
@@ -111,7 +111,7 @@ func TestPeersSkipsBadEntries(t *testing.T) {
 	peers, warnings := Peers(Input{
 		Self:   testKey(t),
 		Prefix: prefix,
-		Affiliates: []Affiliate{
+		Affiliates: []*Affiliate{
 			{ID: "bad-key", PublicKey: "nope", Address: netip.MustParseAddr("fd00:1:2:3::1")},
 			{ID: "foreign", PublicKey: testKey(t).String(), Address: netip.MustParseAddr("fd99::1")},
 		},
@@ -131,7 +131,7 @@ func TestPeersFilterCandidates(t *testing.T) {
 		Self:   testKey(t),
 		Prefix: netip.MustParsePrefix("fd00:1:2:3::/64"),
 		Filter: f,
-		Affiliates: []Affiliate{{ID: "a", PublicKey: k.String(), Address: netip.MustParseAddr("fd00:1:2:3::1"),
+		Affiliates: []*Affiliate{{ID: "a", PublicKey: k.String(), Address: netip.MustParseAddr("fd00:1:2:3::1"),
 			Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.168.1.1:51820"), netip.MustParseAddrPort("[2001:db8::1]:51820"), netip.MustParseAddrPort("192.0.2.1:51820")}}},
 	})
 	want := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:51820")}
@@ -165,3 +165,6 @@ func TestLocalEndpoints(t *testing.T) {
 		t.Errorf("Routed = %v, want [10.0.0.4]", routed)
 	}
 }
+
+// ref is a copy of a, for inputs built from values.
+func ref(a Affiliate) *Affiliate { return &a }

@@ -86,10 +86,10 @@ func TestBuilderReuse(t *testing.T) {
 		return netip.AddrFrom16(a)
 	}
 	first := Input{Self: self, Prefix: trustPrefix, Own: victimOwn,
-		Affiliates: []Affiliate{{ID: "a", PublicKey: keys[0].String(), Address: mesh(1)}, {ID: "b", PublicKey: keys[1].String(), Address: mesh(2)}},
+		Affiliates: []*Affiliate{{ID: "a", PublicKey: keys[0].String(), Address: mesh(1)}, {ID: "b", PublicKey: keys[1].String(), Address: mesh(2)}},
 		Observed:   map[wgtypes.Key][]netip.AddrPort{keys[1]: {ep}}}
 	second := Input{Self: self, Prefix: trustPrefix, Own: victimOwn,
-		Affiliates: []Affiliate{{ID: "a", PublicKey: keys[0].String(), Address: mesh(1), Endpoints: []netip.AddrPort{ep}}, {ID: "b", PublicKey: keys[1].String(), Address: mesh(2)}}}
+		Affiliates: []*Affiliate{{ID: "a", PublicKey: keys[0].String(), Address: mesh(1), Endpoints: []netip.AddrPort{ep}}, {ID: "b", PublicKey: keys[1].String(), Address: mesh(2)}}}
 	b.Build(first)
 	if want, got := Build(second), b.Build(second); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after a set where %s was another's: a reused Builder answered\n%+v\na fresh one\n%+v", ep, got, want)
@@ -98,9 +98,9 @@ func TestBuilderReuse(t *testing.T) {
 	// address (behind one NAT): contested, but routed to nobody now.
 	nat := netip.MustParseAddr("203.0.113.5")
 	routed := Input{Self: self, Prefix: trustPrefix, Own: victimOwn,
-		Affiliates: []Affiliate{{ID: "a", PublicKey: keys[0].String(), Address: mesh(1), Addresses: []netip.Addr{nat}}}}
+		Affiliates: []*Affiliate{{ID: "a", PublicKey: keys[0].String(), Address: mesh(1), Addresses: []netip.Addr{nat}}}}
 	shared := Input{Self: self, Prefix: trustPrefix, Own: victimOwn,
-		Affiliates: []Affiliate{{ID: "a", PublicKey: keys[0].String(), Address: mesh(1), Endpoints: []netip.AddrPort{netip.AddrPortFrom(nat, 1)}},
+		Affiliates: []*Affiliate{{ID: "a", PublicKey: keys[0].String(), Address: mesh(1), Endpoints: []netip.AddrPort{netip.AddrPortFrom(nat, 1)}},
 			{ID: "b", PublicKey: keys[1].String(), Address: mesh(2), Endpoints: []netip.AddrPort{netip.AddrPortFrom(nat, 2)}}}}
 	b.Build(routed)
 	if want, got := Build(shared), b.Build(shared); !reflect.DeepEqual(got, want) {

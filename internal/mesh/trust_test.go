@@ -58,7 +58,7 @@ func TestAttackAdvertisedDefaultRoute(t *testing.T) {
 		Addresses: addrs("192.0.2.11", "192.0.2.10", "fd7f:175a:b97c:5602::b"),
 		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.66:51820")},
 	}
-	for _, order := range [][]Affiliate{{attacker, h}, {h, attacker}} {
+	for _, order := range [][]*Affiliate{{ref(attacker), ref(h)}, {ref(h), ref(attacker)}} {
 		// The honest member is up: WireGuard saw it at its underlay address.
 		live := map[wgtypes.Key][]netip.AddrPort{hk: {netip.MustParseAddrPort("192.0.2.11:51820")}}
 		res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: order, Observed: live})
@@ -104,7 +104,7 @@ func TestAttackMeshAddressClaimed(t *testing.T) {
 	_, h := honest(t)
 	ak := testKey(t)
 	attacker := Affiliate{ID: "0", NodeName: "evil", PublicKey: ak.String(), Address: h.Address}
-	for _, order := range [][]Affiliate{{attacker, h}, {h, attacker}} {
+	for _, order := range [][]*Affiliate{{ref(attacker), ref(h)}, {ref(h), ref(attacker)}} {
 		res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: order})
 		if evil := peerByName(res.Peers, "evil"); evil != nil && covers(evil.AllowedIPs, h.Address) {
 			t.Errorf("order %s,%s: attacker holds %s: %v", order[0].ID, order[1].ID, h.Address, evil.AllowedIPs)
@@ -112,7 +112,7 @@ func TestAttackMeshAddressClaimed(t *testing.T) {
 	}
 	// A static peer is the operator's word: it keeps its address.
 	_, h2 := honest(t)
-	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: []Affiliate{attacker},
+	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: []*Affiliate{ref(attacker)},
 		Static: staticOf(h2)})
 	if s := peerByName(res.Peers, "honest"); s == nil || !covers(s.AllowedIPs, h2.Address) {
 		t.Errorf("static peer lost its mesh address to an affiliate: %+v", res.Peers)
@@ -131,7 +131,7 @@ func TestApprovedWideRoute(t *testing.T) {
 	ek := testKey(t)
 	exit := Affiliate{ID: "0", NodeName: "exit", PublicKey: ek.String(), Address: netip.MustParseAddr("fd7f:175a:b97c:5602::e"),
 		Networks: prefixes("0.0.0.0/0", "::/0")}
-	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: []Affiliate{exit, h},
+	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: []*Affiliate{ref(exit), ref(h)},
 		Approved: []ApprovedRoute{{PublicKey: ek, Networks: prefixes("0.0.0.0/0")}}})
 	e := peerByName(res.Peers, "exit")
 	for _, dst := range addrs("8.8.8.8", "198.51.100.1", "10.244.2.1") {
@@ -164,7 +164,7 @@ func TestAttackUnusableEndpoints(t *testing.T) {
 	eps = append(eps, good)
 	eps = append(eps, netip.MustParseAddrPort("192.0.2.255:51820"), netip.MustParseAddrPort("192.0.2.0:51820"))
 	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, OwnNets: prefixes("192.0.2.10/24", "2001:db8::10/64"),
-		Affiliates: []Affiliate{{ID: "a", NodeName: "a", PublicKey: k.String(), Address: netip.MustParseAddr("fd7f:175a:b97c:5602::a"), Endpoints: eps}}})
+		Affiliates: []*Affiliate{{ID: "a", NodeName: "a", PublicKey: k.String(), Address: netip.MustParseAddr("fd7f:175a:b97c:5602::a"), Endpoints: eps}}})
 	if got := res.Peers[0].Endpoints; !slices.Equal(got, []netip.AddrPort{good}) {
 		t.Errorf("candidates = %v; want only %v", got, good)
 	}
@@ -180,13 +180,13 @@ func TestAttackManyEndpoints(t *testing.T) {
 	}
 	eps = append(eps, netip.MustParseAddrPort("192.0.2.12:51820"))
 	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn,
-		Affiliates: []Affiliate{{ID: "a", NodeName: "a", PublicKey: k.String(), Address: netip.MustParseAddr("fd7f:175a:b97c:5602::a"), Endpoints: eps}}})
+		Affiliates: []*Affiliate{{ID: "a", NodeName: "a", PublicKey: k.String(), Address: netip.MustParseAddr("fd7f:175a:b97c:5602::a"), Endpoints: eps}}})
 	if n := len(res.Peers[0].Endpoints); n != MaxCandidates {
 		t.Errorf("%d candidates; want the first %d", n, MaxCandidates)
 	}
 	f, _ := ParseFilter([]string{"192.0.2.0/24"})
 	res = Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Filter: f,
-		Affiliates: []Affiliate{{ID: "a", NodeName: "a", PublicKey: k.String(), Address: netip.MustParseAddr("fd7f:175a:b97c:5602::a"), Endpoints: eps}}})
+		Affiliates: []*Affiliate{{ID: "a", NodeName: "a", PublicKey: k.String(), Address: netip.MustParseAddr("fd7f:175a:b97c:5602::a"), Endpoints: eps}}})
 	if got := res.Peers[0].Endpoints; !slices.Equal(got, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.12:51820")}) {
 		t.Errorf("candidates with peerEndpoints [192.0.2.0/24] = %v", got)
 	}
@@ -204,7 +204,7 @@ func TestAttackCrowdedEndpoints(t *testing.T) {
 	}
 	own := h.Endpoints[0] // 192.0.2.11:51820, at its routed address
 	h.Endpoints = append(junk, h.Endpoints...)
-	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: []Affiliate{h}})
+	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: []*Affiliate{ref(h)}})
 	p := peerByName(res.Peers, "honest")
 	if p == nil || p.PublicKey != k || len(p.Endpoints) != MaxCandidates || p.Endpoints[0] != own {
 		t.Fatalf("candidates %v; want %d with %s first", p.Endpoints, MaxCandidates, own)
@@ -270,7 +270,7 @@ func TestAttackOthersEndpoint(t *testing.T) {
 	nk := testKey(t)
 	natted := Affiliate{ID: "n", NodeName: "natted", PublicKey: nk.String(), Address: netip.MustParseAddr("fd7f:175a:b97c:5602::c"),
 		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("203.0.113.11:40002")}}
-	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: []Affiliate{attacker, h, natted},
+	res := Build(Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: []*Affiliate{ref(attacker), ref(h), ref(natted)},
 		Observed: map[wgtypes.Key][]netip.AddrPort{hk: {live}}})
 	// 203.0.113.11:51820 both advertise and nothing tells them apart: kept.
 	want := []netip.AddrPort{netip.MustParseAddrPort("203.0.113.11:51820"), netip.MustParseAddrPort("192.0.2.66:51820")}
@@ -291,9 +291,9 @@ func TestAttackOthersEndpoint(t *testing.T) {
 // two affiliates listing this node's DNS server or gateway would cut it off.
 func TestSharedEndpointIsNotUnreachable(t *testing.T) {
 	dns := netip.MustParseAddrPort("192.0.2.53:53")
-	var affs []Affiliate
+	var affs []*Affiliate
 	for i := range 2 {
-		affs = append(affs, Affiliate{ID: fmt.Sprint(i), NodeName: fmt.Sprint("evil-", i), PublicKey: testKey(t).String(),
+		affs = append(affs, &Affiliate{ID: fmt.Sprint(i), NodeName: fmt.Sprint("evil-", i), PublicKey: testKey(t).String(),
 			Address:   netip.AddrFrom16([16]byte{0xfd, 0x7f, 0x17, 0x5a, 0xb9, 0x7c, 0x56, 0x02, 15: byte(0x20 + i)}),
 			Endpoints: []netip.AddrPort{dns}, Networks: prefixes("10.9.0.0/24")})
 	}

@@ -56,9 +56,9 @@ func updateMember(r *reader, id int, keys []wgtypes.Key) Affiliate {
 // many Updates answered.
 func checkUpdates(t *testing.T, data []byte, keys []wgtypes.Key, self wgtypes.Key) (answered int) {
 	r := &reader{b: data}
-	var affs []Affiliate
+	var affs []*Affiliate
 	for i := range 4 + int(r.byte()%6) {
-		affs = append(affs, updateMember(r, i*2, keys))
+		affs = append(affs, ref(updateMember(r, i*2, keys)))
 	}
 	in := Input{Self: self, Prefix: trustPrefix, Own: victimOwn, Affiliates: affs,
 		Observed: map[wgtypes.Key][]netip.AddrPort{keys[int(r.byte())%len(keys)]: {netip.MustParseAddrPort("198.51.100.3:51820")}}}
@@ -68,15 +68,15 @@ func checkUpdates(t *testing.T, data []byte, keys []wgtypes.Key, self wgtypes.Ke
 		next := slices.Clone(in.Affiliates)
 		switch i := int(r.byte()) % (len(next) + 1); {
 		case i == len(next) || r.byte()%4 == 0: // one joins, at an odd ID
-			a := updateMember(r, 2*int(r.byte()%16)+1, keys)
-			at, found := slices.BinarySearchFunc(next, a.ID, func(x Affiliate, id string) int { return strings.Compare(x.ID, id) })
+			a := ref(updateMember(r, 2*int(r.byte()%16)+1, keys))
+			at, found := slices.BinarySearchFunc(next, a.ID, func(x *Affiliate, id string) int { return strings.Compare(x.ID, id) })
 			if !found {
 				next = slices.Insert(next, at, a)
 			}
 		case r.byte()%3 == 0: // one leaves
 			next = slices.Delete(next, i, i+1)
 		default: // one changes
-			next[i] = updateMember(r, 0, keys)
+			next[i] = ref(updateMember(r, 0, keys))
 			next[i].ID = in.Affiliates[i].ID
 		}
 		in.Affiliates = next
@@ -161,7 +161,7 @@ func TestUpdateCommonChanges(t *testing.T) {
 	in, _ := largeInput(t, 1000)
 	var b Builder
 	b.Build(in)
-	step := func(name string, affs []Affiliate, wantOK bool, wantChanged, wantRemoved int) {
+	step := func(name string, affs []*Affiliate, wantOK bool, wantChanged, wantRemoved int) {
 		t.Helper()
 		in.Affiliates = affs
 		got, d, ok := b.Update(in)
@@ -180,31 +180,38 @@ func TestUpdateCommonChanges(t *testing.T) {
 			t.Fatalf("%s: delta %d changed %d removed, want %d and %d", name, len(d.Changed), len(d.Removed), wantChanged, wantRemoved)
 		}
 	}
-	moved := slices.Clone(in.Affiliates)
-	moved[500].Endpoints = []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:40000")}
+	moved := changed(in.Affiliates, 500, func(a *Affiliate) { a.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:40000")} })
 	step("an endpoint moves", moved, true, 1, 0)
 	step("the same set again", slices.Clone(moved), true, 0, 0)
 	left := slices.Delete(slices.Clone(moved), 10, 11)
 	step("a member leaves", left, true, 0, 1)
 	step("it comes back", moved, true, 1, 0)
-	taken := slices.Clone(moved)
-	taken[20].Endpoints = moved[21].Endpoints
+	taken := changed(moved, 20, func(a *Affiliate) { a.Endpoints = moved[21].Endpoints })
 	step("an endpoint another member lists", taken, false, 0, 0)
-	nets := slices.Clone(moved)
-	nets[30].Networks = []netip.Prefix{netip.MustParsePrefix("10.30.0.0/24")}
+	nets := changed(moved, 30, func(a *Affiliate) { a.Networks = []netip.Prefix{netip.MustParsePrefix("10.30.0.0/24")} })
 	step("a member advertises a network", nets, false, 0, 0)
+}
+
+// changed is affs with its i-th affiliate replaced by a copy that f
+// changed (inputs' affiliates are never changed in place).
+func changed(affs []*Affiliate, i int, f func(*Affiliate)) []*Affiliate {
+	c := slices.Clone(affs)
+	a := *c[i]
+	f(&a)
+	c[i] = &a
+	return c
 }
 
 // largeInput is n members with one endpoint each, as tests/scale runs them.
 func largeInput(t testing.TB, n int) (Input, []wgtypes.Key) {
 	var keys []wgtypes.Key
-	var affs []Affiliate
+	var affs []*Affiliate
 	for i := range n {
 		k := testKey(t)
 		keys = append(keys, k)
 		a := trustPrefix.Addr().As16()
 		a[13], a[14], a[15] = 2, byte((i+1)>>8), byte(i+1)
-		affs = append(affs, Affiliate{ID: fmt.Sprintf("node-%04d", i), NodeName: fmt.Sprintf("node-%04d", i), PublicKey: k.String(),
+		affs = append(affs, &Affiliate{ID: fmt.Sprintf("node-%04d", i), NodeName: fmt.Sprintf("node-%04d", i), PublicKey: k.String(),
 			Address: netip.AddrFrom16(a), Endpoints: []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, byte(100 + i/256), byte(i)}), 51820)}})
 	}
 	return Input{Self: testKey(t), Prefix: trustPrefix, Own: victimOwn, Affiliates: affs}, keys
@@ -214,9 +221,8 @@ func largeInput(t testing.TB, n int) (Input, []wgtypes.Key) {
 // Update and as a Build.
 func BenchmarkUpdate(b *testing.B) {
 	in, _ := largeInput(b, 1000)
-	alt := slices.Clone(in.Affiliates)
-	alt[500].Endpoints = []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:40000")}
-	sets := [][]Affiliate{in.Affiliates, alt}
+	alt := changed(in.Affiliates, 500, func(a *Affiliate) { a.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:40000")} })
+	sets := [][]*Affiliate{in.Affiliates, alt}
 	b.Run("update", func(b *testing.B) {
 		var bl Builder
 		bl.Build(in)

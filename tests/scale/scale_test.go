@@ -19,7 +19,8 @@
 // SCALE_CLIENT_LOG=1 prints the discovery clients' warnings, and
 // SCALE_START_PROFILE=file writes a CPU profile of this process from the
 // members' start until all know all, SCALE_CHANGE_PROFILE=file one of the
-// endpoint changes (-cpuprofile covers the whole run). It prints, per N,
+// endpoint changes (-cpuprofile covers the whole run), SCALE_HEAP_PROFILE=file
+// the members' heap once all know all. It prints, per N,
 // and per change as it happens: time from start
 // until every member has every other configured with a candidate endpoint;
 // time from one member publishing a new endpoint until the last other
@@ -235,6 +236,23 @@ func startProfile(t testing.TB, path string) (stop func()) {
 	}
 }
 
+// writeHeapProfile writes the heap's live objects into path (nothing if
+// empty).
+func writeHeapProfile(t testing.TB, path string) {
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	runtime.GC() // the profile shows the heap as of the last collection
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // within polls cond every 20 ms until it holds or limit passes.
 func within(limit time.Duration, cond func() bool) (time.Duration, bool) {
 	start := time.Now()
@@ -295,13 +313,14 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 	mem0, cpu0, scpu0 := heapInUse(), processCPU(), svc.cpu()
 	members := make([]*member, n)
 	dirs := make([]string, n)
+	all := &allKnown{peers: n - 1}
 	base := t.TempDir()
 	for i := range members {
 		dirs[i] = fmt.Sprintf("%s/%d", base, i)
 		if err := os.Mkdir(dirs[i], 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if members[i], err = newMember(i, dirs[i], svc.addr, sec.ID, sec.Secret); err != nil {
+		if members[i], err = newMember(i, dirs[i], svc.addr, sec.ID, sec.Secret, all); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -321,25 +340,40 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 			t.Fatal(err)
 		}
 	}
+	if os.Getenv("SCALE_HEAP_PROFILE") != "" {
+		// The agents turned heap profiling off; what the members hold
+		// after their start is what the profile is for.
+		runtime.MemProfileRate = 64 << 10
+	}
 	stopProfile := startProfile(t, os.Getenv("SCALE_START_PROFILE"))
 	defer stopProfile() // a run that does not converge returns early
 	res := result{n: n}
 	var ok bool
 	start, report := time.Now(), time.Now()
 	res.converge, ok = within(r.limit, func() bool {
-		known, all := 0, true
-		for _, m := range members {
-			k := m.dev.knownPeers()
-			known += k
-			all = all && k == n-1
-		}
 		if time.Since(report) >= 10*time.Second {
 			report = time.Now()
+			known := 0
+			for _, m := range members {
+				known += m.dev.knownPeers()
+			}
 			progress(r, "N=%d: %s: members have %.1f %% of their peers", n, time.Since(start).Round(time.Second), float64(known)*100/float64(n*(n-1)))
 		}
-		return all
+		return all.complete.Load() == int64(n)
 	})
 	stopProfile()
+	if ok {
+		// The moment the last member came to know all, as its device
+		// recorded it, not when this loop next looked.
+		var each []time.Duration
+		for _, m := range members {
+			each = append(each, m.dev.knowsAll().Sub(start))
+		}
+		res.converge = percentile(each, 1)
+		progress(r, "N=%d: members came to know all others after %s (first), %s (median), %s (90th percentile), %s (last)", n,
+			percentile(each, 0).Round(time.Millisecond), percentile(each, 0.5).Round(time.Millisecond),
+			percentile(each, 0.9).Round(time.Millisecond), res.converge.Round(time.Millisecond))
+	}
 	known := 0
 	for _, m := range members {
 		known += m.dev.knownPeers()
@@ -360,6 +394,8 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 		fmt.Println("NOT CONVERGED:", msg)
 		return res
 	}
+
+	writeHeapProfile(t, os.Getenv("SCALE_HEAP_PROFILE"))
 
 	startPasses, startChanges := 0, 0
 	for _, m := range members {

@@ -190,7 +190,7 @@ func TestAgentMeshesWithTalosNode(t *testing.T) {
 	for deadline := time.Now().Add(45 * time.Second); ; {
 		s, err := agent.FetchStatus(ctx, sock)
 		if err == nil && len(s.Peers) == 1 && s.Peers[0].State == "up" && s.Peers[0].LastHandshake != "" {
-			st, peer = s, s.Peers[0]
+			st, peer = s, *s.Peers[0]
 			break
 		}
 		if time.Now().After(deadline) {

@@ -214,7 +214,7 @@ func TestTalosAndMeshspanShareDiscovery(t *testing.T) {
 	mc.SetLocal(ours, nil)
 
 	// meshspan side: the Talos node becomes a peer.
-	var found []discovery.Affiliate
+	var found []*discovery.Affiliate
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && len(found) == 0; {
 		for _, a := range mc.Affiliates() {
 			if a.ID == talosNodeID {
@@ -233,7 +233,7 @@ func TestTalosAndMeshspanShareDiscovery(t *testing.T) {
 	}
 	d := found[0]
 	// As internal/agent hands discovery affiliates to the peer set.
-	peers, warnings := mesh.Peers(mesh.Input{Self: ourKey.PublicKey(), Prefix: ourPrefix, Affiliates: []mesh.Affiliate{{
+	peers, warnings := mesh.Peers(mesh.Input{Self: ourKey.PublicKey(), Prefix: ourPrefix, Affiliates: []*mesh.Affiliate{{
 		ID: d.ID, NodeName: d.NodeName, PublicKey: d.PublicKey, Address: d.Address,
 		Addresses: d.Addresses, Networks: d.Networks, ExcludeNetworks: d.ExcludeNetworks, Endpoints: d.Endpoints,
 	}}})

@@ -76,7 +76,7 @@ func TestAllowedIPsMatchTalosRule(t *testing.T) {
 	for c := range clusters {
 		n := 1 + rng.IntN(5)
 		var tp []talosPeer
-		var affs []mesh.Affiliate
+		var affs []*mesh.Affiliate
 		for i := range n {
 			key, _ := wgtypes.GeneratePrivateKey()
 			a := prefix.Addr().As16()
@@ -92,7 +92,7 @@ func TestAllowedIPsMatchTalosRule(t *testing.T) {
 				p.excluded = append(p.excluded, randPrefix())
 			}
 			tp = append(tp, p)
-			affs = append(affs, mesh.Affiliate{ID: p.id, PublicKey: key.PublicKey().String(), Address: p.address,
+			affs = append(affs, &mesh.Affiliate{ID: p.id, PublicKey: key.PublicKey().String(), Address: p.address,
 				Addresses: p.addresses, Networks: p.additional, ExcludeNetworks: p.excluded})
 		}
 		want := talosAllowedIPs(t, tp)

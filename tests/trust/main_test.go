@@ -121,9 +121,9 @@ func metric(text, name string) (float64, bool) {
 }
 
 func peerNamed(s *agent.Status, name string) *agent.PeerStatus {
-	for i := range s.Peers {
-		if s.Peers[i].Name == name {
-			return &s.Peers[i]
+	for _, p := range s.Peers {
+		if p.Name == name {
+			return p
 		}
 	}
 	return nil

@@ -106,9 +106,9 @@ func (n *Node) Status() (*agent.Status, error) {
 
 // Peer is the named peer in s, or nil.
 func Peer(s *agent.Status, name string) *agent.PeerStatus {
-	for i := range s.Peers {
-		if s.Peers[i].Name == name {
-			return &s.Peers[i]
+	for _, p := range s.Peers {
+		if p.Name == name {
+			return p
 		}
 	}
 	return nil
