@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -90,7 +89,7 @@ func newMember(i int, dir, svcAddr, clusterID, secret string, all *allKnown) (*m
 	if err != nil {
 		return nil, err
 	}
-	m.disco = newPublishClock(c)
+	m.disco = newPublishClock(c, all.peers)
 	m.dev = &fakeDevice{all: all}
 	m.paths = &watchPaths{Chooser: &drive.Chooser{
 		Driver: drive.New(noRelays{}, natpath.Timing{Probe: config.DefaultEndpointProbe, DownAfter: config.DefaultDownAfter}, 3*relay.DefaultRegisterInterval),
@@ -151,10 +150,14 @@ type publishClock struct {
 	heldKey string
 	heldEP  netip.AddrPort
 	heldAt  time.Time
+	// others is how many affiliates the cluster's others are, and
+	// allAt when the client first held them all
+	others int
+	allAt  time.Time
 }
 
-func newPublishClock(c *discovery.Client) *publishClock {
-	return &publishClock{Client: c, changes: make(chan struct{}, 1)}
+func newPublishClock(c *discovery.Client, others int) *publishClock {
+	return &publishClock{Client: c, changes: make(chan struct{}, 1), others: others}
 }
 
 func (p *publishClock) Changes() <-chan struct{} { return p.changes }
@@ -171,8 +174,13 @@ func (p *publishClock) forward(ctx context.Context) {
 		case <-p.Client.Changes():
 		}
 		p.mu.Lock()
-		key, ep, waiting := p.heldKey, p.heldEP, p.heldAt.IsZero()
+		key, ep, waiting, all := p.heldKey, p.heldEP, p.heldAt.IsZero(), !p.allAt.IsZero()
 		p.mu.Unlock()
+		if !all && len(p.Client.Affiliates()) == p.others {
+			p.mu.Lock()
+			p.allAt = time.Now()
+			p.mu.Unlock()
+		}
 		if key != "" && waiting && clientHas(p.Client, key, ep) {
 			p.mu.Lock()
 			p.heldAt = time.Now()
@@ -190,6 +198,14 @@ func (p *publishClock) expectHeld(key string, ep netip.AddrPort) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.heldKey, p.heldEP, p.heldAt = key, ep, time.Time{}
+}
+
+// heldAll is when the client first held every other member (zero: not
+// yet).
+func (p *publishClock) heldAll() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.allAt
 }
 
 func (p *publishClock) held() time.Time {
@@ -267,7 +283,9 @@ type fakeDevice struct {
 	fresh        bool                 // pending not applied yet
 	full         bool                 // pending is a full pass's peer set
 	candidate    map[wgtypes.Key]bool // of the configured peers
-	known        int                  // peers with a candidate in the last configuration
+	known        int                  // peers with a candidate in the configuration
+	wasKnown     int                  // known as of the last configuration applied
+	at           map[wgtypes.Key]int  // peers' places in peers; nil: to be built
 	watchKey     wgtypes.Key
 	watchEP      netip.AddrPort
 	reached      time.Time
@@ -316,10 +334,16 @@ func (d *fakeDevice) SyncPeers(want []wg.PeerConfig) error {
 	defer d.mu.Unlock()
 	if !slices.EqualFunc(d.peers, want, samePeerConfig) {
 		d.peers = append(d.peers[:0], want...) // SyncPeers keeps none of want (agent.Device)
-		d.stats = nil
+		d.stats, d.at = nil, nil
 	}
 	if d.fresh && d.full {
 		d.candidate, d.pending = d.pending, d.candidate
+		d.known = 0
+		for _, c := range d.candidate {
+			if c {
+				d.known++
+			}
+		}
 	}
 	d.applied()
 	return nil
@@ -327,68 +351,72 @@ func (d *fakeDevice) SyncPeers(want []wg.PeerConfig) error {
 
 // UpdatePeers is a change pass's configuration: removals first, then the
 // peers of set replaced or added. (A full pass removes the peers it resets
-// with it before its SyncPeers.)
+// with it before its SyncPeers.) Its work is the change's, not the
+// device's size: the harness's own cost is not what is measured.
 func (d *fakeDevice) UpdatePeers(set []wg.PeerConfig, remove []wgtypes.Key) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	gone := make(map[wgtypes.Key]bool, len(remove)) // hundreds of peers may turn quiet at once
-	for _, k := range remove {
-		gone[k] = true
-		delete(d.candidate, k)
+	if len(remove) > 0 {
+		gone := make(map[wgtypes.Key]bool, len(remove))
+		for _, k := range remove {
+			gone[k] = true
+			d.setCandidate(k, false, false)
+		}
+		d.peers = slices.DeleteFunc(d.peers, func(pc wg.PeerConfig) bool { return gone[pc.PublicKey] })
+		d.at = nil
 	}
-	d.peers = slices.DeleteFunc(d.peers, func(pc wg.PeerConfig) bool { return gone[pc.PublicKey] })
-	var at map[wgtypes.Key]int // a change pass at a cluster's start sets hundreds
-	if len(set) > 8 {
-		at = make(map[wgtypes.Key]int, len(d.peers))
+	if d.at == nil {
+		d.at = make(map[wgtypes.Key]int, len(d.peers)+len(set))
 		for i, pc := range d.peers {
-			at[pc.PublicKey] = i
+			d.at[pc.PublicKey] = i
 		}
-	}
-	index := func(k wgtypes.Key) (int, bool) {
-		if at != nil {
-			i, ok := at[k]
-			return i, ok
-		}
-		i := slices.IndexFunc(d.peers, func(pc wg.PeerConfig) bool { return pc.PublicKey == k })
-		return i, i >= 0
 	}
 	for _, w := range set {
-		if i, ok := index(w.PublicKey); ok {
+		if i, ok := d.at[w.PublicKey]; ok {
 			if !w.Endpoint.IsValid() {
 				w.Endpoint = d.peers[i].Endpoint
 			}
 			d.peers[i] = w
 		} else {
-			if at != nil {
-				at[w.PublicKey] = len(d.peers)
-			}
+			d.at[w.PublicKey] = len(d.peers)
 			d.peers = append(d.peers, w)
 		}
 	}
 	d.stats = nil
-	if d.candidate == nil {
-		d.candidate = map[wgtypes.Key]bool{}
-	}
 	if !d.full {
 		if d.fresh {
-			maps.Copy(d.candidate, d.pending)
+			for k, c := range d.pending {
+				d.setCandidate(k, c, true)
+			}
 		}
 		d.applied()
 	}
 	return nil
 }
 
-// applied counts what a configuration just made known.
+// setCandidate records whether k is configured with a candidate (present:
+// configured at all), keeping known.
+func (d *fakeDevice) setCandidate(k wgtypes.Key, c, present bool) {
+	if d.candidate == nil {
+		d.candidate = map[wgtypes.Key]bool{}
+	}
+	if d.candidate[k] {
+		d.known--
+	}
+	if !present {
+		delete(d.candidate, k)
+		return
+	}
+	d.candidate[k] = c
+	if c {
+		d.known++
+	}
+}
+
+// applied takes what a configuration just made known.
 func (d *fakeDevice) applied() {
 	d.fresh = false
-	was := d.known
-	d.known = 0
-	for _, c := range d.candidate {
-		if c {
-			d.known++
-		}
-	}
-	if d.all != nil && (was == d.all.peers) != (d.known == d.all.peers) {
+	if d.all != nil && (d.wasKnown == d.all.peers) != (d.known == d.all.peers) {
 		if d.known == d.all.peers {
 			d.knowsAllAt = time.Now()
 			d.all.complete.Add(1)
@@ -397,6 +425,7 @@ func (d *fakeDevice) applied() {
 			d.all.complete.Add(-1)
 		}
 	}
+	d.wasKnown = d.known
 	if d.pendingWatch && d.reached.IsZero() {
 		d.reached = time.Now()
 	}

@@ -365,14 +365,21 @@ func runScale(t testing.TB, r scaleRun, svc *service) result {
 	if ok {
 		// The moment the last member came to know all, as its device
 		// recorded it, not when this loop next looked.
-		var each []time.Duration
+		var each, held, lag []time.Duration
 		for _, m := range members {
-			each = append(each, m.dev.knowsAll().Sub(start))
+			at := m.dev.knowsAll()
+			each = append(each, at.Sub(start))
+			if h := m.disco.heldAll(); !h.IsZero() {
+				held, lag = append(held, h.Sub(start)), append(lag, at.Sub(h))
+			}
 		}
 		res.converge = percentile(each, 1)
-		progress(r, "N=%d: members came to know all others after %s (first), %s (median), %s (90th percentile), %s (last)", n,
+		progress(r, "N=%d: members came to know all others after %s (first), %s (median), %s (90th percentile), %s (last); "+
+			"their discovery clients held all after %s (median), %s (90th percentile), %s (last), their agents configured all %s (median), %s (max) after that", n,
 			percentile(each, 0).Round(time.Millisecond), percentile(each, 0.5).Round(time.Millisecond),
-			percentile(each, 0.9).Round(time.Millisecond), res.converge.Round(time.Millisecond))
+			percentile(each, 0.9).Round(time.Millisecond), res.converge.Round(time.Millisecond),
+			percentile(held, 0.5).Round(time.Millisecond), percentile(held, 0.9).Round(time.Millisecond), percentile(held, 1).Round(time.Millisecond),
+			percentile(lag, 0.5).Round(time.Millisecond), percentile(lag, 1).Round(time.Millisecond))
 	}
 	known := 0
 	for _, m := range members {
