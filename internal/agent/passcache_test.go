@@ -111,3 +111,20 @@ func TestReportKeepsLinesWhenPeersJoin(t *testing.T) {
 		t.Errorf("the last pass's raw values were changed: %d", len(raw))
 	}
 }
+
+// Without the last raw values (which times and endpoint a line shows), no
+// line is kept, but the text of an unchanged peer still is.
+func TestReportWithoutRawKeepsTextOnly(t *testing.T) {
+	k := testKey(t)
+	peers := []mesh.Peer{{PublicKey: k, AffiliateID: "a", Address: addr("fd00:1::2"), Endpoints: []netip.AddrPort{ap("192.0.2.2:51820")}}}
+	in := reportInput{id: Identity{Address: addr("fd00:1::1")}, dev: newFakeDevice(), peers: peers, now: time.Unix(1700000000, 0)}
+	first, _ := report(in)
+	in.prev, in.prevPeers = first, peers
+	got, raw := report(in)
+	if got.Peers[0] == first.Peers[0] {
+		t.Error("a line was kept without knowing what it was formatted from")
+	}
+	if &got.Peers[0].Candidates[0] != &first.Peers[0].Candidates[0] || len(raw) != 1 {
+		t.Errorf("the unchanged peer's text was formatted anew (raw %d)", len(raw))
+	}
+}

@@ -59,11 +59,12 @@ func report(in reportInput) (*Status, []peerRaw) {
 	if in.observedSelf.IsValid() {
 		st.ObservedAddress = in.observedSelf.String()
 	}
-	reuse := in.prev != nil && len(in.prev.Peers) == len(in.prevPeers) && len(in.raw) == len(in.prevPeers)
+	reuse := in.prev != nil && len(in.prev.Peers) == len(in.prevPeers)
+	haveRaw := reuse && len(in.raw) == len(in.prevPeers) // else no line is kept, only text
 	// The last raw values are overwritten where they are when the peers
 	// are the last pass's, in its order (an idle mesh's every tick).
 	raw := in.raw
-	if !reuse || !sameKeys(in.prevPeers, in.peers) {
+	if !haveRaw || !sameKeys(in.prevPeers, in.peers) {
 		raw = make([]peerRaw, len(in.peers))
 	}
 	st.Peers = make([]*PeerStatus, len(in.peers))
@@ -74,16 +75,16 @@ func report(in reportInput) (*Status, []peerRaw) {
 		// found walking forward, also after peers joined before it (at a
 		// cluster's start, every pass).
 		var last *PeerStatus
-		var lastRaw peerRaw
 		for reuse && j < len(in.prevPeers) && in.prevPeers[j].AffiliateID < p.AffiliateID {
 			j++
 		}
 		if reuse && j < len(in.prevPeers) && samePeerText(&in.prevPeers[j], p) {
-			last, lastRaw = in.prev.Peers[j], in.raw[j]
+			last = in.prev.Peers[j]
 		}
 		r := in.rawOf(p)
+		keep := last != nil && haveRaw && r == in.raw[j] && in.sameLine(last, p) // read before raw[i] is written
 		raw[i] = r
-		if last != nil && r == lastRaw && in.sameLine(last, p) {
+		if keep {
 			st.Peers[i] = last
 			continue
 		}
