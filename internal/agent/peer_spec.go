@@ -100,7 +100,7 @@ func (c *specCache) update(affs []*mesh.Affiliate) (mesh.Result, mesh.Delta, boo
 }
 
 func sameSpecInput(a, b peerSpecInput) bool {
-	return (sameBacking(a.affs, b.affs) || slices.EqualFunc(a.affs, b.affs, sameAffiliate)) &&
+	return (sameBacking(a.affs, b.affs) || slices.EqualFunc(a.affs, b.affs, mesh.SameAffiliate)) &&
 		sameSpecInputButAffiliates(a, b)
 }
 
@@ -111,8 +111,6 @@ func sameSpecInputButAffiliates(a, b peerSpecInput) bool {
 		reflect.DeepEqual(a.static, b.static) && reflect.DeepEqual(a.filter, b.filter) &&
 		reflect.DeepEqual(a.approved, b.approved)
 }
-
-func sameAffiliate(a, b *mesh.Affiliate) bool { return a == b || mesh.SameAffiliate(a, b) }
 
 // sameBacking reports whether a and b are the same slice: the discovery
 // view's affiliates are built anew whenever the client's change and never

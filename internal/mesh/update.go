@@ -275,7 +275,7 @@ func diffAffiliates(old, cur []*Affiliate) (changes []affChange, ok bool) {
 			changes = append(changes, affChange{cur: cur[j]})
 			j++
 		default:
-			if old[i] != cur[j] && !SameAffiliate(old[i], cur[j]) {
+			if !SameAffiliate(old[i], cur[j]) {
 				changes = append(changes, affChange{old: old[i], cur: cur[j]})
 			}
 			i++
@@ -286,9 +286,11 @@ func diffAffiliates(old, cur []*Affiliate) (changes []affChange, ok bool) {
 }
 
 // SameAffiliate reports whether a and b describe the same member the same
-// way, as far as the peer set reads them.
+// way, as far as the peer set reads them. Affiliates are never modified, so
+// one pointer is the same affiliate without reading it (a discovery view
+// keeps an unchanged one's pointer).
 func SameAffiliate(a, b *Affiliate) bool {
-	return a.ID == b.ID && a.NodeName == b.NodeName && a.PublicKey == b.PublicKey && a.Address == b.Address &&
+	return a == b || a.ID == b.ID && a.NodeName == b.NodeName && a.PublicKey == b.PublicKey && a.Address == b.Address &&
 		equal(a.Addresses, b.Addresses) && equal(a.Networks, b.Networks) &&
 		equal(a.ExcludeNetworks, b.ExcludeNetworks) && equal(a.Endpoints, b.Endpoints)
 }
