@@ -211,9 +211,10 @@ func routesChanged(prefix netip.Prefix, before []mesh.Peer, changed []mesh.Peer,
 // places at, in the current status; the peers are those of the status,
 // in the same order (none came or went).
 func (a *agent) patchReportInPlace(st *Status, ri *reportInput, peers []mesh.Peer, at []int, now time.Time, warnings []string) {
-	lines := make([]*PeerStatus, len(at))
+	lines, raws := make([]*PeerStatus, len(at)), make([]peerRaw, len(at))
 	for j, i := range at {
-		lines[j] = ri.peerLine(&peers[i], nil)
+		f := ri.factsOf(&peers[i])
+		lines[j], raws[j] = f.line(&peers[i], nil), f.raw()
 	}
 	a.mu.Lock()
 	for j, i := range at {
@@ -221,7 +222,7 @@ func (a *agent) patchReportInPlace(st *Status, ri *reportInput, peers []mesh.Pee
 			a.logPeerState(lines[j])
 		}
 		st.Peers[i] = lines[j]
-		a.reportedRaw[i] = ri.rawOf(&peers[i])
+		a.reportedRaw[i] = raws[j]
 	}
 	st.UpdatedAt = now.UTC()
 	st.Warnings = withWarnings(a.fullWarnings, warnings)
@@ -268,11 +269,12 @@ func (a *agent) patchReport(old *Status, ri *reportInput, peers []mesh.Peer, dk 
 		} else if !dk.changed[p.PublicKey] {
 			return nil, nil
 		}
-		line := ri.peerLine(p, nil)
+		f := ri.factsOf(p)
+		line := f.line(p, nil)
 		if line.State != was {
 			a.logPeerState(line)
 		}
-		s.Peers, raw = append(s.Peers, line), append(raw, ri.rawOf(p))
+		s.Peers, raw = append(s.Peers, line), append(raw, f.raw())
 	}
 	return &s, raw
 }

@@ -81,14 +81,15 @@ func report(in reportInput) (*Status, []peerRaw) {
 		if reuse && j < len(in.prevPeers) && samePeerText(&in.prevPeers[j], p) {
 			last = in.prev.Peers[j]
 		}
-		r := in.rawOf(p)
-		keep := last != nil && haveRaw && r == in.raw[j] && in.sameLine(last, p) // read before raw[i] is written
+		f := in.factsOf(p)
+		r := f.raw()
+		keep := last != nil && haveRaw && r == in.raw[j] && f.shownBy(last, p) // read before raw[i] is written
 		raw[i] = r
 		if keep {
 			st.Peers[i] = last
 			continue
 		}
-		st.Peers[i] = in.peerLine(p, last)
+		st.Peers[i] = f.line(p, last)
 	}
 	return st, raw
 }
@@ -98,43 +99,55 @@ func sameKeys(a, b []mesh.Peer) bool {
 	return slices.EqualFunc(a, b, func(x, y mesh.Peer) bool { return x.PublicKey == y.PublicKey })
 }
 
-// sameLine reports whether l, a line of p with the raw values p has now,
-// reads as p's line would.
-func (in *reportInput) sameLine(l *PeerStatus, p *mesh.Peer) bool {
-	v, s, pc := in.verdicts[p.PublicKey], in.byKey[p.PublicKey], in.paths[p.PublicKey]
-	return l.Name == p.Name && l.AffiliateID == p.AffiliateID && l.State == v.State.String() &&
-		l.RxBytes == s.RxBytes && l.TxBytes == s.TxBytes && l.EndpointChanges == v.EndpointChanges &&
-		l.Path == pc.Path && l.Via == pc.Via && l.PathReason == pc.Reason
+// lineFacts is what a peer's line shows besides the peer itself, looked
+// up once per line.
+type lineFacts struct {
+	v       mesh.Status
+	s       wg.PeerStats
+	pc      PathChoice
+	hasPath bool
 }
 
-// peerLine is p's status line; text, when not nil, is a line formatted
-// from the same key, address, AllowedIPs and candidates, whose text it
-// takes.
-func (in *reportInput) peerLine(p *mesh.Peer, text *PeerStatus) *PeerStatus {
-	v, s := in.verdicts[p.PublicKey], in.byKey[p.PublicKey]
+func (in *reportInput) factsOf(p *mesh.Peer) lineFacts {
+	f := lineFacts{v: in.verdicts[p.PublicKey], s: in.byKey[p.PublicKey]}
+	f.pc, f.hasPath = in.paths[p.PublicKey]
+	return f
+}
+
+// raw is what p's line is formatted from (reportInput.raw).
+func (f *lineFacts) raw() peerRaw {
+	return peerRaw{lastActivity: f.v.LastActivity, handshake: f.s.LastHandshake, endpoint: f.s.Endpoint}
+}
+
+// shownBy reports whether l, a line of p made from the raw values p has
+// now, reads as p's line would.
+func (f *lineFacts) shownBy(l *PeerStatus, p *mesh.Peer) bool {
+	return l.Name == p.Name && l.AffiliateID == p.AffiliateID && l.State == f.v.State.String() &&
+		l.RxBytes == f.s.RxBytes && l.TxBytes == f.s.TxBytes && l.EndpointChanges == f.v.EndpointChanges &&
+		l.Path == f.pc.Path && l.Via == f.pc.Via && l.PathReason == f.pc.Reason
+}
+
+// line is p's status line; text, when not nil, is a line formatted from
+// the same key, address, AllowedIPs and candidates, whose text it takes.
+func (f *lineFacts) line(p *mesh.Peer, text *PeerStatus) *PeerStatus {
 	ps := &PeerStatus{
 		Name: p.Name, AffiliateID: p.AffiliateID,
-		State: v.State.String(), RxBytes: s.RxBytes, TxBytes: s.TxBytes,
-		LastHandshake: timeString(s.LastHandshake), LastActivity: timeString(v.LastActivity),
-		EndpointChanges: v.EndpointChanges,
+		State: f.v.State.String(), RxBytes: f.s.RxBytes, TxBytes: f.s.TxBytes,
+		LastHandshake: timeString(f.s.LastHandshake), LastActivity: timeString(f.v.LastActivity),
+		EndpointChanges: f.v.EndpointChanges,
 	}
 	if text != nil {
 		ps.PublicKey, ps.Address, ps.AllowedIPs, ps.Candidates = text.PublicKey, text.Address, text.AllowedIPs, text.Candidates
 	} else {
 		ps.PublicKey, ps.Address, ps.AllowedIPs, ps.Candidates = p.PublicKey.String(), p.Address.String(), strs(p.AllowedIPs), strs(p.Endpoints)
 	}
-	if s.Endpoint.IsValid() {
-		ps.Endpoint = s.Endpoint.String()
+	if f.s.Endpoint.IsValid() {
+		ps.Endpoint = f.s.Endpoint.String()
 	}
-	if pc, ok := in.paths[p.PublicKey]; ok {
-		ps.Path, ps.Via, ps.PathReason = pc.Path, pc.Via, pc.Reason
+	if f.hasPath {
+		ps.Path, ps.Via, ps.PathReason = f.pc.Path, f.pc.Via, f.pc.Reason
 	}
 	return ps
-}
-
-// rawOf is what p's line is formatted from (reportInput.raw).
-func (in *reportInput) rawOf(p *mesh.Peer) peerRaw {
-	return peerRaw{lastActivity: in.verdicts[p.PublicKey].LastActivity, handshake: in.byKey[p.PublicKey].LastHandshake, endpoint: in.byKey[p.PublicKey].Endpoint}
 }
 
 // samePeerText reports whether a and b format the same key, address,
